@@ -1,0 +1,91 @@
+"""One typed Settings object, read from the environment (DATABASE_URL, REDIS_URL, LOUDOU_*)."""
+
+from __future__ import annotations
+
+import secrets
+from functools import lru_cache
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+MIB = 1024 * 1024
+
+
+class Settings(BaseSettings):
+    """Process configuration. Unset DATABASE_URL / REDIS_URL mean "use the embedded servers"."""
+
+    model_config = SettingsConfigDict(env_prefix="LOUDOU_", extra="ignore", populate_by_name=True)
+
+    database_url: str | None = Field(
+        default=None, validation_alias=AliasChoices("DATABASE_URL", "LOUDOU_DATABASE_URL")
+    )
+    database_read_url: str | None = Field(
+        default=None, validation_alias=AliasChoices("DATABASE_READ_URL", "LOUDOU_DATABASE_READ_URL")
+    )
+    redis_url: str | None = Field(
+        default=None, validation_alias=AliasChoices("REDIS_URL", "LOUDOU_REDIS_URL")
+    )
+    home: Path = Path(".loudou")
+    secret_key: SecretStr | None = None
+
+    log_level: str = "INFO"
+    log_format: Literal["json", "console"] = "json"
+    cors_origins: Annotated[list[str], NoDecode] = []
+
+    max_body_bytes: int = 1 * MIB
+    email_max_bytes: int = 25 * MIB
+    page_size_default: int = 50
+    page_size_max: int = 200
+    rate_limit_per_minute: int = 1200
+    jwt_ttl_seconds: int = 3600
+    idempotency_ttl_hours: int = 24
+
+    queue_name: str = "loudou:queue"
+    db_pool_size: int = 10
+    db_max_overflow: int = 20
+
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _split_origins(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [v.strip() for v in value.split(",") if v.strip()]
+        return value
+
+    @field_validator("database_url", "database_read_url")
+    @classmethod
+    def _asyncpg_driver(cls, value: str | None) -> str | None:
+        return normalise_database_url(value) if value else value
+
+    def resolved_secret_key(self) -> str:
+        """The signing key: LOUDOU_SECRET_KEY, else one generated once and kept under LOUDOU_HOME."""
+        if self.secret_key is not None:
+            return self.secret_key.get_secret_value()
+        path = self.home / "secret_key"
+        if path.exists():
+            return path.read_text().strip()
+        self.home.mkdir(parents=True, exist_ok=True)
+        key = secrets.token_urlsafe(48)
+        path.write_text(key)
+        path.chmod(0o600)
+        return key
+
+
+def normalise_database_url(url: str) -> str:
+    """Accept the usual `postgres://` / `postgresql://` spellings and select the asyncpg driver."""
+    for prefix in (
+        "postgres://",
+        "postgresql://",
+        "postgresql+psycopg://",
+        "postgresql+psycopg2://",
+    ):
+        if url.startswith(prefix):
+            return "postgresql+asyncpg://" + url[len(prefix) :]
+    return url
+
+
+@lru_cache
+def get_settings() -> Settings:
+    """The process-wide settings (cached; tests and `loudou dev` clear the cache after setting env)."""
+    return Settings()

@@ -1,0 +1,132 @@
+"""Async engine, sessions, the metadata naming convention, and tenant scoping.
+
+Tenant scoping is one mechanism for the whole code base: a session carries the caller's
+organisation in `session.info["org_id"]`, and every ORM statement on it gets
+`org_id = :org` added for every tenant table it touches (SQLAlchemy's `with_loader_criteria`),
+including `session.get`. A statement on a session with no organisation fails loudly unless it
+is explicitly marked cross-tenant with `execution_options(cross_tenant=True)` (used by auth
+look-ups and by worker sweeps). New tenant rows get the session's organisation on flush; a row
+of another organisation cannot be flushed through it.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import column as sql_column
+from sqlalchemy import event
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
+from sqlalchemy.orm import ORMExecuteState, Session, with_loader_criteria
+from sqlmodel import SQLModel
+
+from app.config import Settings
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+SQLModel.metadata.naming_convention = NAMING_CONVENTION
+
+
+class TenantScoped:
+    """Marker for tables that carry `org_id`; every query on them is scoped by organisation."""
+
+    if TYPE_CHECKING:
+        org_id: uuid.UUID
+
+
+def seal_tenant_marker() -> None:
+    """Give the marker an `org_id` expression, once every table class exists.
+
+    with_loader_criteria analyses its lambda once against the marker class itself, then applies
+    it to each mapped subclass, where org_id is the real column. Set any earlier, the attribute
+    would leak into the declarative scan of each table class.
+    """
+    TenantScoped.org_id = sql_column("org_id")  # type: ignore[assignment]
+
+
+class TenancyError(RuntimeError):
+    """A query reached a tenant table without an organisation: a programming error."""
+
+
+def create_engine(settings: Settings, *, url: str | None = None, pool_size: int | None = None) -> AsyncEngine:
+    """The async engine for DATABASE_URL (asyncpg)."""
+    target = url or settings.database_url
+    if not target:
+        raise RuntimeError("DATABASE_URL is not set (and no embedded server was started)")
+    return create_async_engine(
+        target,
+        pool_size=pool_size or settings.db_pool_size,
+        max_overflow=settings.db_max_overflow,
+        pool_pre_ping=True,
+        pool_recycle=1800,
+    )
+
+
+def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
+    """Sessions that keep loaded objects usable after commit."""
+    return async_sessionmaker(engine, class_=AsyncSession, expire_on_commit=False)
+
+
+@asynccontextmanager
+async def tenant_session(
+    factory: async_sessionmaker[AsyncSession], org_id: uuid.UUID
+) -> AsyncIterator[AsyncSession]:
+    """A session scoped to one organisation (for jobs; requests get theirs from deps)."""
+    async with factory() as session:
+        session.info["org_id"] = org_id
+        yield session
+
+
+def scope_session(session: AsyncSession, org_id: uuid.UUID) -> None:
+    """Bind a session to an organisation; from now on every query on it is filtered by it."""
+    session.info["org_id"] = org_id
+
+
+@event.listens_for(Session, "do_orm_execute")
+def _scope_by_organisation(state: ORMExecuteState) -> None:
+    if not (state.is_select or state.is_update or state.is_delete):
+        return
+    if state.execution_options.get("cross_tenant"):
+        return
+    org_id = state.session.info.get("org_id")
+    if org_id is None:
+        if _touches_tenant_table(state):
+            raise TenancyError("query on a tenant table from a session without an organisation")
+        return
+    state.statement = state.statement.options(
+        with_loader_criteria(
+            TenantScoped,
+            lambda cls: cls.org_id == org_id,
+            include_aliases=True,
+        )
+    )
+
+
+def _touches_tenant_table(state: ORMExecuteState) -> bool:
+    return any(issubclass(mapper.class_, TenantScoped) for mapper in state.all_mappers)
+
+
+@event.listens_for(Session, "before_flush")
+def _stamp_organisation(session: Session, flush_context: Any, instances: Any) -> None:
+    org_id = session.info.get("org_id")
+    for obj in list(session.new) + list(session.dirty):
+        if not isinstance(obj, TenantScoped):
+            continue
+        if obj.org_id is None and org_id is not None:
+            obj.org_id = org_id
+        elif org_id is not None and obj.org_id != org_id:
+            raise TenancyError("refusing to write a row of another organisation")
+        elif obj.org_id is None:
+            raise TenancyError("a tenant row needs an organisation")

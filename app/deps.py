@@ -1,0 +1,146 @@
+"""FastAPI dependencies as Annotated aliases: SessionDep, PrincipalDep, PageDep, IfMatchDep."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Callable, Coroutine
+from typing import Annotated, Any
+
+from fastapi import Depends, Header, Query, Request
+from redis.exceptions import RedisError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.config import Settings
+from app.db import scope_session
+from app.errors import Forbidden, PreconditionFailed, RateLimited, Unauthorized
+from app.pagination import PageParams
+from app.security import Principal, hash_token
+from app.services import auth as auth_service
+from app.state import AppState
+
+
+def get_state(request: Request) -> AppState:
+    """The process-wide resources opened by the lifespan."""
+    state: AppState = request.app.state.loudou
+    return state
+
+
+StateDep = Annotated[AppState, Depends(get_state)]
+
+
+def get_settings_dep(state: StateDep) -> Settings:
+    """The settings this app was built with."""
+    return state.settings
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
+
+
+async def get_session(state: StateDep) -> AsyncIterator[AsyncSession]:
+    """One session and one transaction per request, committed before the response is sent."""
+    async with state.sessions() as session:
+        try:
+            yield session
+        except BaseException:
+            await session.rollback()
+            raise
+        else:
+            await session.commit()
+
+
+SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]
+
+
+def _bearer(authorization: str | None) -> str:
+    if not authorization:
+        raise Unauthorized("Send `Authorization: Bearer <api key or token>`.")
+    scheme, _, token = authorization.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise Unauthorized("The Authorization header must be `Bearer <api key or token>`.")
+    return token.strip()
+
+
+async def _rate_limit(state: AppState, token: str) -> None:
+    """A fixed one-minute window per credential in Redis; if Redis is down, requests go through."""
+    limit = state.settings.rate_limit_per_minute
+    if limit <= 0:
+        return
+    now = time.time()
+    window = int(now // 60)
+    key = f"loudou:rl:{hash_token(token)[:24]}:{window}"
+    try:
+        async with state.redis.pipeline(transaction=False) as pipe:
+            pipe.incr(key)
+            pipe.expire(key, 61)
+            count, _ = await pipe.execute()
+    except (RedisError, OSError):
+        return
+    if int(count) > limit:
+        retry_after = max(1, int(60 - (now % 60)) + 1)
+        raise RateLimited(
+            f"More than {limit} requests a minute with this credential.",
+            headers={"Retry-After": str(retry_after)},
+        )
+
+
+async def get_principal(
+    request: Request,
+    state: StateDep,
+    session: SessionDep,
+    authorization: Annotated[str | None, Header(include_in_schema=False)] = None,
+) -> Principal:
+    """Authenticate the caller and scope the request's session to their organisation."""
+    token = _bearer(authorization)
+    await _rate_limit(state, token)
+    principal = await auth_service.authenticate(session, token, secret=state.settings.resolved_secret_key())
+    if principal is None:
+        raise Unauthorized("The API key or token is not valid.")
+    scope_session(session, principal.org_id)
+    request.state.principal = principal
+    return principal
+
+
+PrincipalDep = Annotated[Principal, Depends(get_principal)]
+
+
+def require(scope: str) -> Callable[[Principal], Coroutine[Any, Any, Principal]]:
+    """A dependency that lets the request through only if role and key scopes allow `scope`."""
+
+    async def _check(principal: PrincipalDep) -> Principal:
+        if not principal.allows(scope):
+            raise Forbidden(f"This credential may not do `{scope}`.")
+        return principal
+
+    return _check
+
+
+def page_params(
+    state: StateDep,
+    limit: Annotated[int | None, Query(ge=1, description="Page size (capped at the maximum).")] = None,
+    cursor: Annotated[str | None, Query(description="`next_cursor` of the previous page.")] = None,
+    sort: Annotated[str | None, Query(description="Field to order by; prefix `-` for descending.")] = None,
+) -> PageParams:
+    """Paging parameters with the limit capped, never rejected for being large."""
+    size = min(limit or state.settings.page_size_default, state.settings.page_size_max)
+    return PageParams(limit=size, cursor=cursor, sort=sort)
+
+
+PageDep = Annotated[PageParams, Depends(page_params)]
+
+
+def if_match(
+    if_match: Annotated[str | None, Header(description="ETag from a GET; 412 if stale.")] = None,
+) -> int | None:
+    """The version the client last saw, from `If-Match: "<version>"` (None when not sent or `*`)."""
+    if if_match is None or if_match.strip() == "*":
+        return None
+    raw = if_match.strip()
+    if raw.startswith("W/"):
+        raise PreconditionFailed("Weak ETags cannot be used with If-Match.")
+    raw = raw.strip('"')
+    if not raw.isdigit():
+        raise PreconditionFailed("If-Match does not match the current version.")
+    return int(raw)
+
+
+IfMatchDep = Annotated[int | None, Depends(if_match)]

@@ -1,0 +1,105 @@
+"""create_app(): lifespan resources, middleware, error handlers, routers."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from asgi_correlation_id import CorrelationIdMiddleware
+from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.routing import APIRoute
+from prometheus_fastapi_instrumentator import Instrumentator
+
+from app.config import Settings, get_settings
+from app.errors import install_error_handlers
+from app.logging import configure_logging
+from app.middleware import AccessLogMiddleware, BodyLimitMiddleware, IdempotencyMiddleware
+from app.routers import api_keys, auth, diagnostics, health, organisation, teams, users
+from app.state import AppState
+
+ROUTERS = [
+    health.router,
+    auth.router,
+    organisation.router,
+    users.router,
+    teams.router,
+    api_keys.router,
+    diagnostics.router,
+]
+
+
+def operation_id(route: APIRoute) -> str:
+    """Operation ids are "<tag>:<function>"."""
+    tag = route.tags[0] if route.tags else "default"
+    return f"{tag}:{route.name}"
+
+
+def create_app(settings: Settings | None = None, *, state: AppState | None = None) -> FastAPI:
+    """Build the ASGI app; the lifespan opens the engine, Redis and the HTTP client once."""
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        opened = state is None
+        app.state.loudou = state or AppState.open(settings)
+        try:
+            yield
+        finally:
+            if opened:
+                await app.state.loudou.close()
+
+    app = FastAPI(
+        title="Loudou API",
+        version="0.1.0",
+        summary="Headless sales-process API: leads, deals, quotes, collections and funnel metrics.",
+        lifespan=lifespan,
+        generate_unique_id_function=operation_id,
+    )
+    if state is not None:
+        app.state.loudou = state
+    install_error_handlers(app)
+    for router in ROUTERS:
+        app.include_router(router)
+
+    def limit_for(path: str) -> int:
+        if path.startswith("/v1/intake/email/"):
+            return settings.email_max_bytes
+        return settings.max_body_bytes
+
+    # Added innermost first: the last one added sees the request first.
+    app.add_middleware(IdempotencyMiddleware)
+    app.add_middleware(BodyLimitMiddleware, limit_for=limit_for)
+    app.add_middleware(AccessLogMiddleware)
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["*"],
+            allow_headers=["*"],
+            expose_headers=["ETag", "X-Request-ID", "Retry-After", "Location"],
+        )
+    app.add_middleware(
+        CorrelationIdMiddleware,
+        header_name="X-Request-ID",
+        update_request_header=True,
+    )
+    Instrumentator(excluded_handlers=["/metrics", "/healthz", "/readyz"]).instrument(app).expose(
+        app, endpoint="/metrics", include_in_schema=False
+    )
+    return app
+
+
+def app_factory() -> FastAPI:
+    """Entry point for `uvicorn --factory app.main:app_factory` (one app per worker process)."""
+    settings = get_settings()
+    configure_logging(settings.log_level, settings.log_format)
+    return create_app(settings)
+
+
+def openapi_document(app: FastAPI | None = None) -> dict[str, Any]:
+    """The OpenAPI document the app serves (what `loudou openapi` writes)."""
+    return (
+        app or create_app(Settings(database_url="postgresql+asyncpg://x@/x", redis_url="redis://x"))
+    ).openapi()

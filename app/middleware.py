@@ -1,0 +1,301 @@
+"""Pure ASGI middleware: body size limits, Idempotency-Key replay, access logs.
+
+Written as ASGI callables rather than BaseHTTPMiddleware so bodies are never buffered twice and
+streaming responses stay streaming.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+import uuid
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Any
+
+import structlog
+from sqlalchemy import delete, select, update
+from sqlalchemy.dialects.postgresql import insert
+from sqlmodel import col
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from app.errors import PayloadTooLarge, problem_response
+from app.models.base import utcnow
+from app.models.idempotency import IdempotencyRecord
+from app.state import AppState
+
+access_log = structlog.get_logger("loudou.access")
+
+IN_PROGRESS_LEASE = timedelta(seconds=60)
+REPLAYED_HEADERS = {"content-type", "etag", "location"}
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    for key, value in scope.get("headers", []):
+        if key == name:
+            return str(value.decode("latin-1"))
+    return None
+
+
+class BodyLimitMiddleware:
+    """413 for bodies over the limit: at once from Content-Length, else while the body streams in.
+
+    Past the Content-Length check the error is raised from `receive`, inside the endpoint that
+    reads the body, so the app's own handler answers it (and intake can record the attempt).
+    """
+
+    def __init__(self, app: ASGIApp, *, limit_for: Callable[[str], int]) -> None:
+        self.app = app
+        self.limit_for = limit_for
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        limit = self.limit_for(scope["path"])
+        declared = _header(scope, b"content-length")
+        if declared and declared.isdigit() and int(declared) > limit:
+            scope.setdefault("state", {})["body_too_large"] = int(declared)
+            if not scope["path"].startswith("/v1/intake/"):
+                response = problem_response(
+                    413,
+                    code="payload_too_large",
+                    title="Request body too large",
+                    detail=f"The body is {declared} bytes; the limit here is {limit} bytes.",
+                )
+                await response(scope, receive, send)
+                return
+        received = 0
+
+        async def limited_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:
+                    raise PayloadTooLarge(f"The body exceeds the limit of {limit} bytes here.")
+            return message
+
+        await self.app(scope, limited_receive, send)
+
+
+class IdempotencyMiddleware:
+    """`Idempotency-Key` on POST: the first successful response is stored and replayed.
+
+    The key is scoped to the caller (a hash of its credential). Same key and same request ->
+    the stored response, with `Idempotent-Replayed: true`; same key with another body -> 422;
+    while the first is still running -> 409. Only 2xx/3xx answers are kept, so a request that
+    failed can be corrected and retried under the same key. Kept 24 h (LOUDOU_IDEMPOTENCY_TTL_HOURS).
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] != "POST":
+            await self.app(scope, receive, send)
+            return
+        key = _header(scope, b"idempotency-key")
+        if key is None:
+            await self.app(scope, receive, send)
+            return
+        if not 1 <= len(key) <= 255:
+            await problem_response(
+                400,
+                code="invalid_idempotency_key",
+                title="Invalid Idempotency-Key",
+                detail="An Idempotency-Key is 1 to 255 characters.",
+            )(scope, receive, send)
+            return
+        try:
+            body = await _read_body(receive)
+        except PayloadTooLarge as exc:
+            await problem_response(413, code=exc.code, title=exc.title, detail=exc.detail)(
+                scope, receive, send
+            )
+            return
+        state: AppState = scope["app"].state.loudou
+        credential = _header(scope, b"authorization") or f"public:{scope['path']}"
+        caller_hash = hashlib.sha256(credential.encode()).hexdigest()
+        request_hash = hashlib.sha256(
+            b"\n".join(
+                [
+                    scope["method"].encode(),
+                    scope["path"].encode(),
+                    scope.get("query_string", b""),
+                    body,
+                ]
+            )
+        ).hexdigest()
+        replay = await self._claim(state, caller_hash, key, scope, request_hash)
+        if replay is not None:
+            await replay(scope, receive, send)
+            return
+
+        sent_body = False
+
+        async def replay_receive() -> Message:
+            nonlocal sent_body
+            if not sent_body:
+                sent_body = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        captured: dict[str, Any] = {"status": 500, "headers": [], "body": bytearray()}
+
+        async def capture_send(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                captured["status"] = message["status"]
+                captured["headers"] = [
+                    [k.decode("latin-1"), v.decode("latin-1")] for k, v in message.get("headers", [])
+                ]
+            elif message["type"] == "http.response.body":
+                captured["body"].extend(message.get("body", b""))
+            await send(message)
+
+        try:
+            await self.app(scope, replay_receive, capture_send)
+        finally:
+            await self._finish(state, caller_hash, key, scope, captured)
+
+    async def _claim(
+        self, state: AppState, caller_hash: str, key: str, scope: Scope, request_hash: str
+    ) -> Any:
+        now = utcnow()
+        async with state.sessions() as session:
+            claimed = (
+                await session.execute(
+                    insert(IdempotencyRecord)
+                    .values(
+                        id=uuid.uuid4(),
+                        caller_hash=caller_hash,
+                        key=key,
+                        method=scope["method"],
+                        path=scope["path"],
+                        request_hash=request_hash,
+                        response_headers=[],
+                        created_at=now,
+                        locked_until=now + IN_PROGRESS_LEASE,
+                    )
+                    .on_conflict_do_nothing(index_elements=["caller_hash", "key"])
+                    .returning(col(IdempotencyRecord.id))
+                )
+            ).scalar_one_or_none()
+            if claimed is not None:
+                await session.commit()
+                return None
+            record = (
+                await session.execute(
+                    select(IdempotencyRecord)
+                    .where(
+                        col(IdempotencyRecord.caller_hash) == caller_hash, col(IdempotencyRecord.key) == key
+                    )
+                    .with_for_update()
+                )
+            ).scalar_one()
+            if record.request_hash != request_hash:
+                return problem_response(
+                    422,
+                    code="idempotency_key_reused",
+                    title="Idempotency-Key reused",
+                    detail="This Idempotency-Key was used with another request; use a new key.",
+                )
+            if record.response_status is not None:
+                headers = {k: v for k, v in record.response_headers if k.lower() in REPLAYED_HEADERS}
+                headers["Idempotent-Replayed"] = "true"
+                return _RawResponse(record.response_status, headers, record.response_body or b"")
+            if record.locked_until is not None and record.locked_until > now:
+                return problem_response(
+                    409,
+                    code="idempotency_in_progress",
+                    title="Request in progress",
+                    detail="A request with this Idempotency-Key is still running; retry shortly.",
+                    headers={"Retry-After": "1"},
+                )
+            # The first attempt died without an answer: this one takes over.
+            record.locked_until = now + IN_PROGRESS_LEASE
+            await session.commit()
+            return None
+
+    async def _finish(
+        self, state: AppState, caller_hash: str, key: str, scope: Scope, captured: dict[str, Any]
+    ) -> None:
+        where = (col(IdempotencyRecord.caller_hash) == caller_hash, col(IdempotencyRecord.key) == key)
+        async with state.sessions() as session:
+            if captured["status"] < 400:
+                principal = scope.get("state", {}).get("principal")
+                await session.execute(
+                    update(IdempotencyRecord)
+                    .where(*where)
+                    .values(
+                        response_status=captured["status"],
+                        response_headers=captured["headers"],
+                        response_body=bytes(captured["body"]),
+                        locked_until=None,
+                        org_id=principal.org_id if principal is not None else None,
+                    )
+                )
+            else:
+                await session.execute(delete(IdempotencyRecord).where(*where))
+            await session.commit()
+
+
+class _RawResponse:
+    """A stored response played back byte for byte."""
+
+    def __init__(self, status: int, headers: dict[str, str], body: bytes) -> None:
+        self.status = status
+        self.headers = [(k.lower().encode(), v.encode()) for k, v in headers.items()]
+        self.body = body
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        headers = [*self.headers, (b"content-length", str(len(self.body)).encode())]
+        await send({"type": "http.response.start", "status": self.status, "headers": headers})
+        await send({"type": "http.response.body", "body": self.body})
+
+
+async def _read_body(receive: Receive) -> bytes:
+    chunks = []
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            break
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body", False):
+            break
+    return b"".join(chunks)
+
+
+class AccessLogMiddleware:
+    """One structured log line per request: method, route, status, duration, request id."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] in ("/healthz", "/readyz", "/metrics"):
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracking_send)
+        finally:
+            route = scope.get("route")
+            principal = scope.get("state", {}).get("principal")
+            access_log.info(
+                "request",
+                method=scope["method"],
+                path=scope["path"],
+                route=getattr(route, "path", None),
+                status=status,
+                duration_ms=round((time.perf_counter() - started) * 1000, 2),
+                org_id=str(principal.org_id) if principal is not None else None,
+            )

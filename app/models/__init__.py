@@ -1,0 +1,22 @@
+"""SQLModel tables and their API schemas, one domain per module. Importing this registers every table."""
+
+from app.db import seal_tenant_marker
+from app.models.api_key import ApiKey
+from app.models.audit import AuditEntry
+from app.models.idempotency import IdempotencyRecord
+from app.models.organisation import Organisation
+from app.models.outbox import JobRun, OutboxEvent
+from app.models.user import Team, User
+
+seal_tenant_marker()
+
+__all__ = [
+    "ApiKey",
+    "AuditEntry",
+    "IdempotencyRecord",
+    "JobRun",
+    "Organisation",
+    "OutboxEvent",
+    "Team",
+    "User",
+]

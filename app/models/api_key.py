@@ -1,0 +1,77 @@
+"""API keys: hashed at rest, shown once, scoped, revocable."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+
+from pydantic import ConfigDict
+from sqlmodel import Field, SQLModel
+
+from app.models.base import IdMixin, JsonField, TenantMixin, TimestampField, TimestampsMixin
+
+SCOPES = (
+    "*",
+    "read",
+    "users:read",
+    "users:write",
+    "teams:read",
+    "teams:write",
+    "api_keys:read",
+    "api_keys:write",
+    "organisation:read",
+    "organisation:write",
+    "leads:read",
+    "leads:write",
+    "deals:read",
+    "deals:write",
+    "quotes:read",
+    "quotes:write",
+    "intake",
+    "metrics:read",
+    "export:read",
+)
+
+
+class ApiKey(IdMixin, TenantMixin, TimestampsMixin, table=True):
+    """An API key acts as its user, narrowed by its scopes. Only the SHA-256 of the token is kept."""
+
+    __tablename__ = "api_keys"
+
+    user_id: uuid.UUID = Field(foreign_key="users.id", index=True, ondelete="CASCADE")
+    name: str = Field(max_length=200)
+    prefix: str = Field(max_length=16)
+    key_hash: str = Field(max_length=64, unique=True)
+    scopes: list[str] = JsonField(default_factory=lambda: ["*"])
+    last_used_at: datetime | None = TimestampField(nullable=True, default_now=False)
+    revoked_at: datetime | None = TimestampField(nullable=True, default_now=False)
+
+
+class ApiKeyCreate(SQLModel):
+    """POST /v1/api-keys: omitted user_id means yourself; omitted scopes mean ["*"]."""
+
+    model_config = ConfigDict(extra="forbid")  # type: ignore[assignment]
+
+    name: str = Field(min_length=1, max_length=200)
+    user_id: uuid.UUID | None = None
+    scopes: list[str] | None = None
+
+
+class ApiKeyRead(SQLModel):
+    """An API key without its secret."""
+
+    id: uuid.UUID
+    org_id: uuid.UUID
+    user_id: uuid.UUID
+    name: str
+    prefix: str
+    scopes: list[str]
+    created_at: datetime
+    last_used_at: datetime | None
+    revoked_at: datetime | None
+
+
+class ApiKeyCreated(ApiKeyRead):
+    """The answer to a create: the only time the token is shown."""
+
+    key: str

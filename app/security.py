@@ -1,0 +1,119 @@
+"""Credentials: API key tokens (SHA-256 at rest), password hashes (Argon2id), JWTs (HS256)."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+import jwt
+from pwdlib import PasswordHash
+
+from app.models.common import Role
+
+API_KEY_PREFIX = "ldk_"
+JWT_ALGORITHM = "HS256"
+JWT_AUDIENCE = "loudou"
+
+_passwords = PasswordHash.recommended()
+
+
+def new_api_key() -> tuple[str, str, str]:
+    """A fresh token, its display prefix and its SHA-256 (the token itself is never stored)."""
+    token = API_KEY_PREFIX + secrets.token_urlsafe(32)
+    return token, token[:12], hash_token(token)
+
+
+def hash_token(token: str) -> str:
+    """SHA-256 hex of a high-entropy token; enough for keys, which are not guessable passwords."""
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def hash_password(password: str) -> str:
+    """Argon2id hash of a password."""
+    return _passwords.hash(password)
+
+
+def verify_password(password: str, password_hash: str | None) -> bool:
+    """Whether the password matches; a missing hash never matches."""
+    if not password_hash:
+        # Spend the same time as a real check so a missing user is not detectable by timing.
+        _passwords.verify(password, _DUMMY_HASH)
+        return False
+    return _passwords.verify(password, password_hash)
+
+
+_DUMMY_HASH = _passwords.hash(secrets.token_urlsafe(16))
+
+
+def issue_jwt(
+    *, user_id: uuid.UUID, org_id: uuid.UUID, secret: str, ttl_seconds: int
+) -> tuple[str, datetime]:
+    """A signed access token for a user, and when it expires."""
+    now = datetime.now(UTC)
+    expires = now + timedelta(seconds=ttl_seconds)
+    claims = {
+        "sub": str(user_id),
+        "org": str(org_id),
+        "aud": JWT_AUDIENCE,
+        "iat": int(now.timestamp()),
+        "exp": int(expires.timestamp()),
+        "jti": secrets.token_hex(8),
+    }
+    return jwt.encode(claims, secret, algorithm=JWT_ALGORITHM), expires
+
+
+def decode_jwt(token: str, *, secret: str) -> tuple[uuid.UUID, uuid.UUID] | None:
+    """(user_id, org_id) from a valid token, else None."""
+    try:
+        claims = jwt.decode(token, secret, algorithms=[JWT_ALGORITHM], audience=JWT_AUDIENCE)
+        return uuid.UUID(claims["sub"]), uuid.UUID(claims["org"])
+    except (jwt.PyJWTError, KeyError, ValueError):
+        return None
+
+
+READ_ONLY_ROLES = frozenset({Role.viewer})
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is calling: a user, possibly through an API key whose scopes narrow what they may do."""
+
+    user_id: uuid.UUID
+    org_id: uuid.UUID
+    role: Role
+    team_id: uuid.UUID | None
+    api_key_id: uuid.UUID | None = None
+    scopes: frozenset[str] = field(default_factory=lambda: frozenset({"*"}))
+
+    @property
+    def is_admin(self) -> bool:
+        """Admins may do everything in their organisation."""
+        return self.role == Role.admin
+
+    def allows(self, scope: str) -> bool:
+        """Whether role and key scopes both allow `scope` (e.g. "users:write")."""
+        resource, _, action = scope.partition(":")
+        if action != "read" and self.role in READ_ONLY_ROLES:
+            return False
+        if "*" in self.scopes or scope in self.scopes:
+            return True
+        return action == "read" and ("read" in self.scopes or f"{resource}:write" in self.scopes)
+
+
+def narrow_scopes(requested: list[str] | None, role: Role) -> list[str]:
+    """The scopes a key for a user of `role` gets: omitted means all; a viewer's are read-only."""
+    scopes = sorted(set(requested or ["*"]))
+    if role in READ_ONLY_ROLES:
+        narrowed = []
+        for s in scopes:
+            if s in ("*", "read"):
+                narrowed.append("read")
+            elif s.endswith(":read"):
+                narrowed.append(s)
+            elif s.endswith(":write"):
+                narrowed.append(s.replace(":write", ":read"))
+        scopes = sorted(set(narrowed))
+    return scopes

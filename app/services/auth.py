@@ -1,0 +1,109 @@
+"""Who is calling: API keys, JWT access tokens, password login."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import timedelta
+
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col
+
+from app.errors import Unauthorized, ValidationFailed
+from app.models.api_key import ApiKey
+from app.models.base import utcnow
+from app.models.user import User
+from app.security import (
+    API_KEY_PREFIX,
+    Principal,
+    decode_jwt,
+    hash_token,
+    issue_jwt,
+    verify_password,
+)
+
+LAST_USED_RESOLUTION = timedelta(minutes=1)
+
+
+async def authenticate(session: AsyncSession, token: str, *, secret: str) -> Principal | None:
+    """The principal behind an API key or a JWT, or None. Inactive users and revoked keys fail."""
+    if token.startswith(API_KEY_PREFIX):
+        return await _from_api_key(session, token)
+    decoded = decode_jwt(token, secret=secret)
+    if decoded is None:
+        return None
+    user_id, org_id = decoded
+    user = (
+        await session.execute(
+            select(User)
+            .where(col(User.id) == user_id, col(User.org_id) == org_id)
+            .execution_options(cross_tenant=True)
+        )
+    ).scalar_one_or_none()
+    if user is None or not user.active:
+        return None
+    return Principal(user_id=user.id, org_id=user.org_id, role=user.role, team_id=user.team_id)
+
+
+async def _from_api_key(session: AsyncSession, token: str) -> Principal | None:
+    row = (
+        await session.execute(
+            select(ApiKey, User)
+            .join(User, col(User.id) == ApiKey.user_id)
+            .where(col(ApiKey.key_hash) == hash_token(token))
+            .execution_options(cross_tenant=True)
+        )
+    ).one_or_none()
+    if row is None:
+        return None
+    key, user = row
+    if key.revoked_at is not None or not user.active:
+        return None
+    now = utcnow()
+    if key.last_used_at is None or now - key.last_used_at > LAST_USED_RESOLUTION:
+        # Written at most once a minute per key, so reads stay cheap.
+        await session.execute(
+            update(ApiKey)
+            .where(col(ApiKey.id) == key.id)
+            .values(last_used_at=now)
+            .execution_options(cross_tenant=True)
+        )
+    return Principal(
+        user_id=user.id,
+        org_id=user.org_id,
+        role=user.role,
+        team_id=user.team_id,
+        api_key_id=key.id,
+        scopes=frozenset(key.scopes),
+    )
+
+
+async def login(
+    session: AsyncSession,
+    *,
+    email: str,
+    password: str,
+    org_id: uuid.UUID | None,
+    secret: str,
+    ttl_seconds: int,
+) -> tuple[str, int]:
+    """Check a password and issue a JWT; the same email in several organisations needs org_id."""
+    stmt = select(User).where(col(User.email) == email.strip().lower()).execution_options(cross_tenant=True)
+    if org_id is not None:
+        stmt = stmt.where(col(User.org_id) == org_id)
+    users = list((await session.execute(stmt.limit(2))).scalars())
+    if len(users) > 1:
+        raise ValidationFailed("This email belongs to several organisations; send `organisation_id` too.")
+    user = users[0] if users else None
+    if not verify_password(password, user.password_hash if user else None) or user is None:
+        raise Unauthorized("Wrong email or password.")
+    if not user.active:
+        raise Unauthorized("This user is deactivated.")
+    await session.execute(
+        update(User)
+        .where(col(User.id) == user.id)
+        .values(last_login_at=utcnow())
+        .execution_options(cross_tenant=True)
+    )
+    token, _ = issue_jwt(user_id=user.id, org_id=user.org_id, secret=secret, ttl_seconds=ttl_seconds)
+    return token, ttl_seconds

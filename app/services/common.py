@@ -1,0 +1,55 @@
+"""Helpers every domain service uses: load-or-404, optimistic updates with a field diff."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any, TypeVar
+
+from fastapi.encoders import jsonable_encoder
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import SQLModel
+
+from app.errors import NotFound, PreconditionFailed
+from app.models.base import utcnow
+
+M = TypeVar("M", bound=SQLModel)
+
+
+async def get_or_404(session: AsyncSession, model: type[M], obj_id: uuid.UUID, *, what: str) -> M:
+    """The row with this id in the caller's organisation, else NotFound (another org's rows too)."""
+    obj = await session.get(model, obj_id)
+    if obj is None:
+        raise NotFound(f"No {what} with id {obj_id}.")
+    return obj
+
+
+def check_version(obj: Any, expected: int | None) -> None:
+    """412 when the client's If-Match version is not the row's current one."""
+    if expected is not None and expected != obj.version:
+        raise PreconditionFailed(
+            f"Version {expected} is stale; the current version is {obj.version}.",
+            headers={"ETag": f'"{obj.version}"'},
+            extra={"current_version": obj.version},
+        )
+
+
+def apply_changes(obj: Any, data: dict[str, Any], *, expected_version: int | None = None) -> dict[str, Any]:
+    """Set the given fields; return {field: [old, new]} for those that changed. Bumps version."""
+    check_version(obj, expected_version)
+    diff: dict[str, Any] = {}
+    for name, value in data.items():
+        old = getattr(obj, name)
+        if old != value:
+            diff[name] = jsonable_encoder([old, value])
+            setattr(obj, name, value)
+    if diff:
+        if hasattr(obj, "version"):
+            obj.version += 1
+        if hasattr(obj, "updated_at"):
+            obj.updated_at = utcnow()
+    return diff
+
+
+def snapshot(obj: Any, fields: list[str]) -> dict[str, Any]:
+    """{field: [None, value]} for a newly created row, for the audit log."""
+    return {name: jsonable_encoder([None, getattr(obj, name)]) for name in fields}

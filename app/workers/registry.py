@@ -1,0 +1,28 @@
+"""Which jobs an outbox event becomes, and on which queue each job runs.
+
+The relay enqueues each job by name with job id "<job>:<outbox id>", so a re-sent event is
+enqueued once while arq still remembers it. Later domains add their event types here.
+"""
+
+from __future__ import annotations
+
+from app.config import Settings
+
+EVENT_JOBS: dict[str, tuple[str, ...]] = {
+    "ping": ("ping",),
+}
+
+
+def jobs_for(event_type: str) -> tuple[str, ...]:
+    """The jobs an event of this type triggers (none: the event is only recorded)."""
+    return EVENT_JOBS.get(event_type, ())
+
+
+def queue_for(job_name: str, settings: Settings) -> str:
+    """The arq queue a job runs on."""
+    return settings.queue_name
+
+
+def job_id(job_name: str, outbox_id: str) -> str:
+    """The arq job id for one job of one outbox event."""
+    return f"{job_name}:{outbox_id}"

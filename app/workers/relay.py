@@ -1,0 +1,138 @@
+"""The outbox relay: committed outbox rows -> arq jobs, woken by LISTEN/NOTIFY, polling every 200 ms.
+
+Rows are claimed with FOR UPDATE SKIP LOCKED, so several relays (one per worker process) share
+the work without sending a row twice at once; a row is marked dispatched only after all its jobs
+are in Redis. If Redis is down, rows stay pending and are retried with backoff.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import Any
+
+import asyncpg
+import structlog
+from redis.exceptions import RedisError
+from sqlalchemy import select, update
+from sqlalchemy.engine import make_url
+from sqlmodel import col
+
+from app.models.base import utcnow
+from app.models.outbox import OutboxEvent
+from app.services.outbox import NOTIFY_CHANNEL
+from app.state import AppState
+from app.workers.registry import job_id, jobs_for, queue_for
+
+log = structlog.get_logger("loudou.relay")
+
+POLL_SECONDS = 0.2
+BATCH = 200
+
+
+class RedisUnavailable(Exception):
+    """Redis refused an enqueue; the batch stays pending."""
+
+
+async def relay_once(state: AppState, *, batch: int = BATCH) -> int:
+    """Dispatch up to `batch` pending events; returns how many were dispatched."""
+    now = utcnow()
+    async with state.sessions() as session:
+        rows = list(
+            (
+                await session.execute(
+                    select(OutboxEvent)
+                    .where(col(OutboxEvent.dispatched_at).is_(None), col(OutboxEvent.available_at) <= now)
+                    .order_by(col(OutboxEvent.available_at), col(OutboxEvent.id))
+                    .limit(batch)
+                    .with_for_update(skip_locked=True)
+                    .execution_options(cross_tenant=True)
+                )
+            ).scalars()
+        )
+        if not rows:
+            return 0
+        try:
+            for row in rows:
+                for job in jobs_for(row.event_type):
+                    await state.redis.enqueue_job(
+                        job,
+                        str(row.id),
+                        _job_id=job_id(job, str(row.id)),
+                        _queue_name=queue_for(job, state.settings),
+                    )
+        except (RedisError, OSError) as exc:
+            await session.rollback()
+            await _note_failure(state, [r.id for r in rows], exc)
+            raise RedisUnavailable(str(exc)) from exc
+        await session.execute(
+            update(OutboxEvent)
+            .where(col(OutboxEvent.id).in_([r.id for r in rows]))
+            .values(dispatched_at=utcnow(), attempts=col(OutboxEvent.attempts) + 1)
+            .execution_options(cross_tenant=True)
+        )
+        await session.commit()
+        return len(rows)
+
+
+async def _note_failure(state: AppState, ids: list[Any], exc: Exception) -> None:
+    async with state.sessions() as session:
+        await session.execute(
+            update(OutboxEvent)
+            .where(col(OutboxEvent.id).in_(ids))
+            .values(attempts=col(OutboxEvent.attempts) + 1, last_error=str(exc)[:2000])
+            .execution_options(cross_tenant=True)
+        )
+        await session.commit()
+
+
+def _asyncpg_dsn(state: AppState) -> str:
+    url = make_url(str(state.engine.url.render_as_string(hide_password=False)))
+    return str(url.set(drivername="postgresql").render_as_string(hide_password=False))
+
+
+async def _listen(state: AppState, wake: asyncio.Event) -> asyncpg.Connection | None:
+    try:
+        conn = await asyncpg.connect(_asyncpg_dsn(state), timeout=5)
+    except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
+        log.warning("relay.listen_failed", error=str(exc))
+        return None
+    await conn.add_listener(NOTIFY_CHANNEL, lambda *_: wake.set())
+    return conn
+
+
+async def relay_forever(state: AppState, stop: asyncio.Event) -> None:
+    """Run until `stop` is set: dispatch, then sleep until NOTIFY or 200 ms, whichever is first."""
+    wake = asyncio.Event()
+    conn = await _listen(state, wake)
+    backoff = POLL_SECONDS
+    try:
+        while not stop.is_set():
+            try:
+                dispatched = await relay_once(state)
+                backoff = POLL_SECONDS
+            except RedisUnavailable as exc:
+                log.warning("relay.redis_unavailable", error=str(exc), retry_in=backoff)
+                await _sleep(stop, backoff)
+                backoff = min(backoff * 2, 5.0)
+                continue
+            except Exception as exc:  # the database may be restarting: keep the relay alive
+                log.warning("relay.error", error=str(exc), retry_in=backoff)
+                await _sleep(stop, backoff)
+                backoff = min(backoff * 2, 5.0)
+                continue
+            if dispatched >= BATCH:
+                continue
+            if conn is None or conn.is_closed():
+                conn = await _listen(state, wake)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(wake.wait(), timeout=POLL_SECONDS)
+            wake.clear()
+    finally:
+        if conn is not None and not conn.is_closed():
+            await conn.close()
+
+
+async def _sleep(stop: asyncio.Event, seconds: float) -> None:
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), timeout=seconds)

@@ -1,0 +1,35 @@
+"""Periodic jobs (arq cron): the outbox relay's safety net and housekeeping."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import delete
+from sqlmodel import col
+
+from app.models.base import utcnow
+from app.models.idempotency import IdempotencyRecord
+from app.state import AppState
+from app.workers.relay import RedisUnavailable, relay_once
+
+
+async def relay_sweep(ctx: dict[str, Any]) -> int:
+    """Dispatch whatever the relay loop has not (it normally has)."""
+    state: AppState = ctx["state"]
+    try:
+        return await relay_once(state)
+    except RedisUnavailable:
+        return 0
+
+
+async def purge_idempotency_keys(ctx: dict[str, Any]) -> int:
+    """Forget Idempotency-Key records older than the TTL."""
+    state: AppState = ctx["state"]
+    cutoff = utcnow() - timedelta(hours=state.settings.idempotency_ttl_hours)
+    async with state.sessions() as session:
+        result = await session.execute(
+            delete(IdempotencyRecord).where(col(IdempotencyRecord.created_at) < cutoff)
+        )
+        await session.commit()
+    return int(getattr(result, "rowcount", 0) or 0)

@@ -1,0 +1,71 @@
+"""WorkerSettings for arq: functions, cron jobs, tuned polling, startup (state + relay)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import Any, ClassVar
+
+from arq import cron
+from arq.connections import RedisSettings
+
+from app.config import Settings, get_settings
+from app.state import AppState
+from app.workers import jobs, scheduled
+from app.workers.relay import relay_forever
+
+
+def redis_settings(settings: Settings) -> RedisSettings:
+    """arq's connection settings from REDIS_URL (redis://, rediss:// or unix://)."""
+    if not settings.redis_url:
+        return RedisSettings()
+    return RedisSettings.from_dsn(settings.redis_url)
+
+
+async def startup(ctx: dict[str, Any]) -> None:
+    """Open the database and Redis handles and start the outbox relay next to the worker."""
+    settings: Settings = ctx.get("settings") or get_settings()
+    state = AppState.open(settings)
+    ctx["state"] = state
+    ctx["relay_stop"] = stop = asyncio.Event()
+    ctx["relay_task"] = asyncio.create_task(relay_forever(state, stop), name="outbox-relay")
+
+
+async def shutdown(ctx: dict[str, Any]) -> None:
+    """Stop the relay and close the handles."""
+    await stop_relay(ctx)
+    state: AppState | None = ctx.pop("state", None)
+    if state is not None:
+        await state.close()
+
+
+async def stop_relay(ctx: dict[str, Any]) -> None:
+    """Stop the relay task started by `startup` (also used when arq's close fails)."""
+    stop: asyncio.Event | None = ctx.get("relay_stop")
+    task: asyncio.Task[None] | None = ctx.pop("relay_task", None)
+    if stop is not None:
+        stop.set()
+    if task is not None:
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await asyncio.wait_for(task, timeout=2)
+
+
+class WorkerSettings:
+    """`arq app.workers.WorkerSettings` or `loudou worker`."""
+
+    functions: ClassVar[list[Any]] = [jobs.ping]
+    cron_jobs: ClassVar[list[Any]] = [
+        cron(scheduled.relay_sweep, second={0, 15, 30, 45}, timeout=30),
+        cron(scheduled.purge_idempotency_keys, minute=7, second=0, timeout=60),
+    ]
+    on_startup = startup
+    on_shutdown = shutdown
+    redis_settings = redis_settings(get_settings())
+    queue_name = get_settings().queue_name
+    # arq's defaults (poll 0.5 s, 10 jobs at once) add up to half a second per job.
+    poll_delay = 0.05
+    max_jobs = 100
+    job_timeout = 30
+    keep_result = 3600
+    max_tries = 10
+    health_check_interval = 30

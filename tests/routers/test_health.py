@@ -1,0 +1,44 @@
+"""Health, readiness, metrics, and problem+json for errors outside any route."""
+
+from __future__ import annotations
+
+import httpx
+
+
+async def test_healthz(client: httpx.AsyncClient) -> None:
+    r = await client.get("/healthz")
+    assert r.status_code == 200 and r.json() == {"status": "ok"}
+
+
+async def test_readyz_checks_database_and_redis(client: httpx.AsyncClient) -> None:
+    r = await client.get("/readyz")
+    assert r.status_code == 200
+    assert r.json()["checks"] == {"database": "ok", "redis": "ok"}
+
+
+async def test_unknown_route_is_404_problem(client: httpx.AsyncClient) -> None:
+    r = await client.get("/v1/nothing-here")
+    assert r.status_code == 404
+    assert r.headers["content-type"] == "application/problem+json"
+    assert r.json()["code"] == "not_found" and r.json()["status"] == 404
+
+
+async def test_wrong_method_is_405_problem(client: httpx.AsyncClient) -> None:
+    r = await client.delete("/healthz")
+    assert r.status_code == 405
+    assert r.headers["content-type"] == "application/problem+json"
+    assert r.json()["status"] == 405
+
+
+async def test_metrics_exposes_prometheus_text(client: httpx.AsyncClient) -> None:
+    await client.get("/healthz")
+    r = await client.get("/metrics")
+    assert r.status_code == 200
+    assert "http_requests_total" in r.text
+
+
+async def test_request_id_is_echoed(client: httpx.AsyncClient) -> None:
+    rid = "0123456789abcdef0123456789abcdef"
+    r = await client.get("/v1/me", headers={"X-Request-ID": rid})
+    assert r.headers["x-request-id"] == rid
+    assert r.json()["request_id"] == rid

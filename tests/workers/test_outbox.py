@@ -1,0 +1,128 @@
+"""The transactional outbox: commit -> job once; rollback -> no job; Redis down -> job later."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from pathlib import Path
+
+import httpx
+import pytest
+from sqlalchemy import select
+
+from app.config import Settings
+from app.main import create_app
+from app.models.outbox import JobRun, OutboxEvent
+from app.services import outbox
+from app.state import AppState
+from app.workers.runner import run_worker
+from tests.conftest import Org, Servers, fresh_database, make_org, wait_for
+from tests.fixtures.redis_server import StoppableRedis
+
+
+async def _job_runs(client: httpx.AsyncClient, org: Org, event_id: str) -> int:
+    r = await client.get(f"/v1/diagnostics/outbox/{event_id}", headers=org.auth())
+    assert r.status_code == 200, r.text
+    jobs = r.json()["jobs"]
+    return sum(j["runs"] for j in jobs)
+
+
+async def test_committed_event_runs_its_job_exactly_once(org: Org, worker: None) -> None:
+    r = await org.client.post("/v1/diagnostics/ping", headers=org.auth())
+    assert r.status_code == 202
+    event_id = r.json()["id"]
+    assert await wait_for(lambda: _job_runs(org.client, org, event_id)) == 1
+    # The relay wakes every 200 ms and the sweep every 15 s; give a duplicate time to appear.
+    await asyncio.sleep(1.0)
+    assert await _job_runs(org.client, org, event_id) == 1
+    body = (await org.client.get(f"/v1/diagnostics/outbox/{event_id}", headers=org.auth())).json()
+    assert body["dispatched_at"] is not None
+    assert body["jobs"][0]["job_name"] == "ping"
+
+
+async def test_rolled_back_event_never_becomes_a_job(org: Org, state: AppState, worker: None) -> None:
+    async with state.sessions() as session:
+        session.info["org_id"] = uuid.UUID(org.id)
+        event = await outbox.emit(session, "ping", {})
+        await session.flush()
+        event_id = event.id
+        await session.rollback()
+    # A committed event after it is processed: the relay has certainly looked by then.
+    r = await org.client.post("/v1/diagnostics/ping", headers=org.auth())
+    assert await wait_for(lambda: _job_runs(org.client, org, r.json()["id"])) == 1
+    async with state.sessions() as session:
+        rows = await session.execute(
+            select(OutboxEvent.id).where(OutboxEvent.id == event_id).execution_options(cross_tenant=True)
+        )
+        assert rows.first() is None
+        runs = await session.execute(
+            select(JobRun).where(JobRun.outbox_id == event_id).execution_options(cross_tenant=True)
+        )
+        assert runs.first() is None
+
+
+async def test_write_succeeds_with_redis_down_and_job_runs_when_it_returns(
+    settings: Settings, servers: Servers, tmp_path: Path
+) -> None:
+    # A database and a Redis of its own: the session's relay must not pick up these events.
+    async with fresh_database(servers) as database_url:
+        await _redis_outage(settings, database_url, tmp_path)
+
+
+async def _redis_outage(settings: Settings, database_url: str, tmp_path: Path) -> None:
+    redis = StoppableRedis(tmp_path / "redis")
+    redis.start()
+    own = settings.model_copy(
+        update={
+            "database_url": database_url,
+            "redis_url": redis.url,
+            "queue_name": f"q-{uuid.uuid4().hex[:6]}",
+        }
+    )
+    state = AppState.open(own)
+    app = create_app(own, state=state)
+    stop = asyncio.Event()
+    worker = asyncio.create_task(run_worker(own, stop))
+    try:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client:
+            org = await make_org(state, client)
+            assert (await client.get("/readyz")).status_code == 200
+
+            redis.stop()
+            ready = await client.get("/readyz")
+            assert ready.status_code == 503
+            assert ready.json()["down"] == ["redis"]
+
+            # Writes still succeed: a user, and an event whose job must run later.
+            r = await client.post("/v1/users", json={"email": "while-down@example.com"}, headers=org.auth())
+            assert r.status_code == 201
+            r = await client.post("/v1/diagnostics/ping", headers=org.auth())
+            assert r.status_code == 202
+            event_id = r.json()["id"]
+            await asyncio.sleep(0.5)
+            assert await _job_runs(client, org, event_id) == 0
+
+            redis.start()
+            assert await wait_for(lambda: _job_runs(client, org, event_id), timeout=30) == 1
+            assert (await client.get("/readyz")).status_code == 200
+            users = (await client.get("/v1/users?q=while-down", headers=org.auth())).json()
+            assert [u["email"] for u in users["data"]] == ["while-down@example.com"]
+    finally:
+        stop.set()
+        await asyncio.wait_for(worker, timeout=20)
+        await state.close()
+        redis.stop()
+
+
+@pytest.mark.parametrize("count", [20])
+async def test_many_events_each_run_once(org: Org, worker: None, count: int) -> None:
+    ids = []
+    for _ in range(count):
+        r = await org.client.post("/v1/diagnostics/ping", headers=org.auth())
+        ids.append(r.json()["id"])
+
+    async def all_done() -> bool:
+        runs = [await _job_runs(org.client, org, i) for i in ids]
+        return all(n == 1 for n in runs)
+
+    assert await wait_for(all_done, timeout=20)
