@@ -9,6 +9,7 @@ from alembic.config import Config
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 
+
 def project_root() -> Path:
     """Where alembic.ini and migrations/ are: the source checkout, else the working directory
     (the Docker image installs the package and puts them in its WORKDIR)."""
