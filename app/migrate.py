@@ -33,7 +33,7 @@ def _upgrade(connection: Connection, revision: str) -> None:
     command.upgrade(cfg, revision)
 
 
-async def upgrade(url: str, revision: str = "head") -> None:
+async def upgrade(url: str, revision: str = "heads") -> None:
     """Bring the database at `url` to `revision`, on a connection of our own (no nested loop)."""
     engine = create_async_engine(url)
     try:
