@@ -12,6 +12,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
+from pydantic import ValidationError as PydanticValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 PROBLEM_JSON = "application/problem+json"
@@ -181,6 +182,25 @@ def install_error_handlers(app: FastAPI) -> None:
                 detail="The request body is not valid JSON.",
                 errors=errors,
             )
+        return problem_response(
+            422,
+            code="validation_error",
+            title="Validation failed",
+            detail=f"{len(errors)} field(s) are invalid",
+            errors=errors,
+        )
+
+    @app.exception_handler(PydanticValidationError)
+    async def _model_validation(request: Request, exc: PydanticValidationError) -> JSONResponse:
+        # A service validating merged data (say settings after a partial update) found it invalid.
+        errors = [
+            FieldError(
+                field=".".join(str(p) for p in err.get("loc", ())) or "body",
+                code=str(err.get("type", "invalid")),
+                message=str(err.get("msg", "invalid value")),
+            )
+            for err in exc.errors()
+        ]
         return problem_response(
             422,
             code="validation_error",

@@ -15,7 +15,12 @@ from prometheus_fastapi_instrumentator import Instrumentator
 from app.config import Settings, get_settings
 from app.errors import install_error_handlers
 from app.logging import configure_logging
-from app.middleware import AccessLogMiddleware, BodyLimitMiddleware, IdempotencyMiddleware
+from app.middleware import (
+    AccessLogMiddleware,
+    BodyLimitMiddleware,
+    ContentTypeMiddleware,
+    IdempotencyMiddleware,
+)
 from app.routers import api_keys, auth, diagnostics, health, organisation, teams, users
 from app.state import AppState
 
@@ -70,6 +75,7 @@ def create_app(settings: Settings | None = None, *, state: AppState | None = Non
 
     # Added innermost first: the last one added sees the request first.
     app.add_middleware(IdempotencyMiddleware)
+    app.add_middleware(ContentTypeMiddleware)
     app.add_middleware(BodyLimitMiddleware, limit_for=limit_for)
     app.add_middleware(AccessLogMiddleware)
     if settings.cors_origins:

@@ -14,6 +14,7 @@ from datetime import timedelta
 from typing import Any
 
 import structlog
+from fastapi import HTTPException
 from sqlalchemy import delete, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlmodel import col
@@ -35,6 +36,15 @@ def _header(scope: Scope, name: bytes) -> str | None:
         if key == name:
             return str(value.decode("latin-1"))
     return None
+
+
+class BodyTooLarge(PayloadTooLarge, HTTPException):  # type: ignore[misc]
+    """Raised from `receive` past the limit: a PayloadTooLarge that FastAPI's body parsing lets
+    through (it turns any other exception raised while reading into a 400)."""
+
+    def __init__(self, detail: str) -> None:
+        HTTPException.__init__(self, status_code=413, detail=detail)
+        PayloadTooLarge.__init__(self, detail)
 
 
 class BodyLimitMiddleware:
@@ -73,10 +83,43 @@ class BodyLimitMiddleware:
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > limit:
-                    raise PayloadTooLarge(f"The body exceeds the limit of {limit} bytes here.")
+                    raise BodyTooLarge(f"The body exceeds the limit of {limit} bytes here.")
             return message
 
         await self.app(scope, limited_receive, send)
+
+
+ACCEPTED_BODY_TYPES = ("application/json", "multipart/form-data", "text/csv")
+
+
+class ContentTypeMiddleware:
+    """415 for a body the API cannot read: JSON (or `+json`), multipart uploads and CSV only.
+
+    Public intake endpoints accept whatever their providers send and check it themselves.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if (
+            scope["type"] == "http"
+            and scope["method"] in ("POST", "PUT", "PATCH")
+            and scope["path"].startswith("/v1/")
+            and not scope["path"].startswith("/v1/intake/")
+        ):
+            length = _header(scope, b"content-length")
+            has_body = (length is not None and length != "0") or _header(scope, b"transfer-encoding")
+            media = (_header(scope, b"content-type") or "").split(";")[0].strip().lower()
+            if has_body and not (media in ACCEPTED_BODY_TYPES or media.endswith("+json")):
+                await problem_response(
+                    415,
+                    code="unsupported_media_type",
+                    title="Unsupported content type",
+                    detail=f"Send JSON (Content-Type: application/json), not {media or 'no type'}.",
+                )(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
 
 
 class IdempotencyMiddleware:
