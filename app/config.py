@@ -43,6 +43,9 @@ class Settings(BaseSettings):
     idempotency_ttl_hours: int = 24
 
     queue_name: str = "loudou:queue"
+    # Seconds between outbound webhook tries: 7 tries over ~1.7 h by default (tests use "1,1,1").
+    webhook_retry_schedule: Annotated[list[float], NoDecode] = [5, 30, 120, 600, 1800, 3600]
+    webhook_timeout_seconds: float = 10.0
     db_pool_size: int = 10
     db_max_overflow: int = 20
 
@@ -51,6 +54,13 @@ class Settings(BaseSettings):
     def _split_origins(cls, value: object) -> object:
         if isinstance(value, str):
             return [v.strip() for v in value.split(",") if v.strip()]
+        return value
+
+    @field_validator("webhook_retry_schedule", mode="before")
+    @classmethod
+    def _split_schedule(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [float(v) for v in value.split(",") if v.strip()]
         return value
 
     @field_validator("database_url", "database_read_url")

@@ -21,7 +21,8 @@ from app.middleware import (
     ContentTypeMiddleware,
     IdempotencyMiddleware,
 )
-from app.routers import api_keys, auth, diagnostics, health, organisation, teams, users
+from app.models.events import EVENT_SCHEMAS, Event
+from app.routers import api_keys, auth, diagnostics, health, organisation, teams, users, webhooks
 from app.state import AppState
 
 ROUTERS = [
@@ -32,7 +33,30 @@ ROUTERS = [
     teams.router,
     api_keys.router,
     diagnostics.router,
+    webhooks.router,
 ]
+
+
+def document_webhooks(app: FastAPI) -> None:
+    """Publish one typed payload per event type in the OpenAPI document's `webhooks` section."""
+    for event_type, schema in EVENT_SCHEMAS.items():
+
+        async def receiver(body: Any) -> None:
+            """What Loudou POSTs to a subscribed URL (headers: webhook-id, -timestamp, -signature)."""
+
+        # Set at runtime: the concrete payload model differs per event type.
+        receiver.__annotations__ = {"body": Event[schema], "return": None}  # type: ignore[valid-type]
+        receiver.__name__ = event_type.replace(".", "_")
+        app.webhooks.add_api_route(
+            event_type,
+            receiver,
+            methods=["POST"],
+            summary=f"{event_type} event",
+            description=(schema.__doc__ or "")
+            + "\n\nSigned per Standard Webhooks; answer 2xx. 4xx (except 408/429) is final, "
+            "410 disables the subscription, anything else is retried with backoff.",
+            tags=["webhooks"],
+        )
 
 
 def operation_id(route: APIRoute) -> str:
@@ -67,6 +91,7 @@ def create_app(settings: Settings | None = None, *, state: AppState | None = Non
     install_error_handlers(app)
     for router in ROUTERS:
         app.include_router(router)
+    document_webhooks(app)
 
     def limit_for(path: str) -> int:
         if path.startswith("/v1/intake/email/"):

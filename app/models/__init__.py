@@ -7,6 +7,7 @@ from app.models.idempotency import IdempotencyRecord
 from app.models.organisation import Organisation
 from app.models.outbox import JobRun, OutboxEvent
 from app.models.user import Team, User
+from app.models.webhook import WebhookAttempt, WebhookDelivery, WebhookSubscription
 
 seal_tenant_marker()
 
@@ -19,4 +20,7 @@ __all__ = [
     "OutboxEvent",
     "Team",
     "User",
+    "WebhookAttempt",
+    "WebhookDelivery",
+    "WebhookSubscription",
 ]

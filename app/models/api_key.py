@@ -28,6 +28,8 @@ SCOPES = (
     "quotes:read",
     "quotes:write",
     "intake",
+    "webhooks:read",
+    "webhooks:write",
     "metrics:read",
     "export:read",
 )

@@ -7,15 +7,22 @@ enqueued once while arq still remembers it. Later domains add their event types 
 from __future__ import annotations
 
 from app.config import Settings
+from app.models.events import EVENT_TYPES
 
+# Internal events and their jobs; every public event type (app.models.events) also fans out
+# to the webhook subscriptions that want it.
 EVENT_JOBS: dict[str, tuple[str, ...]] = {
     "ping": ("ping",),
+    "webhook.deliver": ("deliver_webhook",),
 }
 
 
 def jobs_for(event_type: str) -> tuple[str, ...]:
     """The jobs an event of this type triggers (none: the event is only recorded)."""
-    return EVENT_JOBS.get(event_type, ())
+    jobs = EVENT_JOBS.get(event_type, ())
+    if event_type in EVENT_TYPES:
+        jobs = (*jobs, "fan_out_webhooks")
+    return jobs
 
 
 def queue_for(job_name: str, settings: Settings) -> str:

@@ -11,7 +11,7 @@ from arq.connections import RedisSettings
 
 from app.config import Settings, get_settings
 from app.state import AppState
-from app.workers import jobs, scheduled
+from app.workers import jobs, scheduled, webhooks
 from app.workers.relay import relay_forever
 
 
@@ -53,9 +53,15 @@ async def stop_relay(ctx: dict[str, Any]) -> None:
 class WorkerSettings:
     """`arq app.workers.WorkerSettings` or `loudou worker`."""
 
-    functions: ClassVar[list[Any]] = [jobs.ping]
+    functions: ClassVar[list[Any]] = [
+        jobs.ping,
+        webhooks.fan_out_webhooks,
+        webhooks.deliver_webhook,
+        webhooks.retry_webhook,
+    ]
     cron_jobs: ClassVar[list[Any]] = [
         cron(scheduled.relay_sweep, second={0, 15, 30, 45}, timeout=30),
+        cron(webhooks.sweep_webhooks, second={5, 35}, timeout=30),
         cron(scheduled.purge_idempotency_keys, minute=7, second=0, timeout=60),
     ]
     on_startup = startup

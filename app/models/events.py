@@ -1,0 +1,120 @@
+"""Typed event payloads: what outbound webhooks deliver, one schema per event type.
+
+The envelope is the same for every event; `data` is the payload the domain wrote to the outbox.
+These schemas are published in the OpenAPI document's `webhooks` section.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any, Generic, TypeVar
+
+from pydantic import BaseModel, ConfigDict
+
+D = TypeVar("D", bound=BaseModel)
+
+
+class EventData(BaseModel):
+    """Base of every payload: more fields may be added over time (clients must ignore unknown ones)."""
+
+    model_config = ConfigDict(extra="allow")
+
+
+class LeadCreated(EventData):
+    """A lead was accepted (from intake, the API or an import)."""
+
+    lead_id: uuid.UUID
+    source: str | None = None
+
+
+class LeadAssigned(EventData):
+    """A lead got an owner (rule, claim, manual assignment or SLA reassignment)."""
+
+    lead_id: uuid.UUID
+    owner_id: uuid.UUID | None = None
+
+
+class LeadRecycled(EventData):
+    """A lead went back to the pool (线索回收)."""
+
+    lead_id: uuid.UUID
+
+
+class TaskOverdue(EventData):
+    """A follow-up task passed its due time without being done."""
+
+    task_id: uuid.UUID
+    owner_id: uuid.UUID | None = None
+    due_at: datetime | None = None
+
+
+class DealStageChanged(EventData):
+    """A deal moved from one stage to another."""
+
+    deal_id: uuid.UUID
+    from_stage_id: uuid.UUID | None = None
+    to_stage_id: uuid.UUID | None = None
+
+
+class DealClosed(EventData):
+    """A deal was won or lost."""
+
+    deal_id: uuid.UUID
+
+
+class QuoteAccepted(EventData):
+    """A quote was accepted and became an order."""
+
+    quote_id: uuid.UUID
+    order_id: uuid.UUID | None = None
+
+
+class PaymentReceived(EventData):
+    """A payment (回款) was recorded."""
+
+    payment_id: uuid.UUID
+
+
+class InstallmentOverdue(EventData):
+    """An installment passed its due date unpaid."""
+
+    installment_id: uuid.UUID
+
+
+EVENT_SCHEMAS: dict[str, type[EventData]] = {
+    "lead.created": LeadCreated,
+    "lead.assigned": LeadAssigned,
+    "lead.recycled": LeadRecycled,
+    "task.overdue": TaskOverdue,
+    "deal.stage_changed": DealStageChanged,
+    "deal.won": DealClosed,
+    "deal.lost": DealClosed,
+    "quote.accepted": QuoteAccepted,
+    "payment.received": PaymentReceived,
+    "installment.overdue": InstallmentOverdue,
+}
+EVENT_TYPES = tuple(EVENT_SCHEMAS)
+
+
+class Event(BaseModel, Generic[D]):
+    """The body of every webhook: the same `id` on every retry (also the `webhook-id` header)."""
+
+    id: uuid.UUID
+    type: str
+    created_at: datetime
+    organisation_id: uuid.UUID
+    data: D
+
+
+def envelope(
+    *, delivery_id: uuid.UUID, event_type: str, created_at: datetime, org_id: uuid.UUID, data: dict[str, Any]
+) -> dict[str, Any]:
+    """The JSON body delivered for an event."""
+    return {
+        "id": str(delivery_id),
+        "type": event_type,
+        "created_at": created_at.isoformat(),
+        "organisation_id": str(org_id),
+        "data": data,
+    }

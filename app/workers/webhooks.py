@@ -1,0 +1,113 @@
+"""Outbound webhook jobs: fan an event out to subscriptions, deliver one, sweep what is due."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from datetime import timedelta
+from typing import Any
+
+import httpx
+import structlog
+from arq import Retry
+
+from app.models.base import utcnow
+from app.services import webhooks_out
+from app.state import AppState
+from app.workers.jobs import load_event
+
+log = structlog.get_logger("loudou.webhooks")
+
+
+async def fan_out_webhooks(ctx: dict[str, Any], outbox_id: str) -> int:
+    """Create the deliveries of one outbox event (each then gets its own deliver job)."""
+    state: AppState = ctx["state"]
+    event = await load_event(state, outbox_id)
+    if event is None:
+        return 0
+    async with state.sessions() as session:
+        session.info["org_id"] = event.org_id
+        created = await webhooks_out.fan_out(session, event)
+        await session.commit()
+    return len(created)
+
+
+async def deliver_webhook(ctx: dict[str, Any], outbox_id: str) -> str:
+    """Deliver the webhook named by a `webhook.deliver` outbox event; retried via arq's Retry."""
+    state: AppState = ctx["state"]
+    event = await load_event(state, outbox_id)
+    if event is None:
+        return "gone"
+    return await attempt(state, uuid.UUID(event.payload["delivery_id"]))
+
+
+async def retry_webhook(ctx: dict[str, Any], delivery_id: str) -> str:
+    """Deliver a webhook the sweep found due (its first wake-up was lost with Redis)."""
+    return await attempt(ctx["state"], uuid.UUID(delivery_id))
+
+
+async def attempt(state: AppState, delivery_id: uuid.UUID) -> str:
+    """Claim, POST outside any transaction, record; raise Retry for the next try."""
+    async with state.sessions() as session:
+        claimed = await webhooks_out.claim(session, delivery_id)
+        await session.commit()
+    if claimed is None:
+        return "nothing to do"
+    if isinstance(claimed, float):
+        raise Retry(defer=max(claimed, 0.05))
+    outcome = await _post(state, claimed)
+    async with state.sessions() as session:
+        delay = await webhooks_out.record(
+            session, claimed, outcome, schedule=state.settings.webhook_retry_schedule
+        )
+        await session.commit()
+    log.info(
+        "webhook.attempt",
+        delivery_id=str(delivery_id),
+        attempt=claimed.attempt,
+        status_code=outcome.status_code,
+        error=outcome.error,
+        retry_in=delay,
+    )
+    if delay is not None:
+        raise Retry(defer=delay)
+    return f"done after {claimed.attempt} attempt(s)"
+
+
+async def _post(state: AppState, claimed: webhooks_out.Claimed) -> webhooks_out.Outcome:
+    started = time.perf_counter()
+    try:
+        response = await state.http.post(
+            claimed.url,
+            content=claimed.body,
+            headers=webhooks_out.signed_headers(claimed, now=utcnow()),
+            timeout=state.settings.webhook_timeout_seconds,
+            follow_redirects=False,
+        )
+    except httpx.HTTPError as exc:
+        return webhooks_out.Outcome(
+            status_code=None,
+            body=None,
+            error=f"{type(exc).__name__}: {exc}",
+            duration_ms=int((time.perf_counter() - started) * 1000),
+        )
+    return webhooks_out.Outcome(
+        status_code=response.status_code,
+        body=response.text[:2000],
+        error=None if response.is_success else f"HTTP {response.status_code}",
+        duration_ms=int((time.perf_counter() - started) * 1000),
+        retry_after=webhooks_out.retry_after_seconds(response.headers.get("retry-after")),
+    )
+
+
+async def sweep_webhooks(ctx: dict[str, Any]) -> int:
+    """Re-send deliveries whose wake-up never came (Redis lost it, or arq gave up retrying)."""
+    state: AppState = ctx["state"]
+    async with state.sessions() as session:
+        due = await webhooks_out.due_deliveries(session, older_than=timedelta(seconds=30))
+    redis = ctx["redis"]
+    for delivery_id, attempts in due:
+        await redis.enqueue_job(
+            "retry_webhook", str(delivery_id), _job_id=f"retry_webhook:{delivery_id}:{attempts}"
+        )
+    return len(due)
