@@ -7,11 +7,13 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from asgi_correlation_id import CorrelationIdMiddleware
-from fastapi import FastAPI
+from fastapi import FastAPI, Request, Response
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.routing import APIRoute
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 from prometheus_fastapi_instrumentator import Instrumentator
 
+from app import observability
 from app.config import Settings, get_settings
 from app.errors import install_error_handlers
 from app.logging import configure_logging
@@ -116,9 +118,15 @@ def create_app(settings: Settings | None = None, *, state: AppState | None = Non
         header_name="X-Request-ID",
         update_request_header=True,
     )
-    Instrumentator(excluded_handlers=["/metrics", "/healthz", "/readyz"]).instrument(app).expose(
-        app, endpoint="/metrics", include_in_schema=False
-    )
+    Instrumentator(excluded_handlers=["/metrics", "/healthz", "/readyz"]).instrument(app)
+
+    @app.get("/metrics", include_in_schema=False)
+    async def metrics(request: Request) -> Response:
+        """Prometheus text: HTTP metrics, job outcomes, queue depth and lag, outbox backlog."""
+        state: AppState = request.app.state.loudou
+        await observability.refresh(state, [settings.queue_name])
+        return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
+
     return app
 
 

@@ -10,6 +10,7 @@ from arq import cron
 from arq.connections import RedisSettings
 
 from app.config import Settings, get_settings
+from app.observability import instrumented
 from app.state import AppState
 from app.workers import jobs, scheduled, webhooks
 from app.workers.relay import relay_forever
@@ -54,10 +55,8 @@ class WorkerSettings:
     """`arq app.workers.WorkerSettings` or `loudou worker`."""
 
     functions: ClassVar[list[Any]] = [
-        jobs.ping,
-        webhooks.fan_out_webhooks,
-        webhooks.deliver_webhook,
-        webhooks.retry_webhook,
+        instrumented(job)
+        for job in (jobs.ping, webhooks.fan_out_webhooks, webhooks.deliver_webhook, webhooks.retry_webhook)
     ]
     cron_jobs: ClassVar[list[Any]] = [
         cron(scheduled.relay_sweep, second={0, 15, 30, 45}, timeout=30),

@@ -126,3 +126,14 @@ async def test_many_events_each_run_once(org: Org, worker: None, count: int) -> 
         return all(n == 1 for n in runs)
 
     assert await wait_for(all_done, timeout=20)
+
+
+async def test_metrics_show_job_outcomes_queue_and_outbox(org: Org, worker: None) -> None:
+    r = await org.client.post("/v1/diagnostics/ping", headers=org.auth())
+    assert await wait_for(lambda: _job_runs(org.client, org, r.json()["id"])) == 1
+    text = (await org.client.get("/metrics")).text
+    ok = [line for line in text.splitlines() if line.startswith('loudou_jobs_total{job="ping",outcome="ok"}')]
+    assert ok and float(ok[0].split()[-1]) >= 1
+    assert "loudou_queue_depth{queue=" in text
+    assert "loudou_outbox_pending " in text
+    assert 'loudou_job_lag_samples_total{job="ping"}' in text

@@ -1,0 +1,148 @@
+"""Worker and queue metrics on the API's /metrics, whichever process did the work.
+
+Jobs count their outcomes in a Redis hash (shared by every worker process); at scrape time the
+API reads that hash, the queue depth and age of the oldest due job (arq's sorted set), and the
+outbox backlog from PostgreSQL, and exposes them next to the HTTP metrics.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from typing import Any, ParamSpec, TypeVar
+
+from arq import Retry
+from prometheus_client import REGISTRY
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
+from redis.exceptions import RedisError
+from sqlalchemy import text
+
+from app.state import AppState
+
+JOB_STATS_KEY = "loudou:metrics:jobs"
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def instrumented(fn: Callable[..., Awaitable[R]]) -> Callable[..., Awaitable[R]]:
+    """Count a job's outcome (ok, retry, failed), run time and queue lag in Redis."""
+
+    @functools.wraps(fn)
+    async def wrapper(ctx: dict[str, Any], *args: Any, **kwargs: Any) -> R:
+        started = time.time()
+        enqueued = ctx.get("enqueue_time")
+        outcome = "failed"
+        try:
+            result = await fn(ctx, *args, **kwargs)
+            outcome = "ok"
+            return result
+        except Retry:
+            outcome = "retry"
+            raise
+        finally:
+            await _count(ctx, fn.__name__, outcome, time.time() - started, enqueued, started)
+
+    return wrapper
+
+
+async def _count(
+    ctx: dict[str, Any], name: str, outcome: str, seconds: float, enqueued: Any, started: float
+) -> None:
+    redis = ctx.get("redis")
+    if redis is None:
+        return
+    try:
+        async with redis.pipeline(transaction=False) as pipe:
+            pipe.hincrby(JOB_STATS_KEY, f"{name}|{outcome}", 1)
+            pipe.hincrbyfloat(JOB_STATS_KEY, f"{name}|seconds", seconds)
+            if enqueued is not None and ctx.get("job_try", 1) == 1:
+                pipe.hincrbyfloat(JOB_STATS_KEY, f"{name}|lag", max(0.0, started - enqueued.timestamp()))
+                pipe.hincrby(JOB_STATS_KEY, f"{name}|lagged", 1)
+            await pipe.execute()
+    except (RedisError, OSError):
+        pass  # metrics never fail a job
+
+
+class QueueCollector(Collector):
+    """Exposes the last snapshot taken by `refresh` (prometheus collectors cannot await)."""
+
+    def __init__(self) -> None:
+        self.snapshot: dict[str, Any] = {}
+
+    def collect(self) -> Iterator[Any]:
+        """Yield the metric families of the latest snapshot."""
+        snap = self.snapshot
+        jobs = CounterMetricFamily(
+            "loudou_jobs", "Jobs finished, by job and outcome", labels=["job", "outcome"]
+        )
+        seconds = CounterMetricFamily("loudou_job_seconds", "Time spent running jobs", labels=["job"])
+        lag = CounterMetricFamily(
+            "loudou_job_lag_seconds", "Enqueue-to-start delay, summed over first tries", labels=["job"]
+        )
+        lagged = CounterMetricFamily("loudou_job_lag_samples", "First tries measured for lag", labels=["job"])
+        for field, value in snap.get("jobs", {}).items():
+            name, _, kind = field.partition("|")
+            if kind == "seconds":
+                seconds.add_metric([name], float(value))
+            elif kind == "lag":
+                lag.add_metric([name], float(value))
+            elif kind == "lagged":
+                lagged.add_metric([name], float(value))
+            else:
+                jobs.add_metric([name, kind], float(value))
+        yield from (jobs, seconds, lag, lagged)
+        depth = GaugeMetricFamily("loudou_queue_depth", "Jobs waiting in the arq queue", labels=["queue"])
+        oldest = GaugeMetricFamily(
+            "loudou_queue_oldest_due_seconds", "How late the oldest due job is", labels=["queue"]
+        )
+        for queue, (count, age) in snap.get("queues", {}).items():
+            depth.add_metric([queue], count)
+            oldest.add_metric([queue], age)
+        yield from (depth, oldest)
+        if "outbox_pending" in snap:
+            yield GaugeMetricFamily(
+                "loudou_outbox_pending", "Outbox events not yet relayed", value=snap["outbox_pending"]
+            )
+            yield GaugeMetricFamily(
+                "loudou_outbox_oldest_pending_seconds",
+                "Age of the oldest unrelayed event",
+                value=snap["outbox_age"],
+            )
+
+
+COLLECTOR = QueueCollector()
+REGISTRY.register(COLLECTOR)
+
+
+async def refresh(state: AppState, queues: list[str]) -> None:
+    """Take a new snapshot: job counters and queues from Redis, the outbox backlog from PostgreSQL."""
+    snap: dict[str, Any] = {}
+    now_ms = time.time() * 1000
+    try:
+        raw: dict[bytes, bytes] = await state.redis.hgetall(JOB_STATS_KEY)  # type: ignore[misc]
+        snap["jobs"] = {k.decode(): v.decode() for k, v in raw.items()}
+        snap["queues"] = {}
+        for queue in queues:
+            count = await state.redis.zcard(queue)
+            due = await state.redis.zrangebyscore(queue, "-inf", now_ms, start=0, num=1, withscores=True)
+            age = max(0.0, (now_ms - due[0][1]) / 1000) if due else 0.0
+            snap["queues"][queue] = (float(count), age)
+    except (RedisError, OSError):
+        pass
+    try:
+        async with state.engine.connect() as conn:
+            row = (
+                await conn.execute(
+                    text(
+                        "SELECT count(*), coalesce(extract(epoch FROM now() - min(created_at)), 0) "
+                        "FROM outbox WHERE dispatched_at IS NULL"
+                    )
+                )
+            ).one()
+        snap["outbox_pending"], snap["outbox_age"] = float(row[0]), float(row[1])
+    except Exception as exc:  # a metrics scrape must answer even with the database down
+        snap["outbox_error"] = type(exc).__name__
+    COLLECTOR.snapshot = snap
