@@ -238,11 +238,11 @@ def org_create(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Create an organisation with an admin user and print the admin's API key (once)."""
-    from email_validator import EmailNotValidError, validate_email
+    from app.models.common import normalise_email
 
     try:
-        validate_email(admin_email, check_deliverability=False)
-    except EmailNotValidError as exc:
+        admin_email = normalise_email(admin_email)
+    except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint="--admin-email") from exc
     if not name.strip():
         raise typer.BadParameter("the name is empty", param_hint="NAME")

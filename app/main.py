@@ -24,7 +24,7 @@ from app.middleware import (
     IdempotencyMiddleware,
 )
 from app.models.events import EVENT_SCHEMAS, Event
-from app.routers import api_keys, auth, diagnostics, health, organisation, teams, users, webhooks
+from app.routers import api_keys, audit, auth, diagnostics, health, organisation, teams, users, webhooks
 from app.state import AppState
 
 ROUTERS = [
@@ -36,6 +36,7 @@ ROUTERS = [
     api_keys.router,
     diagnostics.router,
     webhooks.router,
+    audit.router,
 ]
 
 

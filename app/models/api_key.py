@@ -28,6 +28,7 @@ SCOPES = (
     "quotes:read",
     "quotes:write",
     "intake",
+    "audit:read",
     "webhooks:read",
     "webhooks:write",
     "metrics:read",

@@ -6,6 +6,7 @@ import enum
 import zoneinfo
 from typing import Annotated
 
+from email_validator import EmailNotValidError, validate_email
 from pydantic import AfterValidator, StringConstraints
 
 
@@ -17,6 +18,15 @@ def _valid_timezone(value: str) -> str:
     return value
 
 
+def normalise_email(value: str) -> str:
+    """Syntax-checked, lower-cased address; no DNS look-ups; `.test`-style domains allowed."""
+    try:
+        return validate_email(value, check_deliverability=False, test_environment=True).normalized.lower()
+    except EmailNotValidError as exc:
+        raise ValueError(str(exc)) from exc
+
+
+EmailAddress = Annotated[str, StringConstraints(max_length=320), AfterValidator(normalise_email)]
 TimezoneName = Annotated[str, StringConstraints(min_length=1, max_length=64), AfterValidator(_valid_timezone)]
 CurrencyCode = Annotated[str, StringConstraints(pattern=r"^[A-Z]{3}$")]
 CountryCode = Annotated[str, StringConstraints(pattern=r"^[A-Z]{2}$")]

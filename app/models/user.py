@@ -6,7 +6,7 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from pydantic import ConfigDict, EmailStr, field_validator
+from pydantic import ConfigDict, field_validator
 from sqlalchemy import Column, ForeignKey, String, UniqueConstraint, Uuid
 from sqlmodel import Field, SQLModel
 
@@ -18,7 +18,7 @@ from app.models.base import (
     TimestampsMixin,
     VersionMixin,
 )
-from app.models.common import Role, TimezoneName
+from app.models.common import EmailAddress, Role, TimezoneName
 
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 
@@ -80,7 +80,7 @@ class UserCreate(SQLModel):
 
     model_config = ConfigDict(extra="forbid")  # type: ignore[assignment]
 
-    email: EmailStr
+    email: EmailAddress
     name: str = Field(default="", max_length=200)
     role: Role = Role.rep
     team_id: uuid.UUID | None = None
@@ -99,7 +99,7 @@ class UserUpdate(SQLModel):
 
     model_config = ConfigDict(extra="forbid")  # type: ignore[assignment]
 
-    email: EmailStr | None = None
+    email: EmailAddress | None = None
     name: str | None = Field(default=None, max_length=200)
     role: Role | None = None
     team_id: uuid.UUID | None = None

@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import uuid
+from datetime import datetime
 from typing import Any
 
 from asgi_correlation_id import correlation_id
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col
 
+from app.errors import Forbidden
 from app.models.audit import AuditEntry
+from app.pagination import PageParams, paginate
 from app.security import Principal
 
 
@@ -38,3 +43,41 @@ def record(
         entry.org_id = actor.org_id
     session.add(entry)
     return entry
+
+
+async def list_entries(
+    session: AsyncSession,
+    principal: Principal,
+    page: PageParams,
+    *,
+    entity: str | None = None,
+    entity_id: uuid.UUID | None = None,
+    actor_user_id: uuid.UUID | None = None,
+    action: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+) -> tuple[list[AuditEntry], str | None]:
+    """The organisation's audit trail, newest first (admins only)."""
+    if not principal.is_admin:
+        raise Forbidden("Only an admin can read the audit log.")
+    stmt = select(AuditEntry)
+    if entity:
+        stmt = stmt.where(col(AuditEntry.entity) == entity)
+    if entity_id:
+        stmt = stmt.where(col(AuditEntry.entity_id) == entity_id)
+    if actor_user_id:
+        stmt = stmt.where(col(AuditEntry.actor_user_id) == actor_user_id)
+    if action:
+        stmt = stmt.where(col(AuditEntry.action) == action)
+    if since:
+        stmt = stmt.where(col(AuditEntry.at) >= since)
+    if until:
+        stmt = stmt.where(col(AuditEntry.at) < until)
+    return await paginate(
+        session,
+        stmt,
+        page,
+        id_column=col(AuditEntry.id),
+        sortable={"at": col(AuditEntry.at)},
+        default_sort="-at",
+    )

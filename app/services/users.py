@@ -80,7 +80,7 @@ async def create_user(session: AsyncSession, principal: Principal, data: UserCre
         raise Forbidden("Only an admin can add users.")
     await _check_team(session, data.team_id)
     fields = data.model_dump(exclude={"password"})
-    fields["email"] = str(data.email).lower()
+    fields["email"] = data.email
     user = User(**fields)
     if data.password:
         user.password_hash = hash_password(data.password)
