@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import json
 import os
+import shutil
 import signal
 import sys
 from collections.abc import Iterator
@@ -188,6 +189,12 @@ def serve(
 
     base = get_settings()
     configure_logging(base.log_level, base.log_format)
+    if workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        # Each worker process writes its metrics here; /metrics merges them.
+        metrics_dir = (base.home / "prometheus").resolve()
+        shutil.rmtree(metrics_dir, ignore_errors=True)
+        metrics_dir.mkdir(parents=True)
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
     with embedded_if_needed():
         uvicorn.run(
             "app.main:app_factory",

@@ -10,7 +10,7 @@ from asgi_correlation_id import CorrelationIdMiddleware
 from fastapi import FastAPI, Request, Response
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.routing import APIRoute
-from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_fastapi_instrumentator import Instrumentator
 
 from app import observability
@@ -126,7 +126,7 @@ def create_app(settings: Settings | None = None, *, state: AppState | None = Non
         """Prometheus text: HTTP metrics, job outcomes, queue depth and lag, outbox backlog."""
         state: AppState = request.app.state.loudou
         await observability.refresh(state, [settings.queue_name])
-        return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
+        return Response(generate_latest(observability.registry()), media_type=CONTENT_TYPE_LATEST)
 
     return app
 

@@ -8,13 +8,15 @@ outbox backlog from PostgreSQL, and exposes them next to the HTTP metrics.
 from __future__ import annotations
 
 import functools
+import os
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any, ParamSpec, TypeVar
 
 from arq import Retry
-from prometheus_client import REGISTRY
+from prometheus_client import REGISTRY, CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 from redis.exceptions import RedisError
 from sqlalchemy import text
@@ -115,6 +117,17 @@ class QueueCollector(Collector):
 
 COLLECTOR = QueueCollector()
 REGISTRY.register(COLLECTOR)
+
+
+def registry() -> CollectorRegistry:
+    """What /metrics renders: the process registry, or with `serve --workers N` (multiprocess
+    mode, PROMETHEUS_MULTIPROC_DIR set) every worker process's metrics merged."""
+    if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        return REGISTRY
+    merged = CollectorRegistry()
+    MultiProcessCollector(merged)  # type: ignore[no-untyped-call]
+    merged.register(COLLECTOR)
+    return merged
 
 
 async def refresh(state: AppState, queues: list[str]) -> None:
