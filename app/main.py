@@ -16,7 +16,21 @@ from app.config import Settings, get_settings
 from app.errors import install_error_handlers
 from app.logging import configure_logging
 from app.middleware import AccessLogMiddleware, BodyLimitMiddleware, IdempotencyMiddleware
-from app.routers import api_keys, auth, diagnostics, health, organisation, teams, users
+from app.routers import (
+    accounts,
+    api_keys,
+    auth,
+    deals,
+    diagnostics,
+    health,
+    organisation,
+    pipelines,
+    products,
+    quotes,
+    receivables,
+    teams,
+    users,
+)
 from app.state import AppState
 
 ROUTERS = [
@@ -27,6 +41,13 @@ ROUTERS = [
     teams.router,
     api_keys.router,
     diagnostics.router,
+    pipelines.router,
+    accounts.router,
+    accounts.contacts_router,
+    deals.router,
+    products.router,
+    quotes.router,
+    receivables.router,
 ]
 
 
