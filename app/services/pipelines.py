@@ -100,7 +100,7 @@ async def live_stages(session: AsyncSession, pipeline_id: uuid.UUID) -> list[Sta
 def read_model(pipeline: Pipeline, stages: list[Stage]) -> PipelineRead:
     """A pipeline with its stages as the API shows it."""
     return PipelineRead.model_validate(
-        {**pipeline.model_dump(), "stages": [StageRead.model_validate(s) for s in stages]}
+        {**pipeline.model_dump(warnings=False), "stages": [StageRead.model_validate(s) for s in stages]}
     )
 
 

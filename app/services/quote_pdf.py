@@ -14,6 +14,7 @@ from typing import Any
 
 from fpdf import FPDF
 from fpdf.enums import XPos, YPos
+from fpdf.fonts import FontFace
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.models.account import Account, Contact
@@ -85,7 +86,9 @@ def render(
     headings = ("#", "Item 项目", "Qty 数量", "Unit price 单价", "Discount 折扣", "Tax 税", "Total 金额")
     widths = (8, 62, 18, 26, 26, 22, 28)
     with pdf.table(
-        col_widths=widths, text_align=("LEFT", "LEFT", "RIGHT", "RIGHT", "RIGHT", "RIGHT", "RIGHT")
+        col_widths=widths,
+        headings_style=FontFace(emphasis="", fill_color=(235, 235, 235)),
+        text_align=("LEFT", "LEFT", "RIGHT", "RIGHT", "RIGHT", "RIGHT", "RIGHT"),
     ) as table:
         row = table.row()
         for heading in headings:

@@ -40,7 +40,7 @@ from app.models.quote import (
     QuoteUpdate,
 )
 from app.models.receivable import Order
-from app.money import HUNDRED, fits_currency
+from app.money import HUNDRED, fits_currency, round_money
 from app.pagination import PageParams, paginate
 from app.security import Principal
 from app.services import audit, deals, outbox, receivables
@@ -66,9 +66,13 @@ def _invalid(field: str, code: str, message: str) -> ValidationFailed:
     return ValidationFailed(message, errors=[FieldError(field=field, code=code, message=message)])
 
 
-def _transition(quote: Quote, to: QuoteStatus) -> None:
-    if to not in ALLOWED[quote.status]:
+def _check_transition(quote: Quote, to: QuoteStatus) -> None:
+    if to not in ALLOWED[QuoteStatus(quote.status)]:
         raise InvalidTransition(f"A {quote.status} quote cannot become {to}.", extra={"status": quote.status})
+
+
+def _transition(quote: Quote, to: QuoteStatus) -> None:
+    _check_transition(quote, to)
     quote.status = to
     quote.version += 1
     quote.updated_at = utcnow()
@@ -76,7 +80,7 @@ def _transition(quote: Quote, to: QuoteStatus) -> None:
 
 def read_model(quote: Quote) -> QuoteRead:
     """A quote revision as the API shows it."""
-    return QuoteRead.model_validate(quote.model_dump())
+    return QuoteRead.model_validate(quote.model_dump(warnings=False))
 
 
 # --- loading with the deal's visibility ----------------------------------------------------------
@@ -402,6 +406,7 @@ async def approve_quote(
     """Approve a pending quote: a manager or admin, never the person who created it (403)."""
     quote = await get_quote(session, principal, quote_id, lock=True)
     check_version(quote, expected_version)
+    _check_transition(quote, QuoteStatus.approved)
     if principal.role not in (Role.manager, Role.admin):
         raise Forbidden("Only a manager or an admin can approve quotes.")
     if quote.created_by_id == principal.user_id:
@@ -432,6 +437,7 @@ async def reject_quote(
     """Send a pending quote back to draft (same rules as approving)."""
     quote = await get_quote(session, principal, quote_id, lock=True)
     check_version(quote, expected_version)
+    _check_transition(quote, QuoteStatus.draft)
     if principal.role not in (Role.manager, Role.admin):
         raise Forbidden("Only a manager or an admin can reject quotes.")
     _transition(quote, QuoteStatus.draft)
@@ -527,7 +533,7 @@ async def accept_quote(
             "revision": quote.revision,
             "deal_id": deal.id,
             "order_id": order.id,
-            "total": str(quote.total),
+            "total": str(round_money(Decimal(quote.total), quote.currency)),
             "currency": quote.currency,
             "by_user_id": principal.user_id,
         },
@@ -660,7 +666,12 @@ async def revisions(
             QuoteRevisionRead(
                 quote=read_model(row),
                 line_changes=diff_lines(previous.lines if previous else [], row.lines),
-                total_change=[Decimal(previous.total), Decimal(row.total)] if previous else None,
+                total_change=[
+                    round_money(Decimal(previous.total), previous.currency),
+                    round_money(Decimal(row.total), row.currency),
+                ]
+                if previous
+                else None,
             )
         )
         previous = row

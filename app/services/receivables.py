@@ -114,7 +114,7 @@ async def installments_of(session: AsyncSession, order_id: uuid.UUID) -> list[In
 
 def read_model(order: Order, installments: list[Installment]) -> OrderRead:
     """An order with its payment plan as the API shows it."""
-    data: dict[str, Any] = order.model_dump()
+    data: dict[str, Any] = order.model_dump(warnings=False)
     data["installments"] = [InstallmentRead.model_validate(i) for i in installments]
     return OrderRead.model_validate(data)
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 from sqlalchemy import select
 from sqlmodel import col
 
@@ -23,18 +25,26 @@ async def test_a_deal_walks_from_prospect_to_won_with_complete_history(org: Org,
     assert r.status_code == 200
     r = await org.client.post(move, json={"stage_id": s["needs_confirmed"]}, headers=org.auth())
     assert r.status_code == 422
-    assert [(e["field"], e["code"]) for e in r.json()["errors"]] == [("contact_id", "required_to_leave_stage")]
+    assert [(e["field"], e["code"]) for e in r.json()["errors"]] == [
+        ("contact_id", "required_to_leave_stage")
+    ]
     assert "contact_id" in r.json()["detail"]
     await org.client.patch(f"/v1/deals/{deal['id']}", json={"contact_id": contact_id}, headers=org.auth())
-    assert (await org.client.post(move, json={"stage_id": s["needs_confirmed"]}, headers=org.auth())).status_code == 200
+    assert (
+        await org.client.post(move, json={"stage_id": s["needs_confirmed"]}, headers=org.auth())
+    ).status_code == 200
     r = await org.client.post(move, json={"stage_id": s["quote"]}, headers=org.auth())
     assert r.status_code == 422 and r.json()["errors"][0]["field"] == "amount"
     await org.client.patch(f"/v1/deals/{deal['id']}", json={"amount": "5000.00"}, headers=org.auth())
     assert (await org.client.post(move, json={"stage_id": s["quote"]}, headers=org.auth())).status_code == 200
     r = await org.client.post(move, json={"stage_id": s["negotiation"]}, headers=org.auth())
     assert r.status_code == 422 and r.json()["errors"][0]["field"] == "expected_close_date"
-    await org.client.patch(f"/v1/deals/{deal['id']}", json={"expected_close_date": "2026-12-31"}, headers=org.auth())
-    assert (await org.client.post(move, json={"stage_id": s["negotiation"]}, headers=org.auth())).status_code == 200
+    await org.client.patch(
+        f"/v1/deals/{deal['id']}", json={"expected_close_date": "2026-12-31"}, headers=org.auth()
+    )
+    assert (
+        await org.client.post(move, json={"stage_id": s["negotiation"]}, headers=org.auth())
+    ).status_code == 200
     r = await org.client.post(f"/v1/deals/{deal['id']}/won", headers=org.auth())
     assert r.status_code == 200, r.text
     won = r.json()
@@ -44,27 +54,46 @@ async def test_a_deal_walks_from_prospect_to_won_with_complete_history(org: Org,
     history = (await org.client.get(f"/v1/deals/{deal['id']}/history", headers=org.auth())).json()
     moves = [(h["from_stage_id"], h["to_stage_id"]) for h in history if h["kind"] == "stage"]
     path = [None, "prospect", "first_contact", "needs_confirmed", "quote", "negotiation", "won"]
-    assert moves == [(s.get(str(a)) if a else None, s[b]) for a, b in zip(path, path[1:], strict=False)]
+    assert moves == [(s.get(str(a)) if a else None, s[b]) for a, b in itertools.pairwise(path)]
     fields = [(h["field"], h["old_value"], h["new_value"]) for h in history if h["kind"] == "field"]
     assert ("amount", None, "5000.00") in fields
     assert ("expected_close_date", None, "2026-12-31") in fields
     assert ("status", "open", "won") in fields
     probabilities = [(o, n) for f, o, n in fields if f == "probability"]
-    assert probabilities == [(None, "10"), ("10", "20"), ("20", "40"), ("40", "60"), ("60", "80"), ("80", "100")]
+    assert probabilities == [
+        (None, "10"),
+        ("10", "20"),
+        ("20", "40"),
+        ("40", "60"),
+        ("60", "80"),
+        ("80", "100"),
+    ]
     assert all(h["by_user_id"] == org.admin_id for h in history)
     assert [h["at"] for h in history] == sorted(h["at"] for h in history)
 
     async with state.sessions() as session:
         stage_rows = (
-            await session.execute(
-                select(DealStageHistory).where(col(DealStageHistory.org_id) == org.id).execution_options(cross_tenant=True)
+            (
+                await session.execute(
+                    select(DealStageHistory)
+                    .where(col(DealStageHistory.org_id) == org.id)
+                    .execution_options(cross_tenant=True)
+                )
             )
-        ).scalars().all()
+            .scalars()
+            .all()
+        )
         field_rows = (
-            await session.execute(
-                select(DealFieldHistory).where(col(DealFieldHistory.org_id) == org.id).execution_options(cross_tenant=True)
+            (
+                await session.execute(
+                    select(DealFieldHistory)
+                    .where(col(DealFieldHistory.org_id) == org.id)
+                    .execution_options(cross_tenant=True)
+                )
             )
-        ).scalars().all()
+            .scalars()
+            .all()
+        )
     assert len(stage_rows) == len(moves) == 6 and len(field_rows) == len(fields)
     changed = await events(state, org, "deal.stage_changed")
     assert len(changed) == 5 and changed[-1]["to_stage_id"] == s["won"]
@@ -74,12 +103,20 @@ async def test_a_deal_walks_from_prospect_to_won_with_complete_history(org: Org,
 async def test_moving_backwards_is_allowed_and_recorded(org: Org) -> None:
     s = await stages(org)
     deal = await make_deal(org, amount="10.00", probability="33")
-    r = await org.client.post(f"/v1/deals/{deal['id']}/move", json={"stage_id": s["first_contact"]}, headers=org.auth())
+    r = await org.client.post(
+        f"/v1/deals/{deal['id']}/move", json={"stage_id": s["first_contact"]}, headers=org.auth()
+    )
     assert r.status_code == 200 and r.json()["probability"] == "33.00"  # an override survives moves
-    r = await org.client.post(f"/v1/deals/{deal['id']}/move", json={"stage_id": s["prospect"]}, headers=org.auth())
+    r = await org.client.post(
+        f"/v1/deals/{deal['id']}/move", json={"stage_id": s["prospect"]}, headers=org.auth()
+    )
     assert r.status_code == 200 and r.json()["stage_id"] == s["prospect"]
     history = (await org.client.get(f"/v1/deals/{deal['id']}/history", headers=org.auth())).json()
-    assert [h["to_stage_id"] for h in history if h["kind"] == "stage"] == [s["prospect"], s["first_contact"], s["prospect"]]
+    assert [h["to_stage_id"] for h in history if h["kind"] == "stage"] == [
+        s["prospect"],
+        s["first_contact"],
+        s["prospect"],
+    ]
 
 
 async def test_lost_needs_a_reason_from_the_list_and_reopen_returns_to_the_last_open_stage(
@@ -87,17 +124,27 @@ async def test_lost_needs_a_reason_from_the_list_and_reopen_returns_to_the_last_
 ) -> None:
     s = await stages(org)
     deal = await make_deal(org)
-    await org.client.post(f"/v1/deals/{deal['id']}/move", json={"stage_id": s["first_contact"]}, headers=org.auth())
+    await org.client.post(
+        f"/v1/deals/{deal['id']}/move", json={"stage_id": s["first_contact"]}, headers=org.auth()
+    )
     r = await org.client.post(f"/v1/deals/{deal['id']}/lost", json={"reason": "aliens"}, headers=org.auth())
     assert r.status_code == 422 and r.json()["errors"][0]["code"] == "unknown_reason"
-    r = await org.client.post(f"/v1/deals/{deal['id']}/move", json={"stage_id": s["lost"]}, headers=org.auth())
+    r = await org.client.post(
+        f"/v1/deals/{deal['id']}/move", json={"stage_id": s["lost"]}, headers=org.auth()
+    )
     assert r.status_code == 422 and r.json()["errors"][0]["field"] == "lost_reason"
     r = await org.client.post(
         f"/v1/deals/{deal['id']}/lost", json={"reason": "price", "note": "too dear"}, headers=org.auth()
     )
     assert r.status_code == 200
-    assert r.json()["status"] == "lost" and r.json()["lost_reason"] == "price" and r.json()["stage_id"] == s["lost"]
-    r = await org.client.post(f"/v1/deals/{deal['id']}/move", json={"stage_id": s["quote"]}, headers=org.auth())
+    assert (
+        r.json()["status"] == "lost"
+        and r.json()["lost_reason"] == "price"
+        and r.json()["stage_id"] == s["lost"]
+    )
+    r = await org.client.post(
+        f"/v1/deals/{deal['id']}/move", json={"stage_id": s["quote"]}, headers=org.auth()
+    )
     assert r.status_code == 409 and r.json()["code"] == "invalid_transition"
     r = await org.client.post(f"/v1/deals/{deal['id']}/reopen", json={}, headers=org.auth())
     assert r.status_code == 200
@@ -127,7 +174,9 @@ async def test_stale_if_match_is_412_and_fresh_one_works(org: Org) -> None:
 
 
 async def test_amount_digits_follow_the_currency(org: Org) -> None:
-    r = await org.client.post("/v1/deals", json={"name": "x", "amount": "10.5", "currency": "JPY"}, headers=org.auth())
+    r = await org.client.post(
+        "/v1/deals", json={"name": "x", "amount": "10.5", "currency": "JPY"}, headers=org.auth()
+    )
     assert r.status_code == 422 and r.json()["errors"][0]["code"] == "too_many_decimals"
     deal = await make_deal(org, amount="10.5", currency="KWD")
     assert deal["amount"] == "10.500"
@@ -157,7 +206,9 @@ async def test_role_visibility_of_deals(org: Org) -> None:
     assert r.status_code == 404
     r = await org.client.patch(f"/v1/deals/{theirs['id']}", json={"name": "x"}, headers=org.auth(manager))
     assert r.status_code == 404
-    r = await org.client.patch(f"/v1/deals/{mine['id']}", json={"name": "by manager"}, headers=org.auth(manager))
+    r = await org.client.patch(
+        f"/v1/deals/{mine['id']}", json={"name": "by manager"}, headers=org.auth(manager)
+    )
     assert r.status_code == 200 and r.json()["name"] == "by manager"
     r = await org.client.patch(f"/v1/deals/{mine['id']}", json={"name": "x"}, headers=org.auth(viewer))
     assert r.status_code == 403
@@ -185,7 +236,9 @@ async def test_deals_are_isolated_between_organisations(org: Org, other_org: Org
     r = await other_org.client.get("/v1/deals", headers=other_org.auth())
     assert r.json()["data"] == [] and r.json()["totals"] == []
     s = await stages(org)
-    r = await other_org.client.post("/v1/deals", json={"name": "x", "pipeline_id": s["_pipeline"]}, headers=other_org.auth())
+    r = await other_org.client.post(
+        "/v1/deals", json={"name": "x", "pipeline_id": s["_pipeline"]}, headers=other_org.auth()
+    )
     assert r.status_code == 404
 
 
@@ -194,7 +247,9 @@ async def test_list_filters_and_totals_per_currency(org: Org) -> None:
     a = await make_deal(org, amount="100.00", currency="USD", expected_close_date="2026-12-01")
     b = await make_deal(org, amount="300.00", currency="USD", expected_close_date="2027-02-01")
     c = await make_deal(org, amount="5000", currency="JPY")
-    await org.client.post(f"/v1/deals/{b['id']}/move", json={"stage_id": s["first_contact"]}, headers=org.auth())
+    await org.client.post(
+        f"/v1/deals/{b['id']}/move", json={"stage_id": s["first_contact"]}, headers=org.auth()
+    )
 
     async def ids(query: str) -> list[str]:
         r = await org.client.get(f"/v1/deals?{query}", headers=org.auth())

@@ -38,7 +38,11 @@ async def test_admin_creates_a_pipeline_and_others_cannot(org: Org) -> None:
     assert r.status_code == 403 and r.json()["code"] == "forbidden"
     r = await org.client.post("/v1/pipelines", json=body, headers=org.auth())
     assert r.status_code == 201, r.text
-    assert r.json()["is_default"] is False and [s["key"] for s in r.json()["stages"]] == ["open", "won", "lost"]
+    assert r.json()["is_default"] is False and [s["key"] for s in r.json()["stages"]] == [
+        "open",
+        "won",
+        "lost",
+    ]
     r = await org.client.post("/v1/pipelines", json=body, headers=org.auth())
     assert r.status_code == 409
     bad = {**body, "name": "No won", "stages": [body["stages"][0], body["stages"][2]]}
@@ -54,8 +58,12 @@ async def test_rename_and_reorder_keep_history_valid(org: Org) -> None:
         f"/v1/pipelines/{pid}/stages/{s['prospect']}", json={"name": "线索"}, headers=org.auth()
     )
     assert r.status_code == 200 and r.json()["name"] == "线索"
-    order = [s[k] for k in ("first_contact", "prospect", "needs_confirmed", "quote", "negotiation", "won", "lost")]
-    r = await org.client.put(f"/v1/pipelines/{pid}/stages/order", json={"stage_ids": order}, headers=org.auth())
+    order = [
+        s[k] for k in ("first_contact", "prospect", "needs_confirmed", "quote", "negotiation", "won", "lost")
+    ]
+    r = await org.client.put(
+        f"/v1/pipelines/{pid}/stages/order", json={"stage_ids": order}, headers=org.auth()
+    )
     assert r.status_code == 200, r.text
     assert [st["id"] for st in r.json()["stages"]] == order
     bad = [s["won"], *order[:5], s["lost"]]

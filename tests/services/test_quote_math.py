@@ -16,7 +16,9 @@ def _q(value: Decimal, exp: str) -> Decimal:
 
 
 def test_minor_units_follow_iso_4217() -> None:
-    assert [minor_units(c) for c in ("JPY", "KRW", "USD", "CNY", "EUR", "KWD", "BHD", "JOD", "OMR", "TND")] == [
+    assert [
+        minor_units(c) for c in ("JPY", "KRW", "USD", "CNY", "EUR", "KWD", "BHD", "JOD", "OMR", "TND")
+    ] == [
         0,
         0,
         2,
@@ -35,7 +37,8 @@ def test_minor_units_follow_iso_4217() -> None:
 
 def test_cny_line_with_discount_and_tax() -> None:
     result = compute(
-        [LineInput("Widget", Decimal(3), Decimal("19.99"), Decimal(13), discount_percent=Decimal(15))], currency="CNY"
+        [LineInput("Widget", Decimal(3), Decimal("19.99"), Decimal(13), discount_percent=Decimal(15))],
+        currency="CNY",
     )
     gross = _q(Decimal(3) * Decimal("19.99"), "0.01")
     discount = _q(gross * Decimal("0.15"), "0.01")
@@ -55,7 +58,8 @@ def test_cny_line_with_discount_and_tax() -> None:
 
 def test_jpy_line_rounds_to_whole_yen() -> None:
     result = compute(
-        [LineInput("Service", Decimal(7), Decimal(1234), Decimal(10), discount_percent=Decimal(10))], currency="JPY"
+        [LineInput("Service", Decimal(7), Decimal(1234), Decimal(10), discount_percent=Decimal(10))],
+        currency="JPY",
     )
     gross = Decimal(7 * 1234)
     discount = _q(gross * Decimal("0.10"), "1")
@@ -83,7 +87,12 @@ def test_quote_level_discount_applies_per_line_after_line_discounts() -> None:
         quote_discount = _q((gross - own) * Decimal("0.05"), "0.01")
         net = gross - own - quote_discount
         tax = _q(net * line.tax_rate / 100, "0.01")
-        assert (got.quote_discount_amount, got.net, got.tax, got.total) == (quote_discount, net, tax, net + tax)
+        assert (got.quote_discount_amount, got.net, got.tax, got.total) == (
+            quote_discount,
+            net,
+            tax,
+            net + tax,
+        )
         expected_total += net + tax
     assert result.total == expected_total
     assert result.net_total + result.tax_total == result.total
@@ -91,14 +100,19 @@ def test_quote_level_discount_applies_per_line_after_line_discounts() -> None:
 
 
 def test_tax_inclusive_extracts_tax_from_the_total() -> None:
-    result = compute([LineInput("X", Decimal(1), Decimal("113.00"), Decimal(13))], currency="CNY", tax_inclusive=True)
+    result = compute(
+        [LineInput("X", Decimal(1), Decimal("113.00"), Decimal(13))], currency="CNY", tax_inclusive=True
+    )
     assert result.total == Decimal("113.00") and result.tax_total == Decimal("13.00")
     line = result.lines[0]
     assert line.total == Decimal("113.00") and line.tax == Decimal("13.00") and line.net == Decimal("100.00")
 
 
 def test_payment_plan_puts_the_remainder_on_the_last_installment() -> None:
-    terms = [PaymentTerm(percent=Decimal(30), due="on_acceptance"), PaymentTerm(percent=Decimal(70), due_days=30)]
+    terms = [
+        PaymentTerm(percent=Decimal(30), due="on_acceptance"),
+        PaymentTerm(percent=Decimal(70), due_days=30),
+    ]
     rows = plan(Decimal("100.01"), "USD", terms, date(2026, 11, 22))
     assert [r[1] for r in rows] == [Decimal("30.00"), Decimal("70.01")]
     assert sum(r[1] for r in rows) == Decimal("100.01")
