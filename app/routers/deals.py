@@ -115,6 +115,18 @@ async def update_deal(
     return _read(response, deal)
 
 
+@router.delete(
+    "/{deal_id}", response_model=DealRead, summary="Delete a deal", responses=problem_responses(404, 409, 412)
+)
+async def delete_deal(
+    deal_id: uuid.UUID, principal: Writer, session: SessionDep, version: IfMatchDep
+) -> DealRead:
+    """Erase a deal, its quotes and history (not when it has an order); losing it keeps the metrics whole."""
+    return DealRead.model_validate(
+        await service.delete_deal(session, principal, deal_id, expected_version=version)
+    )
+
+
 @router.post(
     "/{deal_id}/move",
     response_model=DealRead,

@@ -26,7 +26,7 @@ from sqlalchemy import ColumnElement, Select, func, or_, select, true
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
-from app.errors import FieldError, Forbidden, InvalidTransition, NotFound, ValidationFailed
+from app.errors import Conflict, FieldError, Forbidden, InvalidTransition, NotFound, ValidationFailed
 from app.models.account import Account, Contact
 from app.models.base import utcnow
 from app.models.common import Role
@@ -44,6 +44,7 @@ from app.models.deal import (
 )
 from app.models.organisation import Organisation
 from app.models.pipeline import Pipeline, Stage, StageKind
+from app.models.receivable import Order
 from app.models.user import User
 from app.money import fits_currency, plain_percent, round_money
 from app.pagination import PageParams, paginate
@@ -73,11 +74,18 @@ def visibility_clause(principal: Principal) -> ColumnElement[bool]:
     return own
 
 
-async def get_deal(session: AsyncSession, principal: Principal, deal_id: uuid.UUID) -> Deal:
-    """A deal the caller may see, else 404 (another organisation's or another owner's alike)."""
-    deal = (
-        await session.execute(select(Deal).where(col(Deal.id) == deal_id, visibility_clause(principal)))
-    ).scalar_one_or_none()
+async def get_deal(
+    session: AsyncSession, principal: Principal, deal_id: uuid.UUID, *, lock: bool = False
+) -> Deal:
+    """A deal the caller may see, else 404 (another organisation's or another owner's alike).
+
+    `lock` holds the row until the transaction ends, so concurrent changes of one deal queue up
+    and each history row starts where the previous one ended.
+    """
+    stmt = select(Deal).where(col(Deal.id) == deal_id, visibility_clause(principal))
+    if lock:
+        stmt = stmt.with_for_update(of=Deal)
+    deal = (await session.execute(stmt)).scalar_one_or_none()
     if deal is None:
         raise NotFound(f"No deal with id {deal_id}.")
     return deal
@@ -104,7 +112,7 @@ async def _check_owner(session: AsyncSession, principal: Principal, owner_id: uu
 # --- history ---------------------------------------------------------------------------------
 
 
-def _history_value(value: Any, currency: str) -> Any:
+def _history_value(value: Any) -> Any:
     """Field values as JSON: money with its currency's digits, percentages plain, dates ISO."""
     if isinstance(value, Decimal):
         return str(value)
@@ -134,7 +142,7 @@ def _track(
     for name in TRACKED_FIELDS:
         old, new = before.get(name), _field_value(deal, name)
         if old != new:
-            old_json, new_json = _history_value(old, deal.currency), _history_value(new, deal.currency)
+            old_json, new_json = _history_value(old), _history_value(new)
             diff[name] = [old_json, new_json]
             session.add(
                 DealFieldHistory(
@@ -270,7 +278,7 @@ async def update_deal(
     expected_version: int | None,
 ) -> Deal:
     """Change a deal's fields (not its stage); tracked fields go to the field history."""
-    deal = await get_deal(session, principal, deal_id)
+    deal = await get_deal(session, principal, deal_id, lock=True)
     check_version(deal, expected_version)
     changes = data.model_dump(exclude_unset=True)
     for name in ("name", "currency", "attributes", "owner_id"):
@@ -293,7 +301,7 @@ async def update_deal(
     for name, value in changes.items():
         old = getattr(deal, name)
         if old != value:
-            audit_diff[name] = [_history_value(old, deal.currency), _history_value(value, currency)]
+            audit_diff[name] = [_history_value(old), _history_value(value)]
             setattr(deal, name, value)
     if audit_diff:
         now = utcnow()
@@ -303,6 +311,32 @@ async def update_deal(
             session, actor=principal, entity="deal", entity_id=deal.id, action="update", changes=audit_diff
         )
         await session.flush()
+    return deal
+
+
+async def delete_deal(
+    session: AsyncSession, principal: Principal, deal_id: uuid.UUID, *, expected_version: int | None
+) -> Deal:
+    """Erase a deal with its quotes and history (a deal with an order cannot be erased: 409).
+
+    Prefer losing a deal to deleting it: a deleted deal leaves the funnel metrics.
+    """
+    deal = await get_deal(session, principal, deal_id, lock=True)
+    check_version(deal, expected_version)
+    has_order = (await session.execute(select(col(Order.id)).where(col(Order.deal_id) == deal.id))).first()
+    if has_order is not None:
+        raise Conflict("The deal has an order; it cannot be deleted.")
+    audit.record(
+        session,
+        actor=principal,
+        entity="deal",
+        entity_id=deal.id,
+        action="delete",
+        changes=snapshot(deal, AUDITED),
+    )
+    await outbox.emit(session, "deal.deleted", _payload(deal, principal))
+    await session.delete(deal)
+    await session.flush()
     return deal
 
 
@@ -432,7 +466,7 @@ async def move_deal(
     Moving backwards is allowed and recorded like any move. Moving to the won or lost stage is
     winning or losing the deal (losing needs `lost_reason`). Moving to the stage it is in changes nothing.
     """
-    deal = await get_deal(session, principal, deal_id)
+    deal = await get_deal(session, principal, deal_id, lock=True)
     check_version(deal, expected_version)
     _require_open(deal)
     stages, current = await _load_stage_context(session, deal)
@@ -464,7 +498,7 @@ async def win_deal(
 ) -> Deal:
     """Mark a deal won: it moves to its pipeline's won stage (exit fields of the stages left are needed)."""
     deal = (
-        await get_deal(session, principal, deal_id)
+        await get_deal(session, principal, deal_id, lock=True)
         if principal
         else await get_or_404(session, Deal, deal_id, what="deal")
     )
@@ -517,7 +551,7 @@ async def lose_deal(
     expected_version: int | None = None,
 ) -> Deal:
     """Mark a deal lost with a reason from the organisation's list (`lost_reasons` setting)."""
-    deal = await get_deal(session, principal, deal_id)
+    deal = await get_deal(session, principal, deal_id, lock=True)
     check_version(deal, expected_version)
     _require_open(deal)
     stages, _ = await _load_stage_context(session, deal)
@@ -534,7 +568,7 @@ async def reopen_deal(
     expected_version: int | None = None,
 ) -> Deal:
     """Reopen a won or lost deal into an open stage (default: the last open stage it was in)."""
-    deal = await get_deal(session, principal, deal_id)
+    deal = await get_deal(session, principal, deal_id, lock=True)
     check_version(deal, expected_version)
     if deal.status == DealStatus.open:
         raise InvalidTransition("The deal is already open.")

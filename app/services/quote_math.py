@@ -60,15 +60,6 @@ class QuoteTotals:
     tax_total: Decimal
     total: Decimal
 
-    def max_discount_percent(self) -> Decimal:
-        """The largest effective discount, over each line and over the whole quote, in percent."""
-        rates = [
-            (r.discount_amount + r.quote_discount_amount) * HUNDRED / r.gross for r in self.lines if r.gross
-        ]
-        if self.subtotal:
-            rates.append(self.discount_total * HUNDRED / self.subtotal)
-        return max(rates, default=ZERO)
-
 
 def _invalid(field: str, code: str, message: str) -> ValidationFailed:
     return ValidationFailed(message, errors=[FieldError(field=field, code=code, message=message)])
@@ -149,3 +140,18 @@ def line_json(position: int, result: LineResult) -> dict[str, object]:
         "tax": str(result.tax),
         "total": str(result.total),
     }
+
+
+def max_discount_percent(
+    lines: list[dict[str, str]], *, subtotal: Decimal, discount_total: Decimal
+) -> Decimal:
+    """The largest effective discount of stored lines, per line and over the quote, in percent."""
+    rates = []
+    for line in lines:
+        gross = Decimal(line["gross"])
+        if gross:
+            discount = Decimal(line["discount_amount"]) + Decimal(line["quote_discount_amount"])
+            rates.append(discount * HUNDRED / gross)
+    if subtotal:
+        rates.append(discount_total * HUNDRED / subtotal)
+    return max(rates, default=ZERO)

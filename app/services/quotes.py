@@ -45,7 +45,7 @@ from app.pagination import PageParams, paginate
 from app.security import Principal
 from app.services import audit, deals, outbox, receivables
 from app.services.common import check_version
-from app.services.quote_math import LineInput, compute, line_json
+from app.services.quote_math import LineInput, compute, line_json, max_discount_percent
 
 S = QuoteStatus
 # Explicit allowed transitions; anything else is a 409.
@@ -354,14 +354,9 @@ async def update_quote(
 async def _approval_reasons(session: AsyncSession, quote: Quote) -> list[str]:
     settings = await _settings(session, quote.org_id)
     reasons = []
-    gross = [Decimal(line["gross"]) for line in quote.lines]
-    discounts = [
-        Decimal(line["discount_amount"]) + Decimal(line["quote_discount_amount"]) for line in quote.lines
-    ]
-    rates = [d * HUNDRED / g for d, g in zip(discounts, gross, strict=True) if g]
-    if quote.subtotal:
-        rates.append(Decimal(quote.discount_total) * HUNDRED / Decimal(quote.subtotal))
-    max_discount = max(rates, default=Decimal(0))
+    max_discount = max_discount_percent(
+        quote.lines, subtotal=Decimal(quote.subtotal), discount_total=Decimal(quote.discount_total)
+    )
     if max_discount > settings.quote_discount_threshold_percent:
         reasons.append(
             f"discount {max_discount.quantize(Decimal('0.01'))}% is above the "
@@ -379,8 +374,7 @@ async def submit_quote(
     """Submit a draft: it needs approval (pending_approval) or is approved at once by policy."""
     quote = await get_quote(session, principal, quote_id, lock=True)
     check_version(quote, expected_version)
-    if quote.status != QuoteStatus.draft:
-        _transition(quote, QuoteStatus.pending_approval)  # raises the 409 with the right message
+    _check_transition(quote, QuoteStatus.pending_approval)
     reasons = await _approval_reasons(session, quote)
     quote.approval_reasons = reasons
     if reasons:

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import itertools
+from datetime import timedelta
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlmodel import col
 
-from app.models.deal import DealFieldHistory, DealStageHistory
+from app.models.base import utcnow
+from app.models.deal import Deal, DealFieldHistory, DealStageHistory
 from app.state import AppState
 from tests.conftest import Org
 from tests.routers.sales import events, make_deal, make_team, stages
@@ -270,3 +273,66 @@ async def test_list_filters_and_totals_per_currency(org: Org) -> None:
     assert totals == {"JPY": "5000", "USD": "400.00"}
     r = await org.client.get("/v1/deals?sort=bogus", headers=org.auth())
     assert r.status_code == 422
+
+
+async def test_rotting_deals_are_idle_past_their_stage_threshold(org: Org, state: AppState) -> None:
+    stale = await make_deal(org)
+    fresh = await make_deal(org)
+    async with state.sessions() as session:
+        await session.execute(
+            update(Deal)
+            .where(col(Deal.id) == stale["id"])
+            .values(last_activity_at=utcnow() - timedelta(days=15))
+            .execution_options(cross_tenant=True)
+        )
+        await session.commit()
+    r = await org.client.get("/v1/deals?rotting=true", headers=org.auth())
+    assert [d["id"] for d in r.json()["data"]] == [stale["id"]]  # prospect rots after 14 days
+    r = await org.client.get("/v1/deals?rotting=false", headers=org.auth())
+    assert [d["id"] for d in r.json()["data"]] == [fresh["id"]]
+
+
+async def test_concurrent_moves_of_one_deal_keep_a_continuous_history(org: Org) -> None:
+    s = await stages(org)
+    deal = await make_deal(org, contact_id=None)
+    targets = [s["first_contact"], s["prospect"]] * 5
+    responses = await asyncio.gather(
+        *(
+            org.client.post(f"/v1/deals/{deal['id']}/move", json={"stage_id": t}, headers=org.auth())
+            for t in targets
+        )
+    )
+    assert all(r.status_code == 200 for r in responses)
+    history = (await org.client.get(f"/v1/deals/{deal['id']}/history", headers=org.auth())).json()
+    rows = [h for h in history if h["kind"] == "stage"]
+    for before, after in itertools.pairwise(rows):
+        assert after["from_stage_id"] == before["to_stage_id"]
+    final = (await org.client.get(f"/v1/deals/{deal['id']}", headers=org.auth())).json()
+    assert final["stage_id"] == rows[-1]["to_stage_id"]
+
+
+async def test_delete_a_deal_with_if_match_but_not_one_with_an_order(org: Org) -> None:
+    deal = await make_deal(org)
+    _, viewer = await org.add_user("viewer")
+    url = f"/v1/deals/{deal['id']}"
+    assert (await org.client.delete(url, headers=org.auth(viewer))).status_code == 403
+    r = await org.client.delete(url, headers={**org.auth(), "If-Match": '"7"'})
+    assert r.status_code == 412
+    r = await org.client.delete(url, headers={**org.auth(), "If-Match": '"1"'})
+    assert r.status_code == 200 and r.json()["id"] == deal["id"]
+    assert (await org.client.get(url, headers=org.auth())).status_code == 404
+    assert (await org.client.get(f"{url}/history", headers=org.auth())).status_code == 404
+    sold = await make_deal(org)
+    q = (
+        await org.client.post(
+            "/v1/quotes",
+            json={"deal_id": sold["id"], "lines": [{"description": "x", "quantity": "1", "unit_price": "5"}]},
+            headers=org.auth(),
+        )
+    ).json()
+    for action in ("submit", "send", "accept"):
+        assert (
+            await org.client.post(f"/v1/quotes/{q['id']}/{action}", headers=org.auth())
+        ).status_code == 200
+    r = await org.client.delete(f"/v1/deals/{sold['id']}", headers=org.auth())
+    assert r.status_code == 409
