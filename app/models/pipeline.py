@@ -6,8 +6,9 @@ import enum
 import uuid
 from datetime import datetime
 from decimal import Decimal
+from typing import Annotated
 
-from pydantic import ConfigDict, field_validator
+from pydantic import ConfigDict, StringConstraints, field_validator
 from sqlalchemy import Numeric, String, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
@@ -15,6 +16,10 @@ from app.models.base import IdMixin, JsonField, TenantMixin, TimestampField, Tim
 
 # The deal fields a stage may require before a deal leaves it.
 REQUIRABLE_FIELDS = ("amount", "currency", "expected_close_date", "contact_id", "account_id")
+
+
+# A stable machine name for a stage (the names may change and be in any language).
+StageKey = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[a-z0-9_]+$")]
 
 
 class StageKind(enum.StrEnum):
@@ -69,7 +74,7 @@ class StageCreate(SQLModel):
 
     model_config = ConfigDict(extra="forbid")  # type: ignore[assignment]
 
-    key: str | None = Field(default=None, min_length=1, max_length=64, regex=r"^[a-z0-9_]+$")
+    key: StageKey | None = None
     name: str = Field(min_length=1, max_length=200)
     name_en: str = Field(default="", max_length=200)
     position: int | None = Field(default=None, ge=0)

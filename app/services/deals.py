@@ -192,9 +192,17 @@ async def _base_currency(session: AsyncSession, org_id: uuid.UUID) -> str:
 
 
 async def create_deal(session: AsyncSession, principal: Principal, data: DealCreate) -> Deal:
-    """A deal in the default (or given) pipeline's first open (or given) stage; lead conversion calls this."""
+    """A deal in the given (or the stage's, or the default) pipeline's given (or first) open stage.
+
+    Lead conversion calls this with a DealCreate carrying `lead_id`, `account_id` and `contact_id`.
+    """
     if data.pipeline_id is not None:
         pipeline = await get_or_404(session, Pipeline, data.pipeline_id, what="pipeline")
+    elif data.stage_id is not None:
+        stage_row = await session.get(Stage, data.stage_id)
+        if stage_row is None:
+            raise _invalid("stage_id", "not_found", "no such stage")
+        pipeline = await get_or_404(session, Pipeline, stage_row.pipeline_id, what="pipeline")
     else:
         pipeline = await pipelines_service.default_pipeline(session)
     stages = await pipelines_service.live_stages(session, pipeline.id)

@@ -43,8 +43,23 @@ async def test_admin_creates_a_pipeline_and_others_cannot(org: Org) -> None:
         "won",
         "lost",
     ]
+    renewals = r.json()
     r = await org.client.post("/v1/pipelines", json=body, headers=org.auth())
     assert r.status_code == 409
+    first = renewals["stages"][0]["id"]
+    r = await org.client.post("/v1/deals", json={"name": "Renewal", "stage_id": first}, headers=org.auth())
+    assert r.status_code == 201 and r.json()["pipeline_id"] == renewals["id"]
+    assert r.json()["probability"] == "50.00"
+    won = renewals["stages"][1]["id"]
+    r = await org.client.post("/v1/deals", json={"name": "x", "stage_id": won}, headers=org.auth())
+    assert r.status_code == 422 and r.json()["errors"][0]["code"] == "not_an_open_stage"
+    bad_key = {
+        **body,
+        "name": "Bad key",
+        "stages": [{**body["stages"][0], "key": "Not A Key"}, *body["stages"][1:]],
+    }
+    r = await org.client.post("/v1/pipelines", json=bad_key, headers=org.auth())
+    assert r.status_code == 422 and r.json()["errors"][0]["field"].startswith("stages.0.key")
     bad = {**body, "name": "No won", "stages": [body["stages"][0], body["stages"][2]]}
     r = await org.client.post("/v1/pipelines", json=bad, headers=org.auth())
     assert r.status_code == 422 and r.json()["errors"][0]["code"] == "won_lost_stages"
