@@ -151,3 +151,30 @@ async def test_stale_if_match_on_a_pipeline_is_412(org: Org) -> None:
         f"/v1/pipelines/{s['_pipeline']}", json={"name": "Other"}, headers={**org.auth(), "If-Match": '"1"'}
     )
     assert r.status_code == 412 and r.json()["code"] == "stale_version"
+
+
+async def test_board_shows_each_role_only_the_deals_it_may_see(org: Org) -> None:
+    s = await stages(org)
+    _, rep = await org.add_user("rep")
+    _, viewer = await org.add_user("viewer")
+    own = await make_deal(org, rep, amount="10.00", currency="USD")
+    await make_deal(org, amount="99.00", currency="USD")
+    board = f"/v1/pipelines/{s['_pipeline']}/board"
+    first = (await org.client.get(board, headers=org.auth(rep))).json()["columns"][0]
+    assert first["count"] == 1 and [d["id"] for d in first["deals"]] == [own["id"]]
+    assert first["totals"] == [{"currency": "USD", "count": 1, "amount": "10.00", "weighted_amount": "1.00"}]
+    assert (await org.client.get(board, headers=org.auth(viewer))).json()["columns"][0]["count"] == 2
+    r = await org.client.post(
+        f"/v1/pipelines/{s['_pipeline']}/stages", json={"name": "x"}, headers=org.auth(viewer)
+    )
+    assert r.status_code == 403
+    r = await org.client.post(
+        f"/v1/pipelines/{s['_pipeline']}/stages",
+        json={"name": "演示", "key": "demo", "position": 1},
+        headers=org.auth(),
+    )
+    assert r.status_code == 201 and [st["key"] for st in r.json()["stages"]][:3] == [
+        "prospect",
+        "demo",
+        "first_contact",
+    ]

@@ -447,3 +447,47 @@ async def test_stale_if_match_on_a_draft_quote_is_412(org: Org) -> None:
     assert r.status_code == 412
     r = await org.client.post(f"{url}/submit", headers={**org.auth(), "If-Match": '"1"'})
     assert r.status_code == 412
+
+
+async def test_reject_sends_a_pending_quote_back_to_draft_for_editing(org: Org) -> None:
+    _, manager = await org.add_user("manager")
+    _, rep = await org.add_user("rep")
+    deal = await make_deal(org, currency="USD")
+    quote = await make_quote(
+        org,
+        deal["id"],
+        lines=[{"description": "x", "quantity": "1", "unit_price": "80.00", "discount_percent": "30"}],
+    )
+    assert (await post(org, f"/v1/quotes/{quote['id']}/submit")).json()["status"] == "pending_approval"
+    r = await post(org, f"/v1/quotes/{quote['id']}/reject", rep, json={"reason": "too cheap"})
+    assert r.status_code == 404  # the rep does not see the admin's deal
+    r = await post(org, f"/v1/quotes/{quote['id']}/reject", manager, json={"reason": "too cheap"})
+    assert r.status_code == 404  # nor does a manager outside the deal owner's team
+    r = await post(org, f"/v1/quotes/{quote['id']}/reject", json={"reason": "too cheap"})
+    assert r.status_code == 200 and r.json()["status"] == "draft" and r.json()["status_reason"] == "too cheap"
+    r = await org.client.patch(
+        f"/v1/quotes/{quote['id']}",
+        json={
+            "lines": [{"description": "x", "quantity": "1", "unit_price": "80.00", "discount_percent": "10"}]
+        },
+        headers=org.auth(),
+    )
+    assert r.status_code == 200 and r.json()["total"] == "72.00"
+    assert (await post(org, f"/v1/quotes/{quote['id']}/submit")).json()["status"] == "approved"
+
+
+async def test_tax_inclusive_quote_through_the_api(org: Org) -> None:
+    deal = await make_deal(org, currency="CNY")
+    quote = await make_quote(
+        org,
+        deal["id"],
+        tax_inclusive=True,
+        lines=[{"description": "Box", "quantity": "2", "unit_price": "56.50", "tax_rate": "13"}],
+    )
+    total = Decimal("113.00")
+    tax = _q(total * 13 / 113, "0.01")
+    assert (
+        quote["total"] == str(total)
+        and quote["tax_total"] == str(tax)
+        and quote["net_total"] == str(total - tax)
+    )
