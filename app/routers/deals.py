@@ -25,6 +25,7 @@ from app.models.deal import (
 )
 from app.routers import COMMON_ERRORS, set_etag
 from app.security import Principal
+from app.services import deal_queries, deal_stages
 from app.services import deals as service
 
 router = APIRouter(prefix="/v1/deals", tags=["deals"], responses=COMMON_ERRORS)
@@ -57,7 +58,7 @@ async def list_deals(
     rotting: Annotated[bool | None, Query(description="Open deals idle past their stage's threshold")] = None,
 ) -> DealPage:
     """Deals you may see, filtered; `totals` are per currency over every matching deal."""
-    stmt = service.filtered_deals(
+    stmt = deal_queries.filtered_deals(
         principal,
         pipeline_id=pipeline_id,
         stage_id=stage_id,
@@ -72,8 +73,8 @@ async def list_deals(
         expected_close_to=expected_close_to,
         rotting=rotting,
     )
-    rows, next_cursor = await service.list_deals(session, stmt, page)
-    totals = await service.totals_by_currency(session, stmt)
+    rows, next_cursor = await deal_queries.list_deals(session, stmt, page)
+    totals = await deal_queries.totals_by_currency(session, stmt)
     return DealPage(data=[DealRead.model_validate(r) for r in rows], next_cursor=next_cursor, totals=totals)
 
 
@@ -142,7 +143,7 @@ async def move_deal(
     response: Response,
 ) -> DealRead:
     """Forward moves need the fields the stages left require (422 names them); backward moves are allowed."""
-    deal = await service.move_deal(
+    deal = await deal_stages.move_deal(
         session, principal, deal_id, body.stage_id, lost_reason=body.lost_reason, expected_version=version
     )
     return _read(response, deal)
@@ -158,7 +159,7 @@ async def win_deal(
     deal_id: uuid.UUID, principal: Writer, session: SessionDep, version: IfMatchDep, response: Response
 ) -> DealRead:
     """Move the deal to its pipeline's won stage."""
-    return _read(response, await service.win_deal(session, principal, deal_id, expected_version=version))
+    return _read(response, await deal_stages.win_deal(session, principal, deal_id, expected_version=version))
 
 
 @router.post(
@@ -176,7 +177,7 @@ async def lose_deal(
     response: Response,
 ) -> DealRead:
     """Move the deal to the lost stage; the reason comes from the organisation's `lost_reasons`."""
-    deal = await service.lose_deal(
+    deal = await deal_stages.lose_deal(
         session, principal, deal_id, reason=body.reason, note=body.note, expected_version=version
     )
     return _read(response, deal)
@@ -197,7 +198,7 @@ async def reopen_deal(
     response: Response,
 ) -> DealRead:
     """Back to an open stage (by default the last open stage it was in)."""
-    deal = await service.reopen_deal(
+    deal = await deal_stages.reopen_deal(
         session, principal, deal_id, stage_id=body.stage_id, expected_version=version
     )
     return _read(response, deal)
@@ -211,4 +212,4 @@ async def reopen_deal(
 )
 async def deal_history(deal_id: uuid.UUID, principal: Reader, session: SessionDep) -> list[DealHistoryEntry]:
     """Stage changes and tracked field changes (previous and new values, who, when), in time order."""
-    return await service.history(session, principal, deal_id)
+    return await deal_queries.history(session, principal, deal_id)

@@ -21,7 +21,7 @@ from app.models.pipeline import (
 )
 from app.routers import COMMON_ERRORS, set_etag
 from app.security import Principal
-from app.services import deals as deals_service
+from app.services import deal_queries
 from app.services import pipelines as service
 
 router = APIRouter(prefix="/v1/pipelines", tags=["pipelines"], responses=COMMON_ERRORS)
@@ -166,7 +166,7 @@ async def delete_stage(
 )
 async def board(pipeline_id: uuid.UUID, principal: DealReader, session: SessionDep, page: PageDep) -> Board:
     """Per stage: count, amount and weighted amount per currency, and the first page of deals you may see."""
-    columns = await deals_service.board(session, principal, pipeline_id, page)
+    columns = await deal_queries.board(session, principal, pipeline_id, page)
     return Board(
         pipeline_id=pipeline_id,
         columns=[

@@ -22,7 +22,7 @@ from app.models.receivable import OrderRead
 from app.pagination import Page
 from app.routers import COMMON_ERRORS, set_etag
 from app.security import Principal
-from app.services import quote_pdf, receivables
+from app.services import quote_pdf, quote_workflow, receivables
 from app.services import quotes as service
 from app.services.quotes import read_model
 
@@ -99,7 +99,9 @@ async def submit_quote(
     quote_id: uuid.UUID, principal: Writer, session: SessionDep, version: IfMatchDep, response: Response
 ) -> QuoteRead:
     """draft -> pending_approval when the approval policy says so, else -> approved."""
-    return _read(response, await service.submit_quote(session, principal, quote_id, expected_version=version))
+    return _read(
+        response, await quote_workflow.submit_quote(session, principal, quote_id, expected_version=version)
+    )
 
 
 @router.post(
@@ -110,7 +112,7 @@ async def approve_quote(
 ) -> QuoteRead:
     """pending_approval -> approved, by a manager or admin who did not create it."""
     return _read(
-        response, await service.approve_quote(session, principal, quote_id, expected_version=version)
+        response, await quote_workflow.approve_quote(session, principal, quote_id, expected_version=version)
     )
 
 
@@ -126,7 +128,7 @@ async def reject_quote(
     response: Response,
 ) -> QuoteRead:
     """pending_approval -> draft, with a reason, by a manager or admin."""
-    quote = await service.reject_quote(
+    quote = await quote_workflow.reject_quote(
         session, principal, quote_id, reason=body.reason, expected_version=version
     )
     return _read(response, quote)
@@ -139,7 +141,9 @@ async def send_quote(
     quote_id: uuid.UUID, principal: Writer, session: SessionDep, version: IfMatchDep, response: Response
 ) -> QuoteRead:
     """approved -> sent."""
-    return _read(response, await service.send_quote(session, principal, quote_id, expected_version=version))
+    return _read(
+        response, await quote_workflow.send_quote(session, principal, quote_id, expected_version=version)
+    )
 
 
 @router.post(
@@ -149,7 +153,7 @@ async def accept_quote(
     quote_id: uuid.UUID, principal: Writer, session: SessionDep, version: IfMatchDep
 ) -> OrderRead:
     """sent -> accepted: the new order with its payment plan; the deal is won if its pipeline says so."""
-    _, order = await service.accept_quote(session, principal, quote_id, expected_version=version)
+    _, order = await quote_workflow.accept_quote(session, principal, quote_id, expected_version=version)
     return receivables.read_model(order, await receivables.installments_of(session, order.id))
 
 
@@ -165,7 +169,7 @@ async def decline_quote(
     response: Response,
 ) -> QuoteRead:
     """sent -> declined."""
-    quote = await service.decline_quote(
+    quote = await quote_workflow.decline_quote(
         session, principal, quote_id, reason=body.reason, expected_version=version
     )
     return _read(response, quote)

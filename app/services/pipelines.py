@@ -367,7 +367,7 @@ async def delete_stage(
     target_stage_id: uuid.UUID | None,
 ) -> tuple[Pipeline, list[Stage]]:
     """Delete an open stage; its deals first move to `target_stage_id` (required when it holds deals)."""
-    from app.services import deals as deals_service  # deals import pipelines; this is the one way back
+    from app.services import deal_stages  # deal_stages imports pipelines; this is the one way back
 
     _admin_only(principal)
     pipeline = await get_or_404(session, Pipeline, pipeline_id, what="pipeline")
@@ -389,7 +389,7 @@ async def delete_stage(
         if target.id == stage.id or target.kind != StageKind.open:
             raise _invalid("target_stage_id", "invalid_target", "the target must be another open stage")
         for deal in holding:
-            await deals_service.enter_stage(session, principal, deal, target, reason="stage_deleted")
+            await deal_stages.enter_stage(session, principal, deal, target, reason="stage_deleted")
     stage.deleted_at = utcnow()
     stage.version += 1
     remaining = [s for s in stages if s.id != stage.id]

@@ -1,19 +1,13 @@
-"""Quotes: numbering, server-side totals, the status machine, approval policy, revisions, acceptance.
+"""Quotes: numbering, server-side totals, drafts, the primary quote, revisions (app.services.quote_workflow
+moves them through their statuses).
 
 Quotes inherit their deal's visibility (see app.services.deals): whoever may see the deal may
-see and work on its quotes (viewers only read). Approval is a manager's or an admin's who may see
-the deal and did not create the quote.
-
-Approval policy (data, in the organisation's settings): a quote needs approval when its largest
-effective discount (per line or overall, line and quote discounts together) is above
-`quote_discount_threshold_percent`, or when its total is above `quote_total_approval_limit` and it
-is in the organisation's base currency (other currencies are not converted yet).
+see and work on its quotes (viewers only read).
 """
 
 from __future__ import annotations
 
 import uuid
-from datetime import date
 from decimal import Decimal
 from typing import Any
 
@@ -21,12 +15,9 @@ from sqlalchemy import Select, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
-from app.errors import FieldError, Forbidden, InvalidTransition, NotFound, ValidationFailed
+from app.errors import FieldError, InvalidTransition, NotFound, ValidationFailed
 from app.models.base import utcnow
-from app.models.common import Role
 from app.models.deal import Deal, DealStatus
-from app.models.organisation import Organisation
-from app.models.pipeline import Pipeline
 from app.models.product import Product
 from app.models.quote import (
     LineChange,
@@ -39,13 +30,12 @@ from app.models.quote import (
     QuoteStatus,
     QuoteUpdate,
 )
-from app.models.receivable import Order
 from app.money import HUNDRED, fits_currency, round_money
 from app.pagination import PageParams, paginate
 from app.security import Principal
-from app.services import audit, deals, outbox, receivables
+from app.services import audit, deals, receivables
 from app.services.common import check_version
-from app.services.quote_math import LineInput, compute, line_json, max_discount_percent
+from app.services.quote_math import LineInput, compute, line_json
 
 S = QuoteStatus
 # Explicit allowed transitions; anything else is a 409.
@@ -59,6 +49,8 @@ ALLOWED: dict[QuoteStatus, frozenset[QuoteStatus]] = {
     S.expired: frozenset({S.superseded}),
     S.superseded: frozenset(),
 }
+# Money columns are NUMERIC(18, 4): 14 digits before the point.
+MAX_AMOUNT = Decimal(10) ** 14
 DEFAULT_TERMS = [PaymentTerm(percent=HUNDRED, due="on_acceptance")]
 
 
@@ -66,13 +58,15 @@ def _invalid(field: str, code: str, message: str) -> ValidationFailed:
     return ValidationFailed(message, errors=[FieldError(field=field, code=code, message=message)])
 
 
-def _check_transition(quote: Quote, to: QuoteStatus) -> None:
+def check_transition(quote: Quote, to: QuoteStatus) -> None:
+    """409 unless `to` is an allowed next status of the quote."""
     if to not in ALLOWED[QuoteStatus(quote.status)]:
         raise InvalidTransition(f"A {quote.status} quote cannot become {to}.", extra={"status": quote.status})
 
 
-def _transition(quote: Quote, to: QuoteStatus) -> None:
-    _check_transition(quote, to)
+def transition(quote: Quote, to: QuoteStatus) -> None:
+    """Move the quote to `to` (checked), bumping its version."""
+    check_transition(quote, to)
     quote.status = to
     quote.version += 1
     quote.updated_at = utcnow()
@@ -195,6 +189,8 @@ async def _compute_into(session: AsyncSession, quote: Quote, lines: list[QuoteLi
         discount_percent=Decimal(quote.discount_percent),
         tax_inclusive=quote.tax_inclusive,
     )
+    if totals.subtotal >= MAX_AMOUNT or totals.total >= MAX_AMOUNT:
+        raise _invalid("lines", "amount_too_large", f"quote amounts must stay below {MAX_AMOUNT:,}")
     quote.lines = [line_json(i + 1, r) for i, r in enumerate(totals.lines)]
     quote.subtotal = totals.subtotal
     quote.discount_total = totals.discount_total
@@ -230,13 +226,7 @@ def _restore_products(quote: Quote, previous: list[dict[str, Any]]) -> None:
 # --- create, update -----------------------------------------------------------------------------
 
 
-async def _settings(session: AsyncSession, org_id: uuid.UUID) -> Any:
-    org = await session.get(Organisation, org_id)
-    assert org is not None
-    return org.typed_settings()
-
-
-async def _make_primary(session: AsyncSession, principal: Principal | None, quote: Quote, deal: Deal) -> None:
+async def make_primary(session: AsyncSession, principal: Principal | None, quote: Quote, deal: Deal) -> None:
     """This quote becomes the deal's primary one; its total drives the deal amount."""
     await session.execute(
         update(Quote)
@@ -280,7 +270,7 @@ async def create_quote(session: AsyncSession, principal: Principal, data: QuoteC
         )
     ).first()
     if data.is_primary or (data.is_primary is None and has_primary is None):
-        await _make_primary(session, principal, quote, deal)
+        await make_primary(session, principal, quote, deal)
     audit.record(
         session,
         actor=principal,
@@ -348,194 +338,6 @@ async def update_quote(
     return quote
 
 
-# --- status machine ---------------------------------------------------------------------------
-
-
-async def _approval_reasons(session: AsyncSession, quote: Quote) -> list[str]:
-    settings = await _settings(session, quote.org_id)
-    reasons = []
-    max_discount = max_discount_percent(
-        quote.lines, subtotal=Decimal(quote.subtotal), discount_total=Decimal(quote.discount_total)
-    )
-    if max_discount > settings.quote_discount_threshold_percent:
-        reasons.append(
-            f"discount {max_discount.quantize(Decimal('0.01'))}% is above the "
-            f"{settings.quote_discount_threshold_percent}% threshold"
-        )
-    limit = settings.quote_total_approval_limit
-    if limit is not None and quote.currency == settings.base_currency and quote.total > limit:
-        reasons.append(f"total {quote.total} {quote.currency} is above the approval limit {limit}")
-    return reasons
-
-
-async def submit_quote(
-    session: AsyncSession, principal: Principal, quote_id: uuid.UUID, *, expected_version: int | None = None
-) -> Quote:
-    """Submit a draft: it needs approval (pending_approval) or is approved at once by policy."""
-    quote = await get_quote(session, principal, quote_id, lock=True)
-    check_version(quote, expected_version)
-    _check_transition(quote, QuoteStatus.pending_approval)
-    reasons = await _approval_reasons(session, quote)
-    quote.approval_reasons = reasons
-    if reasons:
-        _transition(quote, QuoteStatus.pending_approval)
-    else:
-        _transition(quote, QuoteStatus.approved)
-        quote.approved_at = utcnow()
-    audit.record(
-        session,
-        actor=principal,
-        entity="quote",
-        entity_id=quote.id,
-        action="submit",
-        changes={"status": [QuoteStatus.draft.value, quote.status.value]},
-    )
-    await session.flush()
-    return quote
-
-
-async def approve_quote(
-    session: AsyncSession, principal: Principal, quote_id: uuid.UUID, *, expected_version: int | None = None
-) -> Quote:
-    """Approve a pending quote: a manager or admin, never the person who created it (403)."""
-    quote = await get_quote(session, principal, quote_id, lock=True)
-    check_version(quote, expected_version)
-    _check_transition(quote, QuoteStatus.approved)
-    if principal.role not in (Role.manager, Role.admin):
-        raise Forbidden("Only a manager or an admin can approve quotes.")
-    if quote.created_by_id == principal.user_id:
-        raise Forbidden("The person who made a quote cannot approve it.")
-    _transition(quote, QuoteStatus.approved)
-    quote.approved_by_id = principal.user_id
-    quote.approved_at = utcnow()
-    audit.record(
-        session,
-        actor=principal,
-        entity="quote",
-        entity_id=quote.id,
-        action="approve",
-        changes={"status": ["pending_approval", "approved"]},
-    )
-    await session.flush()
-    return quote
-
-
-async def reject_quote(
-    session: AsyncSession,
-    principal: Principal,
-    quote_id: uuid.UUID,
-    *,
-    reason: str | None,
-    expected_version: int | None = None,
-) -> Quote:
-    """Send a pending quote back to draft (same rules as approving)."""
-    quote = await get_quote(session, principal, quote_id, lock=True)
-    check_version(quote, expected_version)
-    _check_transition(quote, QuoteStatus.draft)
-    if principal.role not in (Role.manager, Role.admin):
-        raise Forbidden("Only a manager or an admin can reject quotes.")
-    _transition(quote, QuoteStatus.draft)
-    quote.status_reason = reason
-    audit.record(
-        session,
-        actor=principal,
-        entity="quote",
-        entity_id=quote.id,
-        action="reject",
-        changes={"status": ["pending_approval", "draft"]},
-    )
-    await session.flush()
-    return quote
-
-
-async def send_quote(
-    session: AsyncSession, principal: Principal, quote_id: uuid.UUID, *, expected_version: int | None = None
-) -> Quote:
-    """Mark an approved quote as sent to the customer (delivering it is the caller's business)."""
-    quote = await get_quote(session, principal, quote_id, lock=True)
-    check_version(quote, expected_version)
-    _transition(quote, QuoteStatus.sent)
-    quote.sent_at = utcnow()
-    audit.record(
-        session,
-        actor=principal,
-        entity="quote",
-        entity_id=quote.id,
-        action="send",
-        changes={"status": ["approved", "sent"]},
-    )
-    await session.flush()
-    return quote
-
-
-async def decline_quote(
-    session: AsyncSession,
-    principal: Principal,
-    quote_id: uuid.UUID,
-    *,
-    reason: str | None,
-    expected_version: int | None = None,
-) -> Quote:
-    """The customer declined a sent quote."""
-    quote = await get_quote(session, principal, quote_id, lock=True)
-    check_version(quote, expected_version)
-    _transition(quote, QuoteStatus.declined)
-    quote.declined_at = utcnow()
-    quote.status_reason = reason
-    audit.record(
-        session,
-        actor=principal,
-        entity="quote",
-        entity_id=quote.id,
-        action="decline",
-        changes={"status": ["sent", "declined"]},
-    )
-    await session.flush()
-    return quote
-
-
-async def accept_quote(
-    session: AsyncSession, principal: Principal, quote_id: uuid.UUID, *, expected_version: int | None = None
-) -> tuple[Quote, Order]:
-    """The customer accepted a sent quote: it becomes primary, an order with its payment plan is made,
-    and the deal is won when its pipeline says so (`win_on_quote_acceptance`; exit fields not enforced)."""
-    quote = await get_quote(session, principal, quote_id, lock=True)
-    check_version(quote, expected_version)
-    _transition(quote, QuoteStatus.accepted)
-    now = utcnow()
-    quote.accepted_at = now
-    deal = await deals.get_deal(session, principal, quote.deal_id)
-    await _make_primary(session, principal, quote, deal)
-    order = await receivables.create_order_from_quote(session, principal, quote, deal, accepted_on=now.date())
-    pipeline = await session.get(Pipeline, deal.pipeline_id)
-    if pipeline is not None and pipeline.win_on_quote_acceptance and deal.status == DealStatus.open:
-        await deals.win_deal(session, principal, deal.id, enforce_exit_fields=False)
-    audit.record(
-        session,
-        actor=principal,
-        entity="quote",
-        entity_id=quote.id,
-        action="accept",
-        changes={"status": ["sent", "accepted"], "order_id": [None, str(order.id)]},
-    )
-    await outbox.emit(
-        session,
-        "quote.accepted",
-        {
-            "quote_id": quote.id,
-            "number": quote.number,
-            "revision": quote.revision,
-            "deal_id": deal.id,
-            "order_id": order.id,
-            "total": str(round_money(Decimal(quote.total), quote.currency)),
-            "currency": quote.currency,
-            "by_user_id": principal.user_id,
-        },
-    )
-    await session.flush()
-    return quote, order
-
-
 async def mark_primary(session: AsyncSession, principal: Principal, quote_id: uuid.UUID) -> Quote:
     """Make this quote the deal's primary one; the deal amount follows its total."""
     quote = await get_quote(session, principal, quote_id, lock=True)
@@ -543,7 +345,7 @@ async def mark_primary(session: AsyncSession, principal: Principal, quote_id: uu
         raise InvalidTransition("A superseded revision cannot be primary; use the latest revision.")
     deal = await deals.get_deal(session, principal, quote.deal_id)
     if not quote.is_primary:
-        await _make_primary(session, principal, quote, deal)
+        await make_primary(session, principal, quote, deal)
         audit.record(
             session, actor=principal, entity="quote", entity_id=quote.id, action="primary", changes={}
         )
@@ -586,14 +388,14 @@ async def revise_quote(
         new.valid_until = None
     await _apply_update(session, new, data)
     was_primary = old.is_primary
-    _transition(old, QuoteStatus.superseded)
+    transition(old, QuoteStatus.superseded)
     old.is_primary = False
     session.add(new)
     await session.flush()
     old.superseded_by_id = new.id
     if was_primary:
         deal = await deals.get_deal(session, principal, new.deal_id)
-        await _make_primary(session, principal, new, deal)
+        await make_primary(session, principal, new, deal)
     audit.record(
         session,
         actor=principal,
@@ -670,21 +472,3 @@ async def revisions(
         )
         previous = row
     return out
-
-
-# --- expiry (cron) ----------------------------------------------------------------------------
-
-
-async def expire_due(session: AsyncSession, today: date) -> int:
-    """Expire every sent quote whose valid_until is before `today`, in every organisation.
-
-    One idempotent UPDATE guarded by the status, so two workers running it at once expire each quote once.
-    """
-    now = utcnow()
-    result = await session.execute(
-        update(Quote)
-        .where(col(Quote.status) == QuoteStatus.sent, col(Quote.valid_until) < today)
-        .values(status=QuoteStatus.expired, expired_at=now, updated_at=now, version=col(Quote.version) + 1)
-        .execution_options(cross_tenant=True, synchronize_session=False)
-    )
-    return int(getattr(result, "rowcount", 0) or 0)

@@ -10,7 +10,7 @@ from sqlmodel import col
 
 from app.models.base import utcnow
 from app.models.idempotency import IdempotencyRecord
-from app.services import quotes
+from app.services import quote_workflow
 from app.state import AppState
 from app.workers.relay import RedisUnavailable, relay_once
 
@@ -40,6 +40,6 @@ async def expire_quotes(ctx: dict[str, Any]) -> int:
     """Expire sent quotes past their valid_until (UTC date); safe on several workers at once."""
     state: AppState = ctx["state"]
     async with state.sessions() as session:
-        count = await quotes.expire_due(session, utcnow().date())
+        count = await quote_workflow.expire_due(session, utcnow().date())
         await session.commit()
     return count

@@ -142,6 +142,7 @@ async def test_bad_lines_are_422(org: Org) -> None:
         [{"description": "x", "quantity": "1", "unit_price": "1", "discount_amount": "2"}],
         [{"quantity": "1", "unit_price": "1"}],
         [{"description": "x", "quantity": "0", "unit_price": "1"}],
+        [{"description": "x", "quantity": "9999999999", "unit_price": "99999999999999"}],
     ]
     for lines in cases:
         r = await org.client.post(
