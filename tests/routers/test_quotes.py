@@ -13,6 +13,7 @@ import pypdf
 
 from app.state import AppState
 from app.workers.scheduled import expire_quotes
+from app.workers.settings import WorkerSettings
 from tests.conftest import Org
 from tests.routers.sales import events, make_deal, make_team
 
@@ -403,6 +404,7 @@ async def test_expiry_cron_expires_sent_quotes_past_valid_until_once(org: Org, s
     await expire_quotes({"state": state})
     again = (await org.client.get(f"/v1/quotes/{stale['id']}", headers=org.auth())).json()
     assert again["version"] == stale["version"] + 1
+    assert "cron:expire_quotes" in {job.name for job in WorkerSettings.cron_jobs}
 
 
 async def test_quotes_and_orders_follow_deal_visibility_and_tenancy(org: Org, other_org: Org) -> None:
