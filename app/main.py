@@ -24,7 +24,23 @@ from app.middleware import (
     IdempotencyMiddleware,
 )
 from app.models.events import EVENT_SCHEMAS, Event
-from app.routers import api_keys, audit, auth, diagnostics, health, organisation, teams, users, webhooks
+from app.routers import (
+    accounts,
+    api_keys,
+    audit,
+    auth,
+    deals,
+    diagnostics,
+    health,
+    organisation,
+    pipelines,
+    products,
+    quotes,
+    receivables,
+    teams,
+    users,
+    webhooks,
+)
 from app.state import AppState
 
 ROUTERS = [
@@ -37,6 +53,13 @@ ROUTERS = [
     diagnostics.router,
     webhooks.router,
     audit.router,
+    pipelines.router,
+    accounts.router,
+    accounts.contacts_router,
+    deals.router,
+    products.router,
+    quotes.router,
+    receivables.router,
 ]
 
 

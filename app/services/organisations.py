@@ -17,7 +17,7 @@ from app.models.organisation import (
 )
 from app.models.user import User
 from app.security import Principal, hash_password, new_api_key
-from app.services import audit
+from app.services import audit, pipelines
 from app.services.common import apply_changes, get_or_404
 
 
@@ -54,6 +54,7 @@ async def create_organisation(
     await session.flush()
     token, prefix, digest = new_api_key()
     session.add(ApiKey(user_id=admin.id, name="bootstrap", prefix=prefix, key_hash=digest))
+    await pipelines.seed_default_pipeline(session)
     audit.record(
         session,
         actor=None,

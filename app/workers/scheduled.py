@@ -10,6 +10,7 @@ from sqlmodel import col
 
 from app.models.base import utcnow
 from app.models.idempotency import IdempotencyRecord
+from app.services import quote_workflow
 from app.state import AppState
 from app.workers.relay import RedisUnavailable, relay_once
 
@@ -33,3 +34,12 @@ async def purge_idempotency_keys(ctx: dict[str, Any]) -> int:
         )
         await session.commit()
     return int(getattr(result, "rowcount", 0) or 0)
+
+
+async def expire_quotes(ctx: dict[str, Any]) -> int:
+    """Expire sent quotes past their valid_until (UTC date); safe on several workers at once."""
+    state: AppState = ctx["state"]
+    async with state.sessions() as session:
+        count = await quote_workflow.expire_due(session, utcnow().date())
+        await session.commit()
+    return count

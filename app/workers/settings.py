@@ -62,6 +62,7 @@ class WorkerSettings:
         cron(scheduled.relay_sweep, second={0, 15, 30, 45}, timeout=30),
         cron(webhooks.sweep_webhooks, second={5, 35}, timeout=30),
         cron(scheduled.purge_idempotency_keys, minute=7, second=0, timeout=60),
+        cron(scheduled.expire_quotes, minute={5, 35}, second=0, timeout=60),
     ]
     on_startup = startup
     on_shutdown = shutdown

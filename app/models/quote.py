@@ -1,0 +1,246 @@
+"""Quotes (报价): numbered, revised, approved, sent, accepted; totals computed by the server."""
+
+from __future__ import annotations
+
+import enum
+import uuid
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, model_validator
+from pydantic import Field as PydanticField
+from sqlalchemy import Index, Numeric, String, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+from app.models.base import IdMixin, JsonField, TenantMixin, TimestampField, TimestampsMixin, VersionMixin
+from app.models.common import CurrencyCode
+from app.money import plain_percent, round_money
+
+
+class QuoteStatus(enum.StrEnum):
+    """draft -> pending_approval -> approved -> sent -> accepted | declined | expired; any -> superseded."""
+
+    draft = "draft"
+    pending_approval = "pending_approval"
+    approved = "approved"
+    sent = "sent"
+    accepted = "accepted"
+    declined = "declined"
+    expired = "expired"
+    superseded = "superseded"
+
+
+class DocumentCounter(IdMixin, TenantMixin, table=True):
+    """The last number given per organisation, kind ("quote", "order") and year: gap-free numbering."""
+
+    __tablename__ = "document_counters"
+    __table_args__ = (UniqueConstraint("org_id", "kind", "year"),)
+
+    kind: str = Field(max_length=16)
+    year: int
+    last_value: int = Field(default=0)
+
+
+class Quote(IdMixin, TenantMixin, TimestampsMixin, VersionMixin, table=True):
+    """One revision of a quote; a revision is immutable once it leaves draft (revise makes a new one)."""
+
+    __tablename__ = "quotes"
+    __table_args__ = (
+        UniqueConstraint("org_id", "number", "revision"),
+        Index("ix_quotes_status_valid_until", "status", "valid_until"),
+    )
+
+    deal_id: uuid.UUID = Field(foreign_key="deals.id", index=True, ondelete="CASCADE")
+    number: str = Field(max_length=32)
+    revision: int = Field(default=1)
+    status: QuoteStatus = Field(default=QuoteStatus.draft, sa_type=String(20))
+    currency: str = Field(max_length=3)
+    issue_date: date
+    valid_until: date | None = None
+    tax_inclusive: bool = Field(default=False)
+    discount_percent: Decimal = Field(default=Decimal("0"), sa_type=Numeric(7, 4))
+    payment_terms: list[dict[str, Any]] = JsonField(default_factory=list)
+    notes: str | None = Field(default=None, max_length=4000)
+    # Computed lines (decimal strings), see app.services.quote_math.
+    lines: list[dict[str, Any]] = JsonField(default_factory=list)
+    subtotal: Decimal = Field(default=Decimal("0"), sa_type=Numeric(18, 4))
+    discount_total: Decimal = Field(default=Decimal("0"), sa_type=Numeric(18, 4))
+    net_total: Decimal = Field(default=Decimal("0"), sa_type=Numeric(18, 4))
+    tax_total: Decimal = Field(default=Decimal("0"), sa_type=Numeric(18, 4))
+    total: Decimal = Field(default=Decimal("0"), sa_type=Numeric(18, 4))
+    is_primary: bool = Field(default=False)
+    approval_reasons: list[str] = JsonField(default_factory=list)
+    created_by_id: uuid.UUID | None = Field(default=None, foreign_key="users.id", ondelete="SET NULL")
+    approved_by_id: uuid.UUID | None = Field(default=None, foreign_key="users.id", ondelete="SET NULL")
+    approved_at: datetime | None = TimestampField(nullable=True, default_now=False)
+    sent_at: datetime | None = TimestampField(nullable=True, default_now=False)
+    accepted_at: datetime | None = TimestampField(nullable=True, default_now=False)
+    declined_at: datetime | None = TimestampField(nullable=True, default_now=False)
+    expired_at: datetime | None = TimestampField(nullable=True, default_now=False)
+    status_reason: str | None = Field(default=None, max_length=2000)
+    previous_revision_id: uuid.UUID | None = Field(default=None, foreign_key="quotes.id", ondelete="SET NULL")
+    superseded_by_id: uuid.UUID | None = Field(default=None, foreign_key="quotes.id", ondelete="SET NULL")
+
+
+class PaymentTerm(BaseModel):
+    """One installment of the payment plan: a percent of the total, due on acceptance or N days after."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    percent: Decimal = PydanticField(gt=0, le=100, decimal_places=4)
+    due: Literal["on_acceptance"] | None = None
+    due_days: int | None = PydanticField(default=None, ge=0, le=3650)
+
+    @model_validator(mode="after")
+    def _one_due_rule(self) -> PaymentTerm:
+        if (self.due is None) == (self.due_days is None):
+            raise ValueError('give either "due": "on_acceptance" or "due_days"')
+        return self
+
+
+class QuoteLineIn(BaseModel):
+    """A line: a product (price, tax and name default from it) or free text; discount % or amount."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    product_id: uuid.UUID | None = None
+    description: str | None = PydanticField(default=None, max_length=2000)
+    quantity: Decimal = PydanticField(gt=0, max_digits=14, decimal_places=4)
+    unit_price: Decimal | None = PydanticField(default=None, ge=0, max_digits=18, decimal_places=4)
+    discount_percent: Decimal | None = PydanticField(default=None, ge=0, le=100, decimal_places=4)
+    discount_amount: Decimal | None = PydanticField(default=None, ge=0, max_digits=18, decimal_places=4)
+    tax_rate: Decimal | None = PydanticField(default=None, ge=0, le=100, decimal_places=4)
+
+    @model_validator(mode="after")
+    def _shape(self) -> QuoteLineIn:
+        if self.product_id is None and not (self.description and self.description.strip()):
+            raise ValueError("a line needs a product_id or a description")
+        if self.discount_percent is not None and self.discount_amount is not None:
+            raise ValueError("give discount_percent or discount_amount, not both")
+        return self
+
+
+class QuoteLineRead(BaseModel):
+    """A computed line: gross = quantity × unit price; net after both discounts; tax; total."""
+
+    position: int
+    product_id: uuid.UUID | None
+    sku: str | None
+    description: str
+    quantity: Decimal
+    unit_price: Decimal
+    discount_percent: Decimal | None
+    discount_amount: Decimal
+    quote_discount_amount: Decimal
+    tax_rate: Decimal
+    gross: Decimal
+    net: Decimal
+    tax: Decimal
+    total: Decimal
+
+
+class QuoteCreate(SQLModel):
+    """POST /v1/quotes: currency defaults to the deal's; the first quote of a deal becomes primary."""
+
+    model_config = ConfigDict(extra="forbid")  # type: ignore[assignment]
+
+    deal_id: uuid.UUID
+    currency: CurrencyCode | None = None
+    issue_date: date | None = None
+    valid_until: date | None = None
+    tax_inclusive: bool = False
+    discount_percent: Decimal = Field(default=Decimal("0"), ge=0, le=100, decimal_places=4)
+    payment_terms: list[PaymentTerm] = Field(default_factory=list)
+    notes: str | None = Field(default=None, max_length=4000)
+    lines: list[QuoteLineIn] = Field(min_length=1, max_length=500)
+    is_primary: bool | None = None
+
+
+class QuoteUpdate(SQLModel):
+    """PATCH /v1/quotes/{id} (draft only); `lines`, when sent, replace every line."""
+
+    model_config = ConfigDict(extra="forbid")  # type: ignore[assignment]
+
+    currency: CurrencyCode | None = None
+    issue_date: date | None = None
+    valid_until: date | None = None
+    tax_inclusive: bool | None = None
+    discount_percent: Decimal | None = Field(default=None, ge=0, le=100, decimal_places=4)
+    payment_terms: list[PaymentTerm] | None = None
+    notes: str | None = Field(default=None, max_length=4000)
+    lines: list[QuoteLineIn] | None = Field(default=None, min_length=1, max_length=500)
+
+
+class QuoteRevise(QuoteUpdate):
+    """POST /v1/quotes/{id}/revise: the new revision copies the old one, with these changes."""
+
+
+class QuoteReason(SQLModel):
+    """A reason, for reject (back to draft) and decline."""
+
+    model_config = ConfigDict(extra="forbid")  # type: ignore[assignment]
+
+    reason: str | None = Field(default=None, max_length=2000)
+
+
+class QuoteRead(SQLModel):
+    """A quote revision with its computed lines and totals (decimal strings in the currency)."""
+
+    id: uuid.UUID
+    org_id: uuid.UUID
+    deal_id: uuid.UUID
+    number: str
+    revision: int
+    status: QuoteStatus
+    currency: str
+    issue_date: date
+    valid_until: date | None
+    tax_inclusive: bool
+    discount_percent: Decimal
+    payment_terms: list[PaymentTerm]
+    notes: str | None
+    lines: list[QuoteLineRead]
+    subtotal: Decimal
+    discount_total: Decimal
+    net_total: Decimal
+    tax_total: Decimal
+    total: Decimal
+    is_primary: bool
+    approval_reasons: list[str]
+    created_by_id: uuid.UUID | None
+    approved_by_id: uuid.UUID | None
+    approved_at: datetime | None
+    sent_at: datetime | None
+    accepted_at: datetime | None
+    declined_at: datetime | None
+    expired_at: datetime | None
+    status_reason: str | None
+    previous_revision_id: uuid.UUID | None
+    superseded_by_id: uuid.UUID | None
+    created_at: datetime
+    updated_at: datetime
+    version: int
+
+    @model_validator(mode="after")
+    def _money_digits(self) -> QuoteRead:
+        for name in ("subtotal", "discount_total", "net_total", "tax_total", "total"):
+            setattr(self, name, round_money(getattr(self, name), self.currency))
+        self.discount_percent = plain_percent(self.discount_percent)
+        return self
+
+
+class LineChange(BaseModel):
+    """How one line position differs between two revisions."""
+
+    position: int
+    change: Literal["added", "removed", "changed"]
+    fields: dict[str, list[Any]] = PydanticField(default_factory=dict)
+
+
+class QuoteRevisionRead(BaseModel):
+    """A revision in the list, with the line diff against the revision before it."""
+
+    quote: QuoteRead
+    line_changes: list[LineChange]
+    total_change: list[Decimal] | None = None

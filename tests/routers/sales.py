@@ -1,0 +1,49 @@
+"""Helpers for the deals/quotes tests: the default pipeline's stages, deals, teams, outbox events."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from sqlalchemy import select
+from sqlmodel import col
+
+from app.models.outbox import OutboxEvent
+from app.state import AppState
+from tests.conftest import Org
+
+
+async def stages(org: Org, key: str | None = None) -> dict[str, str]:
+    """{stage key: stage id} of the organisation's default pipeline."""
+    r = await org.client.get("/v1/pipelines", headers=org.auth(key))
+    assert r.status_code == 200, r.text
+    pipeline = r.json()[0]
+    assert pipeline["is_default"]
+    return {s["key"]: s["id"] for s in pipeline["stages"]} | {"_pipeline": pipeline["id"]}
+
+
+async def make_deal(org: Org, key: str | None = None, **fields: Any) -> dict[str, Any]:
+    """A deal created through the API (as the given key's user, the admin by default)."""
+    body = {"name": f"Deal {uuid.uuid4().hex[:6]}", **fields}
+    r = await org.client.post("/v1/deals", json=body, headers=org.auth(key))
+    assert r.status_code == 201, r.text
+    return dict(r.json())
+
+
+async def make_team(org: Org) -> str:
+    """A new team's id."""
+    r = await org.client.post("/v1/teams", json={"name": f"Team {uuid.uuid4().hex[:6]}"}, headers=org.auth())
+    assert r.status_code == 201, r.text
+    return str(r.json()["id"])
+
+
+async def events(state: AppState, org: Org, event_type: str) -> list[dict[str, Any]]:
+    """Payloads of the organisation's outbox events of a type, oldest first."""
+    async with state.sessions() as session:
+        rows = await session.execute(
+            select(OutboxEvent)
+            .where(col(OutboxEvent.org_id) == uuid.UUID(org.id), col(OutboxEvent.event_type) == event_type)
+            .order_by(col(OutboxEvent.created_at))
+            .execution_options(cross_tenant=True)
+        )
+        return [dict(e.payload) for e in rows.scalars()]
