@@ -16,7 +16,7 @@ from app.config import Settings, get_settings
 from app.errors import install_error_handlers
 from app.logging import configure_logging
 from app.middleware import AccessLogMiddleware, BodyLimitMiddleware, IdempotencyMiddleware
-from app.routers import api_keys, auth, diagnostics, health, organisation, teams, users
+from app.routers import api_keys, auth, diagnostics, health, leads, organisation, teams, users
 from app.state import AppState
 
 ROUTERS = [
@@ -26,6 +26,7 @@ ROUTERS = [
     users.router,
     teams.router,
     api_keys.router,
+    leads.router,
     diagnostics.router,
 ]
 
