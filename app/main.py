@@ -24,7 +24,18 @@ from app.middleware import (
     IdempotencyMiddleware,
 )
 from app.models.events import EVENT_SCHEMAS, Event
-from app.routers import api_keys, audit, auth, diagnostics, health, organisation, teams, users, webhooks
+from app.routers import (
+    api_keys,
+    audit,
+    auth,
+    diagnostics,
+    health,
+    leads,
+    organisation,
+    teams,
+    users,
+    webhooks,
+)
 from app.state import AppState
 
 ROUTERS = [
@@ -34,6 +45,7 @@ ROUTERS = [
     users.router,
     teams.router,
     api_keys.router,
+    leads.router,
     diagnostics.router,
     webhooks.router,
     audit.router,

@@ -4,20 +4,28 @@ from app.db import seal_tenant_marker
 from app.models.api_key import ApiKey
 from app.models.audit import AuditEntry
 from app.models.idempotency import IdempotencyRecord
+from app.models.intake import InboundEvent, IntakeSource
+from app.models.lead import Activity, Lead
 from app.models.organisation import Organisation
 from app.models.outbox import JobRun, OutboxEvent
+from app.models.scoring import ScoringRule
 from app.models.user import Team, User
 from app.models.webhook import WebhookAttempt, WebhookDelivery, WebhookSubscription
 
 seal_tenant_marker()
 
 __all__ = [
+    "Activity",
     "ApiKey",
     "AuditEntry",
     "IdempotencyRecord",
+    "InboundEvent",
+    "IntakeSource",
     "JobRun",
+    "Lead",
     "Organisation",
     "OutboxEvent",
+    "ScoringRule",
     "Team",
     "User",
     "WebhookAttempt",
