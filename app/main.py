@@ -26,6 +26,7 @@ from app.middleware import (
 from app.models.events import EVENT_SCHEMAS, Event
 from app.routers import (
     api_keys,
+    assignment,
     audit,
     auth,
     diagnostics,
@@ -37,6 +38,7 @@ from app.routers import (
     webhooks,
 )
 from app.state import AppState
+from app.workers.registry import assignment_queue
 
 ROUTERS = [
     health.router,
@@ -46,6 +48,7 @@ ROUTERS = [
     teams.router,
     api_keys.router,
     leads.router,
+    assignment.router,
     diagnostics.router,
     webhooks.router,
     audit.router,
@@ -137,7 +140,7 @@ def create_app(settings: Settings | None = None, *, state: AppState | None = Non
     async def metrics(request: Request) -> Response:
         """Prometheus text: HTTP metrics, job outcomes, queue depth and lag, outbox backlog."""
         state: AppState = request.app.state.loudou
-        await observability.refresh(state, [settings.queue_name])
+        await observability.refresh(state, [settings.queue_name, assignment_queue(settings)])
         return Response(generate_latest(observability.registry()), media_type=CONTENT_TYPE_LATEST)
 
     return app

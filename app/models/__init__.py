@@ -2,6 +2,7 @@
 
 from app.db import seal_tenant_marker
 from app.models.api_key import ApiKey
+from app.models.assignment import AssignmentCursor, AssignmentDecision, AssignmentRule
 from app.models.audit import AuditEntry
 from app.models.idempotency import IdempotencyRecord
 from app.models.intake import InboundEvent, IntakeSource
@@ -17,6 +18,9 @@ seal_tenant_marker()
 __all__ = [
     "Activity",
     "ApiKey",
+    "AssignmentCursor",
+    "AssignmentDecision",
+    "AssignmentRule",
     "AuditEntry",
     "IdempotencyRecord",
     "InboundEvent",
