@@ -16,7 +16,18 @@ from app.config import Settings, get_settings
 from app.errors import install_error_handlers
 from app.logging import configure_logging
 from app.middleware import AccessLogMiddleware, BodyLimitMiddleware, IdempotencyMiddleware
-from app.routers import api_keys, auth, diagnostics, health, leads, organisation, teams, users
+from app.routers import (
+    api_keys,
+    auth,
+    diagnostics,
+    health,
+    intake,
+    intake_sources,
+    leads,
+    organisation,
+    teams,
+    users,
+)
 from app.state import AppState
 
 ROUTERS = [
@@ -27,6 +38,9 @@ ROUTERS = [
     teams.router,
     api_keys.router,
     leads.router,
+    intake_sources.router,
+    intake_sources.events_router,
+    intake.router,
     diagnostics.router,
 ]
 

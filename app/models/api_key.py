@@ -28,6 +28,8 @@ SCOPES = (
     "quotes:read",
     "quotes:write",
     "intake",
+    "intake:read",
+    "intake:write",
     "metrics:read",
     "export:read",
 )
