@@ -137,6 +137,22 @@ def test_mime_html_only_is_converted_to_text_before_stripping() -> None:
     assert email.company_source == "signature"
 
 
+def test_mime_outlook_html_reply_in_windows_1252() -> None:
+    email = parse_mime(_eml("outlook_html_reply.eml"), default_region="FR")
+
+    assert email.from_name == "Pierre Dubois"
+    assert email.reply_text == "Bonjour Anna,\n\nC'est d'accord, envoyez-moi le bon de commande."
+    assert email.signature == (
+        "Regards,\nPierre Dubois\nDirecteur général\nDubois & Fils SARL\n+33 1 42 68 53 00"
+    )
+    assert email.quoted_text is not None
+    assert email.quoted_text.startswith("From: Anna Lee <anna.lee@loudou.example>\nSent: Thursday")
+    assert email.quoted_text.endswith("Bonjour Pierre, voici notre devis.")
+    assert email.phone == "+33142685300"
+    assert email.company == "Dubois & Fils SARL"
+    assert email.in_reply_to == "9d2e7f41-0c6b-4a3e-8f15-b27c6d9e0a58@mail.loudou.example"
+
+
 def test_mime_gbk_chinese_mail_decodes_and_reads_chinese_signature() -> None:
     email = parse_mime(_eml("chinese_gbk.eml"), default_region="CN")
 
@@ -506,11 +522,16 @@ def test_split_quote_keeps_inline_answers_between_quoted_lines() -> None:
     assert quoted == "> Price for 20 units?\n> Delivery?"
 
 
-def test_split_quote_leaves_plain_text_alone() -> None:
-    assert split_quote("On Monday we could meet.\nWould that work?") == (
+@pytest.mark.parametrize(
+    "text",
+    [
         "On Monday we could meet.\nWould that work?",
-        None,
-    )
+        "Fine.\n\nOn reflection, I wrote:\nthe numbers were off.",
+        "他在信中写道：\n这个价格可以接受。",
+    ],
+)
+def test_split_quote_leaves_plain_text_alone(text: str) -> None:
+    assert split_quote(text) == (text, None)
 
 
 @pytest.mark.parametrize(
@@ -530,6 +551,9 @@ def test_split_quote_leaves_plain_text_alone() -> None:
             None,
         ),
         ("Looks good.\n\nThanks!", "Looks good.\n\nThanks!", None),
+        ("Can we talk tomorrow?\n\nThanks, John", "Can we talk tomorrow?", "Thanks, John"),
+        ("Ok.\n\nThanks, that helps", "Ok.\n\nThanks, that helps", None),
+        ("好的，明天见。\n\n谢谢，张喆", "好的，明天见。", "谢谢，张喆"),
     ],
 )
 def test_split_signature(text: str, reply: str, signature: str | None) -> None:

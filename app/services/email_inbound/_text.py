@@ -122,14 +122,15 @@ def html_to_text(html: str) -> str:
 
 def _tidy(text: str) -> str:
     """Unix newlines, no trailing spaces except in the "-- " delimiter, at most one blank line in a row."""
-    text = text.replace("\r\n", "\n").replace("\r", "\n")
+    text = text.replace("\r\n", "\n").replace("\r", "\n").replace("\xa0", " ").replace("\u200b", "")
     lines = [line if line == "-- " else line.rstrip() for line in text.split("\n")]
     return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip("\n")
 
 
 # --- quoted replies -------------------------------------------------------------------------
 
-_ON_WROTE = re.compile(r"^\s*(>\s*)*On\s.+\swrote:\s*$", re.I)
+# Intro lines carry a date or an address; that keeps "On reflection, I wrote:" in the reply.
+_ON_WROTE = re.compile(r"^\s*(>\s*)*On\s.*(\d|@).*\swrote:\s*$", re.I)
 _ON_START = re.compile(r"^\s*(>\s*)*On\s.*(\d|@)", re.I)  # "On <date>, <name>" wrapped before "wrote:"
 _WROTE_END = re.compile(r"^.*\bwrote:\s*$", re.I)
 _OTHER_WROTE = re.compile(
@@ -137,6 +138,7 @@ _OTHER_WROTE = re.compile(
     re.I,
 )
 _ZH_WROTE = re.compile(r"写道\s*[:：]\s*$")
+_ZH_INTRO = re.compile(r"(\d|@).*写道\s*[:：]\s*$")  # "…2026年11月20日…，Anna <a@b> 写道：", not "他写道："
 _ZH_START = re.compile(r"^\s*(>\s*)*在\s*.*\d")  # "在 2026年11月20日 …" wrapped before "写道："
 _SEPARATOR = re.compile(
     r"^\s*-{2,}\s*(Original Message|Forwarded message|原始邮件|转发邮件|Ursprüngliche Nachricht|"
@@ -162,7 +164,7 @@ def _quote_start(lines: list[str]) -> int | None:
         nxt = lines[i + 1] if i + 1 < len(lines) else ""
         if _SEPARATOR.match(line) or _ON_WROTE.match(line) or _OTHER_WROTE.match(line):
             return i
-        if _ZH_WROTE.search(line) and not _is_quoted(line):
+        if _ZH_INTRO.search(line) and not _is_quoted(line):
             return i
         if _ON_START.match(line) and _WROTE_END.match(nxt):
             return i
@@ -197,22 +199,26 @@ def split_quote(text: str) -> tuple[str, str | None]:
 # --- signatures -----------------------------------------------------------------------------
 
 _SIG_DELIMITER = re.compile(r"^--\s?$")  # RFC 3676 "-- "; many clients trim the trailing space
-_SIGN_OFF = re.compile(
-    r"^\s*(best(\s+regards|\s+wishes)?|kind(est)?\s+regards|warm(est)?\s+regards|regards|many\s+thanks|"
+_SIGN_OFF_WORDS = (
+    r"best(\s+regards|\s+wishes)?|kind(est)?\s+regards|warm(est)?\s+regards|regards|many\s+thanks|"
     r"thanks(\s+(and|&)\s+(best\s+)?regards|\s+again|\s+a\s+lot|\s+so\s+much)?|thank\s+you|thx|cheers|"
     r"sincerely|yours\s+(sincerely|truly|faithfully)|br|mit\s+freundlichen\s+grüßen|viele\s+grüße|"
-    r"cordialement|此致|此致敬礼|谢谢|多谢|感谢|祝好|顺祝商祺|顺颂商祺|祝商祺)\s*[,.!，。！、]*\s*$",
-    re.I,
+    r"cordialement|此致|此致敬礼|谢谢|多谢|感谢|祝好|顺祝商祺|顺颂商祺|祝商祺"
+)
+_SIGN_OFF = re.compile(rf"^\s*({_SIGN_OFF_WORDS})\s*[,.!，。！、]*\s*$", re.I)
+# "Thanks, John" on one line: the name must be capitalised so "Thanks, that helps" stays in the reply.
+_SIGN_OFF_WITH_NAME = re.compile(
+    rf"^\s*(?i:{_SIGN_OFF_WORDS})\s*[,，]\s*[^\W\d_a-z][\w.'-]*(\s[^\W\d_a-z][\w.'-]*){{0,2}}\s*$"
 )
 _MOBILE_FOOTER = re.compile(r"^\s*(Sent from my\s|Get Outlook for\s|发自我的|从我的.*发送)", re.I)
 _MAX_SIGNATURE_LINES = 12
 
 
-def _looks_like_signature_block(lines: list[str]) -> bool:
+def _looks_like_signature_block(lines: list[str], *, named: bool) -> bool:
     """Short lines, none a question: a name/title/company/phone block, not more prose."""
     body = [line for line in lines if line.strip()]
     return (
-        0 < len(body) <= _MAX_SIGNATURE_LINES
+        (0 if named else 1) <= len(body) <= _MAX_SIGNATURE_LINES
         and all(len(line.strip()) <= 80 for line in body)
         and not any(line.rstrip().endswith(("?", "？")) for line in body)
     )
@@ -227,9 +233,9 @@ def split_signature(text: str) -> tuple[str, str | None]:
             return "\n".join(lines[:i]).rstrip(), signature or None
     for i in range(len(lines) - 1, 0, -1):
         if (
-            _SIGN_OFF.match(lines[i])
+            (_SIGN_OFF.match(lines[i]) or _SIGN_OFF_WITH_NAME.match(lines[i]))
             and any(x.strip() for x in lines[:i])
-            and _looks_like_signature_block(lines[i + 1 :])
+            and _looks_like_signature_block(lines[i + 1 :], named=bool(_SIGN_OFF_WITH_NAME.match(lines[i])))
         ):
             return "\n".join(lines[:i]).rstrip(), "\n".join(lines[i:]).strip()
     content = [i for i, line in enumerate(lines) if line.strip()]
