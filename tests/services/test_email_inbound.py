@@ -563,3 +563,31 @@ def test_split_signature(text: str, reply: str, signature: str | None) -> None:
 def test_html_to_text_blocks_entities_and_blockquotes() -> None:
     html = "<p>Hi&nbsp;there,<br>line two</p><script>x()</script><blockquote><p>old</p></blockquote>"
     assert html_to_text(html) == "Hi there,\nline two\n\n> old"
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in FIXTURES.glob("*.eml")))
+def test_truncated_or_mangled_mime_never_raises_anything_but_parse_error(name: str) -> None:
+    raw = _eml(name)
+    variants = [raw[:cut] for cut in range(0, len(raw), max(1, len(raw) // 40))]
+    variants += [raw.replace(b"=\n", b"=\r"), raw.replace(b"charset", b"charzet"), raw.replace(b"<", b"")]
+    for variant in variants:
+        try:
+            email = parse_mime(variant, default_region="US")
+        except EmailParseError:
+            continue
+        assert isinstance(email.reply_text, str)
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in FIXTURES.glob("*.eml")))
+def test_crlf_and_lf_line_endings_parse_alike(name: str) -> None:
+    lf = parse_mime(_eml(name), default_region="US")
+    crlf = parse_mime(_eml(name).replace(b"\n", b"\r\n"), default_region="US")
+
+    assert (crlf.text, crlf.reply_text, crlf.signature, crlf.quoted_text, crlf.phone, crlf.company) == (
+        lf.text,
+        lf.reply_text,
+        lf.signature,
+        lf.quoted_text,
+        lf.phone,
+        lf.company,
+    )
