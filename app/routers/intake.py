@@ -15,6 +15,7 @@ from fastapi.responses import JSONResponse, RedirectResponse
 from app.deps import SessionDep, StateDep
 from app.errors import Forbidden, PayloadTooLarge, problem_response, problem_responses
 from app.models.intake import EventStatus, IntakeResult, SourceKind
+from app.services import email_intake
 from app.services import intake as service
 from app.services.intake import Outcome, RequestMeta
 from app.services.payloads import JSON_TYPES, media_type
@@ -146,4 +147,26 @@ async def receive_webhook(key: str, request: Request, session: SessionDep, state
         outcome = await service.record_too_large(session, source, meta, size=size, limit=limit)
     else:
         outcome = await service.receive_webhook(session, source, meta, body)
+    return respond(outcome)
+
+
+@router.post(
+    "/email/{key}",
+    response_model=IntakeResult,
+    status_code=201,
+    summary="Receive an inbound email",
+    responses={**SUCCESS, **INTAKE_ERRORS},
+)
+async def receive_email(key: str, request: Request, session: SessionDep, state: StateDep) -> Response:
+    """SendGrid Inbound Parse, Mailgun routes, Postmark inbound JSON or raw `message/rfc822`, per the
+    source's provider; a reply or mail from a known lead becomes an activity on that lead."""
+    source = await service.open_source(session, key, SourceKind.email)
+    await service.rate_limit(state, source)
+    meta = request_meta(request)
+    limit = state.settings.email_max_bytes
+    body, size = await read_body(request, limit)
+    if body is None:
+        outcome = await service.record_too_large(session, source, meta, size=size, limit=limit)
+    else:
+        outcome = await email_intake.receive_email(session, source, meta, body, max_part_size=limit)
     return respond(outcome)

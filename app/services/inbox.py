@@ -22,6 +22,7 @@ from app.pagination import PageParams, paginate
 from app.security import Principal
 from app.services import audit
 from app.services.common import get_or_404
+from app.services.email_intake import ingest_email_body
 from app.services.intake import Outcome, ingest_webhook_payload, lead_input, process, reject
 from app.services.intake_sources import _require_reader
 from app.services.payloads import parse_body
@@ -116,7 +117,7 @@ async def _run(
     if kind == SourceKind.webhook:
         return await ingest_webhook_payload(session, source, event, body)
     if kind == SourceKind.email:
-        raise Conflict("Email events cannot be replayed yet.")
+        return await ingest_email_body(session, source, event, body, max_part_size=max_part_size)
     try:
         payload = await parse_body(body, event.content_type, max_part_size=max_part_size)
     except AppError as exc:

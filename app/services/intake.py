@@ -205,14 +205,8 @@ def check_origin(source: IntakeSource, origin: str | None) -> bool:
     return "*" in source.allowed_origins or origin.rstrip("/") in source.allowed_origins
 
 
-def lead_input(payload: dict[str, Any], source: IntakeSource, event: InboundEvent) -> tuple[LeadInput, bool]:
-    """Map a payload with the source's mapping; stamp source, tags and default owner."""
-    data, spam = map_payload(
-        payload,
-        mapping=source.field_mapping,
-        source=LEAD_SOURCE[SourceKind(source.kind)],
-        honeypot_field=source.honeypot_field,
-    )
+def stamp(data: LeadInput, source: IntakeSource, event: InboundEvent) -> LeadInput:
+    """Add what the source says about every lead it brings: source, tags, default owner/team."""
     data.source_id = source.id
     data.source_detail.update({"source_name": source.name, "inbound_event_id": str(event.id)})
     if source.provider:
@@ -220,7 +214,18 @@ def lead_input(payload: dict[str, Any], source: IntakeSource, event: InboundEven
     data.tags = [*source.tags, *data.tags]
     data.owner_id = source.default_owner_id
     data.team_id = source.default_team_id
-    return data, spam
+    return data
+
+
+def lead_input(payload: dict[str, Any], source: IntakeSource, event: InboundEvent) -> tuple[LeadInput, bool]:
+    """Map a payload with the source's mapping, then stamp it; also says whether it is spam."""
+    data, spam = map_payload(
+        payload,
+        mapping=source.field_mapping,
+        source=LEAD_SOURCE[SourceKind(source.kind)],
+        honeypot_field=source.honeypot_field,
+    )
+    return stamp(data, source, event), spam
 
 
 async def process(
