@@ -25,6 +25,7 @@ from app.routers import (
     intake_sources,
     leads,
     organisation,
+    scoring,
     teams,
     users,
 )
@@ -41,6 +42,7 @@ ROUTERS = [
     intake_sources.router,
     intake_sources.events_router,
     intake.router,
+    scoring.router,
     diagnostics.router,
 ]
 
