@@ -83,6 +83,8 @@ def create_app(settings: Settings | None = None, *, state: AppState | None = Non
     def limit_for(path: str) -> int:
         if path.startswith("/v1/intake/email/"):
             return settings.email_max_bytes
+        if path == "/v1/leads/import":
+            return settings.import_max_bytes
         return settings.max_body_bytes
 
     # Added innermost first: the last one added sees the request first.

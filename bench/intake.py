@@ -115,7 +115,9 @@ def free_port() -> int:
 def server(cmd: list[str], env: dict[str, str], port: int, log: Path) -> Iterator[subprocess.Popen[bytes]]:
     """Start a server in its own process group; stop the whole group on the way out."""
     with log.open("wb") as out:
-        proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen(
+            cmd, env=env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
     try:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
@@ -140,7 +142,9 @@ def server(cmd: list[str], env: dict[str, str], port: int, log: Path) -> Iterato
                 proc.wait()
 
 
-async def _drive_one(url: str, *, seconds: float, concurrency: int, headers: dict[str, str], tag: str) -> dict[str, Any]:
+async def _drive_one(
+    url: str, *, seconds: float, concurrency: int, headers: dict[str, str], tag: str
+) -> dict[str, Any]:
     """One client process: `concurrency` clients posting new leads for `seconds`."""
     latencies: list[float] = []
     errors = 0
@@ -244,7 +248,18 @@ async def main() -> None:
     try:
         run([str(BIN / "loudou"), "migrate"], env)
         created = json.loads(
-            run([str(BIN / "loudou"), "org", "create", "Bench", "--admin-email", "bench@example.com", "--json"], env)
+            run(
+                [
+                    str(BIN / "loudou"),
+                    "org",
+                    "create",
+                    "Bench",
+                    "--admin-email",
+                    "bench@example.com",
+                    "--json",
+                ],
+                env,
+            )
         )
         port = free_port()
         cmd = [str(BIN / "loudou"), "serve", "--workers", "2", "--port", str(port)]
@@ -319,7 +334,8 @@ async def main() -> None:
             f"{res.name:<38} {res.rps:>8.0f} {res.percentile(0.50):>8.1f} {res.percentile(0.99):>8.1f} "
             f"{res.errors:>7} {res.rps / raw.rps:>6.2f}"
         )
-    print(f"median latency ratio (loudou / raw): {statistics.median(loudou.latencies) / statistics.median(raw.latencies):.2f}")
+    median_ratio = statistics.median(loudou.latencies) / statistics.median(raw.latencies)
+    print(f"median latency ratio (loudou / raw): {median_ratio:.2f}")
 
 
 if __name__ == "__main__":
