@@ -31,8 +31,11 @@ from app.routers import (
     auth,
     diagnostics,
     health,
+    intake,
+    intake_sources,
     leads,
     organisation,
+    scoring,
     teams,
     users,
     webhooks,
@@ -49,6 +52,10 @@ ROUTERS = [
     api_keys.router,
     leads.router,
     assignment.router,
+    intake_sources.router,
+    intake_sources.events_router,
+    intake.router,
+    scoring.router,
     diagnostics.router,
     webhooks.router,
     audit.router,
@@ -114,6 +121,8 @@ def create_app(settings: Settings | None = None, *, state: AppState | None = Non
     def limit_for(path: str) -> int:
         if path.startswith("/v1/intake/email/"):
             return settings.email_max_bytes
+        if path == "/v1/leads/import":
+            return settings.import_max_bytes
         return settings.max_body_bytes
 
     # Added innermost first: the last one added sees the request first.

@@ -118,6 +118,12 @@ def _mapping_targets(value: dict[str, str] | None) -> dict[str, str] | None:
     return value
 
 
+def _http_url(value: str | None) -> str | None:
+    if value is not None and not value.startswith(("http://", "https://")):
+        raise ValueError("an http(s) URL is required")
+    return value
+
+
 def _origins(value: list[str] | None) -> list[str] | None:
     if value is None:
         return None
@@ -138,7 +144,7 @@ class IntakeSourceCreate(SQLModel):
     field_mapping: dict[str, str] = Field(default_factory=dict)
     default_country: CountryCode | None = None
     honeypot_field: str | None = Field(default=None, min_length=1, max_length=100)
-    redirect_url: str | None = Field(default=None, max_length=2000, regex=r"^https?://")
+    redirect_url: str | None = Field(default=None, max_length=2000)
     allowed_origins: list[str] = Field(default_factory=list)
     signing_key: str | None = Field(default=None, min_length=1, max_length=500)
     basic_auth_username: str | None = Field(default=None, min_length=1, max_length=200)
@@ -150,6 +156,7 @@ class IntakeSourceCreate(SQLModel):
 
     _mapping = field_validator("field_mapping")(_mapping_targets)
     _allowed = field_validator("allowed_origins")(_origins)
+    _redirect = field_validator("redirect_url")(_http_url)
 
 
 class IntakeSourceUpdate(SQLModel):
@@ -162,7 +169,7 @@ class IntakeSourceUpdate(SQLModel):
     field_mapping: dict[str, str] | None = None
     default_country: CountryCode | None = None
     honeypot_field: str | None = Field(default=None, max_length=100)
-    redirect_url: str | None = Field(default=None, max_length=2000, regex=r"^https?://")
+    redirect_url: str | None = Field(default=None, max_length=2000)
     allowed_origins: list[str] | None = None
     signing_key: str | None = Field(default=None, min_length=1, max_length=500)
     basic_auth_username: str | None = Field(default=None, max_length=200)
@@ -174,6 +181,7 @@ class IntakeSourceUpdate(SQLModel):
 
     _mapping = field_validator("field_mapping")(_mapping_targets)
     _allowed = field_validator("allowed_origins")(_origins)
+    _redirect = field_validator("redirect_url")(_http_url)
 
 
 class IntakeSourceRead(SQLModel):

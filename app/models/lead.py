@@ -7,7 +7,7 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from pydantic import ConfigDict
+from pydantic import ConfigDict, field_validator
 from sqlalchemy import Column, ForeignKey, Index, String, Text, Uuid, text
 from sqlmodel import Field, SQLModel
 
@@ -269,6 +269,16 @@ class ActivityCreate(SQLModel):
     due_at: datetime | None = None
     done_at: datetime | None = None
     owner_id: uuid.UUID | None = None
+    message_id: str | None = Field(
+        default=None,
+        max_length=998,
+        description="Message-ID of an email you sent (with or without <>); replies thread onto the lead.",
+    )
+
+    @field_validator("message_id")
+    @classmethod
+    def _bare_message_id(cls, value: str | None) -> str | None:
+        return value.strip().strip("<>").strip() or None if value else None
 
 
 class ActivityRead(SQLModel):

@@ -6,7 +6,7 @@ import uuid
 from datetime import datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, Response, status
+from fastapi import APIRouter, Depends, File, Form, Query, Response, UploadFile, status
 
 from app.deps import IfMatchDep, PageDep, SessionDep, require
 from app.errors import problem_responses
@@ -25,6 +25,7 @@ from app.models.lead import (
 from app.pagination import Page
 from app.routers import COMMON_ERRORS, set_etag
 from app.security import Principal
+from app.services import erasure, lead_import
 from app.services import leads as service
 
 router = APIRouter(prefix="/v1/leads", tags=["leads"], responses=COMMON_ERRORS)
@@ -54,6 +55,34 @@ async def create_lead(
         response.status_code = status.HTTP_200_OK
     response.headers["Location"] = f"/v1/leads/{result.lead.id}"
     return _read(response, result.lead)
+
+
+@router.post(
+    "/import",
+    response_model=lead_import.ImportReport,
+    summary="Import leads from CSV",
+)
+async def import_leads(
+    principal: Writer,
+    session: SessionDep,
+    file: Annotated[UploadFile, File(description="A UTF-8 CSV file with a header row")],
+    mapping: Annotated[
+        str | None, Form(description='JSON {"CSV column": "lead field"}; unmapped columns use common aliases')
+    ] = None,
+    dry_run: Annotated[bool, Form(description="Report what would happen; write nothing")] = False,
+    default_country: Annotated[
+        str | None, Form(pattern=r"^[A-Z]{2}$", description="For national phones")
+    ] = None,
+) -> lead_import.ImportReport:
+    """Admins and managers; per-row errors are reported, valid rows deduped like any other lead."""
+    return await lead_import.import_csv(
+        session,
+        principal,
+        file.file,
+        mapping=lead_import.parse_mapping(mapping),
+        dry_run=dry_run,
+        default_country=default_country,
+    )
 
 
 @router.get("", response_model=Page[LeadRead], summary="List leads")
@@ -266,3 +295,16 @@ async def add_activity(
 ) -> ActivityRead:
     """The first outbound call, email or meeting sets `first_contacted_at`."""
     return ActivityRead.model_validate(await service.add_activity(session, principal, lead_id, body))
+
+
+@router.post(
+    "/{lead_id}/erase",
+    response_model=LeadRead,
+    summary="Erase a lead's personal data",
+    responses=problem_responses(404, 409),
+)
+async def erase_lead(
+    lead_id: uuid.UUID, principal: Writer, session: SessionDep, response: Response
+) -> LeadRead:
+    """Admins; name, email, phone, message and raw inbox bodies go, anonymous counts stay; audited."""
+    return _read(response, await erasure.erase_lead(session, principal, lead_id))

@@ -126,7 +126,7 @@ def touch_activity(
     )
 
 
-def _fill_empty(lead: Lead, data: LeadInput) -> tuple[dict[str, Any], dict[str, Any]]:
+def fill_empty(lead: Lead, data: LeadInput) -> tuple[dict[str, Any], dict[str, Any]]:
     """Fill fields that are empty on the lead; report (filled, conflicting) values."""
     filled: dict[str, Any] = {}
     conflicts: dict[str, Any] = {}
@@ -166,7 +166,7 @@ async def ingest(
     now = utcnow()
     existing = await find_exact(session, email=data.email, phone=data.phone)
     if existing is not None:
-        filled, conflicts = _fill_empty(existing, data)
+        filled, conflicts = fill_empty(existing, data)
         existing.touch_count += 1
         existing.last_touch_at = now
         existing.updated_at = now

@@ -116,12 +116,12 @@ async def rescore(session: AsyncSession, lead: Lead) -> None:
             .order_by(col(ScoringRule.created_at), col(ScoringRule.id))
         )
     ).scalars()
-    breakdown = [
+    breakdown: list[dict[str, Any]] = [
         {
             "rule_id": str(r.id),
             "name": r.name,
             "field": r.field,
-            "operator": r.operator.value,
+            "operator": str(r.operator),
             "points": r.points,
         }
         for r in rules
