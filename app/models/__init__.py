@@ -4,6 +4,7 @@ from app.db import seal_tenant_marker
 from app.models.api_key import ApiKey
 from app.models.assignment import AssignmentCursor, AssignmentDecision, AssignmentRule
 from app.models.audit import AuditEntry
+from app.models.followup import FollowupPolicy
 from app.models.idempotency import IdempotencyRecord
 from app.models.intake import InboundEvent, IntakeSource
 from app.models.lead import Activity, Lead
@@ -22,6 +23,7 @@ __all__ = [
     "AssignmentDecision",
     "AssignmentRule",
     "AuditEntry",
+    "FollowupPolicy",
     "IdempotencyRecord",
     "InboundEvent",
     "IntakeSource",

@@ -15,6 +15,9 @@ EVENT_JOBS: dict[str, tuple[str, ...]] = {
     "ping": ("ping",),
     "webhook.deliver": ("deliver_webhook",),
     "lead.created": ("assign_lead",),
+    "lead.assigned": ("schedule_followup",),
+    "lead.contacted": ("schedule_followup",),
+    "task.completed": ("schedule_followup",),
 }
 
 # Assignment has its own queue, so a backlog of reminders or webhooks never delays it.

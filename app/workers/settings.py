@@ -12,7 +12,7 @@ from arq.connections import RedisSettings
 from app.config import Settings, get_settings
 from app.observability import instrumented
 from app.state import AppState
-from app.workers import assignment, jobs, scheduled, webhooks
+from app.workers import assignment, followups, jobs, scheduled, webhooks
 from app.workers.registry import assignment_queue
 from app.workers.relay import relay_forever
 
@@ -59,11 +59,18 @@ class WorkerSettings:
 
     functions: ClassVar[list[Any]] = [
         instrumented(job)
-        for job in (jobs.ping, webhooks.fan_out_webhooks, webhooks.deliver_webhook, webhooks.retry_webhook)
+        for job in (
+            jobs.ping,
+            webhooks.fan_out_webhooks,
+            webhooks.deliver_webhook,
+            webhooks.retry_webhook,
+            followups.schedule_followup,
+        )
     ]
     cron_jobs: ClassVar[list[Any]] = [
         cron(scheduled.relay_sweep, second={0, 15, 30, 45}, timeout=30),
         cron(assignment.sla_sweep, second=set(range(0, 60, 2)), timeout=30),
+        cron(followups.overdue_sweep, second=set(range(1, 60, 5)), timeout=30),
         cron(webhooks.sweep_webhooks, second={5, 35}, timeout=30),
         cron(scheduled.purge_idempotency_keys, minute=7, second=0, timeout=60),
     ]
