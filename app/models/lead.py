@@ -249,8 +249,14 @@ class Activity(IdMixin, TenantMixin, TimestampsMixin, VersionMixin, table=True):
     done_at: datetime | None = TimestampField(nullable=True, default_now=False)
     owner_id: uuid.UUID | None = Field(default=None, foreign_key="users.id", ondelete="SET NULL")
     created_by: uuid.UUID | None = Field(default=None, foreign_key="users.id", ondelete="SET NULL")
+    # Deferred: intake writes the touch before its inbound event row, in the same transaction.
     inbound_event_id: uuid.UUID | None = Field(
-        default=None, foreign_key="inbound_events.id", ondelete="SET NULL"
+        default=None,
+        sa_column=Column(
+            Uuid,
+            ForeignKey("inbound_events.id", ondelete="SET NULL", deferrable=True, initially="DEFERRED"),
+            nullable=True,
+        ),
     )
     message_id: str | None = Field(default=None, max_length=998)
     details: dict[str, Any] = JsonField()

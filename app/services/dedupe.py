@@ -18,7 +18,7 @@ from sqlmodel import col
 
 from app.models.base import utcnow
 from app.models.lead import OPEN_STATUSES, Activity, ActivityKind, Direction, Lead
-from app.models.organisation import Organisation
+from app.models.organisation import OrganisationSettings
 from app.security import Principal
 from app.services import audit, outbox
 from app.services.normalise import TEXT_FIELDS, LeadInput
@@ -154,7 +154,8 @@ async def ingest(
     session: AsyncSession,
     data: LeadInput,
     *,
-    org: Organisation,
+    org_id: uuid.UUID,
+    settings: OrganisationSettings,
     actor: Principal | None,
     inbound_event_id: uuid.UUID | None = None,
     record_touch: bool = True,
@@ -162,7 +163,7 @@ async def ingest(
     """Create the lead, or merge it into the open lead with the same email/phone (fill empty
     fields, keep the rest, record the touch); flag a fuzzy name+company match; emit lead.created."""
     keys = [f"{name}:{value}" for name, value in (("email", data.email), ("phone", data.phone)) if value]
-    await _lock(session, org.id, keys)
+    await _lock(session, org_id, keys)
     now = utcnow()
     existing = await find_exact(session, email=data.email, phone=data.phone)
     if existing is not None:
@@ -179,20 +180,21 @@ async def ingest(
         )
         session.add(activity)
         await rescore(session, existing)
-        audit.record(
-            session,
-            actor=actor,
-            entity="lead",
-            entity_id=existing.id,
-            action="touch",
-            changes=filled,
-            org_id=org.id,
-        )
+        if actor is not None:  # intake touches are recorded by their inbound event and activity
+            audit.record(
+                session,
+                actor=actor,
+                entity="lead",
+                entity_id=existing.id,
+                action="touch",
+                changes=filled,
+                org_id=org_id,
+            )
         await session.flush()
         return Ingested(lead=existing, created=False, activity=activity)
 
     lead = Lead(
-        org_id=org.id,
+        org_id=org_id,
         source=data.source,
         source_id=data.source_id,
         source_detail=data.source_detail,
@@ -208,7 +210,7 @@ async def ingest(
     )
     session.add(lead)
     await session.flush()
-    threshold = org.typed_settings().duplicate_match_threshold
+    threshold = settings.duplicate_match_threshold
     lead.possible_duplicate_of = await find_fuzzy(
         session, name=lead.name, company=lead.company, threshold=threshold, exclude=lead.id
     )
@@ -219,28 +221,29 @@ async def ingest(
             lead, data, inbound_event_id=inbound_event_id, details={"source": data.source_detail}
         )
         session.add(touch)
-    audit.record(
-        session,
-        actor=actor,
-        entity="lead",
-        entity_id=lead.id,
-        action="create",
-        changes={name: [None, getattr(lead, name)] for name in TEXT_FIELDS if getattr(lead, name)},
-        org_id=org.id,
-    )
+    if actor is not None:  # a lead from intake is recorded by its inbound event
+        audit.record(
+            session,
+            actor=actor,
+            entity="lead",
+            entity_id=lead.id,
+            action="create",
+            changes={name: [None, getattr(lead, name)] for name in TEXT_FIELDS if getattr(lead, name)},
+            org_id=org_id,
+        )
     await outbox.emit(
         session,
         "lead.created",
         {
             "lead_id": lead.id,
-            "org_id": org.id,
+            "org_id": org_id,
             "source": str(lead.source),
             "source_id": lead.source_id,
             "owner_id": lead.owner_id,
             "team_id": lead.team_id,
             "pooled": lead.pooled,
         },
-        org_id=org.id,
+        org_id=org_id,
     )
     await session.flush()
     return Ingested(lead=lead, created=True, activity=touch, possible_duplicate_of=lead.possible_duplicate_of)

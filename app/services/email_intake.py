@@ -12,8 +12,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from sqlalchemy import select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
@@ -21,7 +20,7 @@ from app.errors import AppError, FieldError, Unauthorized, ValidationFailed
 from app.models.base import utcnow
 from app.models.intake import EventStatus, InboundEvent, IntakeResult, IntakeSource, SignatureVerdict
 from app.models.lead import Activity, ActivityKind, Direction, Lead, LeadSource
-from app.models.organisation import Organisation
+from app.services import intake_cache
 from app.services.dedupe import fill_empty
 from app.services.email_inbound import (
     EmailParseError,
@@ -34,7 +33,16 @@ from app.services.email_inbound import (
     parse_sendgrid,
     verify_mailgun_signature,
 )
-from app.services.intake import Outcome, RequestMeta, process, reject, stamp, start_event
+from app.services.intake import (
+    Outcome,
+    RequestMeta,
+    claim_external_id,
+    process,
+    reject,
+    settle,
+    stamp,
+    start_event,
+)
 from app.services.normalise import LeadInput, normalise
 from app.services.payloads import media_type, parse_body, parse_json
 
@@ -81,18 +89,6 @@ def parse_email(
     return parse_mime(body, default_region=region)
 
 
-async def _claim_external_id(session: AsyncSession, event: InboundEvent, external_id: str) -> bool:
-    try:
-        async with session.begin_nested():
-            await session.execute(
-                update(InboundEvent).where(col(InboundEvent.id) == event.id).values(external_id=external_id)
-            )
-    except IntegrityError:
-        return False
-    event.external_id = external_id
-    return True
-
-
 async def receive_email(
     session: AsyncSession,
     source: IntakeSource,
@@ -102,8 +98,14 @@ async def receive_email(
     max_part_size: int,
 ) -> Outcome:
     """Store, authenticate, then parse and route one inbound email."""
-    event = start_event(session, source, meta, body, body_size=len(body))
-    await session.flush()
+    outcome = await _receive(session, source, meta, body, max_part_size=max_part_size)
+    return settle(session, outcome)
+
+
+async def _receive(
+    session: AsyncSession, source: IntakeSource, meta: RequestMeta, body: bytes, *, max_part_size: int
+) -> Outcome:
+    event = start_event(source, meta, body, body_size=len(body))
     provider = source.provider or "mime"
     fields: dict[str, str] | None = None
     if provider in FORM_PROVIDERS:
@@ -125,7 +127,8 @@ async def receive_email(
             event.signature = SignatureVerdict.stale if stale else SignatureVerdict.invalid
             return reject(event, Unauthorized(f"Mailgun signature rejected: {exc}.", headers={}))
         event.signature = SignatureVerdict.valid
-        if not await _claim_external_id(session, event, f"mailgun-token:{fields['token']}"[:300]):
+        event, claimed = await claim_external_id(session, event, f"mailgun-token:{fields['token']}"[:300])
+        if not claimed:
             event.signature = SignatureVerdict.replayed
             return reject(event, Unauthorized("This Mailgun token was already used.", headers={}))
     elif source.basic_auth_username:
@@ -157,9 +160,8 @@ async def ingest_email_body(
     max_part_size: int,
 ) -> Outcome:
     """Parse and route an (authenticated) email; also what a replay runs."""
-    org = await session.get(Organisation, source.org_id)
-    assert org is not None
-    region = source.default_country or org.typed_settings().default_phone_country
+    settings = await intake_cache.org_settings(session, source.org_id)
+    region = source.default_country or settings.default_phone_country
     provider = source.provider or "mime"
     try:
         if fields is None and provider in FORM_PROVIDERS:

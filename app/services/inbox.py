@@ -106,6 +106,8 @@ async def replay(
     event.reason = None
     audit.record(session, actor=principal, entity="inbound_event", entity_id=event.id, action="replay")
     outcome = await _run(session, source, event, event.body, max_part_size=max_part_size)
+    # After a failed attempt the outcome holds a copy of the event (the attempt was rolled back).
+    outcome.event = await session.merge(outcome.event)
     await session.flush()
     return outcome
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import structlog
 from redis.exceptions import RedisError
-from sqlalchemy import select, update
+from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
@@ -43,7 +43,7 @@ from app.models.intake import (
     SourceKind,
 )
 from app.models.lead import LeadSource
-from app.models.organisation import Organisation
+from app.services import intake_cache
 from app.services.dedupe import ingest
 from app.services.normalise import LeadInput, map_payload, normalise
 from app.services.payloads import JSON_TYPES, media_type, parse_body, parse_json
@@ -111,19 +111,8 @@ class Outcome:
 
 async def open_source(session: AsyncSession, key: str, kind: SourceKind) -> IntakeSource:
     """The active source with this public key; binds the session to its organisation."""
-    source = (
-        await session.execute(
-            select(IntakeSource)
-            .where(
-                col(IntakeSource.key) == key,
-                col(IntakeSource.kind) == kind,
-                col(IntakeSource.active).is_(True),
-                col(IntakeSource.deleted_at).is_(None),
-            )
-            .execution_options(cross_tenant=True)
-        )
-    ).scalar_one_or_none()
-    if source is None:
+    source = await intake_cache.source_by_key(session, key)
+    if source is None or source.kind != kind or not source.active or source.deleted_at is not None:
         raise NotFound("No active intake source has this key.")
     scope_session(session, source.org_id)
     return source
@@ -151,9 +140,12 @@ async def rate_limit(state: AppState, source: IntakeSource) -> None:
 
 
 def start_event(
-    session: AsyncSession, source: IntakeSource, meta: RequestMeta, body: bytes | None, *, body_size: int
+    source: IntakeSource, meta: RequestMeta, body: bytes | None, *, body_size: int
 ) -> InboundEvent:
-    """Add the inbound event row (raw body and kept headers) before anything is parsed."""
+    """The inbound event (raw body and kept headers), built before anything is parsed.
+
+    It is added to the session with its outcome (`settle`), in the same transaction as the lead;
+    if the lead work fails, the transaction is rolled back and the event alone is written."""
     headers = {k: v for k, v in meta.headers.items() if k in KEPT_HEADERS}
     headers.update(meta.extra_headers)
     if meta.remote:
@@ -169,8 +161,19 @@ def start_event(
         body_size=body_size,
         signature=SignatureVerdict.not_required,
     )
-    session.add(event)
     return event
+
+
+def clone(event: InboundEvent) -> InboundEvent:
+    """A fresh copy of an event whose transaction was rolled back, to be written again."""
+    values = {c.key: getattr(event, c.key) for c in InboundEvent.__table__.columns}  # type: ignore[attr-defined]
+    return InboundEvent(**values)
+
+
+def settle(session: AsyncSession, outcome: Outcome) -> Outcome:
+    """Add the event with its outcome to the session (it is committed with the request)."""
+    session.add(outcome.event)
+    return outcome
 
 
 def _result(event: InboundEvent, **extra: Any) -> IntakeResult:
@@ -193,9 +196,10 @@ async def record_too_large(
     session: AsyncSession, source: IntakeSource, meta: RequestMeta, *, size: int, limit: int
 ) -> Outcome:
     """An over-limit body: recorded without its body, answered 413."""
-    event = start_event(session, source, meta, None, body_size=size)
-    await session.flush()
-    return reject(event, PayloadTooLarge(f"The body is over this endpoint's limit of {limit} bytes."))
+    event = start_event(source, meta, None, body_size=size)
+    return settle(
+        session, reject(event, PayloadTooLarge(f"The body is over this endpoint's limit of {limit} bytes."))
+    )
 
 
 def check_origin(source: IntakeSource, origin: str | None) -> bool:
@@ -238,11 +242,8 @@ async def process(
         event.reason = "honeypot field filled"
         event.http_status = 202
         return Outcome(event=event, status_code=202, result=_result(event))
-    org = await session.get(Organisation, source.org_id)
-    assert org is not None
-    errors = normalise(
-        data, default_regions=[source.default_country, org.typed_settings().default_phone_country]
-    )
+    settings = await intake_cache.org_settings(session, source.org_id)
+    errors = normalise(data, default_regions=[source.default_country, settings.default_phone_country])
     if errors:
         unmapped = sorted(k for k in data.attributes if not k.startswith("_"))
         detail = (
@@ -254,16 +255,21 @@ async def process(
             detail += f" Fields the mapping does not know: {', '.join(unmapped)}; fix the mapping and replay."
         return reject(event, ValidationFailed(detail, errors=errors))
     try:
-        async with session.begin_nested():
-            done = await ingest(session, data, org=org, actor=None, inbound_event_id=event.id)
-    except AppError as exc:
-        return reject(event, exc)
+        done = await ingest(
+            session, data, org_id=source.org_id, settings=settings, actor=None, inbound_event_id=event.id
+        )
     except Exception as exc:  # the event must survive whatever went wrong with the lead
         log.exception("intake processing failed", inbound_event_id=str(event.id))
-        return reject(
-            event,
-            AppError(f"Processing failed ({type(exc).__name__}); the request is kept and can be replayed."),
+        copy = clone(event)
+        await session.rollback()
+        error = (
+            exc
+            if isinstance(exc, AppError)
+            else AppError(
+                f"Processing failed ({type(exc).__name__}); the request is kept and can be replayed."
+            )
         )
+        return reject(copy, error)
     event.lead_id = done.lead.id
     event.status = EventStatus.created if done.created else EventStatus.merged
     event.http_status = STATUS_CODES[event.status]
@@ -282,16 +288,15 @@ async def receive_form(
     session: AsyncSession, source: IntakeSource, meta: RequestMeta, body: bytes, *, max_part_size: int
 ) -> Outcome:
     """A web form post (JSON, urlencoded or multipart)."""
-    event = start_event(session, source, meta, body, body_size=len(body))
-    await session.flush()
+    event = start_event(source, meta, body, body_size=len(body))
     if not check_origin(source, meta.headers.get("origin")):
-        return reject(event, Forbidden("This origin may not post to this form."))
+        return settle(session, reject(event, Forbidden("This origin may not post to this form.")))
     try:
         payload = await parse_body(body, meta.content_type, max_part_size=max_part_size)
     except AppError as exc:
-        return reject(event, exc)
+        return settle(session, reject(event, exc))
     data, spam = lead_input(payload, source, event)
-    return await process(session, source, event, data, spam=spam)
+    return settle(session, await process(session, source, event, data, spam=spam))
 
 
 def verify_standard_webhook(
@@ -362,22 +367,33 @@ async def receive_webhook(
     session: AsyncSession, source: IntakeSource, meta: RequestMeta, body: bytes
 ) -> Outcome:
     """A Standard Webhooks post: verify, refuse a repeated webhook-id (answering the first result), ingest."""
-    event = start_event(session, source, meta, body, body_size=len(body))
-    await session.flush()
+    event = start_event(source, meta, body, body_size=len(body))
     verdict, why = verify_standard_webhook(source, body, meta.headers)
     event.signature = verdict
     if verdict != SignatureVerdict.valid:
-        return reject(event, Unauthorized(f"Webhook signature rejected: {why}.", headers={}))
+        return settle(session, reject(event, Unauthorized(f"Webhook signature rejected: {why}.", headers={})))
     webhook_id = meta.headers["webhook-id"][:300]
+    event, claimed = await claim_external_id(session, event, webhook_id)
+    if not claimed:
+        return settle(session, await _repeat(session, source, event, webhook_id))
+    return settle(session, await ingest_webhook_payload(session, source, event, body))
+
+
+async def claim_external_id(
+    session: AsyncSession, event: InboundEvent, external_id: str
+) -> tuple[InboundEvent, bool]:
+    """Write the event with the provider's event id (a unique key). When another event already
+    holds it, the transaction (nothing but this insert) is rolled back and an unwritten copy of
+    the event without the id is returned with False."""
+    backup = clone(event)
+    event.external_id = external_id
+    session.add(event)
     try:
-        async with session.begin_nested():
-            await session.execute(
-                update(InboundEvent).where(col(InboundEvent.id) == event.id).values(external_id=webhook_id)
-            )
+        await session.flush()
     except IntegrityError:
-        return await _repeat(session, source, event, webhook_id)
-    event.external_id = webhook_id
-    return await ingest_webhook_payload(session, source, event, body)
+        await session.rollback()
+        return backup, False
+    return event, True
 
 
 async def _repeat(

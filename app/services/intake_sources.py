@@ -25,7 +25,7 @@ from app.models.intake import (
 from app.models.user import Team, User
 from app.pagination import PageParams, paginate
 from app.security import Principal
-from app.services import audit
+from app.services import audit, intake_cache
 from app.services.common import apply_changes, get_or_404
 
 ENDPOINTS = {SourceKind.form: "forms", SourceKind.email: "email", SourceKind.webhook: "webhooks"}
@@ -156,6 +156,7 @@ async def update_source(
             )
     await _check_refs(session, changes.get("default_owner_id"), changes.get("default_team_id"))
     diff = apply_changes(source, changes, expected_version=expected_version)
+    intake_cache.forget_source(source.key)
     if diff:
         audit.record(
             session,
@@ -176,6 +177,7 @@ async def delete_source(
     _require_admin(principal)
     source = await get_source(session, principal, source_id)
     diff = apply_changes(source, {"deleted_at": utcnow(), "active": False}, expected_version=expected_version)
+    intake_cache.forget_source(source.key)
     audit.record(
         session, actor=principal, entity="intake_source", entity_id=source.id, action="delete", changes=diff
     )
@@ -204,6 +206,7 @@ async def rotate_secret(
             "secret": new_webhook_secret(),
         },
     )
+    intake_cache.forget_source(source.key)
     audit.record(
         session,
         actor=principal,

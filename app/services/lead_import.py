@@ -95,7 +95,8 @@ async def import_csv(
         raise Forbidden("Only admins and managers import leads.")
     org = await session.get(Organisation, principal.org_id)
     assert org is not None
-    regions = [default_country, org.typed_settings().default_phone_country]
+    settings = org.typed_settings()
+    regions = [default_country, settings.default_phone_country]
     report = ImportReport(dry_run=dry_run, rows=0, created=0, merged=0, failed=0, lead_ids=[], errors=[])
     try:
         for number, row in enumerate(rows(binary), start=1):
@@ -116,7 +117,7 @@ async def import_csv(
                 else:
                     report.merged += 1
                 continue
-            done = await ingest(session, data, org=org, actor=principal)
+            done = await ingest(session, data, org_id=org.id, settings=settings, actor=principal)
             report.created += int(done.created)
             report.merged += int(not done.created)
             if len(report.lead_ids) < MAX_REPORTED_ERRORS:

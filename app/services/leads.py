@@ -147,7 +147,9 @@ async def create_lead(session: AsyncSession, principal: Principal, data: LeadCre
     errors = normalise(lead_input, default_regions=[org.typed_settings().default_phone_country])
     if errors:
         raise ValidationFailed("The lead is not valid.", errors=errors)
-    return await ingest(session, lead_input, org=org, actor=principal, record_touch=False)
+    return await ingest(
+        session, lead_input, org_id=org.id, settings=org.typed_settings(), actor=principal, record_touch=False
+    )
 
 
 def _range(stmt: Any, column: Any, start: datetime | None, end: datetime | None) -> Any:

@@ -8,14 +8,13 @@ from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlmodel import col
 
 from app.errors import FieldError, Forbidden, ValidationFailed
 from app.models.lead import Lead
 from app.models.scoring import ScoringOperator, ScoringRule, ScoringRuleCreate, ScoringRuleUpdate
 from app.pagination import PageParams, paginate
 from app.security import Principal
-from app.services import audit
+from app.services import audit, intake_cache
 from app.services.common import apply_changes, get_or_404
 
 FREE_MAIL_DOMAINS = frozenset(
@@ -109,13 +108,7 @@ def matches(rule: ScoringRule, lead: Lead) -> bool:
 
 async def rescore(session: AsyncSession, lead: Lead) -> None:
     """Recompute `score` and `score_breakdown` from the organisation's active rules."""
-    rules = (
-        await session.execute(
-            select(ScoringRule)
-            .where(col(ScoringRule.active).is_(True), col(ScoringRule.org_id) == lead.org_id)
-            .order_by(col(ScoringRule.created_at), col(ScoringRule.id))
-        )
-    ).scalars()
+    rules = await intake_cache.scoring_rules(session, lead.org_id)
     breakdown: list[dict[str, Any]] = [
         {
             "rule_id": str(r.id),
@@ -165,6 +158,7 @@ async def list_rules(session: AsyncSession, page: PageParams) -> tuple[list[Scor
 async def create_rule(session: AsyncSession, principal: Principal, data: ScoringRuleCreate) -> ScoringRule:
     """Add a rule (admins); existing leads are rescored when they next change."""
     _admin(principal)
+    intake_cache.forget_rules(principal.org_id)
     _check_field(data.field)
     rule = ScoringRule(**data.model_dump())
     session.add(rule)
@@ -183,6 +177,7 @@ async def update_rule(
 ) -> ScoringRule:
     """Change a rule (admins)."""
     _admin(principal)
+    intake_cache.forget_rules(principal.org_id)
     rule = await get_or_404(session, ScoringRule, rule_id, what="scoring rule")
     changes = data.model_dump(exclude_unset=True)
     _check_field(changes.get("field"))
@@ -198,6 +193,7 @@ async def update_rule(
 async def delete_rule(session: AsyncSession, principal: Principal, rule_id: uuid.UUID) -> None:
     """Remove a rule (admins)."""
     _admin(principal)
+    intake_cache.forget_rules(principal.org_id)
     rule = await get_or_404(session, ScoringRule, rule_id, what="scoring rule")
     await session.delete(rule)
     audit.record(session, actor=principal, entity="scoring_rule", entity_id=rule.id, action="delete")
