@@ -20,6 +20,13 @@ EVENT_JOBS: dict[str, tuple[str, ...]] = {
     "task.completed": ("schedule_followup",),
 }
 
+# Jobs that only matter where an organisation has configured something: the relay skips them
+# elsewhere (one query per batch), so an organisation without webhooks pays nothing for them.
+OPTIONAL_JOBS: dict[str, str] = {
+    "fan_out_webhooks": "SELECT DISTINCT org_id FROM webhook_subscriptions WHERE active",
+    "schedule_followup": "SELECT DISTINCT org_id FROM followup_policies WHERE active",
+}
+
 # Assignment has its own queue, so a backlog of reminders or webhooks never delays it.
 ASSIGNMENT_JOBS = frozenset({"assign_lead"})
 

@@ -101,7 +101,7 @@ class AssignmentWorkerSettings(WorkerSettings):
     ctx: ClassVar[dict[str, Any]] = {"relay": False}
     poll_delay = 0.02
     max_jobs = 50
-    job_timeout = 15
+    job_timeout = 5  # a crashed worker's assignment is re-run after timeout + 10 s
     keep_result = 3600
     max_tries = 10
     health_check_interval = 30
