@@ -27,21 +27,28 @@ from app.models.events import EVENT_SCHEMAS, Event
 from app.routers import (
     accounts,
     api_keys,
+    assignment,
     audit,
     auth,
     deals,
     diagnostics,
+    followups,
     health,
+    intake,
+    intake_sources,
+    leads,
     organisation,
     pipelines,
     products,
     quotes,
     receivables,
+    scoring,
     teams,
     users,
     webhooks,
 )
 from app.state import AppState
+from app.workers.registry import assignment_queue
 
 ROUTERS = [
     health.router,
@@ -50,6 +57,13 @@ ROUTERS = [
     users.router,
     teams.router,
     api_keys.router,
+    leads.router,
+    assignment.router,
+    followups.router,
+    intake_sources.router,
+    intake_sources.events_router,
+    intake.router,
+    scoring.router,
     diagnostics.router,
     webhooks.router,
     audit.router,
@@ -122,6 +136,8 @@ def create_app(settings: Settings | None = None, *, state: AppState | None = Non
     def limit_for(path: str) -> int:
         if path.startswith("/v1/intake/email/"):
             return settings.email_max_bytes
+        if path == "/v1/leads/import":
+            return settings.import_max_bytes
         return settings.max_body_bytes
 
     # Added innermost first: the last one added sees the request first.
@@ -148,7 +164,7 @@ def create_app(settings: Settings | None = None, *, state: AppState | None = Non
     async def metrics(request: Request) -> Response:
         """Prometheus text: HTTP metrics, job outcomes, queue depth and lag, outbox backlog."""
         state: AppState = request.app.state.loudou
-        await observability.refresh(state, [settings.queue_name])
+        await observability.refresh(state, [settings.queue_name, assignment_queue(settings)])
         return Response(generate_latest(observability.registry()), media_type=CONTENT_TYPE_LATEST)
 
     return app

@@ -89,7 +89,12 @@ class BodyLimitMiddleware:
         await self.app(scope, limited_receive, send)
 
 
-ACCEPTED_BODY_TYPES = ("application/json", "multipart/form-data", "text/csv")
+ACCEPTED_BODY_TYPES = (
+    "application/json",
+    "multipart/form-data",
+    "application/x-www-form-urlencoded",
+    "text/csv",
+)
 
 
 class ContentTypeMiddleware:

@@ -3,15 +3,20 @@
 from app.db import seal_tenant_marker
 from app.models.account import Account, Contact
 from app.models.api_key import ApiKey
+from app.models.assignment import AssignmentCursor, AssignmentDecision, AssignmentRule
 from app.models.audit import AuditEntry
 from app.models.deal import Deal, DealFieldHistory, DealStageHistory
+from app.models.followup import FollowupPolicy
 from app.models.idempotency import IdempotencyRecord
+from app.models.intake import InboundEvent, IntakeSource
+from app.models.lead import Activity, Lead
 from app.models.organisation import Organisation
 from app.models.outbox import JobRun, OutboxEvent
 from app.models.pipeline import Pipeline, Stage
 from app.models.product import Product
 from app.models.quote import DocumentCounter, Quote
 from app.models.receivable import Installment, Order
+from app.models.scoring import ScoringRule
 from app.models.user import Team, User
 from app.models.webhook import WebhookAttempt, WebhookDelivery, WebhookSubscription
 
@@ -19,22 +24,31 @@ seal_tenant_marker()
 
 __all__ = [
     "Account",
+    "Activity",
     "ApiKey",
+    "AssignmentCursor",
+    "AssignmentDecision",
+    "AssignmentRule",
     "AuditEntry",
     "Contact",
     "Deal",
     "DealFieldHistory",
     "DealStageHistory",
     "DocumentCounter",
+    "FollowupPolicy",
     "IdempotencyRecord",
+    "InboundEvent",
     "Installment",
+    "IntakeSource",
     "JobRun",
+    "Lead",
     "Order",
     "Organisation",
     "OutboxEvent",
     "Pipeline",
     "Product",
     "Quote",
+    "ScoringRule",
     "Stage",
     "Team",
     "User",

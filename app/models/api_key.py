@@ -38,6 +38,8 @@ SCOPES = (
     "audit:read",
     "webhooks:read",
     "webhooks:write",
+    "intake:read",
+    "intake:write",
     "metrics:read",
     "export:read",
 )

@@ -14,7 +14,21 @@ from app.models.events import EVENT_TYPES
 EVENT_JOBS: dict[str, tuple[str, ...]] = {
     "ping": ("ping",),
     "webhook.deliver": ("deliver_webhook",),
+    "lead.created": ("assign_lead",),
+    "lead.assigned": ("schedule_followup",),
+    "lead.contacted": ("schedule_followup",),
+    "task.completed": ("schedule_followup",),
 }
+
+# Jobs that only matter where an organisation has configured something: the relay skips them
+# elsewhere (one query per batch), so an organisation without webhooks pays nothing for them.
+OPTIONAL_JOBS: dict[str, str] = {
+    "fan_out_webhooks": "SELECT DISTINCT org_id FROM webhook_subscriptions WHERE active",
+    "schedule_followup": "SELECT DISTINCT org_id FROM followup_policies WHERE active",
+}
+
+# Assignment has its own queue, so a backlog of reminders or webhooks never delays it.
+ASSIGNMENT_JOBS = frozenset({"assign_lead"})
 
 
 def jobs_for(event_type: str) -> tuple[str, ...]:
@@ -27,7 +41,12 @@ def jobs_for(event_type: str) -> tuple[str, ...]:
 
 def queue_for(job_name: str, settings: Settings) -> str:
     """The arq queue a job runs on."""
-    return settings.queue_name
+    return assignment_queue(settings) if job_name in ASSIGNMENT_JOBS else settings.queue_name
+
+
+def assignment_queue(settings: Settings) -> str:
+    """The queue of the assignment worker."""
+    return f"{settings.queue_name}:assign"
 
 
 def job_id(job_name: str, outbox_id: str) -> str:

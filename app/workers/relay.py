@@ -9,20 +9,22 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import uuid
 from typing import Any
 
 import asyncpg
 import structlog
 from redis.exceptions import RedisError
-from sqlalchemy import select, update
+from sqlalchemy import select, text, update
 from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
 from app.models.base import utcnow
 from app.models.outbox import OutboxEvent
 from app.services.outbox import NOTIFY_CHANNEL
 from app.state import AppState
-from app.workers.registry import job_id, jobs_for, queue_for
+from app.workers.registry import OPTIONAL_JOBS, job_id, jobs_for, queue_for
 
 log = structlog.get_logger("loudou.relay")
 
@@ -52,9 +54,12 @@ async def relay_once(state: AppState, *, batch: int = BATCH) -> int:
         )
         if not rows:
             return 0
+        wanted = await _orgs_wanting(session, {job for row in rows for job in jobs_for(row.event_type)})
         try:
             for row in rows:
                 for job in jobs_for(row.event_type):
+                    if job in wanted and row.org_id not in wanted[job]:
+                        continue  # e.g. no webhook subscription in that organisation: no job at all
                     await state.redis.enqueue_job(
                         job,
                         str(row.id),
@@ -73,6 +78,15 @@ async def relay_once(state: AppState, *, batch: int = BATCH) -> int:
         )
         await session.commit()
         return len(rows)
+
+
+async def _orgs_wanting(session: AsyncSession, jobs: set[str]) -> dict[str, set[uuid.UUID]]:
+    """For the batch's optional jobs, the organisations that have anything for them to do."""
+    wanted: dict[str, set[uuid.UUID]] = {}
+    for job in jobs & OPTIONAL_JOBS.keys():
+        rows = await session.execute(text(OPTIONAL_JOBS[job]))
+        wanted[job] = {row[0] for row in rows}
+    return wanted
 
 
 async def _note_failure(state: AppState, ids: list[Any], exc: Exception) -> None:

@@ -16,26 +16,36 @@ from arq.worker import Worker, create_worker
 from redis.exceptions import RedisError
 
 from app.config import Settings
-from app.workers.settings import WorkerSettings, redis_settings, stop_relay
+from app.workers.registry import assignment_queue
+from app.workers.settings import AssignmentWorkerSettings, WorkerSettings, redis_settings, stop_relay
 
 log = structlog.get_logger("loudou.worker")
 
 
-def build_worker(settings: Settings, **overrides: Any) -> Worker:
+def build_worker(settings: Settings, kind: type[WorkerSettings] = WorkerSettings, **overrides: Any) -> Worker:
     """An arq Worker for these settings (queue, Redis), without signal handlers."""
+    assignment = kind is AssignmentWorkerSettings
     options: dict[str, Any] = {
         "redis_settings": redis_settings(settings),
-        "queue_name": settings.queue_name,
+        "queue_name": assignment_queue(settings) if assignment else settings.queue_name,
         "handle_signals": False,
-        "ctx": {"settings": settings},
+        "ctx": {"settings": settings, "relay": not assignment},
     }
     options.update(overrides)
-    worker: Worker = create_worker(WorkerSettings, **options)  # type: ignore[arg-type]
+    worker: Worker = create_worker(kind, **options)  # type: ignore[arg-type]
     return worker
 
 
-async def run_worker(settings: Settings, stop: asyncio.Event, **overrides: Any) -> None:
-    """Keep a worker running until `stop` is set, rebuilding it whenever Redis drops."""
+async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
+    """Run the main worker (jobs, cron, relay) and the assignment worker until `stop` is set."""
+    await asyncio.gather(
+        run_one(settings, stop, WorkerSettings),
+        run_one(settings, stop, AssignmentWorkerSettings),
+    )
+
+
+async def run_one(settings: Settings, stop: asyncio.Event, kind: type[WorkerSettings]) -> None:
+    """Keep one worker running until `stop` is set, rebuilding it whenever Redis drops."""
     backoff = 0.5
     while not stop.is_set():
         pool = await _connect(settings)
@@ -45,7 +55,7 @@ async def run_worker(settings: Settings, stop: asyncio.Event, **overrides: Any) 
             backoff = min(backoff * 2, 5.0)
             continue
         backoff = 0.5
-        worker = build_worker(settings, redis_pool=pool, **overrides)
+        worker = build_worker(settings, kind, redis_pool=pool)
         main = asyncio.create_task(worker.main(), name="arq-worker")
         stopper = asyncio.create_task(stop.wait())
         done, _ = await asyncio.wait({main, stopper}, return_when=asyncio.FIRST_COMPLETED)

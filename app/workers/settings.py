@@ -12,7 +12,8 @@ from arq.connections import RedisSettings
 from app.config import Settings, get_settings
 from app.observability import instrumented
 from app.state import AppState
-from app.workers import jobs, scheduled, webhooks
+from app.workers import assignment, followups, jobs, scheduled, webhooks
+from app.workers.registry import assignment_queue
 from app.workers.relay import relay_forever
 
 
@@ -28,6 +29,8 @@ async def startup(ctx: dict[str, Any]) -> None:
     settings: Settings = ctx.get("settings") or get_settings()
     state = AppState.open(settings)
     ctx["state"] = state
+    if not ctx.get("relay", True):
+        return  # the assignment worker of the same process leaves the relay to the main one
     ctx["relay_stop"] = stop = asyncio.Event()
     ctx["relay_task"] = asyncio.create_task(relay_forever(state, stop), name="outbox-relay")
 
@@ -56,10 +59,18 @@ class WorkerSettings:
 
     functions: ClassVar[list[Any]] = [
         instrumented(job)
-        for job in (jobs.ping, webhooks.fan_out_webhooks, webhooks.deliver_webhook, webhooks.retry_webhook)
+        for job in (
+            jobs.ping,
+            webhooks.fan_out_webhooks,
+            webhooks.deliver_webhook,
+            webhooks.retry_webhook,
+            followups.schedule_followup,
+        )
     ]
     cron_jobs: ClassVar[list[Any]] = [
         cron(scheduled.relay_sweep, second={0, 15, 30, 45}, timeout=30),
+        cron(assignment.sla_sweep, second=set(range(0, 60, 2)), timeout=30),
+        cron(followups.overdue_sweep, second=set(range(1, 60, 5)), timeout=30),
         cron(webhooks.sweep_webhooks, second={5, 35}, timeout=30),
         cron(scheduled.purge_idempotency_keys, minute=7, second=0, timeout=60),
         cron(scheduled.expire_quotes, minute={5, 35}, second=0, timeout=60),
@@ -72,6 +83,26 @@ class WorkerSettings:
     poll_delay = 0.05
     max_jobs = 100
     job_timeout = 30
+    keep_result = 3600
+    max_tries = 10
+    health_check_interval = 30
+
+
+class AssignmentWorkerSettings(WorkerSettings):
+    """The assignment queue's worker (`arq app.workers.settings.AssignmentWorkerSettings`);
+    `loudou worker` and `loudou dev` run it next to the main one."""
+
+    # arq reads settings from the class's own __dict__, so nothing can be inherited.
+    functions: ClassVar[list[Any]] = [instrumented(assignment.assign_lead)]
+    cron_jobs: ClassVar[list[Any]] = []
+    on_startup = startup
+    on_shutdown = shutdown
+    redis_settings = WorkerSettings.redis_settings
+    queue_name = assignment_queue(get_settings())
+    ctx: ClassVar[dict[str, Any]] = {"relay": False}
+    poll_delay = 0.02
+    max_jobs = 50
+    job_timeout = 5  # a crashed worker's assignment is re-run after timeout + 10 s
     keep_result = 3600
     max_tries = 10
     health_check_interval = 30

@@ -1,0 +1,99 @@
+"""Follow-up policies (跟进计划): per lead status, how soon the owner must follow up next."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import ConfigDict, field_validator
+from sqlalchemy import String, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+from app.models.base import IdMixin, TenantMixin, TimestampsMixin, VersionMixin
+from app.models.durations import parse_duration
+from app.models.lead import LeadStatus
+
+
+class FollowupPolicy(IdMixin, TenantMixin, TimestampsMixin, VersionMixin, table=True):
+    """While a lead is in `lead_status`, its owner gets a task due `interval` after each touch."""
+
+    __tablename__ = "followup_policies"
+    __table_args__ = (UniqueConstraint("org_id", "lead_status"),)
+
+    name: str = Field(max_length=200)
+    lead_status: str = Field(sa_type=String(16))
+    interval: str = Field(max_length=40)
+    task_subject: str = Field(max_length=500)
+    active: bool = Field(default=True)
+
+
+def _interval(value: str | None) -> str | None:
+    if value is not None:
+        parse_duration(value)
+    return value
+
+
+class FollowupPolicyCreate(SQLModel):
+    """POST /v1/followup-policies."""
+
+    model_config = ConfigDict(extra="forbid")  # type: ignore[assignment]
+
+    name: str = Field(min_length=1, max_length=200)
+    lead_status: LeadStatus
+    interval: str = Field(description="ISO 8601 duration, e.g. PT1H or P3D")
+    task_subject: str = Field(default="Follow up", min_length=1, max_length=500)
+    active: bool = True
+
+    _interval = field_validator("interval")(_interval)
+
+
+class FollowupPolicyUpdate(SQLModel):
+    """PATCH /v1/followup-policies/{id}."""
+
+    model_config = ConfigDict(extra="forbid")  # type: ignore[assignment]
+
+    name: str | None = Field(default=None, min_length=1, max_length=200)
+    interval: str | None = None
+    task_subject: str | None = Field(default=None, min_length=1, max_length=500)
+    active: bool | None = None
+
+    _interval = field_validator("interval")(_interval)
+
+
+class FollowupPolicyRead(SQLModel):
+    """A policy as the API shows it."""
+
+    id: uuid.UUID
+    name: str
+    lead_status: str
+    interval: str
+    task_subject: str
+    active: bool
+    created_at: datetime
+    updated_at: datetime
+    version: int
+
+
+class TaskRead(SQLModel):
+    """A task (an activity of kind task) with its due time."""
+
+    id: uuid.UUID
+    lead_id: uuid.UUID | None
+    owner_id: uuid.UUID | None
+    subject: str | None
+    body: str | None
+    due_at: datetime | None
+    done_at: datetime | None
+    overdue: bool
+    details: dict[str, Any]
+    created_at: datetime
+
+
+class TaskComplete(SQLModel):
+    """POST /v1/tasks/{id}/complete: the outcome is logged as an activity of `log_as`."""
+
+    model_config = ConfigDict(extra="forbid")  # type: ignore[assignment]
+
+    outcome: str = Field(min_length=1, max_length=5000)
+    log_as: Literal["call", "email", "meeting", "note"] = "call"

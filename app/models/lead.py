@@ -1,0 +1,308 @@
+"""Leads, their activities (timeline), and scoring rules."""
+
+from __future__ import annotations
+
+import enum
+import uuid
+from datetime import datetime
+from typing import Any
+
+from pydantic import ConfigDict, field_validator
+from sqlalchemy import Column, ForeignKey, Index, String, Text, Uuid, text
+from sqlmodel import Field, SQLModel
+
+from app.models.base import (
+    IdMixin,
+    JsonField,
+    TenantMixin,
+    TimestampField,
+    TimestampsMixin,
+    VersionMixin,
+)
+from app.models.common import CountryCode
+
+
+class LeadStatus(enum.StrEnum):
+    """new -> working -> qualified | unqualified -> converted."""
+
+    new = "new"
+    working = "working"
+    qualified = "qualified"
+    unqualified = "unqualified"
+    converted = "converted"
+
+
+# A lead is "open" (dedupe target, counts against a claim limit) while in one of these.
+OPEN_STATUSES = (LeadStatus.new, LeadStatus.working, LeadStatus.qualified)
+
+
+class LeadSource(enum.StrEnum):
+    """How the lead reached us."""
+
+    web_form = "web_form"
+    email = "email"
+    webhook = "webhook"
+    api = "api"
+    import_ = "import"
+
+
+class ActivityKind(enum.StrEnum):
+    """What happened: the first outbound call/email/meeting marks the lead contacted."""
+
+    call = "call"
+    email = "email"
+    meeting = "meeting"
+    note = "note"
+    task = "task"
+
+
+class Direction(enum.StrEnum):
+    """Inbound touches come from the lead (intake); outbound ones from a rep."""
+
+    inbound = "inbound"
+    outbound = "outbound"
+
+
+CONTACT_KINDS = frozenset({ActivityKind.call, ActivityKind.email, ActivityKind.meeting})
+
+
+class Lead(IdMixin, TenantMixin, TimestampsMixin, VersionMixin, table=True):
+    """A person who may buy: captured, de-duplicated, pooled or owned, qualified, converted."""
+
+    __tablename__ = "leads"
+    __table_args__ = (
+        Index("ix_leads_org_email", "org_id", "email"),
+        Index("ix_leads_org_phone", "org_id", "phone"),
+    )
+
+    status: LeadStatus = Field(default=LeadStatus.new, sa_type=String(16), index=True)
+    status_reason: str | None = Field(default=None, max_length=500)
+    source: LeadSource = Field(default=LeadSource.api, sa_type=String(16), index=True)
+    source_id: uuid.UUID | None = Field(
+        default=None, foreign_key="intake_sources.id", index=True, ondelete="SET NULL"
+    )
+    source_detail: dict[str, Any] = JsonField()
+
+    name: str | None = Field(default=None, max_length=300)
+    email: str | None = Field(default=None, max_length=320)
+    phone: str | None = Field(default=None, max_length=32)
+    company: str | None = Field(default=None, max_length=300)
+    title: str | None = Field(default=None, max_length=300)
+    country: str | None = Field(default=None, max_length=2)
+    industry: str | None = Field(default=None, max_length=200)
+    message: str | None = Field(default=None, sa_type=Text)
+    attributes: dict[str, Any] = JsonField()
+    tags: list[str] = JsonField(default_factory=list)
+
+    score: int = Field(default=0)
+    score_breakdown: list[dict[str, Any]] = JsonField(default_factory=list)
+
+    owner_id: uuid.UUID | None = Field(default=None, foreign_key="users.id", index=True, ondelete="SET NULL")
+    team_id: uuid.UUID | None = Field(default=None, foreign_key="teams.id", index=True, ondelete="SET NULL")
+    pooled: bool = Field(default=True, index=True)
+    assigned_at: datetime | None = TimestampField(nullable=True, default_now=False)
+    first_contacted_at: datetime | None = TimestampField(nullable=True, default_now=False)
+    last_touch_at: datetime | None = TimestampField(nullable=True, default_now=False)
+    touch_count: int = Field(default=0)
+
+    duplicate_of: uuid.UUID | None = Field(
+        default=None, sa_column=Column(Uuid, ForeignKey("leads.id", ondelete="SET NULL"), nullable=True)
+    )
+    possible_duplicate_of: uuid.UUID | None = Field(
+        default=None, sa_column=Column(Uuid, ForeignKey("leads.id", ondelete="SET NULL"), nullable=True)
+    )
+    # Filled by conversion (another domain); plain ids until those tables exist on this branch.
+    converted_at: datetime | None = TimestampField(nullable=True, default_now=False)
+    converted_account_id: uuid.UUID | None = Field(default=None)
+    converted_contact_id: uuid.UUID | None = Field(default=None)
+    converted_deal_id: uuid.UUID | None = Field(default=None)
+
+    deleted_at: datetime | None = TimestampField(nullable=True, default_now=False)
+    erased_at: datetime | None = TimestampField(nullable=True, default_now=False)
+
+
+class LeadCreate(SQLModel):
+    """POST /v1/leads: at least an email or a phone."""
+
+    model_config = ConfigDict(extra="forbid")  # type: ignore[assignment]
+
+    name: str | None = Field(default=None, max_length=300)
+    email: str | None = Field(default=None, max_length=320)
+    phone: str | None = Field(default=None, max_length=64)
+    company: str | None = Field(default=None, max_length=300)
+    title: str | None = Field(default=None, max_length=300)
+    country: CountryCode | None = None
+    industry: str | None = Field(default=None, max_length=200)
+    message: str | None = Field(default=None, max_length=100_000)
+    attributes: dict[str, Any] = Field(default_factory=dict)
+    tags: list[str] = Field(default_factory=list)
+    owner_id: uuid.UUID | None = None
+    team_id: uuid.UUID | None = None
+
+
+class LeadUpdate(SQLModel):
+    """PATCH /v1/leads/{id}: only what is sent changes."""
+
+    model_config = ConfigDict(extra="forbid")  # type: ignore[assignment]
+
+    name: str | None = Field(default=None, max_length=300)
+    email: str | None = Field(default=None, max_length=320)
+    phone: str | None = Field(default=None, max_length=64)
+    company: str | None = Field(default=None, max_length=300)
+    title: str | None = Field(default=None, max_length=300)
+    country: CountryCode | None = None
+    industry: str | None = Field(default=None, max_length=200)
+    message: str | None = Field(default=None, max_length=100_000)
+    attributes: dict[str, Any] | None = None
+    tags: list[str] | None = None
+    status: LeadStatus | None = None
+    possible_duplicate_of: uuid.UUID | None = None
+
+
+class LeadRead(SQLModel):
+    """A lead as the API shows it."""
+
+    id: uuid.UUID
+    org_id: uuid.UUID
+    status: LeadStatus
+    status_reason: str | None
+    source: LeadSource
+    source_id: uuid.UUID | None
+    source_detail: dict[str, Any]
+    name: str | None
+    email: str | None
+    phone: str | None
+    company: str | None
+    title: str | None
+    country: str | None
+    industry: str | None
+    message: str | None
+    attributes: dict[str, Any]
+    tags: list[str]
+    score: int
+    score_breakdown: list[dict[str, Any]]
+    owner_id: uuid.UUID | None
+    team_id: uuid.UUID | None
+    pooled: bool
+    assigned_at: datetime | None
+    first_contacted_at: datetime | None
+    last_touch_at: datetime | None
+    touch_count: int
+    duplicate_of: uuid.UUID | None
+    possible_duplicate_of: uuid.UUID | None
+    converted_at: datetime | None
+    converted_account_id: uuid.UUID | None
+    converted_contact_id: uuid.UUID | None
+    converted_deal_id: uuid.UUID | None
+    deleted_at: datetime | None
+    erased_at: datetime | None
+    created_at: datetime
+    updated_at: datetime
+    version: int
+
+
+class LeadAssign(SQLModel):
+    """POST /v1/leads/{id}/assign."""
+
+    model_config = ConfigDict(extra="forbid")  # type: ignore[assignment]
+
+    owner_id: uuid.UUID
+    team_id: uuid.UUID | None = None
+
+
+class LeadReason(SQLModel):
+    """POST /v1/leads/{id}/disqualify (reason required) and /qualify (optional note)."""
+
+    model_config = ConfigDict(extra="forbid")  # type: ignore[assignment]
+
+    reason: str | None = Field(default=None, min_length=1, max_length=500)
+
+
+class LeadMerge(SQLModel):
+    """POST /v1/leads/{id}/merge: fold `duplicate_id` into this lead."""
+
+    model_config = ConfigDict(extra="forbid")  # type: ignore[assignment]
+
+    duplicate_id: uuid.UUID
+
+
+class Activity(IdMixin, TenantMixin, TimestampsMixin, VersionMixin, table=True):
+    """Something that happened with a lead: a call, an email, a meeting, a note or a task."""
+
+    __tablename__ = "activities"
+    __table_args__ = (
+        Index(
+            "ix_activities_org_message_id",
+            "org_id",
+            "message_id",
+            postgresql_where=text("message_id IS NOT NULL"),
+        ),
+    )
+
+    lead_id: uuid.UUID | None = Field(default=None, foreign_key="leads.id", index=True, ondelete="CASCADE")
+    kind: ActivityKind = Field(sa_type=String(16))
+    direction: Direction = Field(default=Direction.outbound, sa_type=String(16))
+    subject: str | None = Field(default=None, max_length=500)
+    body: str | None = Field(default=None, sa_type=Text)
+    occurred_at: datetime = TimestampField(index=True)
+    due_at: datetime | None = TimestampField(nullable=True, default_now=False)
+    done_at: datetime | None = TimestampField(nullable=True, default_now=False)
+    owner_id: uuid.UUID | None = Field(default=None, foreign_key="users.id", ondelete="SET NULL")
+    created_by: uuid.UUID | None = Field(default=None, foreign_key="users.id", ondelete="SET NULL")
+    # Deferred: intake writes the touch before its inbound event row, in the same transaction.
+    inbound_event_id: uuid.UUID | None = Field(
+        default=None,
+        sa_column=Column(
+            Uuid,
+            ForeignKey("inbound_events.id", ondelete="SET NULL", deferrable=True, initially="DEFERRED"),
+            nullable=True,
+        ),
+    )
+    message_id: str | None = Field(default=None, max_length=998)
+    details: dict[str, Any] = JsonField()
+
+
+class ActivityCreate(SQLModel):
+    """POST /v1/leads/{id}/activities."""
+
+    model_config = ConfigDict(extra="forbid")  # type: ignore[assignment]
+
+    kind: ActivityKind
+    direction: Direction = Direction.outbound
+    subject: str | None = Field(default=None, max_length=500)
+    body: str | None = Field(default=None, max_length=100_000)
+    occurred_at: datetime | None = None
+    due_at: datetime | None = None
+    done_at: datetime | None = None
+    owner_id: uuid.UUID | None = None
+    message_id: str | None = Field(
+        default=None,
+        max_length=998,
+        description="Message-ID of an email you sent (with or without <>); replies thread onto the lead.",
+    )
+
+    @field_validator("message_id")
+    @classmethod
+    def _bare_message_id(cls, value: str | None) -> str | None:
+        return value.strip().strip("<>").strip() or None if value else None
+
+
+class ActivityRead(SQLModel):
+    """One entry of a lead's timeline."""
+
+    id: uuid.UUID
+    lead_id: uuid.UUID | None
+    kind: ActivityKind
+    direction: Direction
+    subject: str | None
+    body: str | None
+    occurred_at: datetime
+    due_at: datetime | None
+    done_at: datetime | None
+    owner_id: uuid.UUID | None
+    created_by: uuid.UUID | None
+    inbound_event_id: uuid.UUID | None
+    message_id: str | None
+    details: dict[str, Any]
+    created_at: datetime
+    version: int

@@ -1,0 +1,260 @@
+"""Follow-up cadences and tasks: policies per lead status, the next task, completion, overdue.
+
+A task is an Activity of kind `task` with `due_at`; the owner is the lead's owner. The worker
+schedules one when a lead gets an owner, is first contacted, or a follow-up task is completed,
+as long as a policy covers the lead's status and no follow-up task is still open.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col
+
+from app.errors import Conflict, FieldError, Forbidden, NotFound, ValidationFailed
+from app.models.base import utcnow
+from app.models.common import Role
+from app.models.durations import parse_duration
+from app.models.followup import FollowupPolicy, FollowupPolicyCreate, FollowupPolicyUpdate, TaskComplete
+from app.models.lead import Activity, ActivityCreate, ActivityKind, Lead
+from app.pagination import PageParams, paginate
+from app.security import Principal
+from app.services import audit, outbox
+from app.services import leads as lead_service
+from app.services.common import apply_changes, get_or_404
+
+
+def _manage(principal: Principal) -> None:
+    if principal.role not in (Role.admin, Role.manager):
+        raise Forbidden("Only admins and managers manage follow-up policies.")
+
+
+async def create_policy(
+    session: AsyncSession, principal: Principal, data: FollowupPolicyCreate
+) -> FollowupPolicy:
+    """One policy per lead status."""
+    _manage(principal)
+    exists = (
+        await session.execute(
+            select(FollowupPolicy).where(col(FollowupPolicy.lead_status) == data.lead_status.value)
+        )
+    ).scalar_one_or_none()
+    if exists is not None:
+        raise Conflict(f"A policy for status {data.lead_status.value!r} exists; change that one.")
+    policy = FollowupPolicy(
+        name=data.name,
+        lead_status=data.lead_status.value,
+        interval=data.interval,
+        task_subject=data.task_subject,
+        active=data.active,
+    )
+    session.add(policy)
+    await session.flush()
+    audit.record(session, actor=principal, entity="followup_policy", entity_id=policy.id, action="create")
+    return policy
+
+
+async def list_policies(
+    session: AsyncSession, principal: Principal, page: PageParams
+) -> tuple[list[FollowupPolicy], str | None]:
+    """The organisation's policies."""
+    return await paginate(
+        session,
+        select(FollowupPolicy),
+        page,
+        id_column=col(FollowupPolicy.id),
+        sortable={"created_at": col(FollowupPolicy.created_at)},
+        default_sort="created_at",
+    )
+
+
+async def update_policy(
+    session: AsyncSession,
+    principal: Principal,
+    policy_id: uuid.UUID,
+    data: FollowupPolicyUpdate,
+    *,
+    expected_version: int | None,
+) -> FollowupPolicy:
+    """Change the interval, subject or switch a policy off."""
+    _manage(principal)
+    policy = await get_or_404(session, FollowupPolicy, policy_id, what="follow-up policy")
+    changes = {k: v for k, v in data.model_dump(exclude_unset=True).items() if v is not None}
+    diff = apply_changes(policy, changes, expected_version=expected_version)
+    if diff:
+        audit.record(
+            session,
+            actor=principal,
+            entity="followup_policy",
+            entity_id=policy.id,
+            action="update",
+            changes=diff,
+        )
+    await session.flush()
+    return policy
+
+
+async def delete_policy(session: AsyncSession, principal: Principal, policy_id: uuid.UUID) -> None:
+    """Stop scheduling for that status (open tasks stay)."""
+    _manage(principal)
+    policy = await get_or_404(session, FollowupPolicy, policy_id, what="follow-up policy")
+    await session.delete(policy)
+    audit.record(session, actor=principal, entity="followup_policy", entity_id=policy.id, action="delete")
+    await session.flush()
+
+
+async def schedule_next(session: AsyncSession, lead: Lead, *, now: datetime | None = None) -> Activity | None:
+    """Create the next follow-up task for a lead, if a policy covers its status and none is open."""
+    if lead.owner_id is None or lead.deleted_at is not None:
+        return None
+    policy = (
+        await session.execute(
+            select(FollowupPolicy).where(
+                col(FollowupPolicy.lead_status) == str(lead.status), col(FollowupPolicy.active).is_(True)
+            )
+        )
+    ).scalar_one_or_none()
+    if policy is None:
+        return None
+    open_task = (
+        await session.execute(
+            select(col(Activity.id)).where(
+                col(Activity.lead_id) == lead.id,
+                col(Activity.kind) == ActivityKind.task.value,
+                col(Activity.done_at).is_(None),
+                col(Activity.details)["followup"].as_boolean().is_(True),
+            )
+        )
+    ).first()
+    if open_task is not None:
+        return None
+    now = now or utcnow()
+    task = Activity(
+        lead_id=lead.id,
+        kind=ActivityKind.task,
+        subject=policy.task_subject,
+        occurred_at=now,
+        due_at=now + parse_duration(policy.interval),
+        owner_id=lead.owner_id,
+        details={"followup": True, "policy_id": str(policy.id), "lead_status": str(lead.status)},
+    )
+    session.add(task)
+    await session.flush()
+    return task
+
+
+def _task_filter(principal: Principal, owner: str | None) -> list[object]:
+    conditions: list[object] = [col(Activity.kind) == ActivityKind.task.value]
+    if owner == "me":
+        conditions.append(col(Activity.owner_id) == principal.user_id)
+    elif owner:
+        try:
+            conditions.append(col(Activity.owner_id) == uuid.UUID(owner))
+        except ValueError as exc:
+            raise ValidationFailed(
+                "owner is `me` or a user id.",
+                errors=[FieldError(field="owner", code="invalid", message="bad owner")],
+            ) from exc
+    if principal.role == Role.rep:
+        conditions.append(col(Activity.owner_id) == principal.user_id)
+    return conditions
+
+
+async def list_tasks(
+    session: AsyncSession,
+    principal: Principal,
+    page: PageParams,
+    *,
+    owner: str | None,
+    due_before: datetime | None,
+    overdue: bool | None,
+    done: bool | None,
+) -> tuple[list[Activity], str | None]:
+    """Tasks, soonest due first; reps see their own, managers and admins any (filter by owner)."""
+    stmt = select(Activity).where(*_task_filter(principal, owner))  # type: ignore[arg-type]
+    if due_before is not None:
+        stmt = stmt.where(col(Activity.due_at) < due_before)
+    now = utcnow()
+    if overdue is True:
+        stmt = stmt.where(col(Activity.due_at) < now, col(Activity.done_at).is_(None))
+    elif overdue is False:
+        stmt = stmt.where((col(Activity.due_at) >= now) | col(Activity.done_at).is_not(None))
+    if done is not None:
+        stmt = stmt.where(col(Activity.done_at).is_not(None) if done else col(Activity.done_at).is_(None))
+    stmt = stmt.where(col(Activity.due_at).is_not(None))
+    return await paginate(
+        session,
+        stmt,
+        page,
+        id_column=col(Activity.id),
+        sortable={"due_at": col(Activity.due_at), "created_at": col(Activity.created_at)},
+        default_sort="due_at",
+    )
+
+
+async def complete_task(
+    session: AsyncSession, principal: Principal, task_id: uuid.UUID, data: TaskComplete
+) -> tuple[Activity, Activity]:
+    """Mark a task done and log its outcome as an activity on the lead; the next task follows."""
+    task = await session.get(Activity, task_id)
+    if task is None or task.kind != ActivityKind.task:
+        raise NotFound(f"No task with id {task_id}.")
+    if task.lead_id is None:
+        raise Conflict("This task is not about a lead.")
+    if principal.role == Role.rep and task.owner_id != principal.user_id:
+        raise Forbidden("This task belongs to someone else.")
+    if task.done_at is not None:
+        raise Conflict("This task is already done.")
+    logged = await lead_service.add_activity(
+        session,
+        principal,
+        task.lead_id,
+        ActivityCreate(kind=ActivityKind(data.log_as), subject=f"{task.subject}: done", body=data.outcome),
+    )
+    now = utcnow()
+    task.done_at = now
+    task.updated_at = now
+    task.version += 1
+    task.details = {**task.details, "outcome": data.outcome, "logged_activity_id": str(logged.id)}
+    await outbox.emit(session, "task.completed", {"task_id": task.id, "lead_id": task.lead_id})
+    await session.flush()
+    return task, logged
+
+
+async def flag_overdue(session: AsyncSession, *, limit: int = 500) -> int:
+    """Emit `task.overdue` once for each open task past its due time (across organisations)."""
+    now = utcnow()
+    tasks = list(
+        (
+            await session.execute(
+                select(Activity)
+                .where(
+                    col(Activity.kind) == ActivityKind.task.value,
+                    col(Activity.done_at).is_(None),
+                    col(Activity.due_at) < now,
+                    col(Activity.details)["overdue_at"].as_string().is_(None),
+                )
+                .limit(limit)
+                .with_for_update(skip_locked=True)
+                .execution_options(cross_tenant=True)
+            )
+        ).scalars()
+    )
+    for task in tasks:
+        task.details = {**task.details, "overdue_at": now.isoformat()}
+        await outbox.emit(
+            session,
+            "task.overdue",
+            {"task_id": task.id, "lead_id": task.lead_id, "owner_id": task.owner_id, "due_at": task.due_at},
+            org_id=task.org_id,
+        )
+    await session.flush()
+    return len(tasks)
+
+
+def is_overdue(task: Activity, now: datetime) -> bool:
+    """Due and not done."""
+    return task.done_at is None and task.due_at is not None and task.due_at < now

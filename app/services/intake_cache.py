@@ -1,0 +1,88 @@
+"""Short-lived per-process caches for the intake hot path: sources by key, organisation settings,
+scoring rules. Each entry lives `TTL` seconds; a write made through this process forgets the
+entry at once, so other processes see a change within `TTL` seconds. Hand-written because the
+cached values are ORM rows that must be loaded through the caller's session on a miss.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col
+
+from app.models.intake import IntakeSource
+from app.models.organisation import Organisation, OrganisationSettings
+from app.models.scoring import ScoringRule
+
+TTL = 5.0
+
+_sources: dict[str, tuple[float, IntakeSource | None]] = {}
+_settings: dict[uuid.UUID, tuple[float, OrganisationSettings]] = {}
+_rules: dict[uuid.UUID, tuple[float, list[ScoringRule]]] = {}
+
+
+def _fresh(entry: tuple[float, object] | None) -> bool:
+    return entry is not None and time.monotonic() - entry[0] < TTL
+
+
+async def source_by_key(session: AsyncSession, key: str) -> IntakeSource | None:
+    """The source with this public key (any organisation, any state), or None."""
+    entry = _sources.get(key)
+    if entry is not None and _fresh(entry):
+        return entry[1]
+    source = (
+        await session.execute(
+            select(IntakeSource).where(col(IntakeSource.key) == key).execution_options(cross_tenant=True)
+        )
+    ).scalar_one_or_none()
+    if len(_sources) > 10_000:
+        _sources.clear()
+    _sources[key] = (time.monotonic(), source)
+    return source
+
+
+def forget_source(key: str) -> None:
+    """Drop a source from the cache (after it changed)."""
+    _sources.pop(key, None)
+
+
+async def org_settings(session: AsyncSession, org_id: uuid.UUID) -> OrganisationSettings:
+    """The organisation's typed settings."""
+    entry = _settings.get(org_id)
+    if entry is not None and _fresh(entry):
+        return entry[1]
+    org = await session.get(Organisation, org_id)
+    settings = org.typed_settings() if org is not None else OrganisationSettings()
+    _settings[org_id] = (time.monotonic(), settings)
+    return settings
+
+
+def forget_settings(org_id: uuid.UUID) -> None:
+    """Drop an organisation's settings from the cache."""
+    _settings.pop(org_id, None)
+
+
+async def scoring_rules(session: AsyncSession, org_id: uuid.UUID) -> list[ScoringRule]:
+    """The organisation's active scoring rules, oldest first."""
+    entry = _rules.get(org_id)
+    if entry is not None and _fresh(entry):
+        return entry[1]
+    rules = list(
+        (
+            await session.execute(
+                select(ScoringRule)
+                .where(col(ScoringRule.active).is_(True), col(ScoringRule.org_id) == org_id)
+                .order_by(col(ScoringRule.created_at), col(ScoringRule.id))
+            )
+        ).scalars()
+    )
+    _rules[org_id] = (time.monotonic(), rules)
+    return rules
+
+
+def forget_rules(org_id: uuid.UUID) -> None:
+    """Drop an organisation's scoring rules from the cache (after a rule changed)."""
+    _rules.pop(org_id, None)

@@ -1,0 +1,229 @@
+"""Lead input: normalised emails and phones, and mapping of a flat payload onto lead fields.
+
+Pure functions, no database: used by the API, every intake endpoint, replay and CSV import.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+import phonenumbers
+from email_validator import EmailNotValidError, validate_email
+
+from app.errors import FieldError
+from app.models.lead import LeadSource
+
+TEXT_FIELDS = ("name", "email", "phone", "company", "title", "country", "industry", "message")
+
+# Case- and separator-insensitive aliases for common keys (Zapier/Make style generic payloads).
+ALIASES: dict[str, str] = {
+    "email": "email",
+    "emailaddress": "email",
+    "mail": "email",
+    "youremail": "email",
+    "phone": "phone",
+    "phonenumber": "phone",
+    "tel": "phone",
+    "telephone": "phone",
+    "mobile": "phone",
+    "yourphone": "phone",
+    "name": "name",
+    "fullname": "name",
+    "yourname": "name",
+    "firstname": "first_name",
+    "fname": "first_name",
+    "givenname": "first_name",
+    "lastname": "last_name",
+    "lname": "last_name",
+    "surname": "last_name",
+    "familyname": "last_name",
+    "company": "company",
+    "companyname": "company",
+    "organization": "company",
+    "organisation": "company",
+    "title": "title",
+    "jobtitle": "title",
+    "country": "country",
+    "countrycode": "country",
+    "industry": "industry",
+    "message": "message",
+    "comments": "message",
+    "comment": "message",
+    "yourmessage": "message",
+    "tags": "tags",
+}
+CONTEXT_KEYS = {
+    "pageurl": "page_url",
+    "pageuri": "page_url",
+    "page": "page_url",
+    "referrer": "referrer",
+    "referer": "referrer",
+    "gclid": "gclid",
+    "fbclid": "fbclid",
+}
+
+
+def _squash(key: str) -> str:
+    return re.sub(r"[^a-z0-9]", "", key.lower())
+
+
+@dataclass
+class LeadInput:
+    """A lead as it arrived, before normalisation and dedupe."""
+
+    source: LeadSource
+    name: str | None = None
+    email: str | None = None
+    phone: str | None = None
+    company: str | None = None
+    title: str | None = None
+    country: str | None = None
+    industry: str | None = None
+    message: str | None = None
+    attributes: dict[str, Any] = field(default_factory=dict)
+    tags: list[str] = field(default_factory=list)
+    source_id: uuid.UUID | None = None
+    source_detail: dict[str, Any] = field(default_factory=dict)
+    owner_id: uuid.UUID | None = None
+    team_id: uuid.UUID | None = None
+
+    def values(self) -> dict[str, Any]:
+        """The text fields that are set."""
+        return {name: getattr(self, name) for name in TEXT_FIELDS if getattr(self, name) not in (None, "")}
+
+
+def normalise_email(raw: str) -> str:
+    """Lower-cased, syntax-checked address (no DNS lookups); ValueError when it is not one."""
+    try:
+        return validate_email(raw.strip(), check_deliverability=False).normalized.lower()
+    except EmailNotValidError as exc:
+        raise ValueError(str(exc)) from exc
+
+
+def normalise_phone(raw: str, region: str | None) -> str:
+    """E.164, reading national numbers in `region`; ValueError when it cannot be a number."""
+    try:
+        number = phonenumbers.parse(raw.strip(), region)
+    except phonenumbers.NumberParseException as exc:
+        raise ValueError(str(exc)) from exc
+    if not phonenumbers.is_possible_number(number):
+        raise ValueError(f"{raw!r} is not a possible phone number")
+    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+
+
+def normalise(data: LeadInput, *, default_regions: list[str | None]) -> list[FieldError]:
+    """Normalise in place (trim, email, E.164 phone, country code); return the field errors."""
+    errors: list[FieldError] = []
+    for name in TEXT_FIELDS:
+        value = getattr(data, name)
+        if isinstance(value, str):
+            value = value.strip() or None
+            setattr(data, name, value)
+    if data.country:
+        country = data.country.upper()
+        if re.fullmatch(r"[A-Z]{2}", country):
+            data.country = country
+        else:
+            data.attributes.setdefault("country_name", data.country)
+            data.country = None
+    if data.email:
+        try:
+            data.email = normalise_email(data.email)
+        except ValueError as exc:
+            errors.append(FieldError(field="email", code="invalid_email", message=str(exc)))
+    if data.phone:
+        region = next((r for r in [data.country, *default_regions] if r), None)
+        try:
+            data.phone = normalise_phone(data.phone, region)
+        except ValueError as exc:
+            errors.append(FieldError(field="phone", code="invalid_phone", message=str(exc)))
+    if not data.email and not data.phone and not any(e.field in ("email", "phone") for e in errors):
+        errors.append(
+            FieldError(field="email", code="missing_contact", message="an email or a phone is required")
+        )
+    return errors
+
+
+def _text(value: Any) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, list):
+        parts = [str(v) for v in value if v not in (None, "")]
+        return ", ".join(parts) if parts else None
+    return str(value)
+
+
+def _lookup(payload: dict[str, Any], path: str) -> tuple[bool, Any]:
+    if path in payload:
+        return True, payload[path]
+    node: Any = payload
+    for part in path.split("."):
+        if isinstance(node, dict) and part in node:
+            node = node[part]
+        else:
+            return False, None
+    return True, node
+
+
+def map_payload(
+    payload: dict[str, Any],
+    *,
+    mapping: dict[str, str],
+    source: LeadSource,
+    honeypot_field: str | None = None,
+) -> tuple[LeadInput, bool]:
+    """Map a payload onto lead fields: the source's mapping first (dotted paths reach into
+    nested JSON), then common aliases; utm_* and page context go to `source_detail`, anything
+    else to `attributes`. Returns the input and whether the honeypot was filled."""
+    data = LeadInput(source=source)
+    used: set[str] = set()
+    first_last: dict[str, str] = {}
+    spam = False
+    if honeypot_field:
+        found, value = _lookup(payload, honeypot_field)
+        used.add(honeypot_field)
+        spam = found and bool(_text(value) and str(_text(value)).strip())
+
+    def assign(target: str, value: Any) -> None:
+        if target == "ignore":
+            return
+        if target.startswith("attributes."):
+            data.attributes[target.removeprefix("attributes.")] = value
+        elif target == "tags":
+            items = value if isinstance(value, list) else str(value).split(",")
+            data.tags.extend(t.strip() for t in map(str, items) if t.strip())
+        elif target in ("first_name", "last_name"):
+            text_value = _text(value)
+            if text_value:
+                first_last[target] = text_value
+        elif getattr(data, target) in (None, ""):
+            setattr(data, target, _text(value))
+
+    for source_field, target in mapping.items():
+        found, value = _lookup(payload, source_field)
+        if found:
+            used.add(source_field.split(".")[0] if source_field not in payload else source_field)
+            assign(target, value)
+    utm: dict[str, Any] = {}
+    context: dict[str, Any] = {}
+    for key, value in payload.items():
+        if key in used:
+            continue
+        squashed = _squash(key)
+        if key.lower().startswith("utm_"):
+            utm[key.lower()] = _text(value)
+        elif squashed in CONTEXT_KEYS:
+            context[CONTEXT_KEYS[squashed]] = _text(value)
+        elif squashed in ALIASES and ALIASES[squashed] not in mapping.values():
+            assign(ALIASES[squashed], value)
+        else:
+            data.attributes[key] = value
+    if not data.name and first_last:
+        data.name = " ".join(v for k, v in sorted(first_last.items()) if v)
+    if utm:
+        data.source_detail["utm"] = utm
+    data.source_detail.update(context)
+    return data, spam
