@@ -7,12 +7,12 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from pydantic import ConfigDict, EmailStr
+from pydantic import ConfigDict
 from sqlalchemy import Numeric
 from sqlmodel import Field, SQLModel
 
 from app.models.base import IdMixin, JsonField, TenantMixin, TimestampsMixin, VersionMixin
-from app.models.common import CountryCode, CurrencyCode
+from app.models.common import CountryCode, CurrencyCode, EmailAddress
 
 
 class Account(IdMixin, TenantMixin, TimestampsMixin, VersionMixin, table=True):
@@ -113,7 +113,7 @@ class ContactCreate(SQLModel):
 
     name: str = Field(min_length=1, max_length=300)
     account_id: uuid.UUID | None = None
-    email: EmailStr | None = None
+    email: EmailAddress | None = None
     phone: str | None = Field(default=None, max_length=32)
     title: str | None = Field(default=None, max_length=200)
     owner_id: uuid.UUID | None = None
@@ -127,7 +127,7 @@ class ContactUpdate(SQLModel):
 
     name: str | None = Field(default=None, min_length=1, max_length=300)
     account_id: uuid.UUID | None = None
-    email: EmailStr | None = None
+    email: EmailAddress | None = None
     phone: str | None = Field(default=None, max_length=32)
     title: str | None = Field(default=None, max_length=200)
     owner_id: uuid.UUID | None = None

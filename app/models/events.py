@@ -41,6 +41,15 @@ class LeadRecycled(EventData):
     lead_id: uuid.UUID
 
 
+class LeadConverted(EventData):
+    """A lead became an account, a contact and (usually) a deal."""
+
+    lead_id: uuid.UUID
+    account_id: uuid.UUID | None = None
+    contact_id: uuid.UUID | None = None
+    deal_id: uuid.UUID | None = None
+
+
 class TaskOverdue(EventData):
     """A follow-up task passed its due time without being done."""
 
@@ -86,6 +95,7 @@ EVENT_SCHEMAS: dict[str, type[EventData]] = {
     "lead.created": LeadCreated,
     "lead.assigned": LeadAssigned,
     "lead.recycled": LeadRecycled,
+    "lead.converted": LeadConverted,
     "task.overdue": TaskOverdue,
     "deal.stage_changed": DealStageChanged,
     "deal.won": DealClosed,
