@@ -9,6 +9,8 @@ from typing import Annotated
 from email_validator import EmailNotValidError, validate_email
 from pydantic import AfterValidator, StringConstraints
 
+from app.models.durations import parse_duration
+
 
 def _valid_timezone(value: str) -> str:
     try:
@@ -26,6 +28,12 @@ def normalise_email(value: str) -> str:
         raise ValueError(str(exc)) from exc
 
 
+def _duration(value: str) -> str:
+    parse_duration(value)
+    return value.strip().upper()
+
+
+DurationText = Annotated[str, StringConstraints(max_length=40), AfterValidator(_duration)]
 EmailAddress = Annotated[str, StringConstraints(max_length=320), AfterValidator(normalise_email)]
 TimezoneName = Annotated[str, StringConstraints(min_length=1, max_length=64), AfterValidator(_valid_timezone)]
 CurrencyCode = Annotated[str, StringConstraints(pattern=r"^[A-Z]{3}$")]

@@ -41,6 +41,14 @@ class LeadRecycled(EventData):
     lead_id: uuid.UUID
 
 
+class LeadRecycleWarning(EventData):
+    """An owned lead will return to the pool soon unless its owner follows up."""
+
+    lead_id: uuid.UUID
+    owner_id: uuid.UUID | None = None
+    recycle_at: datetime | None = None
+
+
 class LeadConverted(EventData):
     """A lead became an account, a contact and (usually) a deal."""
 
@@ -95,6 +103,7 @@ EVENT_SCHEMAS: dict[str, type[EventData]] = {
     "lead.created": LeadCreated,
     "lead.assigned": LeadAssigned,
     "lead.recycled": LeadRecycled,
+    "lead.recycle_warning": LeadRecycleWarning,
     "lead.converted": LeadConverted,
     "task.overdue": TaskOverdue,
     "deal.stage_changed": DealStageChanged,

@@ -12,7 +12,7 @@ from pydantic import Field as PydanticField
 from sqlmodel import Field, SQLModel
 
 from app.models.base import IdMixin, JsonField, TimestampsMixin, VersionMixin
-from app.models.common import CountryCode, CurrencyCode, TimezoneName
+from app.models.common import CountryCode, CurrencyCode, DurationText, TimezoneName
 
 DEFAULT_LOST_REASONS = ["price", "competitor", "no_budget", "no_decision", "timing", "other"]
 
@@ -28,6 +28,10 @@ class OrganisationSettings(BaseModel):
     quote_discount_threshold_percent: Decimal = PydanticField(default=Decimal("20"), ge=0, le=100)
     quote_total_approval_limit: Decimal | None = PydanticField(default=None, ge=0)
     lead_claim_limit: int = PydanticField(default=50, ge=0)
+    # 线索回收: an owned lead with no follow-up for this long returns to the pool (None: never),
+    # with a `lead.recycle_warning` event this long before.
+    lead_recycle_after: DurationText | None = None
+    lead_recycle_warning: DurationText | None = None
     lost_reasons: list[str] = PydanticField(default_factory=lambda: list(DEFAULT_LOST_REASONS))
     duplicate_match_threshold: int = PydanticField(default=90, ge=50, le=100)
 
@@ -51,6 +55,8 @@ class OrganisationSettingsUpdate(BaseModel):
     quote_discount_threshold_percent: Decimal | None = PydanticField(default=None, ge=0, le=100)
     quote_total_approval_limit: Decimal | None = PydanticField(default=None, ge=0)
     lead_claim_limit: int | None = PydanticField(default=None, ge=0)
+    lead_recycle_after: DurationText | None = None
+    lead_recycle_warning: DurationText | None = None
     lost_reasons: list[str] | None = None
     duplicate_match_threshold: int | None = PydanticField(default=None, ge=50, le=100)
 

@@ -12,7 +12,7 @@ from sqlmodel import col
 from app.models.assignment import AssignmentDecision, AssignmentRule
 from app.models.base import utcnow
 from app.models.lead import Lead
-from app.services import assignment
+from app.services import assignment, recycling
 from app.state import AppState
 from app.workers.jobs import load_event
 
@@ -107,3 +107,20 @@ async def _handle_sla(session: Any, decision_id: uuid.UUID) -> bool:
         )
     log.info("assignment.sla_missed", lead_id=str(lead.id), decision_id=str(decision.id))
     return True
+
+
+async def recycle_sweep(ctx: dict[str, Any]) -> int:
+    """线索回收 for every organisation that turned it on; safe on several workers (once-only keys)."""
+    state: AppState = ctx["state"]
+    async with state.sessions() as session:
+        orgs = await recycling.organisations_recycling(session)
+    total = 0
+    for org_id, after, warn in orgs:
+        async with state.sessions() as session:
+            session.info["org_id"] = org_id
+            warned, recycled = await recycling.sweep_organisation(
+                session, recycle_after=after, warn_before=warn
+            )
+            await session.commit()
+        total += warned + recycled
+    return total
