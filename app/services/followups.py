@@ -106,8 +106,14 @@ async def delete_policy(session: AsyncSession, principal: Principal, policy_id: 
     await session.flush()
 
 
-async def schedule_next(session: AsyncSession, lead: Lead, *, now: datetime | None = None) -> Activity | None:
-    """Create the next follow-up task for a lead, if a policy covers its status and none is open."""
+async def schedule_next(
+    session: AsyncSession, lead: Lead, *, since: datetime | None = None
+) -> Activity | None:
+    """Create the next follow-up task for a lead, if a policy covers its status and none is open.
+
+    The task is due `interval` after `since`: the moment of the assignment, contact or completed
+    task that triggered it (not when the worker got round to it).
+    """
     if lead.owner_id is None or lead.deleted_at is not None:
         return None
     policy = (
@@ -131,7 +137,7 @@ async def schedule_next(session: AsyncSession, lead: Lead, *, now: datetime | No
     ).first()
     if open_task is not None:
         return None
-    now = now or utcnow()
+    now = since or utcnow()
     task = Activity(
         lead_id=lead.id,
         kind=ActivityKind.task,

@@ -30,7 +30,7 @@ async def schedule_followup(ctx: dict[str, Any], outbox_id: str) -> str:
         ).scalar_one_or_none()
         if lead is None:
             return "lead gone"
-        task = await followups.schedule_next(session, lead)
+        task = await followups.schedule_next(session, lead, since=event.created_at)
         await session.commit()
     return f"task {task.id}" if task else "no task needed"
 

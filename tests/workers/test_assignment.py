@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from tests.conftest import Org, wait_for
@@ -100,6 +101,13 @@ async def test_missed_contact_sla_moves_the_lead_and_a_call_prevents_it(org: Org
     assert "current owner, who missed the contact SLA" in {c["reason"] for c in d2["candidates"]}
     assert (await org.client.get(f"/v1/leads/{first['id']}", headers=org.auth())).json()["owner_id"] == b
 
+    # A call logged before the deadline keeps the lead where it is (a longer SLA, so a slow
+    # machine cannot miss the window between assignment and call).
+    rule = (await org.client.get("/v1/assignment-rules", headers=org.auth())).json()["data"][0]
+    r = await org.client.patch(
+        f"/v1/assignment-rules/{rule['id']}", json={"contact_sla": "PT6S"}, headers=org.auth()
+    )
+    assert r.status_code == 200
     second = await _lead(org, email="sla2@example.com")
     d3 = await wait_for(lambda: _decision(org, second["id"]))
     r = await org.client.post(
@@ -108,7 +116,9 @@ async def test_missed_contact_sla_moves_the_lead_and_a_call_prevents_it(org: Org
         headers=org.auth(),
     )
     assert r.status_code == 201, r.text
-    await asyncio.sleep(4)
+    assert datetime.fromisoformat(r.json()["occurred_at"]) < datetime.fromisoformat(d3["sla_due_at"])
+    while datetime.now(UTC) < datetime.fromisoformat(d3["sla_due_at"]) + timedelta(seconds=3):
+        await asyncio.sleep(0.5)
     d4 = await _decision(org, second["id"])
     assert d4 is not None and d4["id"] == d3["id"]  # no SLA decision followed
     got = (await org.client.get(f"/v1/leads/{second['id']}", headers=org.auth())).json()

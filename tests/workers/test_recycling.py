@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import text
@@ -31,25 +32,29 @@ async def test_quiet_lead_is_warned_then_recycled_and_a_follow_up_postpones_it(
             "/v1/leads", json={"email": "busy@example.com", "owner_id": rep}, headers=org.auth()
         )
     ).json()
-    await asyncio.sleep(5.5)
+    await asyncio.sleep(2)
     r = await org.client.post(
         f"/v1/leads/{busy['id']}/activities",
         json={"kind": "note", "subject": "Checked in"},
         headers=org.auth(rep_key),
     )
     assert r.status_code == 201
+    noted_at = datetime.fromisoformat(r.json()["occurred_at"])
 
-    async def recycled() -> dict[str, Any] | None:
-        lead = (await org.client.get(f"/v1/leads/{quiet['id']}", headers=org.auth())).json()
+    async def recycled(lead_id: str) -> dict[str, Any] | None:
+        lead = (await org.client.get(f"/v1/leads/{lead_id}", headers=org.auth())).json()
         return lead if lead["owner_id"] is None else None
 
-    lead = await wait_for(recycled, timeout=15)
+    lead = await wait_for(lambda: recycled(quiet["id"]), timeout=20)
     assert lead["pooled"] is True
     decision = (await org.client.get(f"/v1/leads/{quiet['id']}/assignment", headers=org.auth())).json()
     assert decision["trigger"] == "recycle" and decision["outcome"] == "recycled"
     assert decision["previous_owner_id"] == rep
-    still = (await org.client.get(f"/v1/leads/{busy['id']}", headers=org.auth())).json()
-    assert still["owner_id"] == rep  # its note moved its deadline
+    # The note restarted the busy lead's clock: it goes back only 6 s after the note, not before.
+    await wait_for(lambda: recycled(busy["id"]), timeout=20)
+    busy_decision = (await org.client.get(f"/v1/leads/{busy['id']}/assignment", headers=org.auth())).json()
+    assert busy_decision["trigger"] == "recycle"
+    assert datetime.fromisoformat(busy_decision["created_at"]) >= noted_at + timedelta(seconds=6)
 
     async with state.engine.connect() as conn:
         events = (
