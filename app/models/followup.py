@@ -16,13 +16,15 @@ from app.models.lead import LeadStatus
 
 
 class FollowupPolicy(IdMixin, TenantMixin, TimestampsMixin, VersionMixin, table=True):
-    """While a lead is in `lead_status`, its owner gets a task due `interval` after each touch."""
+    """While a lead is in `lead_status` (or a deal in `deal_stage_id`), its owner gets a task due
+    `interval` after each touch."""
 
     __tablename__ = "followup_policies"
-    __table_args__ = (UniqueConstraint("org_id", "lead_status"),)
+    __table_args__ = (UniqueConstraint("org_id", "lead_status"), UniqueConstraint("org_id", "deal_stage_id"))
 
     name: str = Field(max_length=200)
-    lead_status: str = Field(sa_type=String(16))
+    lead_status: str | None = Field(default=None, sa_type=String(16))
+    deal_stage_id: uuid.UUID | None = Field(default=None, foreign_key="stages.id", ondelete="CASCADE")
     interval: str = Field(max_length=40)
     task_subject: str = Field(max_length=500)
     active: bool = Field(default=True)
@@ -40,7 +42,8 @@ class FollowupPolicyCreate(SQLModel):
     model_config = ConfigDict(extra="forbid")  # type: ignore[assignment]
 
     name: str = Field(min_length=1, max_length=200)
-    lead_status: LeadStatus
+    lead_status: LeadStatus | None = None
+    deal_stage_id: uuid.UUID | None = None
     interval: str = Field(description="ISO 8601 duration, e.g. PT1H or P3D")
     task_subject: str = Field(default="Follow up", min_length=1, max_length=500)
     active: bool = True
@@ -66,7 +69,8 @@ class FollowupPolicyRead(SQLModel):
 
     id: uuid.UUID
     name: str
-    lead_status: str
+    lead_status: str | None
+    deal_stage_id: uuid.UUID | None
     interval: str
     task_subject: str
     active: bool
@@ -80,6 +84,7 @@ class TaskRead(SQLModel):
 
     id: uuid.UUID
     lead_id: uuid.UUID | None
+    deal_id: uuid.UUID | None
     owner_id: uuid.UUID | None
     subject: str | None
     body: str | None

@@ -260,6 +260,8 @@ class Activity(IdMixin, TenantMixin, TimestampsMixin, VersionMixin, table=True):
     )
     message_id: str | None = Field(default=None, max_length=998)
     details: dict[str, Any] = JsonField()
+    # Follow-up tasks and their logged outcomes can be about a deal rather than a lead.
+    deal_id: uuid.UUID | None = Field(default=None, foreign_key="deals.id", index=True, ondelete="CASCADE")
 
 
 class ActivityCreate(SQLModel):

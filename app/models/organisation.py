@@ -29,7 +29,8 @@ class OrganisationSettings(BaseModel):
     quote_total_approval_limit: Decimal | None = PydanticField(default=None, ge=0)
     lead_claim_limit: int = PydanticField(default=50, ge=0)
     # 线索回收: an owned lead with no follow-up for this long returns to the pool (None: never),
-    # with a `lead.recycle_warning` event this long before.
+    # with a `lead.recycle_warning` event this long before (keep the warning window longer than the
+    # 5 s sweep interval, or a short window can pass between two sweeps).
     lead_recycle_after: DurationText | None = None
     lead_recycle_warning: DurationText | None = None
     lost_reasons: list[str] = PydanticField(default_factory=lambda: list(DEFAULT_LOST_REASONS))

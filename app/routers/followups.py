@@ -40,6 +40,7 @@ def _task(t: Activity) -> TaskRead:
     return TaskRead(
         id=t.id,
         lead_id=t.lead_id,
+        deal_id=t.deal_id,
         owner_id=t.owner_id,
         subject=t.subject,
         body=t.body,

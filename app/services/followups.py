@@ -8,7 +8,7 @@ as long as a policy covers the lead's status and no follow-up task is still open
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -17,9 +17,11 @@ from sqlmodel import col
 from app.errors import Conflict, FieldError, Forbidden, NotFound, ValidationFailed
 from app.models.base import utcnow
 from app.models.common import Role
+from app.models.deal import Deal
 from app.models.durations import parse_duration
 from app.models.followup import FollowupPolicy, FollowupPolicyCreate, FollowupPolicyUpdate, TaskComplete
 from app.models.lead import Activity, ActivityCreate, ActivityKind, Lead
+from app.models.pipeline import Stage
 from app.pagination import PageParams, paginate
 from app.security import Principal
 from app.services import audit, outbox
@@ -35,18 +37,27 @@ def _manage(principal: Principal) -> None:
 async def create_policy(
     session: AsyncSession, principal: Principal, data: FollowupPolicyCreate
 ) -> FollowupPolicy:
-    """One policy per lead status."""
+    """One policy per lead status or deal stage."""
     _manage(principal)
-    exists = (
-        await session.execute(
-            select(FollowupPolicy).where(col(FollowupPolicy.lead_status) == data.lead_status.value)
+    if (data.lead_status is None) == (data.deal_stage_id is None):
+        raise ValidationFailed(
+            "A policy covers either a lead status or a deal stage.",
+            errors=[
+                FieldError(field="lead_status", code="one_of", message="set lead_status or deal_stage_id")
+            ],
         )
-    ).scalar_one_or_none()
-    if exists is not None:
-        raise Conflict(f"A policy for status {data.lead_status.value!r} exists; change that one.")
+    if data.deal_stage_id is not None:
+        await get_or_404(session, Stage, data.deal_stage_id, what="stage")
+        same = col(FollowupPolicy.deal_stage_id) == data.deal_stage_id
+    else:
+        assert data.lead_status is not None
+        same = col(FollowupPolicy.lead_status) == data.lead_status.value
+    if (await session.execute(select(FollowupPolicy).where(same))).scalar_one_or_none() is not None:
+        raise Conflict("A policy for that status or stage exists; change that one.")
     policy = FollowupPolicy(
         name=data.name,
-        lead_status=data.lead_status.value,
+        lead_status=data.lead_status.value if data.lead_status else None,
+        deal_stage_id=data.deal_stage_id,
         interval=data.interval,
         task_subject=data.task_subject,
         active=data.active,
@@ -152,6 +163,58 @@ async def schedule_next(
     return task
 
 
+async def schedule_next_for_deal(
+    session: AsyncSession, deal: Deal, *, since: datetime | None = None
+) -> Activity | None:
+    """The next follow-up task for an open deal: its stage's policy, else the stage's own
+    `follow_up_interval_days`; none while a follow-up task for the deal is open."""
+    if deal.owner_id is None or deal.status != "open":
+        return None
+    policy = (
+        await session.execute(
+            select(FollowupPolicy).where(
+                col(FollowupPolicy.deal_stage_id) == deal.stage_id, col(FollowupPolicy.active).is_(True)
+            )
+        )
+    ).scalar_one_or_none()
+    stage = await session.get(Stage, deal.stage_id)
+    if policy is not None:
+        interval, subject = parse_duration(policy.interval), policy.task_subject
+    elif stage is not None and stage.follow_up_interval_days:
+        interval, subject = timedelta(days=stage.follow_up_interval_days), f"Follow up: {deal.name}"
+    else:
+        return None
+    open_task = (
+        await session.execute(
+            select(col(Activity.id)).where(
+                col(Activity.deal_id) == deal.id,
+                col(Activity.kind) == ActivityKind.task.value,
+                col(Activity.done_at).is_(None),
+                col(Activity.details)["followup"].as_boolean().is_(True),
+            )
+        )
+    ).first()
+    if open_task is not None:
+        return None
+    now = since or utcnow()
+    task = Activity(
+        deal_id=deal.id,
+        kind=ActivityKind.task,
+        subject=subject,
+        occurred_at=now,
+        due_at=now + interval,
+        owner_id=deal.owner_id,
+        details={
+            "followup": True,
+            "policy_id": str(policy.id) if policy else None,
+            "deal_stage_id": str(deal.stage_id),
+        },
+    )
+    session.add(task)
+    await session.flush()
+    return task
+
+
 def _task_filter(principal: Principal, owner: str | None) -> list[object]:
     conditions: list[object] = [col(Activity.kind) == ActivityKind.task.value]
     if owner == "me":
@@ -208,24 +271,43 @@ async def complete_task(
     task = await session.get(Activity, task_id)
     if task is None or task.kind != ActivityKind.task:
         raise NotFound(f"No task with id {task_id}.")
-    if task.lead_id is None:
-        raise Conflict("This task is not about a lead.")
     if principal.role == Role.rep and task.owner_id != principal.user_id:
         raise Forbidden("This task belongs to someone else.")
     if task.done_at is not None:
         raise Conflict("This task is already done.")
-    logged = await lead_service.add_activity(
-        session,
-        principal,
-        task.lead_id,
-        ActivityCreate(kind=ActivityKind(data.log_as), subject=f"{task.subject}: done", body=data.outcome),
-    )
     now = utcnow()
+    if task.lead_id is not None:
+        logged = await lead_service.add_activity(
+            session,
+            principal,
+            task.lead_id,
+            ActivityCreate(
+                kind=ActivityKind(data.log_as), subject=f"{task.subject}: done", body=data.outcome
+            ),
+        )
+    elif task.deal_id is not None:
+        deal = await get_or_404(session, Deal, task.deal_id, what="deal")
+        logged = Activity(
+            deal_id=deal.id,
+            kind=ActivityKind(data.log_as),
+            subject=f"{task.subject}: done",
+            body=data.outcome,
+            occurred_at=now,
+            owner_id=principal.user_id,
+            created_by=principal.user_id,
+        )
+        session.add(logged)
+        deal.last_activity_at = now
+        await session.flush()
+    else:
+        raise Conflict("This task is about neither a lead nor a deal.")
     task.done_at = now
     task.updated_at = now
     task.version += 1
     task.details = {**task.details, "outcome": data.outcome, "logged_activity_id": str(logged.id)}
-    await outbox.emit(session, "task.completed", {"task_id": task.id, "lead_id": task.lead_id})
+    await outbox.emit(
+        session, "task.completed", {"task_id": task.id, "lead_id": task.lead_id, "deal_id": task.deal_id}
+    )
     await session.flush()
     return task, logged
 
@@ -254,7 +336,13 @@ async def flag_overdue(session: AsyncSession, *, limit: int = 500) -> int:
         await outbox.emit(
             session,
             "task.overdue",
-            {"task_id": task.id, "lead_id": task.lead_id, "owner_id": task.owner_id, "due_at": task.due_at},
+            {
+                "task_id": task.id,
+                "lead_id": task.lead_id,
+                "deal_id": task.deal_id,
+                "owner_id": task.owner_id,
+                "due_at": task.due_at,
+            },
             org_id=task.org_id,
         )
     await session.flush()

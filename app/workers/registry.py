@@ -18,13 +18,18 @@ EVENT_JOBS: dict[str, tuple[str, ...]] = {
     "lead.assigned": ("schedule_followup",),
     "lead.contacted": ("schedule_followup",),
     "task.completed": ("schedule_followup",),
+    "deal.created": ("schedule_followup",),
+    "deal.stage_changed": ("schedule_followup",),
 }
 
 # Jobs that only matter where an organisation has configured something: the relay skips them
 # elsewhere (one query per batch), so an organisation without webhooks pays nothing for them.
 OPTIONAL_JOBS: dict[str, str] = {
     "fan_out_webhooks": "SELECT DISTINCT org_id FROM webhook_subscriptions WHERE active",
-    "schedule_followup": "SELECT DISTINCT org_id FROM followup_policies WHERE active",
+    "schedule_followup": (
+        "SELECT org_id FROM followup_policies WHERE active "
+        "UNION SELECT org_id FROM stages WHERE follow_up_interval_days IS NOT NULL"
+    ),
 }
 
 # Assignment has its own queue, so a backlog of reminders or webhooks never delays it.

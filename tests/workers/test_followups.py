@@ -136,3 +136,65 @@ async def test_tasks_are_private_to_reps_and_policies_to_managers(org: Org, othe
         headers=org.auth(),
     )
     assert r.status_code == 422
+
+
+async def test_deal_stage_cadence_creates_tasks_for_the_deal_owner(org: Org, worker: None) -> None:
+    rep, rep_key = await org.add_user("rep")
+    pipeline = (await org.client.get("/v1/pipelines", headers=org.auth())).json()[0]
+    stages = (await org.client.get(f"/v1/pipelines/{pipeline['id']}", headers=org.auth())).json()["stages"]
+    first = stages[0]
+    r = await org.client.post(
+        "/v1/followup-policies",
+        json={
+            "name": "Prospects",
+            "deal_stage_id": first["id"],
+            "interval": "P1D",
+            "task_subject": "Qualify",
+        },
+        headers=org.auth(),
+    )
+    assert r.status_code == 201, r.text
+    deal = (
+        await org.client.post("/v1/deals", json={"name": "Big one", "owner_id": rep}, headers=org.auth())
+    ).json()
+
+    async def deal_task() -> dict[str, Any] | None:
+        r = await org.client.get(
+            "/v1/tasks", params={"owner": "me", "done": "false"}, headers=org.auth(rep_key)
+        )
+        tasks = [t for t in r.json()["data"] if t["deal_id"] == deal["id"]]
+        return tasks[0] if tasks else None
+
+    task = await wait_for(deal_task, timeout=15)
+    assert task["subject"] == "Qualify" and task["owner_id"] == rep and task["lead_id"] is None
+    r = await org.client.post(
+        f"/v1/tasks/{task['id']}/complete",
+        json={"outcome": "Budget confirmed", "log_as": "meeting"},
+        headers=org.auth(rep_key),
+    )
+    assert r.status_code == 200, r.text
+    assert r.json()["task"]["done_at"] is not None
+
+    async def next_deal_task() -> dict[str, Any] | None:
+        t = await deal_task()
+        return t if t and t["id"] != task["id"] else None
+
+    following = await wait_for(next_deal_task, timeout=15)
+    assert following["details"]["deal_stage_id"] == first["id"]
+    gap = datetime.fromisoformat(following["due_at"]) - datetime.fromisoformat(r.json()["task"]["done_at"])
+    assert abs(gap.total_seconds() - 86400) < 5
+
+
+async def test_a_policy_names_a_status_or_a_stage_not_both(org: Org) -> None:
+    pipeline = (await org.client.get("/v1/pipelines", headers=org.auth())).json()[0]
+    stage = (await org.client.get(f"/v1/pipelines/{pipeline['id']}", headers=org.auth())).json()["stages"][0]
+    r = await org.client.post(
+        "/v1/followup-policies",
+        json={"name": "x", "lead_status": "new", "deal_stage_id": stage["id"], "interval": "PT1H"},
+        headers=org.auth(),
+    )
+    assert r.status_code == 422
+    r = await org.client.post(
+        "/v1/followup-policies", json={"name": "x", "interval": "PT1H"}, headers=org.auth()
+    )
+    assert r.status_code == 422

@@ -17,7 +17,7 @@ async def test_quiet_lead_is_warned_then_recycled_and_a_follow_up_postpones_it(
 ) -> None:
     r = await org.client.patch(
         "/v1/organisation",
-        json={"settings": {"lead_recycle_after": "PT6S", "lead_recycle_warning": "PT3S"}},
+        json={"settings": {"lead_recycle_after": "PT10S", "lead_recycle_warning": "PT7S"}},
         headers=org.auth(),
     )
     assert r.status_code == 200, r.text
@@ -45,16 +45,16 @@ async def test_quiet_lead_is_warned_then_recycled_and_a_follow_up_postpones_it(
         lead = (await org.client.get(f"/v1/leads/{lead_id}", headers=org.auth())).json()
         return lead if lead["owner_id"] is None else None
 
-    lead = await wait_for(lambda: recycled(quiet["id"]), timeout=20)
+    lead = await wait_for(lambda: recycled(quiet["id"]), timeout=30)
     assert lead["pooled"] is True
     decision = (await org.client.get(f"/v1/leads/{quiet['id']}/assignment", headers=org.auth())).json()
     assert decision["trigger"] == "recycle" and decision["outcome"] == "recycled"
     assert decision["previous_owner_id"] == rep
-    # The note restarted the busy lead's clock: it goes back only 6 s after the note, not before.
-    await wait_for(lambda: recycled(busy["id"]), timeout=20)
+    # The note restarted the busy lead's clock: it goes back only 10 s after the note, not before.
+    await wait_for(lambda: recycled(busy["id"]), timeout=30)
     busy_decision = (await org.client.get(f"/v1/leads/{busy['id']}/assignment", headers=org.auth())).json()
     assert busy_decision["trigger"] == "recycle"
-    assert datetime.fromisoformat(busy_decision["created_at"]) >= noted_at + timedelta(seconds=6)
+    assert datetime.fromisoformat(busy_decision["created_at"]) >= noted_at + timedelta(seconds=10)
 
     async with state.engine.connect() as conn:
         events = (
