@@ -11,14 +11,17 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
+from fastapi.encoders import jsonable_encoder
 from rapidfuzz import fuzz
-from sqlalchemy import func, or_, select, text
+from sqlalchemy import Table, TextClause, bindparam, func, or_, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
 from app.models.base import utcnow
+from app.models.intake import EventStatus, InboundEvent
 from app.models.lead import OPEN_STATUSES, Activity, ActivityKind, Direction, Lead
 from app.models.organisation import OrganisationSettings
+from app.models.outbox import OutboxEvent
 from app.security import Principal
 from app.services import audit, outbox
 from app.services.normalise import TEXT_FIELDS, LeadInput
@@ -35,16 +38,23 @@ class Ingested:
     created: bool
     activity: Activity | None
     possible_duplicate_of: uuid.UUID | None = None
+    event_written: bool = False
 
 
-def open_lead_filter() -> Any:
+_OPEN: tuple[Any, ...] = ()
+
+
+def open_lead_filter() -> tuple[Any, ...]:
     """Leads that can still absorb a new touch: not converted, merged, deleted or erased."""
-    return (
-        col(Lead.status).in_([s.value for s in OPEN_STATUSES]),
-        col(Lead.duplicate_of).is_(None),
-        col(Lead.deleted_at).is_(None),
-        col(Lead.erased_at).is_(None),
-    )
+    global _OPEN
+    if not _OPEN:  # built once: SQL expressions are immutable and cheap to reuse, not to build
+        _OPEN = (
+            col(Lead.status).in_([s.value for s in OPEN_STATUSES]),
+            col(Lead.duplicate_of).is_(None),
+            col(Lead.deleted_at).is_(None),
+            col(Lead.erased_at).is_(None),
+        )
+    return _OPEN
 
 
 async def _lock(session: AsyncSession, org_id: uuid.UUID, keys: list[str]) -> None:
@@ -158,6 +168,7 @@ async def ingest(
     settings: OrganisationSettings,
     actor: Principal | None,
     inbound_event_id: uuid.UUID | None = None,
+    inbound_event: InboundEvent | None = None,
     record_touch: bool = True,
 ) -> Ingested:
     """Create the lead, or merge it into the open lead with the same email/phone (fill empty
@@ -208,8 +219,6 @@ async def ingest(
         last_touch_at=now,
         **data.values(),
     )
-    session.add(lead)
-    await session.flush()
     threshold = settings.duplicate_match_threshold
     lead.possible_duplicate_of = await find_fuzzy(
         session, name=lead.name, company=lead.company, threshold=threshold, exclude=lead.id
@@ -220,7 +229,6 @@ async def ingest(
         touch = touch_activity(
             lead, data, inbound_event_id=inbound_event_id, details={"source": data.source_detail}
         )
-        session.add(touch)
     if actor is not None:  # a lead from intake is recorded by its inbound event
         audit.record(
             session,
@@ -231,22 +239,74 @@ async def ingest(
             changes={name: [None, getattr(lead, name)] for name in TEXT_FIELDS if getattr(lead, name)},
             org_id=org_id,
         )
-    await outbox.emit(
-        session,
-        "lead.created",
-        {
-            "lead_id": lead.id,
-            "org_id": org_id,
-            "source": str(lead.source),
-            "source_id": lead.source_id,
-            "owner_id": lead.owner_id,
-            "team_id": lead.team_id,
-            "pooled": lead.pooled,
-        },
+    created_event = OutboxEvent(
         org_id=org_id,
+        event_type="lead.created",
+        payload=jsonable_encoder(
+            {
+                "lead_id": lead.id,
+                "org_id": org_id,
+                "source": str(lead.source),
+                "source_id": lead.source_id,
+                "owner_id": lead.owner_id,
+                "team_id": lead.team_id,
+                "pooled": lead.pooled,
+            }
+        ),
+        available_at=now,
     )
-    await session.flush()
-    return Ingested(lead=lead, created=True, activity=touch, possible_duplicate_of=lead.possible_duplicate_of)
+    if inbound_event is not None:
+        inbound_event.lead_id = lead.id
+        inbound_event.status = EventStatus.created
+        inbound_event.http_status = 201
+        inbound_event.processed_at = now
+    # The hot path of intake: the lead, its touch, its outbox event (and the inbound event) in one
+    # statement, the relay woken by the same statement's NOTIFY.
+    await insert_together(session, [lead, touch, created_event, inbound_event], notify=outbox.NOTIFY_CHANNEL)
+    return Ingested(
+        lead=lead,
+        created=True,
+        activity=touch,
+        possible_duplicate_of=lead.possible_duplicate_of,
+        event_written=inbound_event is not None,
+    )
+
+
+_TOGETHER: dict[tuple[tuple[str, ...], bool], TextClause] = {}
+
+
+def _together_statement(tables: tuple[Table, ...], notify: bool) -> TextClause:
+    """`WITH new_0 AS (INSERT …), new_1 AS (INSERT …) SELECT pg_notify(…)`, built once per set of
+    tables (building SQLAlchemy insert constructs per request costs more than the round trip)."""
+    key = (tuple(t.name for t in tables), notify)
+    stmt = _TOGETHER.get(key)
+    if stmt is None:
+        parts: list[str] = []
+        binds = []
+        for i, table in enumerate(tables):
+            columns = list(table.columns)
+            names = ", ".join(f'"{c.name}"' for c in columns)
+            values = ", ".join(f":r{i}_{c.name}" for c in columns)
+            parts.append(f'new_{i} AS (INSERT INTO "{table.name}" ({names}) VALUES ({values}))')
+            binds += [bindparam(f"r{i}_{c.name}", type_=c.type) for c in columns]
+        final = "SELECT pg_notify(:notify_channel, '')" if notify else "SELECT 1"
+        stmt = text("WITH " + ", ".join(parts) + " " + final).bindparams(*binds)
+        _TOGETHER[key] = stmt
+    return stmt
+
+
+async def insert_together(session: AsyncSession, rows: list[Any], *, notify: str | None = None) -> None:
+    """INSERT new rows of several tables in one round trip (data-modifying CTEs); foreign keys
+    are checked at the end of the statement, so the order of `rows` does not matter. The rows
+    stay outside the session (they are not tracked afterwards)."""
+    present = [r for r in rows if r is not None]
+    tables = tuple(r.__table__ for r in present)
+    params: dict[str, Any] = {
+        f"r{i}_{c.name}": getattr(r, c.key) for i, r in enumerate(present) for c in tables[i].columns
+    }
+    if notify:
+        params["notify_channel"] = notify
+    await session.execute(_together_statement(tables, bool(notify)), params)
 
 
 async def count_open_owned(session: AsyncSession, owner_id: uuid.UUID) -> int:

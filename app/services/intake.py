@@ -16,7 +16,7 @@ from typing import Any
 
 import structlog
 from redis.exceptions import RedisError
-from sqlalchemy import select
+from sqlalchemy import inspect, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
@@ -107,6 +107,7 @@ class Outcome:
     status_code: int
     result: IntakeResult
     error: AppError | None = None
+    written: bool = False  # the event row was already inserted (with its new lead)
 
 
 async def open_source(session: AsyncSession, key: str, kind: SourceKind) -> IntakeSource:
@@ -172,7 +173,8 @@ def clone(event: InboundEvent) -> InboundEvent:
 
 def settle(session: AsyncSession, outcome: Outcome) -> Outcome:
     """Add the event with its outcome to the session (it is committed with the request)."""
-    session.add(outcome.event)
+    if not outcome.written:
+        session.add(outcome.event)
     return outcome
 
 
@@ -256,7 +258,13 @@ async def process(
         return reject(event, ValidationFailed(detail, errors=errors))
     try:
         done = await ingest(
-            session, data, org_id=source.org_id, settings=settings, actor=None, inbound_event_id=event.id
+            session,
+            data,
+            org_id=source.org_id,
+            settings=settings,
+            actor=None,
+            inbound_event_id=event.id,
+            inbound_event=event if inspect(event).transient else None,
         )
     except Exception as exc:  # the event must survive whatever went wrong with the lead
         log.exception("intake processing failed", inbound_event_id=str(event.id))
@@ -281,6 +289,7 @@ async def process(
             activity_id=done.activity.id if done.activity else None,
             possible_duplicate_of=done.possible_duplicate_of,
         ),
+        written=done.event_written,
     )
 
 
