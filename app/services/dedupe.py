@@ -57,11 +57,26 @@ def open_lead_filter() -> tuple[Any, ...]:
     return _OPEN
 
 
-async def _lock(session: AsyncSession, org_id: uuid.UUID, keys: list[str]) -> None:
-    for key in sorted(keys):
-        await session.execute(
-            text("SELECT pg_advisory_xact_lock(hashtext(:k))"), {"k": f"lead:{org_id}:{key}"}
-        )
+_LOCK_AND_FIND = text("SELECT loudou_lock_open_lead(:org, :email, :phone, :keys)")
+
+
+async def lock_and_find(
+    session: AsyncSession, org_id: uuid.UUID, *, email: str | None, phone: str | None
+) -> uuid.UUID | None:
+    """Take the transaction-scoped advisory locks of this email/phone in the organisation, then
+    find the oldest open lead with the email, else the phone — one round trip.
+
+    The database function (migration c3b1leads0001) takes the locks first and then looks up
+    with a fresh snapshot (a VOLATILE plpgsql function), so a lead committed by a concurrent
+    request holding the same lock is seen. Keys are sorted, so two requests never deadlock.
+    """
+    keys = sorted(
+        f"lead:{org_id}:{name}:{value}" for name, value in (("email", email), ("phone", phone)) if value
+    )
+    found = (
+        await session.execute(_LOCK_AND_FIND, {"org": org_id, "email": email, "phone": phone, "keys": keys})
+    ).scalar_one()
+    return uuid.UUID(str(found)) if found is not None else None
 
 
 async def find_exact(session: AsyncSession, *, email: str | None, phone: str | None) -> Lead | None:
@@ -173,10 +188,9 @@ async def ingest(
 ) -> Ingested:
     """Create the lead, or merge it into the open lead with the same email/phone (fill empty
     fields, keep the rest, record the touch); flag a fuzzy name+company match; emit lead.created."""
-    keys = [f"{name}:{value}" for name, value in (("email", data.email), ("phone", data.phone)) if value]
-    await _lock(session, org_id, keys)
     now = utcnow()
-    existing = await find_exact(session, email=data.email, phone=data.phone)
+    existing_id = await lock_and_find(session, org_id, email=data.email, phone=data.phone)
+    existing = await session.get(Lead, existing_id) if existing_id is not None else None
     if existing is not None:
         filled, conflicts = fill_empty(existing, data)
         existing.touch_count += 1

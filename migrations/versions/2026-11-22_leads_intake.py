@@ -17,6 +17,42 @@ branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
 
+# Intake dedupe in one round trip (app.services.dedupe.lock_and_find): advisory locks on the
+# email/phone keys, then the oldest open lead with the email, else the phone. plpgsql and
+# VOLATILE, so its lookups take a fresh snapshot after the locks are granted.
+LOCK_OPEN_LEAD = """
+CREATE OR REPLACE FUNCTION loudou_lock_open_lead(p_org uuid, p_email text, p_phone text, p_keys text[])
+RETURNS uuid LANGUAGE plpgsql VOLATILE AS $$
+DECLARE
+    k text;
+    found uuid;
+BEGIN
+    FOREACH k IN ARRAY p_keys LOOP
+        PERFORM pg_advisory_xact_lock(hashtext(k));
+    END LOOP;
+    IF p_email IS NOT NULL THEN
+        SELECT id INTO found FROM leads
+        WHERE org_id = p_org AND email = p_email
+          AND status IN ('new', 'working', 'qualified')
+          AND duplicate_of IS NULL AND deleted_at IS NULL AND erased_at IS NULL
+        ORDER BY created_at, id LIMIT 1;
+        IF found IS NOT NULL THEN
+            RETURN found;
+        END IF;
+    END IF;
+    IF p_phone IS NOT NULL THEN
+        SELECT id INTO found FROM leads
+        WHERE org_id = p_org AND phone = p_phone
+          AND status IN ('new', 'working', 'qualified')
+          AND duplicate_of IS NULL AND deleted_at IS NULL AND erased_at IS NULL
+        ORDER BY created_at, id LIMIT 1;
+    END IF;
+    RETURN found;
+END
+$$;
+"""
+
+
 def upgrade() -> None:
     op.create_table('scoring_rules',
     sa.Column('version', sa.Integer(), nullable=False),
@@ -195,8 +231,10 @@ def upgrade() -> None:
     op.create_index('ix_activities_org_message_id', 'activities', ['org_id', 'message_id'], unique=False, postgresql_where=sa.text('message_id IS NOT NULL'))
     op.create_index(op.f('ix_activities_updated_at'), 'activities', ['updated_at'], unique=False)
 
+    op.execute(LOCK_OPEN_LEAD)
 
 def downgrade() -> None:
+    op.execute("DROP FUNCTION IF EXISTS loudou_lock_open_lead(uuid, text, text, text[])")
     op.drop_index(op.f('ix_activities_updated_at'), table_name='activities')
     op.drop_index('ix_activities_org_message_id', table_name='activities', postgresql_where=sa.text('message_id IS NOT NULL'))
     op.drop_index(op.f('ix_activities_org_id'), table_name='activities')
