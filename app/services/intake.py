@@ -1,9 +1,11 @@
-"""The intake pipeline: every request is stored as an inbound event first, then verified, parsed,
-mapped, normalised and ingested (lead + touch + outbox) in the same transaction.
+"""The intake pipeline: every request becomes an inbound event (raw body, kept headers) before it
+is verified, parsed, mapped, normalised and ingested; the event is written in the same
+transaction as the lead, its touch and its outbox row (for a new lead, in the same statement).
 
-Rejections are outcomes, not exceptions: the event row is kept with its reason and the caller
+Rejections are outcomes, not exceptions: the event is kept with its reason and the caller
 answers 4xx while the request's transaction still commits, so nothing that reached us is lost.
-The lead work runs in a SAVEPOINT, so even an unexpected failure leaves the event stored.
+If the lead work fails unexpectedly, it is rolled back and the event alone is committed, as
+rejected with the error, ready for replay.
 """
 
 from __future__ import annotations
