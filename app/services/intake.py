@@ -288,7 +288,7 @@ async def process(
         status_code=event.http_status,
         result=_result(
             event,
-            activity_id=done.activity.id if done.activity else None,
+            activity_id=done.activity_id,
             possible_duplicate_of=done.possible_duplicate_of,
         ),
         written=done.event_written,
