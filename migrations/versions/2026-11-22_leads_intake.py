@@ -2,7 +2,7 @@
 
 Revision ID: c3b1leads0001
 Revises: e6f129de69cb
-Create Date: 2026-11-22 14:12:12.577699+00:00
+Create Date: 2026-11-22 14:29:49.831115+00:00
 """
 from collections.abc import Sequence
 
@@ -159,8 +159,6 @@ def upgrade() -> None:
     op.create_index(op.f('ix_leads_org_id'), 'leads', ['org_id'], unique=False)
     op.create_index('ix_leads_org_phone', 'leads', ['org_id', 'phone'], unique=False)
     op.create_index(op.f('ix_leads_owner_id'), 'leads', ['owner_id'], unique=False)
-    op.create_index(op.f('ix_leads_pooled'), 'leads', ['pooled'], unique=False)
-    op.create_index(op.f('ix_leads_source'), 'leads', ['source'], unique=False)
     op.create_index(op.f('ix_leads_source_id'), 'leads', ['source_id'], unique=False)
     op.create_index(op.f('ix_leads_status'), 'leads', ['status'], unique=False)
     op.create_index(op.f('ix_leads_team_id'), 'leads', ['team_id'], unique=False)
@@ -194,10 +192,9 @@ def upgrade() -> None:
     )
     op.create_index(op.f('ix_inbound_events_lead_id'), 'inbound_events', ['lead_id'], unique=False)
     op.create_index(op.f('ix_inbound_events_org_id'), 'inbound_events', ['org_id'], unique=False)
-    op.create_index('ix_inbound_events_org_message_id', 'inbound_events', ['org_id', 'message_id'], unique=False)
+    op.create_index('ix_inbound_events_org_message_id', 'inbound_events', ['org_id', 'message_id'], unique=False, postgresql_where=sa.text('message_id IS NOT NULL'))
     op.create_index(op.f('ix_inbound_events_received_at'), 'inbound_events', ['received_at'], unique=False)
     op.create_index(op.f('ix_inbound_events_source_id'), 'inbound_events', ['source_id'], unique=False)
-    op.create_index(op.f('ix_inbound_events_status'), 'inbound_events', ['status'], unique=False)
     op.create_table('activities',
     sa.Column('version', sa.Integer(), nullable=False),
     sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
@@ -226,7 +223,6 @@ def upgrade() -> None:
     )
     op.create_index(op.f('ix_activities_created_at'), 'activities', ['created_at'], unique=False)
     op.create_index(op.f('ix_activities_lead_id'), 'activities', ['lead_id'], unique=False)
-    op.create_index(op.f('ix_activities_occurred_at'), 'activities', ['occurred_at'], unique=False)
     op.create_index(op.f('ix_activities_org_id'), 'activities', ['org_id'], unique=False)
     op.create_index('ix_activities_org_message_id', 'activities', ['org_id', 'message_id'], unique=False, postgresql_where=sa.text('message_id IS NOT NULL'))
     op.create_index(op.f('ix_activities_updated_at'), 'activities', ['updated_at'], unique=False)
@@ -238,14 +234,12 @@ def downgrade() -> None:
     op.drop_index(op.f('ix_activities_updated_at'), table_name='activities')
     op.drop_index('ix_activities_org_message_id', table_name='activities', postgresql_where=sa.text('message_id IS NOT NULL'))
     op.drop_index(op.f('ix_activities_org_id'), table_name='activities')
-    op.drop_index(op.f('ix_activities_occurred_at'), table_name='activities')
     op.drop_index(op.f('ix_activities_lead_id'), table_name='activities')
     op.drop_index(op.f('ix_activities_created_at'), table_name='activities')
     op.drop_table('activities')
-    op.drop_index(op.f('ix_inbound_events_status'), table_name='inbound_events')
     op.drop_index(op.f('ix_inbound_events_source_id'), table_name='inbound_events')
     op.drop_index(op.f('ix_inbound_events_received_at'), table_name='inbound_events')
-    op.drop_index('ix_inbound_events_org_message_id', table_name='inbound_events')
+    op.drop_index('ix_inbound_events_org_message_id', table_name='inbound_events', postgresql_where=sa.text('message_id IS NOT NULL'))
     op.drop_index(op.f('ix_inbound_events_org_id'), table_name='inbound_events')
     op.drop_index(op.f('ix_inbound_events_lead_id'), table_name='inbound_events')
     op.drop_table('inbound_events')
@@ -253,8 +247,6 @@ def downgrade() -> None:
     op.drop_index(op.f('ix_leads_team_id'), table_name='leads')
     op.drop_index(op.f('ix_leads_status'), table_name='leads')
     op.drop_index(op.f('ix_leads_source_id'), table_name='leads')
-    op.drop_index(op.f('ix_leads_source'), table_name='leads')
-    op.drop_index(op.f('ix_leads_pooled'), table_name='leads')
     op.drop_index(op.f('ix_leads_owner_id'), table_name='leads')
     op.drop_index('ix_leads_org_phone', table_name='leads')
     op.drop_index(op.f('ix_leads_org_id'), table_name='leads')
