@@ -208,6 +208,17 @@ def drive(
     )
 
 
+def combine(parts: list[Result]) -> Result:
+    """Rounds of one endpoint as one result."""
+    return Result(
+        name=parts[0].name,
+        requests=sum(p.requests for p in parts),
+        errors=sum(p.errors for p in parts),
+        seconds=sum(p.seconds for p in parts),
+        latencies=[x for p in parts for x in p.latencies],
+    )
+
+
 def run(cmd: list[str], env: dict[str, str]) -> str:
     """Run a command to completion; its stdout."""
     done = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True, check=False)
@@ -222,6 +233,7 @@ async def main() -> None:
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--client-processes", type=int, default=4)
+    parser.add_argument("--rounds", type=int, default=4)
     args = parser.parse_args()
 
     admin_dsn = os.environ.get("DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
@@ -261,40 +273,15 @@ async def main() -> None:
                 env,
             )
         )
-        port = free_port()
-        cmd = [str(BIN / "loudou"), "serve", "--workers", "2", "--port", str(port)]
-        with server(cmd, env, port, workdir / "loudou.log"):
-            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as c:
-                r = await c.post(
-                    "/v1/intake-sources",
-                    json={
-                        "kind": "form",
-                        "name": "Bench form",
-                        "rate_limit_per_minute": 0,
-                        "field_mapping": {"message": "message"},
-                    },
-                    headers={"Authorization": f"Bearer {created['api_key']}"},
-                )
-                r.raise_for_status()
-                endpoint = r.json()["endpoint"]
-            results.append(
-                drive(
-                    "loudou POST /v1/intake/forms/{key}",
-                    f"http://127.0.0.1:{port}{endpoint}",
-                    seconds=args.seconds,
-                    concurrency=args.concurrency,
-                    processes=args.client_processes,
-                    headers={"Accept": "application/json"},
-                )
-            )
         conn = await asyncpg.connect(dsn)
         await conn.execute(
             "CREATE TABLE bench_raw (id uuid PRIMARY KEY, email text, payload jsonb, created_at timestamptz)"
         )
         await conn.close()
         (workdir / "raw_insert_app.py").write_text(RAW_APP)
-        port = free_port()
-        cmd = [
+        port, raw_port = free_port(), free_port()
+        loudou_cmd = [str(BIN / "loudou"), "serve", "--workers", "2", "--port", str(port)]
+        raw_cmd = [
             str(BIN / "uvicorn"),
             "raw_insert_app:app",
             "--app-dir",
@@ -302,31 +289,56 @@ async def main() -> None:
             "--workers",
             "2",
             "--port",
-            str(port),
+            str(raw_port),
             "--log-level",
             "warning",
             "--no-access-log",
         ]
-        with server(cmd, env, port, workdir / "raw.log"):
-            results.append(
-                drive(
-                    "bare FastAPI + raw asyncpg INSERT",
-                    f"http://127.0.0.1:{port}/intake",
-                    seconds=args.seconds,
-                    concurrency=args.concurrency,
-                    processes=args.client_processes,
-                    headers={},
+        with (
+            server(loudou_cmd, env, port, workdir / "loudou.log"),
+            server(raw_cmd, env, raw_port, workdir / "raw.log"),
+        ):
+            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as c:
+                r = await c.post(
+                    "/v1/intake-sources",
+                    json={"kind": "form", "name": "Bench form", "rate_limit_per_minute": 0},
+                    headers={"Authorization": f"Bearer {created['api_key']}"},
                 )
-            )
+                r.raise_for_status()
+                endpoint = r.json()["endpoint"]
+            # Alternate short rounds, so background load on the machine hits both sides alike.
+            slice_seconds = args.seconds / args.rounds
+            for _ in range(args.rounds):
+                results.append(
+                    drive(
+                        "loudou POST /v1/intake/forms/{key}",
+                        f"http://127.0.0.1:{port}{endpoint}",
+                        seconds=slice_seconds,
+                        concurrency=args.concurrency,
+                        processes=args.client_processes,
+                        headers={"Accept": "application/json"},
+                    )
+                )
+                results.append(
+                    drive(
+                        "bare FastAPI + raw asyncpg INSERT",
+                        f"http://127.0.0.1:{raw_port}/intake",
+                        seconds=slice_seconds,
+                        concurrency=args.concurrency,
+                        processes=args.client_processes,
+                        headers={},
+                    )
+                )
     finally:
         conn = await asyncpg.connect(admin_dsn)
         await conn.execute(f'DROP DATABASE IF EXISTS "{db_name}" WITH (FORCE)')
         await conn.close()
 
-    loudou, raw = results
+    loudou, raw = combine(results[0::2]), combine(results[1::2])
     print(
-        f"\nweb-form intake, {args.concurrency} concurrent clients, {args.seconds:.0f} s each, "
-        f"in {args.client_processes} client processes, uvicorn 2 workers, {os.cpu_count()} CPUs"
+        f"\nweb-form intake, {args.concurrency} concurrent clients, {args.seconds:.0f} s each "
+        f"({args.rounds} alternating rounds), in {args.client_processes} client processes, "
+        f"uvicorn 2 workers, {os.cpu_count()} CPUs"
     )
     print(f"{'endpoint':<38} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7} {'ratio':>6}")
     for res in (loudou, raw):

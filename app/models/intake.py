@@ -8,7 +8,7 @@ from datetime import datetime
 from typing import Any
 
 from pydantic import ConfigDict, field_validator
-from sqlalchemy import Index, LargeBinary, String, UniqueConstraint
+from sqlalchemy import Index, LargeBinary, String, UniqueConstraint, text
 from sqlmodel import Field, SQLModel
 
 from app.models.base import (
@@ -229,7 +229,12 @@ class InboundEvent(IdMixin, TenantMixin, table=True):
     __table_args__ = (
         # Replays of a provider's event id (webhook-id, Mailgun token) are refused by this key.
         UniqueConstraint("org_id", "source_id", "external_id"),
-        Index("ix_inbound_events_org_message_id", "org_id", "message_id"),
+        Index(
+            "ix_inbound_events_org_message_id",
+            "org_id",
+            "message_id",
+            postgresql_where=text("message_id IS NOT NULL"),
+        ),
     )
 
     source_id: uuid.UUID | None = Field(
@@ -245,7 +250,7 @@ class InboundEvent(IdMixin, TenantMixin, table=True):
     external_id: str | None = Field(default=None, max_length=300)
     message_id: str | None = Field(default=None, max_length=998)
     signature: SignatureVerdict = Field(default=SignatureVerdict.not_required, sa_type=String(16))
-    status: EventStatus = Field(default=EventStatus.received, sa_type=String(16), index=True)
+    status: EventStatus = Field(default=EventStatus.received, sa_type=String(16))
     reason: str | None = Field(default=None, max_length=2000)
     http_status: int | None = Field(default=None)
     lead_id: uuid.UUID | None = Field(default=None, foreign_key="leads.id", index=True, ondelete="SET NULL")

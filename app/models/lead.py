@@ -76,8 +76,10 @@ class Lead(IdMixin, TenantMixin, TimestampsMixin, VersionMixin, table=True):
     )
 
     status: LeadStatus = Field(default=LeadStatus.new, sa_type=String(16), index=True)
+    # source and pooled are not indexed: lists filter them within an organisation (few distinct
+    # values), and every index costs the intake hot path an insert.
     status_reason: str | None = Field(default=None, max_length=500)
-    source: LeadSource = Field(default=LeadSource.api, sa_type=String(16), index=True)
+    source: LeadSource = Field(default=LeadSource.api, sa_type=String(16))
     source_id: uuid.UUID | None = Field(
         default=None, foreign_key="intake_sources.id", index=True, ondelete="SET NULL"
     )
@@ -99,7 +101,7 @@ class Lead(IdMixin, TenantMixin, TimestampsMixin, VersionMixin, table=True):
 
     owner_id: uuid.UUID | None = Field(default=None, foreign_key="users.id", index=True, ondelete="SET NULL")
     team_id: uuid.UUID | None = Field(default=None, foreign_key="teams.id", index=True, ondelete="SET NULL")
-    pooled: bool = Field(default=True, index=True)
+    pooled: bool = Field(default=True)
     assigned_at: datetime | None = TimestampField(nullable=True, default_now=False)
     first_contacted_at: datetime | None = TimestampField(nullable=True, default_now=False)
     last_touch_at: datetime | None = TimestampField(nullable=True, default_now=False)
@@ -244,7 +246,7 @@ class Activity(IdMixin, TenantMixin, TimestampsMixin, VersionMixin, table=True):
     direction: Direction = Field(default=Direction.outbound, sa_type=String(16))
     subject: str | None = Field(default=None, max_length=500)
     body: str | None = Field(default=None, sa_type=Text)
-    occurred_at: datetime = TimestampField(index=True)
+    occurred_at: datetime = TimestampField()
     due_at: datetime | None = TimestampField(nullable=True, default_now=False)
     done_at: datetime | None = TimestampField(nullable=True, default_now=False)
     owner_id: uuid.UUID | None = Field(default=None, foreign_key="users.id", ondelete="SET NULL")

@@ -25,7 +25,7 @@ from app.models.lead import (
 from app.pagination import Page
 from app.routers import COMMON_ERRORS, set_etag
 from app.security import Principal
-from app.services import erasure, lead_import
+from app.services import erasure, lead_import, lead_merge
 from app.services import leads as service
 
 router = APIRouter(prefix="/v1/leads", tags=["leads"], responses=COMMON_ERRORS)
@@ -265,7 +265,9 @@ async def merge_lead(
     response: Response,
 ) -> LeadRead:
     """Fold `duplicate_id` into this lead: empty fields filled, activities moved, audited."""
-    lead = await service.merge_leads(session, principal, lead_id, body.duplicate_id, expected_version=version)
+    lead = await lead_merge.merge_leads(
+        session, principal, lead_id, body.duplicate_id, expected_version=version
+    )
     return _read(response, lead)
 
 

@@ -1,9 +1,11 @@
-"""The intake pipeline: every request is stored as an inbound event first, then verified, parsed,
-mapped, normalised and ingested (lead + touch + outbox) in the same transaction.
+"""The intake pipeline: every request becomes an inbound event (raw body, kept headers) before it
+is verified, parsed, mapped, normalised and ingested; the event is written in the same
+transaction as the lead, its touch and its outbox row (for a new lead, in the same statement).
 
-Rejections are outcomes, not exceptions: the event row is kept with its reason and the caller
+Rejections are outcomes, not exceptions: the event is kept with its reason and the caller
 answers 4xx while the request's transaction still commits, so nothing that reached us is lost.
-The lead work runs in a SAVEPOINT, so even an unexpected failure leaves the event stored.
+If the lead work fails unexpectedly, it is rolled back and the event alone is committed, as
+rejected with the error, ready for replay.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from typing import Any
 
 import structlog
 from redis.exceptions import RedisError
-from sqlalchemy import select
+from sqlalchemy import inspect, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
@@ -107,6 +109,7 @@ class Outcome:
     status_code: int
     result: IntakeResult
     error: AppError | None = None
+    written: bool = False  # the event row was already inserted (with its new lead)
 
 
 async def open_source(session: AsyncSession, key: str, kind: SourceKind) -> IntakeSource:
@@ -172,7 +175,8 @@ def clone(event: InboundEvent) -> InboundEvent:
 
 def settle(session: AsyncSession, outcome: Outcome) -> Outcome:
     """Add the event with its outcome to the session (it is committed with the request)."""
-    session.add(outcome.event)
+    if not outcome.written:
+        session.add(outcome.event)
     return outcome
 
 
@@ -256,7 +260,13 @@ async def process(
         return reject(event, ValidationFailed(detail, errors=errors))
     try:
         done = await ingest(
-            session, data, org_id=source.org_id, settings=settings, actor=None, inbound_event_id=event.id
+            session,
+            data,
+            org_id=source.org_id,
+            settings=settings,
+            actor=None,
+            inbound_event_id=event.id,
+            inbound_event=event if inspect(event).transient else None,
         )
     except Exception as exc:  # the event must survive whatever went wrong with the lead
         log.exception("intake processing failed", inbound_event_id=str(event.id))
@@ -278,9 +288,10 @@ async def process(
         status_code=event.http_status,
         result=_result(
             event,
-            activity_id=done.activity.id if done.activity else None,
+            activity_id=done.activity_id,
             possible_duplicate_of=done.possible_duplicate_of,
         ),
+        written=done.event_written,
     )
 
 

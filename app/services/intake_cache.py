@@ -1,7 +1,8 @@
 """Short-lived per-process caches for the intake hot path: sources by key, organisation settings,
 scoring rules. Each entry lives `TTL` seconds; a write made through this process forgets the
-entry at once, so other processes see a change within `TTL` seconds. Hand-written because the
-cached values are ORM rows that must be loaded through the caller's session on a miss.
+entry at once, so other processes see a change within `TTL` seconds. Cached rows are detached
+from the session that loaded them (read-only snapshots). Hand-written because the cached
+values are ORM rows that must be loaded through the caller's session on a miss.
 """
 
 from __future__ import annotations
@@ -38,6 +39,9 @@ async def source_by_key(session: AsyncSession, key: str) -> IntakeSource | None:
             select(IntakeSource).where(col(IntakeSource.key) == key).execution_options(cross_tenant=True)
         )
     ).scalar_one_or_none()
+    if source is not None:
+        # Detached at once: a rollback of this request must not expire the shared copy.
+        session.expunge(source)
     if len(_sources) > 10_000:
         _sources.clear()
     _sources[key] = (time.monotonic(), source)
@@ -79,6 +83,8 @@ async def scoring_rules(session: AsyncSession, org_id: uuid.UUID) -> list[Scorin
             )
         ).scalars()
     )
+    for rule in rules:
+        session.expunge(rule)
     _rules[org_id] = (time.monotonic(), rules)
     return rules
 

@@ -12,14 +12,13 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import or_, select, true, update
+from sqlalchemy import or_, select, true
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
 from app.errors import Conflict, FieldError, Forbidden, InvalidTransition, NotFound, ValidationFailed
 from app.models.base import utcnow
 from app.models.common import Role
-from app.models.intake import InboundEvent
 from app.models.lead import (
     CONTACT_KINDS,
     Activity,
@@ -99,7 +98,8 @@ async def get_lead(
     return lead
 
 
-async def _writable(session: AsyncSession, principal: Principal, lead_id: uuid.UUID) -> Lead:
+async def writable(session: AsyncSession, principal: Principal, lead_id: uuid.UUID) -> Lead:
+    """The lead, locked, if the caller may change it (404 if unseen, 403 if not theirs, 409 if erased)."""
     lead = await get_lead(session, principal, lead_id, lock=True)
     if not await can_write(session, principal, lead):
         what = "claim it first" if lead.pooled else "it is not yours"
@@ -218,7 +218,7 @@ async def update_lead(
     expected_version: int | None,
 ) -> Lead:
     """Change fields (normalised again), or the status along the allowed transitions."""
-    lead = await _writable(session, principal, lead_id)
+    lead = await writable(session, principal, lead_id)
     check_version(lead, expected_version)
     changes = data.model_dump(exclude_unset=True)
     if "status" in changes:
@@ -261,7 +261,7 @@ async def delete_lead(
     session: AsyncSession, principal: Principal, lead_id: uuid.UUID, *, expected_version: int | None
 ) -> Lead:
     """Soft delete: gone from lists and reads; exports show it as a tombstone."""
-    lead = await _writable(session, principal, lead_id)
+    lead = await writable(session, principal, lead_id)
     diff = apply_changes(lead, {"deleted_at": utcnow()}, expected_version=expected_version)
     audit.record(session, actor=principal, entity="lead", entity_id=lead.id, action="delete", changes=diff)
     await session.flush()
@@ -310,7 +310,7 @@ async def assign_lead(
     """Give the lead to a user (admins anyone; managers their team)."""
     if principal.role not in (Role.admin, Role.manager):
         raise Forbidden("Only admins and managers assign leads; reps claim them from the pool.")
-    lead = await _writable(session, principal, lead_id)
+    lead = await writable(session, principal, lead_id)
     check_version(lead, expected_version)
     owner = await _check_owner(session, principal, owner_id)
     await _check_team(session, team_id)
@@ -321,7 +321,7 @@ async def unassign_lead(
     session: AsyncSession, principal: Principal, lead_id: uuid.UUID, *, expected_version: int | None
 ) -> Lead:
     """Put the lead back in the pool (its owner, their manager, or an admin)."""
-    lead = await _writable(session, principal, lead_id)
+    lead = await writable(session, principal, lead_id)
     check_version(lead, expected_version)
     return await _set_owner(session, principal, lead, None, lead.team_id, action="unassign")
 
@@ -355,7 +355,7 @@ async def set_status(
     expected_version: int | None,
 ) -> Lead:
     """Qualify or disqualify (a reason is required to disqualify)."""
-    lead = await _writable(session, principal, lead_id)
+    lead = await writable(session, principal, lead_id)
     check_version(lead, expected_version)
     if status == LeadStatus.unqualified and not reason:
         raise ValidationFailed(
@@ -377,7 +377,7 @@ async def add_activity(
     session: AsyncSession, principal: Principal, lead_id: uuid.UUID, data: ActivityCreate
 ) -> Activity:
     """Log a call, email, meeting, note or task; the first outbound contact marks the lead contacted."""
-    lead = await _writable(session, principal, lead_id)
+    lead = await writable(session, principal, lead_id)
     if data.owner_id is not None:
         await _check_owner(session, principal, data.owner_id)
     activity = Activity(
@@ -414,61 +414,3 @@ async def list_activities(
         sortable={"occurred_at": Activity.occurred_at, "created_at": Activity.created_at},
         default_sort="-occurred_at",
     )
-
-
-async def merge_leads(
-    session: AsyncSession,
-    principal: Principal,
-    lead_id: uuid.UUID,
-    duplicate_id: uuid.UUID,
-    *,
-    expected_version: int | None,
-) -> Lead:
-    """Fold `duplicate_id` into this lead: fill empty fields, move its activities, mark it merged."""
-    if lead_id == duplicate_id:
-        raise ValidationFailed(
-            "A lead cannot be merged into itself.",
-            errors=[FieldError(field="duplicate_id", code="same_lead", message="must be another lead")],
-        )
-    first, second = sorted([lead_id, duplicate_id])
-    locked = {lid: await _writable(session, principal, lid) for lid in (first, second)}
-    lead, dup = locked[lead_id], locked[duplicate_id]
-    check_version(lead, expected_version)
-    if dup.duplicate_of is not None or lead.duplicate_of is not None:
-        raise Conflict("One of these leads was already merged.")
-    filled: dict[str, Any] = {}
-    for name in ("name", "email", "phone", "company", "title", "country", "industry", "message"):
-        if getattr(lead, name) in (None, "") and getattr(dup, name) not in (None, ""):
-            filled[name] = getattr(dup, name)
-    filled["attributes"] = {**dup.attributes, **lead.attributes}
-    filled["tags"] = list(dict.fromkeys([*lead.tags, *dup.tags]))
-    filled["touch_count"] = lead.touch_count + dup.touch_count
-    if lead.possible_duplicate_of == dup.id:
-        filled["possible_duplicate_of"] = None
-    apply_changes(dup, {"duplicate_of": lead.id})
-    diff = apply_changes(lead, filled)
-    moved = await session.execute(
-        update(Activity).where(col(Activity.lead_id) == dup.id).values(lead_id=lead.id)
-    )
-    await session.execute(
-        update(InboundEvent).where(col(InboundEvent.lead_id) == dup.id).values(lead_id=lead.id)
-    )
-    await rescore(session, lead)
-    audit.record(
-        session,
-        actor=principal,
-        entity="lead",
-        entity_id=lead.id,
-        action="merge",
-        changes={**diff, "merged_lead_id": str(dup.id), "activities_moved": getattr(moved, "rowcount", 0)},
-    )
-    audit.record(
-        session,
-        actor=principal,
-        entity="lead",
-        entity_id=dup.id,
-        action="merged_into",
-        changes={"into": str(lead.id)},
-    )
-    await session.flush()
-    return lead

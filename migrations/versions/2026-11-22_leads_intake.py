@@ -2,7 +2,7 @@
 
 Revision ID: c3b1leads0001
 Revises: e6f129de69cb
-Create Date: 2026-11-22 14:12:12.577699+00:00
+Create Date: 2026-11-22 14:29:49.831115+00:00
 """
 from collections.abc import Sequence
 
@@ -15,6 +15,42 @@ revision: str = 'c3b1leads0001'
 down_revision: str | None = 'e6f129de69cb'
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
+
+
+# Intake dedupe in one round trip (app.services.dedupe.lock_and_find): advisory locks on the
+# email/phone keys, then the oldest open lead with the email, else the phone. plpgsql and
+# VOLATILE, so its lookups take a fresh snapshot after the locks are granted.
+LOCK_OPEN_LEAD = """
+CREATE OR REPLACE FUNCTION loudou_lock_open_lead(p_org uuid, p_email text, p_phone text, p_keys text[])
+RETURNS uuid LANGUAGE plpgsql VOLATILE AS $$
+DECLARE
+    k text;
+    found uuid;
+BEGIN
+    FOREACH k IN ARRAY p_keys LOOP
+        PERFORM pg_advisory_xact_lock(hashtext(k));
+    END LOOP;
+    IF p_email IS NOT NULL THEN
+        SELECT id INTO found FROM leads
+        WHERE org_id = p_org AND email = p_email
+          AND status IN ('new', 'working', 'qualified')
+          AND duplicate_of IS NULL AND deleted_at IS NULL AND erased_at IS NULL
+        ORDER BY created_at, id LIMIT 1;
+        IF found IS NOT NULL THEN
+            RETURN found;
+        END IF;
+    END IF;
+    IF p_phone IS NOT NULL THEN
+        SELECT id INTO found FROM leads
+        WHERE org_id = p_org AND phone = p_phone
+          AND status IN ('new', 'working', 'qualified')
+          AND duplicate_of IS NULL AND deleted_at IS NULL AND erased_at IS NULL
+        ORDER BY created_at, id LIMIT 1;
+    END IF;
+    RETURN found;
+END
+$$;
+"""
 
 
 def upgrade() -> None:
@@ -123,8 +159,6 @@ def upgrade() -> None:
     op.create_index(op.f('ix_leads_org_id'), 'leads', ['org_id'], unique=False)
     op.create_index('ix_leads_org_phone', 'leads', ['org_id', 'phone'], unique=False)
     op.create_index(op.f('ix_leads_owner_id'), 'leads', ['owner_id'], unique=False)
-    op.create_index(op.f('ix_leads_pooled'), 'leads', ['pooled'], unique=False)
-    op.create_index(op.f('ix_leads_source'), 'leads', ['source'], unique=False)
     op.create_index(op.f('ix_leads_source_id'), 'leads', ['source_id'], unique=False)
     op.create_index(op.f('ix_leads_status'), 'leads', ['status'], unique=False)
     op.create_index(op.f('ix_leads_team_id'), 'leads', ['team_id'], unique=False)
@@ -158,10 +192,9 @@ def upgrade() -> None:
     )
     op.create_index(op.f('ix_inbound_events_lead_id'), 'inbound_events', ['lead_id'], unique=False)
     op.create_index(op.f('ix_inbound_events_org_id'), 'inbound_events', ['org_id'], unique=False)
-    op.create_index('ix_inbound_events_org_message_id', 'inbound_events', ['org_id', 'message_id'], unique=False)
+    op.create_index('ix_inbound_events_org_message_id', 'inbound_events', ['org_id', 'message_id'], unique=False, postgresql_where=sa.text('message_id IS NOT NULL'))
     op.create_index(op.f('ix_inbound_events_received_at'), 'inbound_events', ['received_at'], unique=False)
     op.create_index(op.f('ix_inbound_events_source_id'), 'inbound_events', ['source_id'], unique=False)
-    op.create_index(op.f('ix_inbound_events_status'), 'inbound_events', ['status'], unique=False)
     op.create_table('activities',
     sa.Column('version', sa.Integer(), nullable=False),
     sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
@@ -190,24 +223,23 @@ def upgrade() -> None:
     )
     op.create_index(op.f('ix_activities_created_at'), 'activities', ['created_at'], unique=False)
     op.create_index(op.f('ix_activities_lead_id'), 'activities', ['lead_id'], unique=False)
-    op.create_index(op.f('ix_activities_occurred_at'), 'activities', ['occurred_at'], unique=False)
     op.create_index(op.f('ix_activities_org_id'), 'activities', ['org_id'], unique=False)
     op.create_index('ix_activities_org_message_id', 'activities', ['org_id', 'message_id'], unique=False, postgresql_where=sa.text('message_id IS NOT NULL'))
     op.create_index(op.f('ix_activities_updated_at'), 'activities', ['updated_at'], unique=False)
 
+    op.execute(LOCK_OPEN_LEAD)
 
 def downgrade() -> None:
+    op.execute("DROP FUNCTION IF EXISTS loudou_lock_open_lead(uuid, text, text, text[])")
     op.drop_index(op.f('ix_activities_updated_at'), table_name='activities')
     op.drop_index('ix_activities_org_message_id', table_name='activities', postgresql_where=sa.text('message_id IS NOT NULL'))
     op.drop_index(op.f('ix_activities_org_id'), table_name='activities')
-    op.drop_index(op.f('ix_activities_occurred_at'), table_name='activities')
     op.drop_index(op.f('ix_activities_lead_id'), table_name='activities')
     op.drop_index(op.f('ix_activities_created_at'), table_name='activities')
     op.drop_table('activities')
-    op.drop_index(op.f('ix_inbound_events_status'), table_name='inbound_events')
     op.drop_index(op.f('ix_inbound_events_source_id'), table_name='inbound_events')
     op.drop_index(op.f('ix_inbound_events_received_at'), table_name='inbound_events')
-    op.drop_index('ix_inbound_events_org_message_id', table_name='inbound_events')
+    op.drop_index('ix_inbound_events_org_message_id', table_name='inbound_events', postgresql_where=sa.text('message_id IS NOT NULL'))
     op.drop_index(op.f('ix_inbound_events_org_id'), table_name='inbound_events')
     op.drop_index(op.f('ix_inbound_events_lead_id'), table_name='inbound_events')
     op.drop_table('inbound_events')
@@ -215,8 +247,6 @@ def downgrade() -> None:
     op.drop_index(op.f('ix_leads_team_id'), table_name='leads')
     op.drop_index(op.f('ix_leads_status'), table_name='leads')
     op.drop_index(op.f('ix_leads_source_id'), table_name='leads')
-    op.drop_index(op.f('ix_leads_source'), table_name='leads')
-    op.drop_index(op.f('ix_leads_pooled'), table_name='leads')
     op.drop_index(op.f('ix_leads_owner_id'), table_name='leads')
     op.drop_index('ix_leads_org_phone', table_name='leads')
     op.drop_index(op.f('ix_leads_org_id'), table_name='leads')

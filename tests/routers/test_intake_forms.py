@@ -235,12 +235,15 @@ async def test_form_touch_merges_and_phone_formats_match(org: Org) -> None:
 
 async def test_rate_limit_per_source(org: Org) -> None:
     source = await make_source(org, rate_limit_per_minute=2)
-    codes = [
-        (await org.client.post(source["endpoint"], json={"your-email": f"r{i}@example.com"})).status_code
-        for i in range(3)
+    answers = [
+        await org.client.post(source["endpoint"], json={"your-email": f"r{i}@example.com"}) for i in range(3)
     ]
-    assert codes[:2] == [201, 201]
-    assert codes[2] == 429
+    assert [a.status_code for a in answers[:2]] == [201, 201]
+    limited = answers[2]
+    assert limited.status_code == 429 and limited.headers["content-type"] == "application/problem+json"
+    assert limited.json()["code"] == "rate_limited" and int(limited.headers["retry-after"]) >= 1
+    leads = (await org.client.get("/v1/leads", headers=org.auth())).json()["data"]
+    assert len(leads) == 2
 
 
 async def test_retired_or_inactive_source_is_404(org: Org) -> None:
@@ -301,3 +304,5 @@ async def test_source_validation(org: Org) -> None:
     for body in bad:
         r = await org.client.post("/v1/intake-sources", json=body, headers=org.auth())
         assert r.status_code == 422, (body, r.text)
+        assert r.json()["code"] == "validation_error" and r.json()["errors"]
+    assert (await org.client.get("/v1/intake-sources", headers=org.auth())).json()["data"] == []

@@ -171,3 +171,37 @@ async def test_non_json_webhook_is_415_and_malformed_json_400(org: Org) -> None:
     }
     r = await org.client.post(source["endpoint"], content=raw.encode(), headers=headers)
     assert r.status_code == 400 and r.json()["code"] == "bad_request"
+
+
+async def test_a_rolled_back_repeat_does_not_poison_the_source_cache(org: Org) -> None:
+    from app.services import intake_cache
+
+    source = await make_source(org)
+    body, headers = signed(source["secret"], {"email": "first@example.com"}, msg_id="msg_cache")
+    assert (await org.client.post(source["endpoint"], content=body, headers=headers)).status_code == 201
+    intake_cache.forget_source(source["key"])
+    # The repeat loads the source afresh, then rolls its transaction back.
+    assert (await org.client.post(source["endpoint"], content=body, headers=headers)).status_code == 201
+    body, headers = signed(source["secret"], {"email": "second@example.com"})
+    r = await org.client.post(source["endpoint"], content=body, headers=headers)
+    assert r.status_code == 201, r.text
+    assert r.json()["status"] == "created"
+
+
+async def test_simultaneous_deliveries_of_one_webhook_id_make_one_lead(org: Org) -> None:
+    import asyncio
+
+    source = await make_source(org)
+    deliveries = [
+        signed(source["secret"], {"email": "race@example.com"}, msg_id="msg_race") for _ in range(4)
+    ]
+    answers = await asyncio.gather(
+        *[org.client.post(source["endpoint"], content=body, headers=headers) for body, headers in deliveries]
+    )
+    assert [a.status_code for a in answers] == [201] * 4
+    assert len({a.json()["lead_id"] for a in answers}) == 1
+    assert len({a.json()["inbound_event_id"] for a in answers}) == 1
+    leads = (await org.client.get("/v1/leads", headers=org.auth())).json()["data"]
+    assert len(leads) == 1 and leads[0]["touch_count"] == 1
+    events = (await org.client.get("/v1/inbound-events", headers=org.auth())).json()["data"]
+    assert sorted(e["status"] for e in events) == ["created", "duplicate", "duplicate", "duplicate"]

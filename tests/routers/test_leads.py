@@ -318,3 +318,40 @@ async def test_merge_moves_activities_and_fills_fields(org: Org, state: AppState
             )
         ).scalar_one()
     assert entry.changes["merged_lead_id"] == dup["id"]
+
+
+async def test_activities_follow_lead_visibility(org: Org) -> None:
+    rep_id, rep_key = await org.add_user("rep")
+    other_id, other_key = await org.add_user("rep")
+    _, viewer_key = await org.add_user("viewer")
+    own = await make_lead(org, rep_key)
+    pooled = await make_lead(org)
+    r = await org.client.post(
+        f"/v1/leads/{own['id']}/activities", json={"kind": "call"}, headers=org.auth(rep_key)
+    )
+    assert r.status_code == 201 and r.json()["owner_id"] == rep_id and r.json()["created_by"] == rep_id
+    r = await org.client.post(
+        f"/v1/leads/{own['id']}/activities", json={"kind": "note"}, headers=org.auth(other_key)
+    )
+    assert r.status_code == 404
+    assert (
+        await org.client.get(f"/v1/leads/{own['id']}/activities", headers=org.auth(other_key))
+    ).status_code == 404
+    r = await org.client.post(
+        f"/v1/leads/{pooled['id']}/activities", json={"kind": "note"}, headers=org.auth(rep_key)
+    )
+    assert r.status_code == 403
+    r = await org.client.post(
+        f"/v1/leads/{own['id']}/activities", json={"kind": "note"}, headers=org.auth(viewer_key)
+    )
+    assert r.status_code == 403
+    timeline = (
+        await org.client.get(f"/v1/leads/{own['id']}/activities", headers=org.auth(viewer_key))
+    ).json()
+    assert [a["kind"] for a in timeline["data"]] == ["call"]
+    r = await org.client.post(
+        f"/v1/leads/{own['id']}/activities",
+        json={"kind": "task", "owner_id": other_id},
+        headers=org.auth(rep_key),
+    )
+    assert r.status_code == 403

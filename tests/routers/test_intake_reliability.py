@@ -1,0 +1,70 @@
+"""Intake keeps working and loses nothing: Redis down, concurrent duplicates, failures mid-way."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+from arq.connections import ArqRedis
+
+from app.services import intake as intake_service
+from app.state import AppState
+from tests.conftest import Org
+
+
+async def make_form(org: Org, **fields: Any) -> dict[str, Any]:
+    r = await org.client.post(
+        "/v1/intake-sources", json={"kind": "form", "name": "site", **fields}, headers=org.auth()
+    )
+    assert r.status_code == 201
+    data: dict[str, Any] = r.json()
+    return data
+
+
+async def test_intake_answers_when_redis_is_down(
+    org: Org, state: AppState, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    source = await make_form(org, rate_limit_per_minute=5)
+    dead = ArqRedis.from_url("redis://127.0.0.1:1/0", socket_connect_timeout=0.2, socket_timeout=0.2)
+    monkeypatch.setattr(state, "redis", dead)
+    try:
+        for i in range(7):  # past the limit: the limiter fails open without Redis
+            r = await org.client.post(source["endpoint"], json={"email": f"down{i}@example.com"})
+            assert r.status_code == 201, r.text
+    finally:
+        await dead.aclose()
+    leads = (await org.client.get("/v1/leads", headers=org.auth())).json()["data"]
+    assert len(leads) == 7
+
+
+async def test_simultaneous_posts_of_one_address_make_one_lead(org: Org) -> None:
+    source = await make_form(org)
+    results = await asyncio.gather(
+        *[org.client.post(source["endpoint"], json={"email": "Same@Example.com"}) for _ in range(6)]
+    )
+    assert sorted(r.status_code for r in results) == [200] * 5 + [201]
+    assert len({r.json()["lead_id"] for r in results}) == 1
+    lead = (await org.client.get(f"/v1/leads/{results[0].json()['lead_id']}", headers=org.auth())).json()
+    assert lead["touch_count"] == 6
+
+
+async def test_a_failure_while_making_the_lead_keeps_the_event_for_replay(
+    org: Org, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    source = await make_form(org)
+
+    async def broken(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("database hiccup")
+
+    monkeypatch.setattr(intake_service, "ingest", broken)
+    r = await org.client.post(source["endpoint"], json={"email": "kept@example.com"})
+    assert r.status_code == 500 and r.headers["content-type"] == "application/problem+json"
+    event_id = r.json()["inbound_event_id"]
+    event = (await org.client.get(f"/v1/inbound-events/{event_id}", headers=org.auth())).json()
+    assert event["status"] == "rejected" and "RuntimeError" in event["reason"]
+    monkeypatch.undo()
+    r = await org.client.post(f"/v1/inbound-events/{event_id}/replay", headers=org.auth())
+    assert r.status_code == 200 and r.json()["status"] == "created"
+    lead = (await org.client.get(f"/v1/leads/{r.json()['lead_id']}", headers=org.auth())).json()
+    assert lead["email"] == "kept@example.com"
