@@ -47,8 +47,13 @@ class Settings(BaseSettings):
     # Seconds between outbound webhook tries: 7 tries over ~1.7 h by default (tests use "1,1,1").
     webhook_retry_schedule: Annotated[list[float], NoDecode] = [5, 30, 120, 600, 1800, 3600]
     webhook_timeout_seconds: float = 10.0
+    assignment_concurrency: int = 2
     db_pool_size: int = 10
     db_max_overflow: int = 20
+    # A pre-ping costs a round trip on every checkout; stale connections are recycled after 30 min
+    # and a dropped server invalidates the pool on the first error anyway.
+    db_pre_ping: bool = False
+    access_log: bool = True
 
     @field_validator("cors_origins", mode="before")
     @classmethod

@@ -69,7 +69,7 @@ def create_engine(settings: Settings, *, url: str | None = None, pool_size: int 
         target,
         pool_size=pool_size or settings.db_pool_size,
         max_overflow=settings.db_max_overflow,
-        pool_pre_ping=True,
+        pool_pre_ping=settings.db_pre_ping,
         pool_recycle=1800,
     )
 

@@ -146,7 +146,8 @@ def create_app(settings: Settings | None = None, *, state: AppState | None = Non
     app.add_middleware(IdempotencyMiddleware)
     app.add_middleware(ContentTypeMiddleware)
     app.add_middleware(BodyLimitMiddleware, limit_for=limit_for)
-    app.add_middleware(AccessLogMiddleware)
+    if settings.access_log:
+        app.add_middleware(AccessLogMiddleware)
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,

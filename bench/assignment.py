@@ -77,13 +77,14 @@ async def main() -> None:
     await conn.execute(f'CREATE DATABASE "{db_name}"')
     await conn.close()
     workdir = Path(tempfile.mkdtemp(prefix="loudou-bench-"))
+    print(f"logs in {workdir}")
     env = {
         **os.environ,
         "DATABASE_URL": dsn,
         "REDIS_URL": os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"),
         "LOUDOU_HOME": str(workdir),
         "LOUDOU_SECRET_KEY": "bench-" + "x" * 40,
-        "LOUDOU_LOG_LEVEL": "WARNING",
+        "LOUDOU_LOG_LEVEL": os.environ.get("BENCH_LOG_LEVEL", "WARNING"),
         "LOUDOU_RATE_LIMIT_PER_MINUTE": "0",
         "LOUDOU_QUEUE_NAME": f"loudou-bench:{uuid.uuid4().hex[:6]}",
     }

@@ -102,7 +102,9 @@ class AssignmentWorkerSettings(WorkerSettings):
     queue_name = assignment_queue(get_settings())
     ctx: ClassVar[dict[str, Any]] = {"relay": False}
     poll_delay = 0.02
-    max_jobs = 50
+    # Assignments under one rule serialise on its cursor lock: more at once per process only queue
+    # on that lock and hold database connections while they wait.
+    max_jobs = get_settings().assignment_concurrency
     job_timeout = 5  # a crashed worker's assignment is re-run after timeout + 10 s
     keep_result = 3600
     max_tries = 10
