@@ -13,6 +13,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any, ParamSpec, TypeVar
 
+import asyncpg
 from arq import Retry
 from prometheus_client import REGISTRY, CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
@@ -20,6 +21,7 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 from redis.exceptions import RedisError
 from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
 from app.state import AppState
 
@@ -29,8 +31,32 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 
+TRANSIENT = (
+    OSError,
+    TimeoutError,
+    RedisError,
+    OperationalError,
+    InterfaceError,
+    asyncpg.PostgresConnectionError,
+)
+
+
+def is_transient(exc: BaseException) -> bool:
+    """A failure worth retrying: the database or Redis was unreachable, a connection dropped."""
+    if isinstance(exc, DBAPIError) and exc.connection_invalidated:
+        return True
+    return isinstance(exc, TRANSIENT)
+
+
+def backoff(job_try: int) -> float:
+    """Seconds before the next try: 1, 2, 4 … capped at 60."""
+    return float(min(60, 2 ** max(0, job_try - 1)))
+
+
 def instrumented(fn: Callable[..., Awaitable[R]]) -> Callable[..., Awaitable[R]]:
-    """Count a job's outcome (ok, retry, failed), run time and queue lag in Redis."""
+    """Count a job's outcome (ok, retry, failed), run time and queue lag in Redis, and turn
+    transient failures into arq's Retry with backoff (arq fails a job for good on any other
+    exception)."""
 
     @functools.wraps(fn)
     async def wrapper(ctx: dict[str, Any], *args: Any, **kwargs: Any) -> R:
@@ -44,6 +70,11 @@ def instrumented(fn: Callable[..., Awaitable[R]]) -> Callable[..., Awaitable[R]]
         except Retry:
             outcome = "retry"
             raise
+        except Exception as exc:
+            if not is_transient(exc):
+                raise
+            outcome = "retry"
+            raise Retry(defer=backoff(int(ctx.get("job_try", 1)))) from exc
         finally:
             await _count(ctx, fn.__name__, outcome, time.time() - started, enqueued, started)
 
