@@ -6,10 +6,11 @@ import uuid
 from typing import Any, TypeVar
 
 from fastapi.encoders import jsonable_encoder
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import SQLModel
 
-from app.errors import NotFound, PreconditionFailed
+from app.errors import Conflict, NotFound, PreconditionFailed
 from app.models.base import utcnow
 
 M = TypeVar("M", bound=SQLModel)
@@ -53,3 +54,12 @@ def apply_changes(obj: Any, data: dict[str, Any], *, expected_version: int | Non
 def snapshot(obj: Any, fields: list[str]) -> dict[str, Any]:
     """{field: [None, value]} for a newly created row, for the audit log."""
     return {name: jsonable_encoder([None, getattr(obj, name)]) for name in fields}
+
+
+async def flush_unique(session: AsyncSession, conflict: str) -> None:
+    """Flush inside a savepoint; a unique-constraint violation becomes a 409 saying `conflict`."""
+    try:
+        async with session.begin_nested():
+            await session.flush()
+    except IntegrityError as exc:
+        raise Conflict(conflict) from exc

@@ -11,7 +11,6 @@ from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import func, select, update
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
@@ -31,7 +30,7 @@ from app.models.pipeline import (
 )
 from app.security import Principal
 from app.services import audit
-from app.services.common import apply_changes, get_or_404
+from app.services.common import apply_changes, flush_unique, get_or_404
 
 # DESIGN.md §4: 潜在客户 -> 初步接触 -> 需求确认 -> 报价 -> 谈判 -> 成交 | 输单.
 DEFAULT_PIPELINE_NAME = "销售漏斗 Sales pipeline"
@@ -116,14 +115,6 @@ def _stage_key(data: StageCreate, index: int) -> str:
     return data.key or f"stage_{index + 1}"
 
 
-async def _flush_unique(session: AsyncSession, what: str) -> None:
-    try:
-        async with session.begin_nested():
-            await session.flush()
-    except IntegrityError as exc:
-        raise Conflict(f"{what} already exists.") from exc
-
-
 async def _clear_default(session: AsyncSession, keep: uuid.UUID) -> None:
     await session.execute(
         update(Pipeline).where(col(Pipeline.id) != keep, col(Pipeline.is_default)).values(is_default=False)
@@ -144,7 +135,7 @@ async def _insert_pipeline(session: AsyncSession, data: PipelineCreate) -> tuple
         win_on_quote_acceptance=data.win_on_quote_acceptance,
     )
     session.add(pipeline)
-    await _flush_unique(session, f"A pipeline named {data.name!r}")
+    await flush_unique(session, f"A pipeline named {data.name!r} already exists.")
     if pipeline.is_default:
         await _clear_default(session, pipeline.id)
     stages = []
@@ -242,7 +233,7 @@ async def update_pipeline(
         raise Conflict("Make another pipeline the default instead.")
     diff = apply_changes(pipeline, changes, expected_version=expected_version)
     if diff:
-        await _flush_unique(session, f"A pipeline named {pipeline.name!r}")
+        await flush_unique(session, f"A pipeline named {pipeline.name!r} already exists.")
         if pipeline.is_default:
             await _clear_default(session, pipeline.id)
         audit.record(

@@ -6,18 +6,17 @@ import uuid
 from decimal import Decimal
 
 from sqlalchemy import or_, select
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
-from app.errors import Conflict, FieldError, Forbidden, ValidationFailed
+from app.errors import FieldError, Forbidden, ValidationFailed
 from app.models.common import Role
 from app.models.product import Product, ProductCreate, ProductUpdate
 from app.money import fits_currency
 from app.pagination import PageParams, paginate
 from app.security import Principal
 from app.services import audit
-from app.services.common import apply_changes, get_or_404, snapshot
+from app.services.common import apply_changes, flush_unique, get_or_404, snapshot
 
 AUDITED = ["sku", "name", "unit_price", "currency", "tax_rate", "active"]
 
@@ -35,21 +34,13 @@ def _check_price(price: Decimal, currency: str) -> None:
         )
 
 
-async def _flush_unique(session: AsyncSession, sku: str) -> None:
-    try:
-        async with session.begin_nested():
-            await session.flush()
-    except IntegrityError as exc:
-        raise Conflict(f"A product with sku {sku!r} already exists.") from exc
-
-
 async def create_product(session: AsyncSession, principal: Principal, data: ProductCreate) -> Product:
     """A new product; sku is unique in the organisation (409)."""
     _may_write(principal)
     _check_price(data.unit_price, data.currency)
     product = Product(**data.model_dump())
     session.add(product)
-    await _flush_unique(session, product.sku)
+    await flush_unique(session, f"A product with sku {product.sku!r} already exists.")
     audit.record(
         session,
         actor=principal,
@@ -114,7 +105,7 @@ async def update_product(
     _check_price(changes.get("unit_price", product.unit_price), changes.get("currency", product.currency))
     diff = apply_changes(product, changes, expected_version=expected_version)
     if diff:
-        await _flush_unique(session, product.sku)
+        await flush_unique(session, f"A product with sku {product.sku!r} already exists.")
         audit.record(
             session, actor=principal, entity="product", entity_id=product.id, action="update", changes=diff
         )

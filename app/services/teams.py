@@ -6,16 +6,15 @@ import uuid
 from collections import defaultdict
 
 from sqlalchemy import select, update
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
-from app.errors import Conflict, FieldError, Forbidden, ValidationFailed
+from app.errors import FieldError, Forbidden, ValidationFailed
 from app.models.user import Team, TeamCreate, TeamRead, TeamUpdate, User
 from app.pagination import PageParams, paginate
 from app.security import Principal
 from app.services import audit
-from app.services.common import apply_changes, get_or_404, snapshot
+from app.services.common import apply_changes, flush_unique, get_or_404, snapshot
 
 
 async def _check_users(session: AsyncSession, ids: list[uuid.UUID], field: str) -> None:
@@ -58,14 +57,6 @@ async def _set_members(session: AsyncSession, team: Team, member_ids: list[uuid.
         await session.execute(update(User).where(col(User.id).in_(member_ids)).values(team_id=team.id))
 
 
-async def _flush_unique(session: AsyncSession, name: str) -> None:
-    try:
-        async with session.begin_nested():
-            await session.flush()
-    except IntegrityError as exc:
-        raise Conflict(f"A team named {name!r} already exists.") from exc
-
-
 async def list_teams(session: AsyncSession, page: PageParams) -> tuple[list[Team], str | None]:
     """Teams of the organisation, one page."""
     return await paginate(
@@ -91,7 +82,7 @@ async def create_team(session: AsyncSession, principal: Principal, data: TeamCre
         await _check_users(session, [data.manager_id], "manager_id")
     team = Team(name=data.name, manager_id=data.manager_id)
     session.add(team)
-    await _flush_unique(session, data.name)
+    await flush_unique(session, f"A team named {data.name!r} already exists.")
     member_ids = list(data.member_ids)
     if data.manager_id and data.manager_id not in member_ids:
         member_ids.append(data.manager_id)
@@ -134,7 +125,7 @@ async def update_team(
         if "version" not in diff and not any(k != "member_ids" for k in diff):
             team.version += 1
     if diff:
-        await _flush_unique(session, team.name)
+        await flush_unique(session, f"A team named {team.name!r} already exists.")
         audit.record(
             session,
             actor=principal,

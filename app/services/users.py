@@ -5,7 +5,6 @@ from __future__ import annotations
 import uuid
 
 from sqlalchemy import or_, select, update
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
@@ -17,7 +16,7 @@ from app.models.user import Team, User, UserCreate, UserUpdate
 from app.pagination import PageParams, paginate
 from app.security import Principal, hash_password, verify_password
 from app.services import audit
-from app.services.common import apply_changes, get_or_404, snapshot
+from app.services.common import apply_changes, flush_unique, get_or_404, snapshot
 
 SELF_EDITABLE = frozenset({"name", "timezone", "working_hours"})
 AUDITED = ["email", "name", "role", "team_id", "active", "capacity", "weight", "timezone"]
@@ -29,14 +28,6 @@ async def _check_team(session: AsyncSession, team_id: uuid.UUID | None) -> None:
             "Unknown team.",
             errors=[FieldError(field="team_id", code="not_found", message="no such team")],
         )
-
-
-async def _flush_unique(session: AsyncSession, email: str) -> None:
-    try:
-        async with session.begin_nested():
-            await session.flush()
-    except IntegrityError as exc:
-        raise Conflict(f"A user with email {email} already exists.") from exc
 
 
 async def list_users(
@@ -85,7 +76,7 @@ async def create_user(session: AsyncSession, principal: Principal, data: UserCre
     if data.password:
         user.password_hash = hash_password(data.password)
     session.add(user)
-    await _flush_unique(session, user.email)
+    await flush_unique(session, f"A user with email {user.email} already exists.")
     audit.record(
         session,
         actor=principal,
@@ -132,7 +123,7 @@ async def update_user(
         raise Conflict("An admin cannot demote or deactivate themselves.")
     diff = apply_changes(user, changes, expected_version=expected_version)
     if diff:
-        await _flush_unique(session, user.email)
+        await flush_unique(session, f"A user with email {user.email} already exists.")
         if diff.get("active") == [True, False]:
             await _revoke_keys_of(session, user.id)
         audit.record(
