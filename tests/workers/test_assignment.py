@@ -189,3 +189,29 @@ async def test_rules_are_for_admins_and_managers_of_the_same_org(org: Org, other
         "/v1/assignment-rules", json={"name": "steal", "target_user_ids": [rep]}, headers=other_org.auth()
     )
     assert r.status_code == 422
+
+
+async def test_missed_sla_can_escalate_to_the_team_manager(org: Org, worker: None) -> None:
+    manager, _ = await org.add_user("manager", name="Boss")
+    rep, _ = await org.add_user("rep", name="Rep")
+    team = (
+        await org.client.post(
+            "/v1/teams",
+            json={"name": "Inside sales", "manager_id": manager, "member_ids": [rep]},
+            headers=org.auth(),
+        )
+    ).json()
+    await _rule(org, target_user_ids=[rep], contact_sla="PT2S", sla_action="escalate")
+    lead = await _lead(org, email="escalate@example.com")
+    first = await wait_for(lambda: _decision(org, lead["id"]))
+    assert first["chosen_user_id"] == rep
+
+    async def escalated() -> dict[str, Any] | None:
+        d = await _decision(org, lead["id"])
+        return d if d and d["outcome"] == "escalated" else None
+
+    decision = await wait_for(escalated, timeout=15)
+    assert decision["chosen_user_id"] == manager and decision["previous_owner_id"] == rep
+    got = (await org.client.get(f"/v1/leads/{lead['id']}", headers=org.auth())).json()
+    assert got["owner_id"] == manager
+    assert team["manager_id"] == manager
