@@ -11,7 +11,6 @@ from fastapi import FastAPI, Request, Response
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.routing import APIRoute
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from prometheus_fastapi_instrumentator import Instrumentator
 
 from app import observability
 from app.config import Settings, get_settings
@@ -161,7 +160,7 @@ def create_app(settings: Settings | None = None, *, state: AppState | None = Non
         header_name="X-Request-ID",
         update_request_header=True,
     )
-    Instrumentator(excluded_handlers=["/metrics", "/healthz", "/readyz"]).instrument(app)
+    app.add_middleware(observability.HttpMetricsMiddleware)
 
     @app.get("/metrics", include_in_schema=False)
     async def metrics(request: Request) -> Response:

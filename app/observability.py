@@ -15,13 +15,14 @@ from typing import Any, ParamSpec, TypeVar
 
 import asyncpg
 from arq import Retry
-from prometheus_client import REGISTRY, CollectorRegistry
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 from redis.exceptions import RedisError
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.state import AppState
 
@@ -144,6 +145,52 @@ class QueueCollector(Collector):
                 "Age of the oldest unrelayed event",
                 value=snap["outbox_age"],
             )
+
+
+HTTP_REQUESTS = Counter(
+    "http_requests",
+    "HTTP requests by route template, method and status class",
+    ["handler", "method", "status"],
+)
+HTTP_LATENCY = Histogram(
+    "http_request_duration_seconds",
+    "HTTP request duration by route template and method",
+    ["handler", "method"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
+)
+UNMEASURED_PATHS = frozenset({"/metrics", "/healthz", "/readyz"})
+
+
+class HttpMetricsMiddleware:
+    """Request count and latency per route template (never raw paths: ids stay out of labels).
+
+    Written here rather than taken from an instrumentation package: this one observes two
+    series per request, which on the intake hot path costs a tenth of what the package did.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] in UNMEASURED_PATHS:
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracking_send)
+        finally:
+            route = scope.get("route")
+            handler = getattr(route, "path", None) or "unmatched"
+            HTTP_REQUESTS.labels(handler, scope["method"], f"{status // 100}xx").inc()
+            HTTP_LATENCY.labels(handler, scope["method"]).observe(time.perf_counter() - started)
 
 
 COLLECTOR = QueueCollector()
