@@ -13,6 +13,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from pydantic import ValidationError as PydanticValidationError
+from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 PROBLEM_JSON = "application/problem+json"
@@ -207,6 +208,27 @@ def install_error_handlers(app: FastAPI) -> None:
             title="Validation failed",
             detail=f"{len(errors)} field(s) are invalid",
             errors=errors,
+        )
+
+    @app.exception_handler(DBAPIError)
+    async def _database(request: Request, exc: DBAPIError) -> JSONResponse:
+        # SQLSTATE class 22 is "data exception": a value PostgreSQL cannot store (a NUL byte in
+        # text, \u0000 in JSON, a number too large for its column). That is the client's input,
+        # the transaction was rolled back, and the answer is a 422, never a 500.
+        sqlstate = str(getattr(exc.orig, "sqlstate", "") or "")
+        if sqlstate.startswith("22"):
+            return problem_response(
+                422,
+                code="unstorable_value",
+                title="Validation failed",
+                detail=f"A value cannot be stored: {str(exc.orig).split(':', 1)[-1].strip()[:200]}",
+            )
+        log.exception("database error", exc_info=exc)
+        return problem_response(
+            500,
+            code="internal_error",
+            title="Internal server error",
+            detail="Something went wrong on our side; the request id identifies it in our logs.",
         )
 
     @app.exception_handler(StarletteHTTPException)

@@ -148,3 +148,22 @@ async def test_rate_limit_answers_429_with_retry_after(settings: Settings) -> No
             assert 1 <= int(r.headers["retry-after"]) <= 61
     finally:
         await state.close()
+
+
+async def test_values_postgres_cannot_store_are_422_not_500(org: Org) -> None:
+    r = await org.client.post(
+        "/v1/users", json={"email": "nul@example.com", "name": "a\u0000b"}, headers=org.auth()
+    )
+    assert r.status_code == 422 and r.json()["code"] == "unstorable_value"
+    r = await org.client.post(
+        "/v1/webhook-subscriptions",
+        json={"url": "https://hooks.example/x", "filter": {"k\u0000": 1}},
+        headers=org.auth(),
+    )
+    assert r.status_code == 422
+    r = await org.client.post(
+        "/v1/deals", json={"name": "Huge", "amount": "68489724408115830"}, headers=org.auth()
+    )
+    assert r.status_code == 422
+    listed = (await org.client.get("/v1/users?q=nul@", headers=org.auth())).json()
+    assert listed["data"] == []
