@@ -57,6 +57,20 @@ async def _approval_reasons(session: AsyncSession, quote: Quote) -> list[str]:
     return reasons
 
 
+def _log(
+    session: AsyncSession, principal: Principal, quote: Quote, action: str, before: str, after: str
+) -> None:
+    """Audit one status transition of a quote."""
+    audit.record(
+        session,
+        actor=principal,
+        entity="quote",
+        entity_id=quote.id,
+        action=action,
+        changes={"status": [before, after]},
+    )
+
+
 async def submit_quote(
     session: AsyncSession, principal: Principal, quote_id: uuid.UUID, *, expected_version: int | None = None
 ) -> Quote:
@@ -71,14 +85,7 @@ async def submit_quote(
     else:
         transition(quote, QuoteStatus.approved)
         quote.approved_at = utcnow()
-    audit.record(
-        session,
-        actor=principal,
-        entity="quote",
-        entity_id=quote.id,
-        action="submit",
-        changes={"status": [QuoteStatus.draft.value, quote.status.value]},
-    )
+    _log(session, principal, quote, "submit", QuoteStatus.draft.value, quote.status.value)
     await session.flush()
     return quote
 
@@ -97,14 +104,7 @@ async def approve_quote(
     transition(quote, QuoteStatus.approved)
     quote.approved_by_id = principal.user_id
     quote.approved_at = utcnow()
-    audit.record(
-        session,
-        actor=principal,
-        entity="quote",
-        entity_id=quote.id,
-        action="approve",
-        changes={"status": ["pending_approval", "approved"]},
-    )
+    _log(session, principal, quote, "approve", "pending_approval", "approved")
     await session.flush()
     return quote
 
@@ -125,14 +125,7 @@ async def reject_quote(
         raise Forbidden("Only a manager or an admin can reject quotes.")
     transition(quote, QuoteStatus.draft)
     quote.status_reason = reason
-    audit.record(
-        session,
-        actor=principal,
-        entity="quote",
-        entity_id=quote.id,
-        action="reject",
-        changes={"status": ["pending_approval", "draft"]},
-    )
+    _log(session, principal, quote, "reject", "pending_approval", "draft")
     await session.flush()
     return quote
 
@@ -145,14 +138,7 @@ async def send_quote(
     check_version(quote, expected_version)
     transition(quote, QuoteStatus.sent)
     quote.sent_at = utcnow()
-    audit.record(
-        session,
-        actor=principal,
-        entity="quote",
-        entity_id=quote.id,
-        action="send",
-        changes={"status": ["approved", "sent"]},
-    )
+    _log(session, principal, quote, "send", "approved", "sent")
     await session.flush()
     return quote
 
@@ -171,14 +157,7 @@ async def decline_quote(
     transition(quote, QuoteStatus.declined)
     quote.declined_at = utcnow()
     quote.status_reason = reason
-    audit.record(
-        session,
-        actor=principal,
-        entity="quote",
-        entity_id=quote.id,
-        action="decline",
-        changes={"status": ["sent", "declined"]},
-    )
+    _log(session, principal, quote, "decline", "sent", "declined")
     await session.flush()
     return quote
 
