@@ -19,8 +19,9 @@ from app.services import auth as auth_service
 from app.state import AppState
 
 
-def get_state(request: Request) -> AppState:
-    """The process-wide resources opened by the lifespan."""
+async def get_state(request: Request) -> AppState:
+    """The process-wide resources opened by the lifespan (async: a sync dependency would cost a
+    threadpool hop on every request)."""
     state: AppState = request.app.state.loudou
     return state
 
@@ -28,7 +29,7 @@ def get_state(request: Request) -> AppState:
 StateDep = Annotated[AppState, Depends(get_state)]
 
 
-def get_settings_dep(state: StateDep) -> Settings:
+async def get_settings_dep(state: StateDep) -> Settings:
     """The settings this app was built with."""
     return state.settings
 
@@ -114,7 +115,7 @@ def require(scope: str) -> Callable[[Principal], Coroutine[Any, Any, Principal]]
     return _check
 
 
-def page_params(
+async def page_params(
     state: StateDep,
     limit: Annotated[int | None, Query(ge=1, description="Page size (capped at the maximum).")] = None,
     cursor: Annotated[str | None, Query(description="`next_cursor` of the previous page.")] = None,
@@ -128,7 +129,7 @@ def page_params(
 PageDep = Annotated[PageParams, Depends(page_params)]
 
 
-def if_match(
+async def if_match(
     if_match: Annotated[str | None, Header(description="ETag from a GET; 412 if stale.")] = None,
 ) -> int | None:
     """The version the client last saw, from `If-Match: "<version>"` (None when not sent or `*`)."""

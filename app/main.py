@@ -50,7 +50,9 @@ from app.routers import (
 from app.state import AppState
 from app.workers.registry import assignment_queue
 
+# Routes are matched in order, so the public intake endpoints (the hot path) come first.
 ROUTERS = [
+    intake.router,
     health.router,
     auth.router,
     organisation.router,
@@ -63,7 +65,6 @@ ROUTERS = [
     followups.router,
     intake_sources.router,
     intake_sources.events_router,
-    intake.router,
     scoring.router,
     diagnostics.router,
     webhooks.router,

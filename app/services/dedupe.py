@@ -12,13 +12,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from fastapi.encoders import jsonable_encoder
-from pydantic_core import PydanticUndefined
 from rapidfuzz import fuzz
 from sqlalchemy import Table, TextClause, bindparam, func, or_, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import SQLModel, col
 
-from app.models.base import utcnow
+from app.models.base import build, column_values, utcnow
 from app.models.intake import EventStatus, InboundEvent
 from app.models.lead import OPEN_STATUSES, Activity, ActivityKind, Direction, Lead
 from app.models.organisation import OrganisationSettings
@@ -155,22 +154,14 @@ def touch_activity(
     lead: Lead, data: LeadInput, *, inbound_event_id: uuid.UUID | None, details: dict[str, Any]
 ) -> Activity:
     """The timeline entry recording one inbound touch."""
-    return Activity(**_touch_fields(lead, data, inbound_event_id=inbound_event_id, details=details))
+    return build(Activity, **_touch_fields(lead, data, inbound_event_id=inbound_event_id, details=details))
 
 
 def new_row(model: type[SQLModel], **values: Any) -> tuple[Table, dict[str, Any]]:
     """A new row of `model` as (table, column values) with the model's defaults filled in, for
     `insert_together`; much cheaper than an instrumented ORM object on the intake hot path."""
-    row: dict[str, Any] = {}
-    for name, info in model.model_fields.items():
-        if name in values:
-            row[name] = values[name]
-        elif info.default_factory is not None:
-            row[name] = info.default_factory()  # type: ignore[call-arg]
-        else:
-            row[name] = None if info.default is PydanticUndefined else info.default
     table: Table = model.__table__  # type: ignore[attr-defined]
-    return table, row
+    return table, column_values(model, values)
 
 
 def as_row(obj: Any) -> tuple[Table, dict[str, Any]]:
@@ -246,7 +237,8 @@ async def ingest(
         await session.flush()
         return Ingested(lead=existing, created=False, activity_id=activity.id)
 
-    lead = Lead(
+    lead = build(
+        Lead,
         org_id=org_id,
         source=data.source,
         source_id=data.source_id,

@@ -35,7 +35,7 @@ from app.errors import (
     UnsupportedMediaType,
     ValidationFailed,
 )
-from app.models.base import utcnow
+from app.models.base import build, utcnow
 from app.models.intake import (
     EventStatus,
     InboundEvent,
@@ -153,7 +153,8 @@ def start_event(
     headers.update(meta.extra_headers)
     if meta.remote:
         headers["remote_addr"] = meta.remote
-    event = InboundEvent(
+    event = build(
+        InboundEvent,
         org_id=source.org_id,
         source_id=source.id,
         kind=source.kind,
@@ -170,7 +171,7 @@ def start_event(
 def clone(event: InboundEvent) -> InboundEvent:
     """A fresh copy of an event whose transaction was rolled back, to be written again."""
     values = {c.key: getattr(event, c.key) for c in InboundEvent.__table__.columns}  # type: ignore[attr-defined]
-    return InboundEvent(**values)
+    return build(InboundEvent, **values)
 
 
 def settle(session: AsyncSession, outcome: Outcome) -> Outcome:
