@@ -105,6 +105,12 @@ class UnsupportedMediaType(AppError):
     status, code, title = 415, "unsupported_media_type", "Unsupported content type"
 
 
+class UnstorableValue(AppError):
+    """A value PostgreSQL cannot store (SQLSTATE class 22: a NUL byte, a number too large)."""
+
+    status, code, title = 422, "unstorable_value", "Validation failed"
+
+
 class ValidationFailed(AppError):
     status, code, title = 422, "validation_error", "Validation failed"
 

@@ -19,7 +19,7 @@ from typing import Any
 import structlog
 from redis.exceptions import RedisError
 from sqlalchemy import inspect, select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 from standardwebhooks.webhooks import Webhook
@@ -32,6 +32,7 @@ from app.errors import (
     PayloadTooLarge,
     RateLimited,
     Unauthorized,
+    UnstorableValue,
     UnsupportedMediaType,
     ValidationFailed,
 )
@@ -272,15 +273,9 @@ async def process(
     except Exception as exc:  # the event must survive whatever went wrong with the lead
         log.exception("intake processing failed", inbound_event_id=str(event.id))
         copy = clone(event)
+        copy.lead_id = None  # that lead was rolled back with the transaction
         await session.rollback()
-        error = (
-            exc
-            if isinstance(exc, AppError)
-            else AppError(
-                f"Processing failed ({type(exc).__name__}); the request is kept and can be replayed."
-            )
-        )
-        return reject(copy, error)
+        return reject(copy, processing_error(exc))
     event.lead_id = done.lead.id
     event.status = EventStatus.created if done.created else EventStatus.merged
     event.http_status = STATUS_CODES[event.status]
@@ -294,6 +289,18 @@ async def process(
         ),
         written=done.event_written,
     )
+
+
+def processing_error(exc: Exception) -> AppError:
+    """What to answer when taking a lead in failed: a value PostgreSQL cannot store (SQLSTATE
+    class 22, say a NUL byte) is the client's 422, anything else ours (500, kept for replay)."""
+    if isinstance(exc, AppError):
+        return exc
+    cause = exc.orig if isinstance(exc, DBAPIError) else exc
+    sqlstate = str(getattr(cause, "sqlstate", "") or "")
+    if sqlstate.startswith("22"):
+        return UnstorableValue(f"A value cannot be stored: {str(cause).split(':', 1)[-1].strip()[:200]}")
+    return AppError(f"Processing failed ({type(exc).__name__}); the request is kept and can be replayed.")
 
 
 async def receive_form(

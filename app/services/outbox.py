@@ -6,6 +6,7 @@ takes its events with it, and an event committed while Redis is down waits in th
 
 from __future__ import annotations
 
+import time
 import uuid
 from datetime import datetime
 from typing import Any
@@ -20,6 +21,23 @@ from app.models.outbox import JobRun, OutboxEvent
 from app.services.common import get_or_404
 
 NOTIFY_CHANNEL = "loudou_outbox"
+# A transaction that has sent NOTIFY takes a database-wide lock when it commits, so under load a
+# NOTIFY per event serialises every writer's commit (and its WAL flush). One NOTIFY per process
+# per interval is enough: a woken relay drains every committed event, and what a skipped NOTIFY
+# would have announced is found by the next wake-up or by the relay's 200 ms poll.
+NOTIFY_INTERVAL = 0.05
+_last_notify = -NOTIFY_INTERVAL
+_clock = time.monotonic
+
+
+def notify_due() -> bool:
+    """Whether this outbox write should NOTIFY the relay (no NOTIFY in the last interval)."""
+    global _last_notify
+    now = _clock()
+    if now - _last_notify < NOTIFY_INTERVAL:
+        return False
+    _last_notify = now
+    return True
 
 
 async def emit(
@@ -39,8 +57,9 @@ async def emit(
     if org_id is not None:
         event.org_id = org_id
     session.add(event)
-    # NOTIFY is transactional: listeners hear it only if and when this transaction commits.
-    await session.execute(text("SELECT pg_notify(:channel, '')"), {"channel": NOTIFY_CHANNEL})
+    if notify_due():
+        # NOTIFY is transactional: listeners hear it only if and when this transaction commits.
+        await session.execute(text("SELECT pg_notify(:channel, '')"), {"channel": NOTIFY_CHANNEL})
     return event
 
 

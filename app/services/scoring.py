@@ -108,7 +108,11 @@ def matches(rule: ScoringRule, lead: Lead) -> bool:
 
 async def rescore(session: AsyncSession, lead: Lead) -> None:
     """Recompute `score` and `score_breakdown` from the organisation's active rules."""
-    rules = await intake_cache.scoring_rules(session, lead.org_id)
+    score(lead, await intake_cache.scoring_rules(session, lead.org_id))
+
+
+def score(lead: Lead, rules: list[ScoringRule]) -> None:
+    """Set `score` and `score_breakdown` from these rules."""
     breakdown: list[dict[str, Any]] = [
         {
             "rule_id": str(r.id),

@@ -68,3 +68,40 @@ async def test_a_failure_while_making_the_lead_keeps_the_event_for_replay(
     assert r.status_code == 200 and r.json()["status"] == "created"
     lead = (await org.client.get(f"/v1/leads/{r.json()['lead_id']}", headers=org.auth())).json()
     assert lead["email"] == "kept@example.com"
+
+
+async def test_a_value_postgres_cannot_store_is_a_422_and_the_event_is_kept(org: Org) -> None:
+    """The new-lead write fails inside its own transaction (a NUL byte in text): nothing of the
+    lead is left, the event is kept as rejected with the reason, and the answer is a 422."""
+    source = await make_form(org)
+    r = await org.client.post(
+        source["endpoint"], json={"email": "nul@example.com", "name": "Ada", "message": "hello\u0000world"}
+    )
+    assert r.status_code == 422, r.text
+    assert r.json()["code"] == "unstorable_value"
+    event = (
+        await org.client.get(f"/v1/inbound-events/{r.json()['inbound_event_id']}", headers=org.auth())
+    ).json()
+    assert event["status"] == "rejected" and event["lead_id"] is None
+    assert "cannot be stored" in event["reason"]
+    assert (await org.client.get("/v1/leads", headers=org.auth())).json()["data"] == []
+    # The same address with a storable message afterwards is a new lead: no lock or row was left.
+    r = await org.client.post(source["endpoint"], json={"email": "nul@example.com", "message": "hello"})
+    assert r.status_code == 201 and r.json()["status"] == "created"
+
+
+async def test_a_known_address_after_a_direct_write_merges_in_the_session(org: Org) -> None:
+    """The first post is written directly; the second finds the lead and merges through the session."""
+    source = await make_form(org)
+    first = await org.client.post(source["endpoint"], json={"email": "twice@example.com"})
+    second = await org.client.post(
+        source["endpoint"], json={"email": "twice@example.com", "name": "Ada Lovelace", "company": "Engines"}
+    )
+    assert (first.status_code, second.status_code) == (201, 200)
+    assert second.json()["lead_id"] == first.json()["lead_id"] and second.json()["status"] == "merged"
+    lead = (await org.client.get(f"/v1/leads/{first.json()['lead_id']}", headers=org.auth())).json()
+    assert (lead["touch_count"], lead["name"], lead["company"]) == (2, "Ada Lovelace", "Engines")
+    activities = (await org.client.get(f"/v1/leads/{lead['id']}/activities", headers=org.auth())).json()[
+        "data"
+    ]
+    assert len(activities) == 2

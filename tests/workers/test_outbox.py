@@ -9,6 +9,7 @@ from pathlib import Path
 import httpx
 import pytest
 from sqlalchemy import select
+from sqlmodel import col
 
 from app.config import Settings
 from app.main import create_app
@@ -126,6 +127,47 @@ async def test_many_events_each_run_once(org: Org, worker: None, count: int) -> 
         return all(n == 1 for n in runs)
 
     assert await wait_for(all_done, timeout=20)
+
+
+def test_one_notify_per_interval(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A burst of outbox writes sends one NOTIFY per interval, not one each (each NOTIFY takes a
+    database-wide lock at commit); the first write after a quiet interval notifies at once."""
+    clock = [1000.0]
+    monkeypatch.setattr(outbox, "_clock", lambda: clock[0])
+    monkeypatch.setattr(outbox, "_last_notify", 0.0)
+    assert outbox.notify_due() is True
+    assert [outbox.notify_due() for _ in range(50)] == [False] * 50
+    clock[0] += outbox.NOTIFY_INTERVAL + 0.001
+    assert outbox.notify_due() is True and outbox.notify_due() is False
+
+
+async def test_a_burst_of_leads_all_reach_the_relay(org: Org, state: AppState, worker: None) -> None:
+    """Leads posted together (most without a NOTIFY of their own) all become jobs soon."""
+    r = await org.client.post(
+        "/v1/intake-sources", json={"kind": "form", "name": "burst"}, headers=org.auth()
+    )
+    endpoint = r.json()["endpoint"]
+    answers = await asyncio.gather(
+        *[org.client.post(endpoint, json={"email": f"burst{i}@example.com"}) for i in range(15)]
+    )
+    assert [a.status_code for a in answers] == [201] * 15
+    ids = [a.json()["lead_id"] for a in answers]
+
+    async def all_dispatched() -> bool:
+        async with state.sessions() as session:
+            rows = (
+                await session.execute(
+                    select(col(OutboxEvent.dispatched_at))
+                    .where(
+                        col(OutboxEvent.org_id) == uuid.UUID(org.id),
+                        col(OutboxEvent.event_type) == "lead.created",
+                    )
+                    .execution_options(cross_tenant=True)
+                )
+            ).all()
+        return len(rows) == len(ids) and all(row[0] is not None for row in rows)
+
+    assert await wait_for(all_dispatched, timeout=10)
 
 
 async def test_metrics_show_job_outcomes_queue_and_outbox(org: Org, worker: None) -> None:
