@@ -26,6 +26,7 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 from sqlalchemy.orm import ORMExecuteState, Session, with_loader_criteria
+from sqlalchemy.util import greenlet_spawn
 from sqlmodel import SQLModel
 
 from app.config import Settings
@@ -225,6 +226,8 @@ async def direct_statements(session: AsyncSession) -> AsyncIterator[DriverStatem
     if session.in_transaction() or not isinstance(engine, AsyncEngine):
         yield None
         return
-    async with engine.connect() as connection:
-        raw = await connection.get_raw_connection()
-        yield DriverStatements(raw.driver_connection, connection.dialect)
+    raw = await engine.raw_connection()
+    try:
+        yield DriverStatements(raw.driver_connection, engine.dialect)
+    finally:
+        await greenlet_spawn(raw.close)  # back to the pool (its reset is SQLAlchemy's, sync)

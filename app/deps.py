@@ -46,7 +46,8 @@ async def get_session(state: StateDep) -> AsyncIterator[AsyncSession]:
             await session.rollback()
             raise
         else:
-            await session.commit()
+            if session.in_transaction() or session.new or session.dirty or session.deleted:
+                await session.commit()  # else there is nothing to commit (a public intake post)
 
 
 SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]
