@@ -105,3 +105,24 @@ async def test_a_known_address_after_a_direct_write_merges_in_the_session(org: O
         "data"
     ]
     assert len(activities) == 2
+
+
+async def test_a_form_lead_like_an_open_one_by_name_and_company_is_flagged(org: Org) -> None:
+    """The fuzzy look-up runs on the direct path too, and a wildcard-only company flags nothing."""
+    source = await make_form(org)
+    first = await org.client.post(
+        source["endpoint"],
+        json={"email": "jon@acme.example", "name": "Jonathan Smith", "company": "Acme Corp"},
+    )
+    second = await org.client.post(
+        source["endpoint"],
+        json={"email": "j.smith@acme.example", "name": "Jonathan Smyth", "company": "ACME Corp"},
+    )
+    third = await org.client.post(
+        source["endpoint"], json={"email": "pct@example.com", "name": "J", "company": "%%%"}
+    )
+    assert [r.status_code for r in (first, second, third)] == [201, 201, 201]
+    assert second.json()["possible_duplicate_of"] == first.json()["lead_id"]
+    assert third.json()["possible_duplicate_of"] is None
+    lead = (await org.client.get(f"/v1/leads/{second.json()['lead_id']}", headers=org.auth())).json()
+    assert lead["possible_duplicate_of"] == first.json()["lead_id"]
