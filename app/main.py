@@ -8,7 +8,6 @@ from typing import Any
 
 from asgi_correlation_id import CorrelationIdMiddleware
 from fastapi import FastAPI, Request, Response
-from fastapi.middleware.cors import CORSMiddleware
 from fastapi.routing import APIRoute
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
@@ -18,6 +17,7 @@ from app.errors import install_error_handlers
 from app.logging import configure_logging
 from app.middleware import (
     AccessLogMiddleware,
+    ApiCORSMiddleware,
     BodyLimitMiddleware,
     ContentTypeMiddleware,
     IdempotencyMiddleware,
@@ -150,7 +150,7 @@ def create_app(settings: Settings | None = None, *, state: AppState | None = Non
         app.add_middleware(AccessLogMiddleware)
     if settings.cors_origins:
         app.add_middleware(
-            CORSMiddleware,
+            ApiCORSMiddleware,
             allow_origins=settings.cors_origins,
             allow_methods=["*"],
             allow_headers=["*"],

@@ -18,6 +18,7 @@ from fastapi import HTTPException
 from sqlalchemy import delete, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlmodel import col
+from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.errors import PayloadTooLarge, problem_response
@@ -36,6 +37,21 @@ def _header(scope: Scope, name: bytes) -> str | None:
         if key == name:
             return str(value.decode("latin-1"))
     return None
+
+
+PUBLIC_INTAKE_PREFIX = "/v1/intake/"
+
+
+class ApiCORSMiddleware(CORSMiddleware):
+    """CORS for the API's own frontends (`LOUDOU_CORS_ORIGINS`). The public intake endpoints are
+    left to their source's `allowed_origins` (preflight and response headers), which a web
+    form on any site may need, so the app-wide list neither answers nor refuses them."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"].startswith(PUBLIC_INTAKE_PREFIX):
+            await self.app(scope, receive, send)
+            return
+        await super().__call__(scope, receive, send)
 
 
 class BodyTooLarge(PayloadTooLarge, HTTPException):  # type: ignore[misc]

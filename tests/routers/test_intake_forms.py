@@ -6,7 +6,10 @@ from typing import Any
 
 import httpx
 
-from tests.conftest import Org
+from app.config import Settings
+from app.main import create_app
+from app.state import AppState
+from tests.conftest import Org, make_org
 
 MAPPING = {"your-email": "email", "your-name": "name", "org": "company", "tel": "phone"}
 
@@ -306,3 +309,41 @@ async def test_source_validation(org: Org) -> None:
         assert r.status_code == 422, (body, r.text)
         assert r.json()["code"] == "validation_error" and r.json()["errors"]
     assert (await org.client.get("/v1/intake-sources", headers=org.auth())).json()["data"] == []
+
+
+async def test_app_wide_cors_leaves_forms_to_their_source(settings: Settings) -> None:
+    """With LOUDOU_CORS_ORIGINS set for the API's own frontend, a form's preflight and post from
+    the site its source allows are still answered by the source's rule, and the app's list
+    still governs the rest of the API."""
+    own = settings.model_copy(update={"cors_origins": ["https://app.example"]})
+    state = AppState.open(own)
+    try:
+        app = create_app(own, state=state)
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client:
+            org = await make_org(state, client)
+            source = await make_source(org, allowed_origins=["https://shop.example"])
+            preflight = {
+                "Access-Control-Request-Method": "POST",
+                "Access-Control-Request-Headers": "content-type",
+            }
+            r = await client.options(
+                source["endpoint"], headers={"Origin": "https://shop.example", **preflight}
+            )
+            assert r.status_code == 204
+            assert r.headers["access-control-allow-origin"] == "https://shop.example"
+            r = await client.options(
+                source["endpoint"], headers={"Origin": "https://app.example", **preflight}
+            )
+            assert r.status_code == 403  # the form's source does not allow the app's own origin
+            r = await client.post(
+                source["endpoint"],
+                json={"your-email": "cors@example.com"},
+                headers={"Origin": "https://shop.example"},
+            )
+            assert r.status_code == 201 and r.headers["access-control-allow-origin"] == "https://shop.example"
+            r = await client.options("/v1/leads", headers={"Origin": "https://app.example", **preflight})
+            assert r.status_code == 200 and r.headers["access-control-allow-origin"] == "https://app.example"
+            r = await client.options("/v1/leads", headers={"Origin": "https://shop.example", **preflight})
+            assert r.status_code == 400 and "access-control-allow-origin" not in r.headers
+    finally:
+        await state.close()
