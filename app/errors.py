@@ -111,6 +111,16 @@ class UnstorableValue(AppError):
     status, code, title = 422, "unstorable_value", "Validation failed"
 
 
+def unstorable(exc: BaseException) -> UnstorableValue | None:
+    """A database error over a value PostgreSQL cannot store (SQLSTATE class 22, "data
+    exception": a NUL byte in text, \\u0000 in JSON, a number too large for its column), as the
+    client's 422; None for any other error. Takes SQLAlchemy's wrapper or the driver's error."""
+    cause = exc.orig if isinstance(exc, DBAPIError) else exc
+    if not str(getattr(cause, "sqlstate", "") or "").startswith("22"):
+        return None
+    return UnstorableValue(f"A value cannot be stored: {str(cause).split(':', 1)[-1].strip()[:200]}")
+
+
 class ValidationFailed(AppError):
     status, code, title = 422, "validation_error", "Validation failed"
 
@@ -218,17 +228,11 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(DBAPIError)
     async def _database(request: Request, exc: DBAPIError) -> JSONResponse:
-        # SQLSTATE class 22 is "data exception": a value PostgreSQL cannot store (a NUL byte in
-        # text, \u0000 in JSON, a number too large for its column). That is the client's input,
-        # the transaction was rolled back, and the answer is a 422, never a 500.
-        sqlstate = str(getattr(exc.orig, "sqlstate", "") or "")
-        if sqlstate.startswith("22"):
-            return problem_response(
-                422,
-                code="unstorable_value",
-                title="Validation failed",
-                detail=f"A value cannot be stored: {str(exc.orig).split(':', 1)[-1].strip()[:200]}",
-            )
+        # A value PostgreSQL cannot store is the client's input; the transaction was rolled
+        # back, and the answer is a 422, never a 500.
+        error = unstorable(exc)
+        if error is not None:
+            return problem_response(error.status, code=error.code, title=error.title, detail=error.detail)
         log.exception("database error", exc_info=exc)
         return problem_response(
             500,

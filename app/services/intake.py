@@ -19,7 +19,7 @@ from typing import Any
 import structlog
 from redis.exceptions import RedisError
 from sqlalchemy import inspect, select
-from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 from standardwebhooks.webhooks import Webhook
@@ -32,9 +32,9 @@ from app.errors import (
     PayloadTooLarge,
     RateLimited,
     Unauthorized,
-    UnstorableValue,
     UnsupportedMediaType,
     ValidationFailed,
+    unstorable,
 )
 from app.models.base import build, utcnow
 from app.models.intake import (
@@ -296,11 +296,9 @@ def processing_error(exc: Exception) -> AppError:
     class 22, say a NUL byte) is the client's 422, anything else ours (500, kept for replay)."""
     if isinstance(exc, AppError):
         return exc
-    cause = exc.orig if isinstance(exc, DBAPIError) else exc
-    sqlstate = str(getattr(cause, "sqlstate", "") or "")
-    if sqlstate.startswith("22"):
-        return UnstorableValue(f"A value cannot be stored: {str(cause).split(':', 1)[-1].strip()[:200]}")
-    return AppError(f"Processing failed ({type(exc).__name__}); the request is kept and can be replayed.")
+    return unstorable(exc) or AppError(
+        f"Processing failed ({type(exc).__name__}); the request is kept and can be replayed."
+    )
 
 
 async def receive_form(
