@@ -1,7 +1,6 @@
 """Lead accepted -> lead assigned: `loudou serve --workers 2` with two `loudou worker` processes.
 
-    DATABASE_URL=postgresql://postgres@127.0.0.1:5432/postgres REDIS_URL=redis://127.0.0.1:6379/0 \\
-        .venv/bin/python bench/assignment.py [--leads 90] [--concurrency 64] [--kill-worker]
+    .venv/bin/python -m bench.assignment [--leads 90] [--concurrency 64] [--kill-worker]
 
 Creates a fresh database (dropped at the end), an organisation with three reps and a round-robin
 rule, a form intake source; posts `--leads` leads concurrently to the form endpoint, waits until
@@ -9,6 +8,7 @@ every lead has its assignment decision, and prints one table: leads per rep, dec
 and the time from the lead row's creation to its decision (p50, p99, max), both server-side
 timestamps. `--kill-worker` SIGKILLs one worker halfway through the posts and starts another:
 no lead may be lost or assigned twice. Every process it starts is stopped, whatever happens.
+PostgreSQL and Redis: as bench/intake.py finds them (bench/servers.py).
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ import asyncpg
 import httpx
 
 from bench.intake import BIN, ROOT, free_port, run, server
+from bench.servers import bench_servers, database_dsn
 
 
 def start_worker(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
@@ -69,10 +70,14 @@ async def main() -> None:
     parser.add_argument("--kill-worker", action="store_true")
     args = parser.parse_args()
 
-    admin_dsn = os.environ.get("DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
-    admin_dsn = admin_dsn.replace("postgresql+asyncpg://", "postgresql://")
+    with bench_servers() as (admin_dsn, redis_url):
+        await measure(args, admin_dsn, redis_url)
+
+
+async def measure(args: argparse.Namespace, admin_dsn: str, redis_url: str) -> None:
+    """Post the leads to a fresh database of the server at `admin_dsn`; wait; the table."""
     db_name = f"loudou_bench_{uuid.uuid4().hex[:8]}"
-    dsn = f"{admin_dsn.rsplit('/', 1)[0]}/{db_name}"
+    dsn = database_dsn(admin_dsn, db_name)
     conn = await asyncpg.connect(admin_dsn)
     await conn.execute(f'CREATE DATABASE "{db_name}"')
     await conn.close()
@@ -81,7 +86,7 @@ async def main() -> None:
     env = {
         **os.environ,
         "DATABASE_URL": dsn,
-        "REDIS_URL": os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"),
+        "REDIS_URL": redis_url,
         "LOUDOU_HOME": str(workdir),
         "LOUDOU_SECRET_KEY": "bench-" + "x" * 40,
         "LOUDOU_LOG_LEVEL": os.environ.get("BENCH_LOG_LEVEL", "WARNING"),

@@ -1,13 +1,13 @@
 """Web-form intake throughput: `loudou serve --workers 2` against a bare FastAPI + one raw asyncpg INSERT.
 
-    DATABASE_URL=postgresql://postgres@127.0.0.1:5432/postgres REDIS_URL=redis://127.0.0.1:6379/0 \\
-        .venv/bin/python bench/intake.py [--seconds 20] [--concurrency 64]
+    .venv/bin/python bench/intake.py [--seconds 20] [--concurrency 64]
 
 Creates a fresh database (dropped at the end), migrates it, creates an organisation and a form
 source, then drives each server in turn with `concurrency` httpx clients for `seconds`, each
 post a new lead (unique email). Prints one table: requests/s, p50 and p99 latency, and the ratio
 of Loudou to the raw-INSERT endpoint. Every process it starts is stopped, whatever happens.
-Without DATABASE_URL / REDIS_URL the local servers at the addresses above are used.
+PostgreSQL and Redis: DATABASE_URL / REDIS_URL when set, else the local servers at 127.0.0.1,
+else embedded ones (see bench/servers.py).
 """
 
 from __future__ import annotations
@@ -34,6 +34,11 @@ from typing import Any
 
 import asyncpg
 import httpx
+
+try:  # run as a script, bench/ is on sys.path; imported as bench.intake (bench.assignment), it is not
+    from servers import bench_servers, database_dsn
+except ImportError:
+    from bench.servers import bench_servers, database_dsn
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -236,12 +241,14 @@ async def main() -> None:
     parser.add_argument("--rounds", type=int, default=4)
     args = parser.parse_args()
 
-    admin_dsn = os.environ.get("DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
-    admin_dsn = admin_dsn.replace("postgresql+asyncpg://", "postgresql://")
-    redis_url = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
+    with bench_servers() as (admin_dsn, redis_url):
+        await measure(args, admin_dsn, redis_url)
+
+
+async def measure(args: argparse.Namespace, admin_dsn: str, redis_url: str) -> None:
+    """Both servers on a fresh database of the server at `admin_dsn`; the table."""
     db_name = f"loudou_bench_{uuid.uuid4().hex[:8]}"
-    base = admin_dsn.rsplit("/", 1)[0]
-    dsn = f"{base}/{db_name}"
+    dsn = database_dsn(admin_dsn, db_name)
     conn = await asyncpg.connect(admin_dsn)
     await conn.execute(f'CREATE DATABASE "{db_name}"')
     await conn.close()
