@@ -17,6 +17,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
+import asyncpg
 from sqlalchemy import Dialect, TextClause, event
 from sqlalchemy import column as sql_column
 from sqlalchemy.ext.asyncio import (
@@ -229,5 +230,11 @@ async def direct_statements(session: AsyncSession) -> AsyncIterator[DriverStatem
     raw = await engine.raw_connection()
     try:
         yield DriverStatements(raw.driver_connection, engine.dialect)
-    finally:
-        await greenlet_spawn(raw.close)  # back to the pool (its reset is SQLAlchemy's, sync)
+    except BaseException as exc:
+        if isinstance(exc, asyncpg.PostgresError):  # the server refused a statement: still usable
+            await greenlet_spawn(raw.close)
+        else:  # lost, cancelled mid-statement or never used: not worth handing out again
+            await greenlet_spawn(raw.invalidate, exc)
+        raise
+    # Back to the pool; the pool's reset is SQLAlchemy's own synchronous code, hence the greenlet.
+    await greenlet_spawn(raw.close)

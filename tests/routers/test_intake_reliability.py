@@ -7,7 +7,9 @@ from typing import Any
 
 import pytest
 from arq.connections import ArqRedis
+from sqlalchemy import event
 
+from app.db import DriverStatements
 from app.services import intake as intake_service
 from app.state import AppState
 from tests.conftest import Org
@@ -20,6 +22,16 @@ async def make_form(org: Org, **fields: Any) -> dict[str, Any]:
     assert r.status_code == 201
     data: dict[str, Any] = r.json()
     return data
+
+
+async def warm_form(org: Org) -> dict[str, Any]:
+    """A form whose source, settings and scoring rules this process has cached (by one post), so
+    the next new lead takes the direct one-statement write: a cache miss reads through the
+    request's session, which then has a transaction and writes through it instead."""
+    source = await make_form(org)
+    r = await org.client.post(source["endpoint"], json={"email": "warm-up@example.com"})
+    assert r.status_code == 201
+    return source
 
 
 async def test_intake_answers_when_redis_is_down(
@@ -73,7 +85,7 @@ async def test_a_failure_while_making_the_lead_keeps_the_event_for_replay(
 async def test_a_value_postgres_cannot_store_is_a_422_and_the_event_is_kept(org: Org) -> None:
     """The new-lead write fails inside its own transaction (a NUL byte in text): nothing of the
     lead is left, the event is kept as rejected with the reason, and the answer is a 422."""
-    source = await make_form(org)
+    source = await warm_form(org)
     r = await org.client.post(
         source["endpoint"], json={"email": "nul@example.com", "name": "Ada", "message": "hello\u0000world"}
     )
@@ -84,7 +96,8 @@ async def test_a_value_postgres_cannot_store_is_a_422_and_the_event_is_kept(org:
     ).json()
     assert event["status"] == "rejected" and event["lead_id"] is None
     assert "cannot be stored" in event["reason"]
-    assert (await org.client.get("/v1/leads", headers=org.auth())).json()["data"] == []
+    leads = (await org.client.get("/v1/leads", headers=org.auth())).json()["data"]
+    assert [lead["email"] for lead in leads] == ["warm-up@example.com"]
     # The same address with a storable message afterwards is a new lead: no lock or row was left.
     r = await org.client.post(source["endpoint"], json={"email": "nul@example.com", "message": "hello"})
     assert r.status_code == 201 and r.json()["status"] == "created"
@@ -92,7 +105,7 @@ async def test_a_value_postgres_cannot_store_is_a_422_and_the_event_is_kept(org:
 
 async def test_a_known_address_after_a_direct_write_merges_in_the_session(org: Org) -> None:
     """The first post is written directly; the second finds the lead and merges through the session."""
-    source = await make_form(org)
+    source = await warm_form(org)
     first = await org.client.post(source["endpoint"], json={"email": "twice@example.com"})
     second = await org.client.post(
         source["endpoint"], json={"email": "twice@example.com", "name": "Ada Lovelace", "company": "Engines"}
@@ -109,7 +122,7 @@ async def test_a_known_address_after_a_direct_write_merges_in_the_session(org: O
 
 async def test_a_form_lead_like_an_open_one_by_name_and_company_is_flagged(org: Org) -> None:
     """The fuzzy look-up runs on the direct path too, and a wildcard-only company flags nothing."""
-    source = await make_form(org)
+    source = await warm_form(org)
     first = await org.client.post(
         source["endpoint"],
         json={"email": "jon@acme.example", "name": "Jonathan Smith", "company": "Acme Corp"},
@@ -126,3 +139,34 @@ async def test_a_form_lead_like_an_open_one_by_name_and_company_is_flagged(org: 
     assert third.json()["possible_duplicate_of"] is None
     lead = (await org.client.get(f"/v1/leads/{second.json()['lead_id']}", headers=org.auth())).json()
     assert lead["possible_duplicate_of"] == first.json()["lead_id"]
+
+
+async def test_a_connection_lost_during_the_direct_write_is_not_reused(
+    org: Org, state: AppState, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The connection is dropped from the pool (not handed to the next request), the event is
+    kept for replay, and the next post makes its lead."""
+    source = await warm_form(org)
+    invalidated: list[BaseException | None] = []
+
+    def on_invalidate(dbapi_connection: Any, record: Any, exc: BaseException | None) -> None:
+        invalidated.append(exc)
+
+    async def lost(*args: Any, **kwargs: Any) -> Any:
+        raise ConnectionResetError("connection lost")
+
+    event.listen(state.engine.sync_engine.pool, "invalidate", on_invalidate)
+    try:
+        monkeypatch.setattr(DriverStatements, "fetchval", lost)
+        r = await org.client.post(source["endpoint"], json={"email": "lost@example.com"})
+        assert r.status_code == 500 and r.json()["inbound_event_id"]
+        assert [type(e) for e in invalidated] == [ConnectionResetError]
+        monkeypatch.undo()
+        kept = (
+            await org.client.get(f"/v1/inbound-events/{r.json()['inbound_event_id']}", headers=org.auth())
+        ).json()
+        assert kept["status"] == "rejected" and "ConnectionResetError" in kept["reason"]
+        r = await org.client.post(source["endpoint"], json={"email": "lost@example.com"})
+        assert r.status_code == 201 and r.json()["status"] == "created"
+    finally:
+        event.remove(state.engine.sync_engine.pool, "invalidate", on_invalidate)
