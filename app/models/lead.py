@@ -75,9 +75,9 @@ class Lead(IdMixin, TenantMixin, TimestampsMixin, VersionMixin, table=True):
         Index("ix_leads_org_phone", "org_id", "phone"),
     )
 
-    status: LeadStatus = Field(default=LeadStatus.new, sa_type=String(16), index=True)
-    # source and pooled are not indexed: lists filter them within an organisation (few distinct
-    # values), and every index costs the intake hot path an insert.
+    # status, source and pooled are not indexed: lists filter them within an organisation (few
+    # distinct values), and every index costs the intake hot path an insert.
+    status: LeadStatus = Field(default=LeadStatus.new, sa_type=String(16))
     status_reason: str | None = Field(default=None, max_length=500)
     source: LeadSource = Field(default=LeadSource.api, sa_type=String(16))
     source_id: uuid.UUID | None = Field(

@@ -25,7 +25,7 @@ class OutboxEvent(IdMixin, TenantMixin, table=True):
         ),
     )
 
-    event_type: str = Field(max_length=100, index=True)
+    event_type: str = Field(max_length=100)  # not indexed: nothing looks events up by type
     payload: dict[str, Any] = JsonField()
     created_at: datetime = TimestampField()
     available_at: datetime = TimestampField()
