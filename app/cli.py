@@ -97,7 +97,7 @@ async def _create_org(
     settings: Settings, name: str, admin_email: str, password: str | None
 ) -> dict[str, str]:
     from app.db import create_engine, session_factory
-    from app.services.organisations import create_organisation
+    from app.services.organisation import create_organisation
 
     engine = create_engine(settings, pool_size=1)
     try:

@@ -151,7 +151,7 @@ ADMIN_PASSWORD = "correct horse battery"
 
 async def make_org(state: AppState, client: httpx.AsyncClient) -> Org:
     """Create an organisation with an admin (password ADMIN_PASSWORD) and the admin's key."""
-    from app.services.organisations import create_organisation
+    from app.services.organisation import create_organisation
 
     async with state.sessions() as session:
         created = await create_organisation(

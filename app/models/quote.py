@@ -62,7 +62,7 @@ class Quote(IdMixin, TenantMixin, TimestampsMixin, VersionMixin, table=True):
     discount_percent: Decimal = Field(default=Decimal("0"), sa_type=Numeric(7, 4))
     payment_terms: list[dict[str, Any]] = JsonField(default_factory=list)
     notes: str | None = Field(default=None, max_length=4000)
-    # Computed lines (decimal strings), see app.services.quote_math.
+    # Computed lines (decimal strings), see app.services.quotes.totals.
     lines: list[dict[str, Any]] = JsonField(default_factory=list)
     subtotal: Decimal = Field(default=Decimal("0"), sa_type=Numeric(18, 4))
     discount_total: Decimal = Field(default=Decimal("0"), sa_type=Numeric(18, 4))

@@ -21,7 +21,7 @@ from app.models.assignment import (
 from app.pagination import Page
 from app.routers import COMMON_ERRORS, set_etag
 from app.security import Principal
-from app.services import assignment_rules as service
+from app.services.assignment import rules as service
 
 router = APIRouter(tags=["assignment"], responses=COMMON_ERRORS)
 

@@ -15,7 +15,7 @@ from app.models.organisation import OrganisationRead
 from app.models.user import UserRead
 from app.routers import COMMON_ERRORS
 from app.services import auth as auth_service
-from app.services import organisations as org_service
+from app.services import organisation as org_service
 from app.services import users as user_service
 
 router = APIRouter(prefix="/v1", tags=["auth"], responses=COMMON_ERRORS)

@@ -15,8 +15,8 @@ from app.models.deal import DealRead
 from app.models.lead import LeadRead
 from app.routers import COMMON_ERRORS, set_etag
 from app.security import Principal
-from app.services import conversion as service
-from app.services.conversion import LeadConvert
+from app.services.leads import conversion as service
+from app.services.leads.conversion import LeadConvert
 
 router = APIRouter(prefix="/v1/leads", tags=["leads"], responses=COMMON_ERRORS)
 

@@ -25,8 +25,9 @@ from app.models.deal import (
 )
 from app.routers import COMMON_ERRORS, set_etag
 from app.security import Principal
-from app.services import deal_queries, deal_stages
-from app.services import deals as service
+from app.services.deals import queries as deal_queries
+from app.services.deals import service
+from app.services.deals import stages as deal_stages
 
 router = APIRouter(prefix="/v1/deals", tags=["deals"], responses=COMMON_ERRORS)
 

@@ -15,10 +15,10 @@ from fastapi.responses import JSONResponse, RedirectResponse
 from app.deps import SessionDep, StateDep
 from app.errors import Forbidden, PayloadTooLarge, problem_response, problem_responses
 from app.models.intake import EventStatus, IntakeResult, SourceKind
-from app.services import email_intake
-from app.services import intake as service
-from app.services.intake import Outcome, RequestMeta
-from app.services.payloads import JSON_TYPES, media_type
+from app.services.intake import email as email_intake
+from app.services.intake import service
+from app.services.intake.payloads import JSON_TYPES, media_type
+from app.services.intake.service import Outcome, RequestMeta
 
 router = APIRouter(prefix="/v1/intake", tags=["intake"])
 

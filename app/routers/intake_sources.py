@@ -22,8 +22,8 @@ from app.models.intake import (
 from app.pagination import Page
 from app.routers import COMMON_ERRORS, set_etag
 from app.security import Principal
-from app.services import inbox
-from app.services import intake_sources as service
+from app.services.intake import inbox
+from app.services.intake import sources as service
 
 router = APIRouter(prefix="/v1/intake-sources", tags=["intake-sources"], responses=COMMON_ERRORS)
 events_router = APIRouter(prefix="/v1/inbound-events", tags=["inbound-events"], responses=COMMON_ERRORS)

@@ -25,8 +25,9 @@ from app.models.lead import (
 from app.pagination import Page
 from app.routers import COMMON_ERRORS, set_etag
 from app.security import Principal
-from app.services import erasure, lead_import, lead_merge
-from app.services import leads as service
+from app.services.leads import erasure, service
+from app.services.leads import import_csv as lead_import
+from app.services.leads import merge as lead_merge
 
 router = APIRouter(prefix="/v1/leads", tags=["leads"], responses=COMMON_ERRORS)
 

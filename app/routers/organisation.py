@@ -11,7 +11,7 @@ from app.errors import Forbidden, problem_responses
 from app.models.organisation import Organisation, OrganisationRead, OrganisationUpdate
 from app.routers import COMMON_ERRORS, set_etag
 from app.security import Principal
-from app.services import organisations as service
+from app.services import organisation as service
 
 router = APIRouter(prefix="/v1/organisation", tags=["organisation"], responses=COMMON_ERRORS)
 

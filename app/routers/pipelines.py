@@ -21,8 +21,8 @@ from app.models.pipeline import (
 )
 from app.routers import COMMON_ERRORS, set_etag
 from app.security import Principal
-from app.services import deal_queries
-from app.services import pipelines as service
+from app.services.deals import pipelines as service
+from app.services.deals import queries as deal_queries
 
 router = APIRouter(prefix="/v1/pipelines", tags=["pipelines"], responses=COMMON_ERRORS)
 

@@ -13,7 +13,7 @@ from app.models.scoring import ScoringRuleCreate, ScoringRuleRead, ScoringRuleUp
 from app.pagination import Page
 from app.routers import COMMON_ERRORS, set_etag
 from app.security import Principal
-from app.services import scoring as service
+from app.services.leads import scoring as service
 
 router = APIRouter(prefix="/v1/scoring-rules", tags=["scoring-rules"], responses=COMMON_ERRORS)
 

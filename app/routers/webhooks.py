@@ -23,7 +23,7 @@ from app.models.webhook import (
 from app.pagination import Page
 from app.routers import COMMON_ERRORS, set_etag
 from app.security import Principal
-from app.services import webhooks_out as service
+from app.services import webhooks as service
 
 router = APIRouter(prefix="/v1/webhook-subscriptions", tags=["webhooks"], responses=COMMON_ERRORS)
 

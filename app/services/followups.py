@@ -25,8 +25,8 @@ from app.models.pipeline import Stage
 from app.pagination import PageParams, paginate
 from app.security import Principal
 from app.services import audit, outbox
-from app.services import leads as lead_service
 from app.services.common import apply_changes, get_or_404
+from app.services.leads import service as lead_service
 
 
 def _manage(principal: Principal) -> None:

@@ -1,6 +1,6 @@
 """Receivables: the order an accepted quote becomes, with its payment plan (回款计划).
 
-Orders inherit their deal's visibility (see app.services.deals). Payments and dunning come later.
+Orders inherit their deal's visibility (see app.services.deals.service). Payments and dunning come later.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from app.money import percent_of
 from app.pagination import PageParams, paginate
 from app.security import Principal
 from app.services import audit
-from app.services.deals import visibility_clause
+from app.services.deals.service import visibility_clause
 
 
 async def next_number(session: AsyncSession, org_id: uuid.UUID, kind: str, year: int) -> int:

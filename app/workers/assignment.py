@@ -12,7 +12,8 @@ from sqlmodel import col
 from app.models.assignment import AssignmentDecision, AssignmentRule
 from app.models.base import utcnow
 from app.models.lead import Lead
-from app.services import assignment, recycling
+from app.services.assignment import engine as assignment
+from app.services.assignment import recycling
 from app.state import AppState
 from app.workers.jobs import load_event
 

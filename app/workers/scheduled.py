@@ -10,7 +10,7 @@ from sqlmodel import col
 
 from app.models.base import utcnow
 from app.models.idempotency import IdempotencyRecord
-from app.services import quote_workflow
+from app.services.quotes import workflow as quote_workflow
 from app.state import AppState
 from app.workers.relay import RedisUnavailable, relay_once
 

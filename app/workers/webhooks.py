@@ -12,7 +12,7 @@ import structlog
 from arq import Retry
 
 from app.models.base import utcnow
-from app.services import webhooks_out
+from app.services import webhooks as webhooks_out
 from app.state import AppState
 from app.workers.jobs import load_event
 

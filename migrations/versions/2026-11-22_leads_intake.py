@@ -17,7 +17,7 @@ branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
 
-# Intake dedupe in one round trip (app.services.dedupe.lock_and_find): advisory locks on the
+# Intake dedupe in one round trip (app.services.leads.ingest.lock_and_find): advisory locks on the
 # email/phone keys, then the oldest open lead with the email, else the phone. plpgsql and
 # VOLATILE, so its lookups take a fresh snapshot after the locks are granted.
 LOCK_OPEN_LEAD = """

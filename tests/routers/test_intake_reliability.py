@@ -10,7 +10,7 @@ from arq.connections import ArqRedis
 from sqlalchemy import event
 
 from app.db import DriverStatements
-from app.services import intake as intake_service
+from app.services.intake import service as intake_service
 from app.state import AppState
 from tests.conftest import Org
 

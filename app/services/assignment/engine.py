@@ -1,0 +1,481 @@
+"""Lead auto-assignment: ordered rules, three strategies, and a decision row that explains each call.
+
+A rule matches a lead when all its conditions hold. Its candidates are its users (or its team's
+members); inactive users, users at capacity and (if the rule asks) users outside their working
+hours are skipped, each with the reason. No eligible candidate: the next rule. No rule: the pool.
+The rule's cursor row is locked (SELECT … FOR UPDATE) while one lead is assigned, so several
+workers at once keep round robin fair and never read a stale load.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, time
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from fastapi.encoders import jsonable_encoder
+from sqlalchemy import func, select
+from sqlalchemy import inspect as sa_inspect
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col
+
+from app.models.assignment import AssignmentCursor, AssignmentDecision, AssignmentRule
+from app.models.base import utcnow
+from app.models.durations import parse_duration
+from app.models.lead import Lead
+from app.models.user import Team, User
+from app.services import outbox
+from app.services.leads.ingest import open_lead_filter
+
+WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A possible owner and what eligibility depends on."""
+
+    user_id: uuid.UUID
+    name: str
+    active: bool
+    capacity: int | None
+    open_leads: int
+    weight: int
+    timezone: str
+    working_hours: dict[str, Any] | None
+    last_assigned_at: datetime | None
+
+
+def lead_fields(lead: Lead) -> dict[str, Any]:
+    """The lead's columns as plain JSON values (what rule conditions look at)."""
+    return {attr.key: jsonable_encoder(getattr(lead, attr.key)) for attr in sa_inspect(Lead).column_attrs}
+
+
+def lead_value(lead: Mapping[str, Any], field: str) -> Any:
+    """A lead field by name; `attributes.<key>`, `email_domain` and `intake_source` are derived."""
+    if field.startswith("attributes."):
+        value: Any = lead.get("attributes") or {}
+        for part in field.split(".")[1:]:
+            value = value.get(part) if isinstance(value, Mapping) else None
+        return value
+    if field == "email_domain":
+        email = lead.get("email") or ""
+        return email.rpartition("@")[2].lower() or None
+    if field in ("intake_source", "intake_source_id"):
+        return lead.get("source_id")
+    return lead.get(field)
+
+
+def _same(a: Any, b: Any) -> bool:
+    if isinstance(a, str) and isinstance(b, str):
+        return a.casefold() == b.casefold()
+    return str(a) == str(b) if a is not None and b is not None else a == b
+
+
+def condition_holds(condition: Mapping[str, Any], lead: Mapping[str, Any]) -> bool:
+    """Evaluate one {field, op, value} against a lead (strings compare case-insensitively)."""
+    value = lead_value(lead, condition["field"])
+    op, expected = condition["op"], condition.get("value")
+    if op == "exists":
+        return (value not in (None, "", [], {})) == (expected is not False)
+    if op == "eq":
+        return _same(value, expected)
+    if op == "ne":
+        return not _same(value, expected)
+    if op in ("in", "not_in"):
+        options = expected if isinstance(expected, list) else [expected]
+        found = any(_same(value, option) for option in options)
+        return found if op == "in" else not found
+    if op == "contains":
+        if isinstance(value, list):
+            return any(_same(item, expected) for item in value)
+        return isinstance(value, str) and str(expected).casefold() in value.casefold()
+    if op in ("gte", "lte"):
+        if value is None or expected is None:
+            return False
+        try:
+            left, right = float(value), float(expected)
+        except (TypeError, ValueError):
+            return False
+        return left >= right if op == "gte" else left <= right
+    return False
+
+
+def rule_matches(rule: AssignmentRule, lead: Mapping[str, Any]) -> bool:
+    """All conditions hold (a rule without conditions matches every lead)."""
+    return all(condition_holds(c, lead) for c in rule.conditions)
+
+
+def within_working_hours(candidate: Candidate, now: datetime) -> bool:
+    """Whether `now` falls in the candidate's hours for that weekday, in their timezone."""
+    if not candidate.working_hours:
+        return True
+    local = now.astimezone(ZoneInfo(candidate.timezone or "UTC"))
+    span = candidate.working_hours.get(WEEKDAYS[local.weekday()])
+    if not span:
+        return False
+    start, end = (time.fromisoformat(t) if t != "24:00" else time.max for t in span)
+    return start <= local.time() < end
+
+
+def skip_reason(candidate: Candidate, now: datetime, *, respect_hours: bool, strategy: str) -> str | None:
+    """Why this candidate cannot take a lead now, or None."""
+    if not candidate.active:
+        return "inactive"
+    if candidate.capacity is not None and candidate.open_leads >= candidate.capacity:
+        return f"at capacity ({candidate.open_leads}/{candidate.capacity} open leads)"
+    if strategy == "weighted" and candidate.weight <= 0:
+        return "weight 0"
+    if respect_hours and not within_working_hours(candidate, now):
+        local = now.astimezone(ZoneInfo(candidate.timezone or "UTC"))
+        return f"outside working hours ({local:%a %H:%M} {candidate.timezone})"
+    return None
+
+
+def pick(
+    strategy: str, ordered: Sequence[Candidate], eligible: Sequence[Candidate], state: Mapping[str, Any]
+) -> tuple[Candidate, dict[str, Any]]:
+    """Choose among eligible candidates; returns the choice and the strategy's new state."""
+    order = {c.user_id: i for i, c in enumerate(ordered)}
+    assigned = int(state.get("assigned", 0)) + 1
+    if strategy == "weighted":
+        # Smooth weighted round robin (nginx): deterministic, spreads picks evenly by weight.
+        current = {k: int(v) for k, v in dict(state.get("current", {})).items()}
+        total = sum(c.weight for c in eligible)
+        for c in eligible:
+            current[str(c.user_id)] = current.get(str(c.user_id), 0) + c.weight
+        chosen = max(eligible, key=lambda c: (current[str(c.user_id)], -order[c.user_id]))
+        current[str(chosen.user_id)] -= total
+        return chosen, {"current": current, "last_user_id": str(chosen.user_id), "assigned": assigned}
+    if strategy == "least_loaded":
+        epoch = datetime.min.replace(tzinfo=utcnow().tzinfo)
+        chosen = min(eligible, key=lambda c: (c.open_leads, c.last_assigned_at or epoch, order[c.user_id]))
+        return chosen, {"last_user_id": str(chosen.user_id), "assigned": assigned}
+    # round_robin: the next eligible candidate after the last one chosen, in a fixed order.
+    last = state.get("last_user_id")
+    start = (order.get(uuid.UUID(last), -1) + 1) if last else 0
+    eligible_ids = {c.user_id for c in eligible}
+    for step in range(len(ordered)):
+        candidate = ordered[(start + step) % len(ordered)]
+        if candidate.user_id in eligible_ids:
+            return candidate, {"last_user_id": str(candidate.user_id), "assigned": assigned}
+    raise ValueError("pick() needs at least one eligible candidate")
+
+
+async def load_candidates(session: AsyncSession, rule: AssignmentRule) -> list[Candidate]:
+    """The rule's users (listed order, or team members oldest first) with their current load."""
+    if rule.target_user_ids:
+        ids = [uuid.UUID(str(u)) for u in rule.target_user_ids]
+        users = {
+            u.id: u for u in (await session.execute(select(User).where(col(User.id).in_(ids)))).scalars()
+        }
+        ordered_users = [users[i] for i in ids if i in users]
+    elif rule.target_team_id:
+        ordered_users = list(
+            (
+                await session.execute(
+                    select(User)
+                    .where(col(User.team_id) == rule.target_team_id)
+                    .order_by(col(User.created_at), col(User.id))
+                )
+            ).scalars()
+        )
+    else:
+        ordered_users = []
+    ids = [u.id for u in ordered_users]
+    load: dict[uuid.UUID, tuple[int, datetime | None]] = {}
+    if ids:
+        rows = await session.execute(
+            select(col(Lead.owner_id), func.count(), func.max(col(Lead.assigned_at)))
+            .where(col(Lead.owner_id).in_(ids), *open_lead_filter())
+            .group_by(col(Lead.owner_id))
+        )
+        load = {row[0]: (int(row[1]), row[2]) for row in rows if row[0] is not None}
+    return [
+        Candidate(
+            user_id=u.id,
+            name=u.name or u.email,
+            active=u.active,
+            capacity=u.capacity,
+            open_leads=load.get(u.id, (0, None))[0],
+            weight=u.weight,
+            timezone=u.timezone,
+            working_hours=u.working_hours,
+            last_assigned_at=load.get(u.id, (0, None))[1],
+        )
+        for u in ordered_users
+    ]
+
+
+async def active_rules(session: AsyncSession, only: uuid.UUID | None = None) -> list[AssignmentRule]:
+    """Active rules in evaluation order."""
+    stmt = select(AssignmentRule).where(col(AssignmentRule.active).is_(True))
+    if only is not None:
+        stmt = stmt.where(col(AssignmentRule.id) == only)
+    return list(
+        (
+            await session.execute(stmt.order_by(col(AssignmentRule.position), col(AssignmentRule.created_at)))
+        ).scalars()
+    )
+
+
+async def _lock_cursor(session: AsyncSession, rule: AssignmentRule) -> AssignmentCursor:
+    await session.execute(
+        insert(AssignmentCursor)
+        .values(rule_id=rule.id, org_id=rule.org_id, state={}, updated_at=utcnow())
+        .on_conflict_do_nothing(index_elements=["rule_id"])
+    )
+    cursor = (
+        await session.execute(
+            select(AssignmentCursor)
+            .where(col(AssignmentCursor.rule_id) == rule.id)
+            .with_for_update()
+            .execution_options(populate_existing=True)
+        )
+    ).scalar_one()
+    return cursor
+
+
+@dataclass
+class Evaluation:
+    """The outcome of running the rules for one lead (assigning or just previewing)."""
+
+    outcome: str
+    rule: AssignmentRule | None
+    chosen: Candidate | None
+    rules_considered: list[dict[str, Any]]
+    candidates: list[dict[str, Any]]
+    state_before: dict[str, Any]
+    state_after: dict[str, Any]
+    explanation: str
+
+
+async def evaluate(
+    session: AsyncSession,
+    lead: Mapping[str, Any],
+    *,
+    now: datetime,
+    lock: bool,
+    exclude: frozenset[uuid.UUID] = frozenset(),
+    only_rule: uuid.UUID | None = None,
+) -> tuple[Evaluation, AssignmentCursor | None]:
+    """Run the rules; with `lock`, the chosen rule's cursor stays locked for the caller to advance."""
+    considered: list[dict[str, Any]] = []
+    for rule in await active_rules(session, only_rule):
+        if not rule_matches(rule, lead):
+            considered.append({"rule_id": str(rule.id), "name": rule.name, "matched": False})
+            continue
+        cursor = await _lock_cursor(session, rule) if lock else None
+        state: dict[str, Any] = dict(cursor.state) if cursor else dict(await _peek_state(session, rule.id))
+        ordered = await load_candidates(session, rule)
+        evaluated: list[dict[str, Any]] = []
+        eligible: list[Candidate] = []
+        for c in ordered:
+            reason = (
+                "current owner, who missed the contact SLA"
+                if c.user_id in exclude
+                else skip_reason(c, now, respect_hours=rule.respect_working_hours, strategy=rule.strategy)
+            )
+            evaluated.append(
+                {
+                    "user_id": str(c.user_id),
+                    "name": c.name,
+                    "open_leads": c.open_leads,
+                    "capacity": c.capacity,
+                    "eligible": reason is None,
+                    "reason": reason or "eligible",
+                }
+            )
+            if reason is None:
+                eligible.append(c)
+        if not eligible:
+            considered.append(
+                {
+                    "rule_id": str(rule.id),
+                    "name": rule.name,
+                    "matched": True,
+                    "result": "no eligible candidate",
+                    "candidates": evaluated,
+                }
+            )
+            continue
+        chosen, new_state = pick(rule.strategy, ordered, eligible, state)
+        for entry in evaluated:
+            if entry["user_id"] == str(chosen.user_id):
+                entry["reason"] = f"chosen by {rule.strategy}"
+        considered.append({"rule_id": str(rule.id), "name": rule.name, "matched": True, "result": "assigned"})
+        explanation = (
+            f"Rule {rule.name!r} matched; {len(eligible)} of {len(ordered)} candidates eligible; "
+            f"{rule.strategy} chose {chosen.name}."
+        )
+        return (
+            Evaluation("assigned", rule, chosen, considered, evaluated, state, new_state, explanation),
+            cursor,
+        )
+    explanation = (
+        "No rule matched."
+        if not any(r.get("matched") for r in considered)
+        else ("Matching rules had no eligible candidate.")
+    )
+    return Evaluation(
+        "pooled", None, None, considered, [], {}, {}, explanation + " The lead stays in the pool."
+    ), None
+
+
+async def _peek_state(session: AsyncSession, rule_id: uuid.UUID) -> dict[str, Any]:
+    cursor = await session.get(AssignmentCursor, rule_id)
+    return dict(cursor.state) if cursor else {}
+
+
+async def assign(
+    session: AsyncSession,
+    lead: Lead,
+    *,
+    trigger: str,
+    trigger_key: str,
+    exclude: frozenset[uuid.UUID] = frozenset(),
+    only_rule: uuid.UUID | None = None,
+) -> AssignmentDecision:
+    """Assign a (locked) lead by the rules and record the decision; running it twice does nothing more."""
+    existing = (
+        await session.execute(
+            select(AssignmentDecision).where(col(AssignmentDecision.trigger_key) == trigger_key)
+        )
+    ).scalar_one_or_none()
+    if existing is not None:
+        return existing
+    now = utcnow()
+    previous_owner = lead.owner_id
+    if trigger == "lead.created" and (
+        lead.owner_id is not None or lead.status not in ("new", "working", "qualified")
+    ):
+        decision = AssignmentDecision(
+            lead_id=lead.id,
+            trigger=trigger,
+            trigger_key=trigger_key,
+            outcome="kept",
+            chosen_user_id=lead.owner_id,
+            previous_owner_id=previous_owner,
+            explanation="The lead already had an owner (or is closed); rules were not run.",
+        )
+        session.add(decision)
+        await session.flush()
+        return decision
+    evaluation, cursor = await evaluate(
+        session, lead_fields(lead), now=now, lock=True, exclude=exclude, only_rule=only_rule
+    )
+    sla_due_at = None
+    if evaluation.outcome == "assigned" and evaluation.chosen and evaluation.rule:
+        assert cursor is not None
+        cursor.state = evaluation.state_after
+        cursor.updated_at = now
+        owner = await session.get(User, evaluation.chosen.user_id)
+        lead.owner_id = evaluation.chosen.user_id
+        lead.team_id = evaluation.rule.target_team_id or (owner.team_id if owner else None)
+        lead.pooled = False
+        lead.assigned_at = now
+        lead.updated_at = now
+        lead.version += 1
+        if evaluation.rule.contact_sla:
+            sla_due_at = now + parse_duration(evaluation.rule.contact_sla)
+        await outbox.emit(
+            session,
+            "lead.assigned",
+            {
+                "lead_id": lead.id,
+                "owner_id": lead.owner_id,
+                "team_id": lead.team_id,
+                "by": trigger,
+                "rule_id": evaluation.rule.id,
+            },
+        )
+    elif previous_owner is not None:
+        # Nobody else could take it (an SLA reassignment): back to the pool rather than stay stale.
+        lead.owner_id = None
+        lead.pooled = True
+        lead.updated_at = now
+        lead.version += 1
+        await outbox.emit(
+            session,
+            "lead.recycled",
+            {"lead_id": lead.id, "previous_owner_id": previous_owner, "reason": trigger},
+        )
+    decision = AssignmentDecision(
+        lead_id=lead.id,
+        trigger=trigger,
+        trigger_key=trigger_key,
+        outcome=evaluation.outcome,
+        rule_id=evaluation.rule.id if evaluation.rule else None,
+        rule_name=evaluation.rule.name if evaluation.rule else None,
+        strategy=evaluation.rule.strategy if evaluation.rule else None,
+        chosen_user_id=evaluation.chosen.user_id if evaluation.chosen else None,
+        previous_owner_id=previous_owner,
+        explanation=evaluation.explanation,
+        rules_considered=evaluation.rules_considered,
+        candidates=evaluation.candidates,
+        state_before=evaluation.state_before,
+        state_after=evaluation.state_after,
+        sla_due_at=sla_due_at,
+    )
+    session.add(decision)
+    await session.flush()
+    return decision
+
+
+async def latest_decision(session: AsyncSession, lead_id: uuid.UUID) -> AssignmentDecision | None:
+    """The most recent decision about a lead."""
+    return (
+        await session.execute(
+            select(AssignmentDecision)
+            .where(col(AssignmentDecision.lead_id) == lead_id)
+            .order_by(col(AssignmentDecision.created_at).desc(), col(AssignmentDecision.id).desc())
+            .limit(1)
+        )
+    ).scalar_one_or_none()
+
+
+async def escalate(
+    session: AsyncSession, lead: Lead, *, rule: AssignmentRule, trigger_key: str
+) -> AssignmentDecision:
+    """Hand a lead whose contact SLA was missed to the team's manager (rule's team, else the owner's)."""
+    team_id = rule.target_team_id
+    if team_id is None and lead.owner_id is not None:
+        owner = await session.get(User, lead.owner_id)
+        team_id = owner.team_id if owner else None
+    team = await session.get(Team, team_id) if team_id else None
+    manager_id = team.manager_id if team else None
+    previous = lead.owner_id
+    now = utcnow()
+    if manager_id is not None:
+        lead.owner_id = manager_id
+        lead.pooled = False
+        lead.assigned_at = now
+        lead.updated_at = now
+        lead.version += 1
+        await outbox.emit(
+            session,
+            "lead.assigned",
+            {"lead_id": lead.id, "owner_id": manager_id, "team_id": team_id, "by": "sla"},
+        )
+    decision = AssignmentDecision(
+        lead_id=lead.id,
+        trigger="sla",
+        trigger_key=trigger_key,
+        outcome="escalated" if manager_id else "kept",
+        rule_id=rule.id,
+        rule_name=rule.name,
+        strategy=rule.strategy,
+        chosen_user_id=manager_id or previous,
+        previous_owner_id=previous,
+        explanation=(
+            "Contact SLA missed; escalated to the team manager."
+            if manager_id
+            else "Contact SLA missed, but the team has no manager; the owner keeps the lead."
+        ),
+    )
+    session.add(decision)
+    await session.flush()
+    return decision
