@@ -20,10 +20,10 @@ from app.workers.jobs import load_event
 log = structlog.get_logger("loudou.assignment")
 
 
-async def assign_lead(ctx: dict[str, Any], outbox_id: str) -> str:
+async def assign_lead(ctx: dict[str, Any], outbox_id: str, org_id: str | None = None) -> str:
     """Run the rules for a `lead.created` event; the decision's trigger key makes a re-run a no-op."""
     state: AppState = ctx["state"]
-    event = await load_event(state, outbox_id)
+    event = await load_event(state, outbox_id, org_id)
     if event is None:
         return "gone"
     async with state.sessions() as session:

@@ -17,10 +17,10 @@ from app.state import AppState
 from app.workers.jobs import load_event
 
 
-async def schedule_followup(ctx: dict[str, Any], outbox_id: str) -> str:
+async def schedule_followup(ctx: dict[str, Any], outbox_id: str, org_id: str | None = None) -> str:
     """Create the lead's next follow-up task if its status has a policy and none is open."""
     state: AppState = ctx["state"]
-    event = await load_event(state, outbox_id)
+    event = await load_event(state, outbox_id, org_id)
     if event is None:
         return "nothing to do"
     if not event.payload.get("lead_id"):
