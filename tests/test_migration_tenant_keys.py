@@ -14,14 +14,11 @@ from typing import Any
 import asyncpg
 import httpx
 import pytest
-from alembic import command
-from alembic.script import ScriptDirectory
-from sqlalchemy.engine import Connection, make_url
-from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy.engine import make_url
 
 from app.config import Settings
 from app.main import create_app
-from app.migrate import alembic_config, upgrade
+from app.migrate import downgrade, revision_before, upgrade
 from app.state import AppState
 from tests.conftest import Org, Servers, make_org
 from tests.test_schema_keys import key_violations
@@ -32,9 +29,7 @@ ROWS_PER_ORG = 3
 
 def previous_revision() -> str:
     """The head this migration upgrades from."""
-    down = ScriptDirectory.from_config(alembic_config()).get_revision(REVISION).down_revision
-    assert isinstance(down, str)
-    return down
+    return revision_before(REVISION)
 
 
 def _dsn(url: str) -> str:
@@ -58,22 +53,6 @@ async def empty_database(servers: Servers) -> AsyncIterator[str]:
             await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         finally:
             await admin.close()
-
-
-async def downgrade(url: str, revision: str) -> None:
-    """alembic downgrade on a connection of our own."""
-
-    def run(connection: Connection) -> None:
-        cfg = alembic_config()
-        cfg.attributes["connection"] = connection
-        command.downgrade(cfg, revision)
-
-    engine = create_async_engine(url)
-    try:
-        async with engine.begin() as connection:
-            await connection.run_sync(run)
-    finally:
-        await engine.dispose()
 
 
 def _value(data_type: str, length: int | None, n: int) -> Any:
