@@ -242,6 +242,7 @@ class Activity(IdMixin, TenantMixin, TimestampsMixin, VersionMixin, table=True):
         tenant_fk("activities", "lead_id", "leads", ondelete="CASCADE"),
         tenant_fk("activities", "owner_id", "users", ondelete="SET NULL"),
         tenant_fk("activities", "created_by", "users", ondelete="SET NULL"),
+        # Deferred: intake writes the touch before its inbound event row, in the same transaction.
         tenant_fk(
             "activities",
             "inbound_event_id",
@@ -263,7 +264,6 @@ class Activity(IdMixin, TenantMixin, TimestampsMixin, VersionMixin, table=True):
     done_at: datetime | None = TimestampField(nullable=True, default_now=False)
     owner_id: uuid.UUID | None = Field(default=None)
     created_by: uuid.UUID | None = Field(default=None)
-    # Deferred: intake writes the touch before its inbound event row, in the same transaction.
     inbound_event_id: uuid.UUID | None = Field(default=None)
     message_id: str | None = Field(default=None, max_length=998)
     details: dict[str, Any] = JsonField()

@@ -49,6 +49,7 @@ class Team(IdMixin, TenantMixin, TimestampsMixin, VersionMixin, table=True):
     __tablename__ = "teams"
     __table_args__ = (
         UniqueConstraint("org_id", "name"),
+        # use_alter: teams and users point at each other, so this key is added after both tables exist.
         tenant_fk("teams", "manager_id", "users", ondelete="SET NULL", use_alter=True),
     )
 
