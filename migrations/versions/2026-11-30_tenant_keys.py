@@ -124,6 +124,12 @@ UNIQUES: list[tuple[str, tuple[str, ...]]] = [
 ]
 
 
+# Stand-in UNIQUE (org_id, id) constraints (uq_<table>_org_id_id) that earlier migrations added
+# so that their new tables could reference these tables by (org_id, id): the primary key covers
+# them now, so the upgrade drops them and the downgrade puts them back.
+STAND_INS: tuple[str, ...] = ()
+
+
 def _fk_name(table: str, column: str, target: str) -> str:
     return f"fk_{table}_{column}_{target}"
 
@@ -214,7 +220,7 @@ def downgrade() -> None:
         )
     # Keys of later tables that point at (org_id, id) need that pair unique again: the stand-in
     # constraint they were created against before this migration.
-    targets = set()
+    targets = set(STAND_INS)
     for _, _, definition in others:
         target, columns = definition.split(" REFERENCES ", 1)[1].split(")", 1)[0].split("(", 1)
         if columns.replace(" ", "") == "org_id,id":
