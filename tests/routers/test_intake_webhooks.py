@@ -174,7 +174,7 @@ async def test_non_json_webhook_is_415_and_malformed_json_400(org: Org) -> None:
 
 
 async def test_a_rolled_back_repeat_does_not_poison_the_source_cache(org: Org) -> None:
-    from app.services.intake import cache as intake_cache
+    from app.services import cache as intake_cache
 
     source = await make_source(org)
     body, headers = signed(source["secret"], {"email": "first@example.com"}, msg_id="msg_cache")

@@ -1,7 +1,8 @@
-"""Pipelines and stages: the default pipeline every organisation gets, admin edits, stage deletion.
+"""Pipelines and stages: the default pipeline every organisation gets, admin edits, stage removal.
 
 Every member reads pipelines; only admins change them. Stages are never erased: a deleted stage
-gets `deleted_at` (its deals move to a target stage first), so stage history keeps pointing at it.
+gets `deleted_at` (its deals move to a target stage first, in `deals.stages.delete_stage`), so
+stage history keeps pointing at it.
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ from sqlmodel import col
 
 from app.errors import Conflict, FieldError, Forbidden, NotFound, ValidationFailed
 from app.models.base import utcnow
-from app.models.deal import Deal
 from app.models.pipeline import (
     Pipeline,
     PipelineCreate,
@@ -349,18 +349,11 @@ async def reorder_stages(
     return pipeline, ordered
 
 
-async def delete_stage(
-    session: AsyncSession,
-    principal: Principal,
-    pipeline_id: uuid.UUID,
-    stage_id: uuid.UUID,
-    *,
-    target_stage_id: uuid.UUID | None,
-) -> tuple[Pipeline, list[Stage]]:
-    """Delete an open stage; its deals first move to `target_stage_id` (required when it holds deals)."""
-    # deal_stages imports pipelines; this is the one way back
-    from app.services.deals import stages as deal_stages
-
+async def stage_to_delete(
+    session: AsyncSession, principal: Principal, pipeline_id: uuid.UUID, stage_id: uuid.UUID
+) -> tuple[Pipeline, Stage, list[Stage]]:
+    """The pipeline, the open stage an admin may delete, and the pipeline's live stages (409 when it
+    is a closing stage or the last open one)."""
     _admin_only(principal)
     pipeline = await get_or_404(session, Pipeline, pipeline_id, what="pipeline")
     stage = await get_stage(session, pipeline_id, stage_id)
@@ -369,19 +362,35 @@ async def delete_stage(
     stages = await live_stages(session, pipeline.id)
     if sum(1 for s in stages if s.kind == StageKind.open) <= 1:
         raise Conflict("A pipeline keeps at least one open stage.")
-    holding = list((await session.execute(select(Deal).where(col(Deal.stage_id) == stage.id))).scalars())
-    if holding:
-        if target_stage_id is None:
-            raise _invalid(
-                "target_stage_id",
-                "required",
-                f"the stage holds {len(holding)} deal(s); name a target stage to move them to",
-            )
-        target = await get_stage(session, pipeline_id, target_stage_id)
-        if target.id == stage.id or target.kind != StageKind.open:
-            raise _invalid("target_stage_id", "invalid_target", "the target must be another open stage")
-        for deal in holding:
-            await deal_stages.enter_stage(session, principal, deal, target, reason="stage_deleted")
+    return pipeline, stage, stages
+
+
+async def deal_target_stage(
+    session: AsyncSession,
+    pipeline_id: uuid.UUID,
+    stage: Stage,
+    target_stage_id: uuid.UUID | None,
+    *,
+    holding: int,
+) -> Stage:
+    """The open stage that takes the `holding` deals of `stage` before it is deleted (422 when it
+    is missing or not another open stage)."""
+    if target_stage_id is None:
+        raise _invalid(
+            "target_stage_id",
+            "required",
+            f"the stage holds {holding} deal(s); name a target stage to move them to",
+        )
+    target = await get_stage(session, pipeline_id, target_stage_id)
+    if target.id == stage.id or target.kind != StageKind.open:
+        raise _invalid("target_stage_id", "invalid_target", "the target must be another open stage")
+    return target
+
+
+async def remove_stage(
+    session: AsyncSession, principal: Principal, stage: Stage, stages: list[Stage], *, moved_deals: int
+) -> list[Stage]:
+    """Mark an emptied stage deleted and renumber the rest; answers the remaining live stages."""
     stage.deleted_at = utcnow()
     stage.version += 1
     remaining = [s for s in stages if s.id != stage.id]
@@ -392,10 +401,10 @@ async def delete_stage(
         entity="stage",
         entity_id=stage.id,
         action="delete",
-        changes={"moved_deals": [None, len(holding)]},
+        changes={"moved_deals": [None, moved_deals]},
     )
     await session.flush()
-    return pipeline, remaining
+    return remaining
 
 
 def stage_probability(stage: Stage) -> Decimal:

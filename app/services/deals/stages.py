@@ -1,4 +1,5 @@
-"""Deal stage changes: move (with exit criteria), won, lost, reopen; each writes the stage history.
+"""Deal stage changes: move (with exit criteria), won, lost, reopen, and deleting a pipeline stage
+(its deals move first); each writes the stage history.
 
 Every stage change appends a `deal_stage_history` row (from, to, at, by), the field-history rows of
 what the change moved (status, probability), an audit entry, and the outbox events
@@ -17,7 +18,7 @@ from app.errors import FieldError, InvalidTransition, ValidationFailed
 from app.models.base import utcnow
 from app.models.deal import Deal, DealStageHistory, DealStatus
 from app.models.organisation import Organisation
-from app.models.pipeline import Stage, StageKind
+from app.models.pipeline import Pipeline, Stage, StageKind
 from app.security import Principal
 from app.services import audit, outbox
 from app.services.common import check_version, get_or_404
@@ -258,3 +259,28 @@ async def reopen_deal(
         target = last_open or next(iter(open_stages.values()))
     await enter_stage(session, principal, deal, target, reason="reopen", status=DealStatus.open)
     return deal
+
+
+async def delete_stage(
+    session: AsyncSession,
+    principal: Principal,
+    pipeline_id: uuid.UUID,
+    stage_id: uuid.UUID,
+    *,
+    target_stage_id: uuid.UUID | None,
+) -> tuple[Pipeline, list[Stage]]:
+    """Delete an open stage; its deals first move to `target_stage_id` (required when it holds deals)."""
+    pipeline, stage, stages = await pipelines_service.stage_to_delete(
+        session, principal, pipeline_id, stage_id
+    )
+    holding = list((await session.execute(select(Deal).where(col(Deal.stage_id) == stage.id))).scalars())
+    if holding:
+        target = await pipelines_service.deal_target_stage(
+            session, pipeline_id, stage, target_stage_id, holding=len(holding)
+        )
+        for deal in holding:
+            await enter_stage(session, principal, deal, target, reason="stage_deleted")
+    remaining = await pipelines_service.remove_stage(
+        session, principal, stage, stages, moved_deals=len(holding)
+    )
+    return pipeline, remaining

@@ -46,7 +46,7 @@ from app.models.intake import (
     SourceKind,
 )
 from app.models.lead import LeadSource
-from app.services.intake import cache as intake_cache
+from app.services import cache as intake_cache
 from app.services.intake.payloads import JSON_TYPES, media_type, parse_body, parse_json
 from app.services.leads.ingest import ingest
 from app.services.leads.normalise import LeadInput, map_payload, normalise

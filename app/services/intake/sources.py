@@ -26,8 +26,8 @@ from app.models.user import Team, User
 from app.pagination import PageParams, paginate
 from app.security import Principal
 from app.services import audit
+from app.services import cache as intake_cache
 from app.services.common import apply_changes, get_or_404
-from app.services.intake import cache as intake_cache
 
 ENDPOINTS = {SourceKind.form: "forms", SourceKind.email: "email", SourceKind.webhook: "webhooks"}
 SECRET_FIELDS = {"signing_key", "basic_auth_password", "secret", "previous_secret"}

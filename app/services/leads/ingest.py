@@ -27,7 +27,7 @@ from app.models.outbox import OutboxEvent
 from app.models.scoring import ScoringRule
 from app.security import Principal
 from app.services import audit, outbox
-from app.services.intake import cache as intake_cache
+from app.services import cache as intake_cache
 from app.services.leads.normalise import TEXT_FIELDS, LeadInput
 from app.services.leads.scoring import rescore, score
 
