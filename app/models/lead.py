@@ -8,8 +8,9 @@ from datetime import datetime
 from typing import Any
 
 from pydantic import ConfigDict, field_validator
-from sqlalchemy import Column, ForeignKey, Index, String, Text, Uuid, text
-from sqlmodel import Field, SQLModel
+from sqlalchemy import Column, ColumnElement, ForeignKey, Index, String, Text, Uuid, and_, text
+from sqlalchemy.dialects import postgresql
+from sqlmodel import Field, SQLModel, col
 
 from app.models.base import (
     IdMixin,
@@ -32,7 +33,10 @@ class LeadStatus(enum.StrEnum):
     converted = "converted"
 
 
-# A lead is "open" (dedupe target, counts against a claim limit) while in one of these.
+# What an "open" lead is (a dedupe target, claimable, assignable, convertible, counted against the
+# claim limit): one of these statuses, and not merged away, deleted or erased. Defined once here as
+# the tuple, `Lead.is_open`, `OPEN_LEAD` (SQLAlchemy) and `OPEN_LEAD_SQL` (its text); the plpgsql
+# dedupe function of migration c3b1leads0001 is checked against them by tests/models/test_lead_open.py.
 OPEN_STATUSES = (LeadStatus.new, LeadStatus.working, LeadStatus.qualified)
 
 
@@ -121,6 +125,30 @@ class Lead(IdMixin, TenantMixin, TimestampsMixin, VersionMixin, table=True):
 
     deleted_at: datetime | None = TimestampField(nullable=True, default_now=False)
     erased_at: datetime | None = TimestampField(nullable=True, default_now=False)
+
+    @property
+    def is_open(self) -> bool:
+        """Whether the lead is open (see OPEN_STATUSES): what `OPEN_LEAD` selects."""
+        return (
+            self.status in OPEN_STATUSES
+            and self.duplicate_of is None
+            and self.deleted_at is None
+            and self.erased_at is None
+        )
+
+
+OPEN_LEAD: ColumnElement[bool] = and_(
+    col(Lead.status).in_([s.value for s in OPEN_STATUSES]),
+    col(Lead.duplicate_of).is_(None),
+    col(Lead.deleted_at).is_(None),
+    col(Lead.erased_at).is_(None),
+)
+"""The SQL condition of an open lead (built once: expressions are immutable and cheap to reuse)."""
+
+OPEN_LEAD_SQL: str = str(
+    OPEN_LEAD.compile(dialect=postgresql.dialect(), compile_kwargs={"literal_binds": True})  # type: ignore[no-untyped-call]
+)
+"""`OPEN_LEAD` as SQL text, for raw statements over `leads`."""
 
 
 class LeadCreate(SQLModel):

@@ -90,8 +90,7 @@ async def _handle_sla(session: Any, decision_id: uuid.UUID) -> bool:
         lead is None
         or lead.owner_id != decision.chosen_user_id
         or lead.first_contacted_at is not None
-        or lead.deleted_at is not None
-        or lead.status not in ("new", "working", "qualified")
+        or not lead.is_open
     ):
         return False  # contacted in time, or moved on: nothing to do
     rule = await session.get(AssignmentRule, decision.rule_id) if decision.rule_id else None

@@ -26,10 +26,9 @@ from sqlmodel import col
 from app.models.assignment import AssignmentCursor, AssignmentDecision, AssignmentRule
 from app.models.base import utcnow
 from app.models.durations import parse_duration
-from app.models.lead import Lead
+from app.models.lead import OPEN_LEAD, Lead
 from app.models.user import Team, User
 from app.services import outbox
-from app.services.leads.ingest import open_lead_filter
 
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 
@@ -190,7 +189,7 @@ async def load_candidates(session: AsyncSession, rule: AssignmentRule) -> list[C
     if ids:
         rows = await session.execute(
             select(col(Lead.owner_id), func.count(), func.max(col(Lead.assigned_at)))
-            .where(col(Lead.owner_id).in_(ids), *open_lead_filter())
+            .where(col(Lead.owner_id).in_(ids), OPEN_LEAD)
             .group_by(col(Lead.owner_id))
         )
         load = {row[0]: (int(row[1]), row[2]) for row in rows if row[0] is not None}
@@ -349,9 +348,7 @@ async def assign(
         return existing
     now = utcnow()
     previous_owner = lead.owner_id
-    if trigger == "lead.created" and (
-        lead.owner_id is not None or lead.status not in ("new", "working", "qualified")
-    ):
+    if trigger == "lead.created" and (lead.owner_id is not None or not lead.is_open):
         decision = AssignmentDecision(
             lead_id=lead.id,
             trigger=trigger,

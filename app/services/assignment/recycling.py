@@ -20,10 +20,9 @@ from sqlmodel import col
 from app.models.assignment import AssignmentDecision
 from app.models.base import new_id, utcnow
 from app.models.durations import parse_duration
-from app.models.lead import Activity, ActivityKind, Direction, Lead
+from app.models.lead import OPEN_LEAD, Activity, ActivityKind, Direction, Lead
 from app.models.organisation import Organisation
 from app.services import outbox
-from app.services.leads.ingest import open_lead_filter
 
 FOLLOW_UP_KINDS = [
     ActivityKind.call.value,
@@ -74,9 +73,7 @@ async def quiet_leads(
     """Owned open leads whose last follow-up is before `older_than`, with that time."""
     last = _last_follow_up().label("last_follow_up")
     rows = await session.execute(
-        select(Lead, last)
-        .where(col(Lead.owner_id).is_not(None), *open_lead_filter(), last < older_than)
-        .limit(limit)
+        select(Lead, last).where(col(Lead.owner_id).is_not(None), OPEN_LEAD, last < older_than).limit(limit)
     )
     return [(lead, when) for lead, when in rows]
 

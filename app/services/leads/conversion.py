@@ -20,7 +20,7 @@ from app.models.account import Account, AccountCreate, Contact, ContactCreate
 from app.models.base import utcnow
 from app.models.common import CurrencyCode
 from app.models.deal import Deal, DealCreate
-from app.models.lead import OPEN_STATUSES, Lead, LeadStatus
+from app.models.lead import Lead, LeadStatus
 from app.security import Principal
 from app.services import accounts, audit, outbox
 from app.services.common import check_version, get_or_404
@@ -68,7 +68,7 @@ async def convert_lead(
     if not await lead_service.can_write(session, principal, lead):
         raise Forbidden("You cannot convert a lead that is not yours.")
     check_version(lead, expected_version)
-    if lead.status not in OPEN_STATUSES or lead.duplicate_of is not None or lead.erased_at is not None:
+    if not lead.is_open:
         raise Conflict(f"Only open leads can be converted; this one is {lead.status}.")
     owner_id = lead.owner_id or principal.user_id
     if data.account_id is not None:

@@ -21,7 +21,7 @@ from sqlmodel import SQLModel, col
 from app.db import SessionStatements, Statements, direct_statements
 from app.models.base import build, column_values, utcnow
 from app.models.intake import EventStatus, InboundEvent
-from app.models.lead import OPEN_STATUSES, Activity, ActivityKind, Direction, Lead
+from app.models.lead import OPEN_LEAD, OPEN_LEAD_SQL, Activity, ActivityKind, Direction, Lead
 from app.models.organisation import OrganisationSettings
 from app.models.outbox import OutboxEvent
 from app.models.scoring import ScoringRule
@@ -43,22 +43,6 @@ class Ingested:
     activity_id: uuid.UUID | None
     possible_duplicate_of: uuid.UUID | None = None
     event_written: bool = False
-
-
-_OPEN: tuple[Any, ...] = ()
-
-
-def open_lead_filter() -> tuple[Any, ...]:
-    """Leads that can still absorb a new touch: not converted, merged, deleted or erased."""
-    global _OPEN
-    if not _OPEN:  # built once: SQL expressions are immutable and cheap to reuse, not to build
-        _OPEN = (
-            col(Lead.status).in_([s.value for s in OPEN_STATUSES]),
-            col(Lead.duplicate_of).is_(None),
-            col(Lead.deleted_at).is_(None),
-            col(Lead.erased_at).is_(None),
-        )
-    return _OPEN
 
 
 _LOCK_CALL = "loudou_lock_open_lead(:org, :email, :phone, :keys)"
@@ -95,7 +79,7 @@ async def find_exact(session: AsyncSession, *, email: str | None, phone: str | N
         found = (
             await session.execute(
                 select(Lead)
-                .where(col(column) == value, *open_lead_filter())
+                .where(col(column) == value, OPEN_LEAD)
                 .order_by(col(Lead.created_at), col(Lead.id))
                 .limit(1)
             )
@@ -109,8 +93,7 @@ _FUZZY_CANDIDATES = text(
     "SELECT id, name, company FROM leads"
     " WHERE org_id = :org AND id <> :exclude"
     " AND (company ILIKE :company ESCAPE '\\' OR name ILIKE :name ESCAPE '\\')"
-    f" AND status IN ({', '.join(repr(s.value) for s in OPEN_STATUSES)})"
-    " AND duplicate_of IS NULL AND deleted_at IS NULL AND erased_at IS NULL"
+    f" AND {OPEN_LEAD_SQL}"
     f" ORDER BY created_at LIMIT {FUZZY_CANDIDATES}"
 )
 
@@ -521,9 +504,7 @@ async def count_open_owned(session: AsyncSession, owner_id: uuid.UUID) -> int:
     return int(
         (
             await session.execute(
-                select(func.count())
-                .select_from(Lead)
-                .where(col(Lead.owner_id) == owner_id, *open_lead_filter())
+                select(func.count()).select_from(Lead).where(col(Lead.owner_id) == owner_id, OPEN_LEAD)
             )
         ).scalar_one()
     )

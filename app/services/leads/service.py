@@ -333,7 +333,7 @@ async def claim_lead(session: AsyncSession, principal: Principal, lead_id: uuid.
     lead = await get_lead(session, principal, lead_id, lock=True)
     if not lead.pooled or lead.owner_id is not None:
         raise Conflict("This lead is not in the pool.")
-    if lead.status not in (LeadStatus.new, LeadStatus.working, LeadStatus.qualified) or lead.duplicate_of:
+    if not lead.is_open:
         raise Conflict("Only open leads can be claimed.")
     org = await session.get(Organisation, principal.org_id)
     assert org is not None
