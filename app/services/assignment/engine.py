@@ -28,7 +28,7 @@ from app.models.base import utcnow
 from app.models.durations import parse_duration
 from app.models.lead import OPEN_LEAD, Lead
 from app.models.user import Team, User
-from app.services import outbox
+from app.services.leads.owner import set_owner
 
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 
@@ -370,35 +370,22 @@ async def assign(
         cursor.state = evaluation.state_after
         cursor.updated_at = now
         owner = await session.get(User, evaluation.chosen.user_id)
-        lead.owner_id = evaluation.chosen.user_id
-        lead.team_id = evaluation.rule.target_team_id or (owner.team_id if owner else None)
-        lead.pooled = False
-        lead.assigned_at = now
-        lead.updated_at = now
-        lead.version += 1
         if evaluation.rule.contact_sla:
             sla_due_at = now + parse_duration(evaluation.rule.contact_sla)
-        await outbox.emit(
+        await set_owner(
             session,
-            "lead.assigned",
-            {
-                "lead_id": lead.id,
-                "owner_id": lead.owner_id,
-                "team_id": lead.team_id,
-                "by": trigger,
-                "rule_id": evaluation.rule.id,
-            },
+            lead,
+            evaluation.chosen.user_id,
+            team_id=evaluation.rule.target_team_id or (owner.team_id if owner else None),
+            actor=None,
+            action="auto_assign",
+            by=trigger,
+            rule_id=evaluation.rule.id,
         )
     elif previous_owner is not None:
         # Nobody else could take it (an SLA reassignment): back to the pool rather than stay stale.
-        lead.owner_id = None
-        lead.pooled = True
-        lead.updated_at = now
-        lead.version += 1
-        await outbox.emit(
-            session,
-            "lead.recycled",
-            {"lead_id": lead.id, "previous_owner_id": previous_owner, "reason": trigger},
+        await set_owner(
+            session, lead, None, team_id=lead.team_id, actor=None, action="return_to_pool", reason=trigger
         )
     decision = AssignmentDecision(
         lead_id=lead.id,
@@ -445,18 +432,8 @@ async def escalate(
     team = await session.get(Team, team_id) if team_id else None
     manager_id = team.manager_id if team else None
     previous = lead.owner_id
-    now = utcnow()
     if manager_id is not None:
-        lead.owner_id = manager_id
-        lead.pooled = False
-        lead.assigned_at = now
-        lead.updated_at = now
-        lead.version += 1
-        await outbox.emit(
-            session,
-            "lead.assigned",
-            {"lead_id": lead.id, "owner_id": manager_id, "team_id": team_id, "by": "sla"},
-        )
+        await set_owner(session, lead, manager_id, team_id=team_id, actor=None, action="escalate", by="sla")
     decision = AssignmentDecision(
         lead_id=lead.id,
         trigger="sla",

@@ -23,6 +23,7 @@ from app.models.durations import parse_duration
 from app.models.lead import OPEN_LEAD, Activity, ActivityKind, Direction, Lead
 from app.models.organisation import Organisation
 from app.services import outbox
+from app.services.leads.owner import set_owner
 
 FOLLOW_UP_KINDS = [
     ActivityKind.call.value,
@@ -118,15 +119,8 @@ async def sweep_organisation(
         text = f"No follow-up since {last.isoformat()} (more than {recycle_after}); back to the pool."
         if not await _once(session, lead, trigger="recycle", key=key, outcome="recycled", explanation=text):
             continue
-        previous = lead.owner_id
-        lead.owner_id = None
-        lead.pooled = True
-        lead.updated_at = now
-        lead.version += 1
-        await outbox.emit(
-            session,
-            "lead.recycled",
-            {"lead_id": lead.id, "previous_owner_id": previous, "reason": "no_follow_up"},
+        await set_owner(
+            session, lead, None, team_id=lead.team_id, actor=None, action="recycle", reason="no_follow_up"
         )
         recycled += 1
     warned = 0

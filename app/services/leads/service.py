@@ -38,6 +38,7 @@ from app.services import audit, outbox
 from app.services.common import apply_changes, check_version
 from app.services.leads.ingest import Ingested, count_open_owned, ingest
 from app.services.leads.normalise import LeadInput, normalise
+from app.services.leads.owner import set_owner
 from app.services.leads.scoring import rescore
 
 TRANSITIONS: dict[LeadStatus, frozenset[LeadStatus]] = {
@@ -277,23 +278,7 @@ async def _set_owner(
     *,
     action: str,
 ) -> Lead:
-    now = utcnow()
-    diff = apply_changes(
-        lead,
-        {
-            "owner_id": owner_id,
-            "team_id": team_id,
-            "pooled": owner_id is None,
-            "assigned_at": now if owner_id else None,
-        },
-    )
-    audit.record(session, actor=principal, entity="lead", entity_id=lead.id, action=action, changes=diff)
-    if owner_id is not None:
-        await outbox.emit(
-            session,
-            "lead.assigned",
-            {"lead_id": lead.id, "owner_id": owner_id, "team_id": team_id, "by": action},
-        )
+    await set_owner(session, lead, owner_id, team_id=team_id, actor=principal, action=action)
     await session.flush()
     return lead
 
