@@ -19,6 +19,7 @@ from app.models.base import utcnow
 from app.models.common import Role
 from app.models.deal import Deal
 from app.models.durations import parse_duration
+from app.models.events import TaskCompleted, TaskOverdue
 from app.models.followup import FollowupPolicy, FollowupPolicyCreate, FollowupPolicyUpdate, TaskComplete
 from app.models.lead import Activity, ActivityCreate, ActivityKind, Lead
 from app.models.pipeline import Stage
@@ -305,9 +306,7 @@ async def complete_task(
     task.updated_at = now
     task.version += 1
     task.details = {**task.details, "outcome": data.outcome, "logged_activity_id": str(logged.id)}
-    await outbox.emit(
-        session, "task.completed", {"task_id": task.id, "lead_id": task.lead_id, "deal_id": task.deal_id}
-    )
+    await outbox.emit(session, TaskCompleted(task_id=task.id, lead_id=task.lead_id, deal_id=task.deal_id))
     await session.flush()
     return task, logged
 
@@ -335,14 +334,13 @@ async def flag_overdue(session: AsyncSession, *, limit: int = 500) -> int:
         task.details = {**task.details, "overdue_at": now.isoformat()}
         await outbox.emit(
             session,
-            "task.overdue",
-            {
-                "task_id": task.id,
-                "lead_id": task.lead_id,
-                "deal_id": task.deal_id,
-                "owner_id": task.owner_id,
-                "due_at": task.due_at,
-            },
+            TaskOverdue(
+                task_id=task.id,
+                lead_id=task.lead_id,
+                deal_id=task.deal_id,
+                owner_id=task.owner_id,
+                due_at=task.due_at,
+            ),
             org_id=task.org_id,
         )
     await session.flush()

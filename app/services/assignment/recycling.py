@@ -20,6 +20,7 @@ from sqlmodel import col
 from app.models.assignment import AssignmentDecision
 from app.models.base import new_id, utcnow
 from app.models.durations import parse_duration
+from app.models.events import LeadRecycleWarning
 from app.models.lead import OPEN_LEAD, Activity, ActivityKind, Direction, Lead
 from app.models.organisation import Organisation
 from app.services import outbox
@@ -131,11 +132,10 @@ async def sweep_organisation(
             if await _once(
                 session, lead, trigger="recycle_warning", key=key, outcome="warned", explanation=text
             ):
-                await outbox.emit(
-                    session,
-                    "lead.recycle_warning",
-                    {"lead_id": lead.id, "owner_id": lead.owner_id, "recycle_at": last + recycle_after},
+                warning = LeadRecycleWarning(
+                    lead_id=lead.id, owner_id=lead.owner_id, recycle_at=last + recycle_after
                 )
+                await outbox.emit(session, warning)
                 warned += 1
     await session.flush()
     return warned, recycled

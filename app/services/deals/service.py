@@ -21,7 +21,7 @@ import enum
 import uuid
 from datetime import date, datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import ColumnElement, or_, select, true
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -39,6 +39,7 @@ from app.models.deal import (
     DealStageHistory,
     DealUpdate,
 )
+from app.models.events import DealCreated, DealDeleted, DealEvent
 from app.models.organisation import Organisation
 from app.models.pipeline import Pipeline, Stage, StageKind
 from app.models.receivable import Order
@@ -50,6 +51,9 @@ from app.services.common import check_version, get_or_404, snapshot
 from app.services.deals import pipelines as pipelines_service
 
 AUDITED = ["name", "pipeline_id", "stage_id", "owner_id", "amount", "currency", "status"]
+
+
+E = TypeVar("E", bound=DealEvent)
 
 
 def invalid(field: str, code: str, message: str) -> ValidationFailed:
@@ -257,24 +261,24 @@ async def create_deal(session: AsyncSession, principal: Principal, data: DealCre
         action="create",
         changes=snapshot(deal, AUDITED),
     )
-    await outbox.emit(session, "deal.created", event_payload(deal, principal))
+    await outbox.emit(session, deal_event(DealCreated, deal, principal))
     await session.flush()
     return deal
 
 
-def event_payload(deal: Deal, principal: Principal | None, **extra: Any) -> dict[str, Any]:
-    """The payload of a deal event."""
-    return {
-        "deal_id": deal.id,
-        "pipeline_id": deal.pipeline_id,
-        "stage_id": deal.stage_id,
-        "status": deal.status,
-        "owner_id": deal.owner_id,
-        "amount": None if deal.amount is None else str(round_money(Decimal(deal.amount), deal.currency)),
-        "currency": deal.currency,
-        "by_user_id": principal.user_id if principal else None,
+def deal_event(kind: type[E], deal: Deal, principal: Principal | None, **extra: Any) -> E:
+    """A deal event of type `kind`: the deal as it is now, who changed it, and `extra` fields."""
+    return kind(
+        deal_id=deal.id,
+        pipeline_id=deal.pipeline_id,
+        stage_id=deal.stage_id,
+        status=deal.status,
+        owner_id=deal.owner_id,
+        amount=None if deal.amount is None else str(round_money(Decimal(deal.amount), deal.currency)),
+        currency=deal.currency,
+        by_user_id=principal.user_id if principal else None,
         **extra,
-    }
+    )
 
 
 async def update_deal(
@@ -342,7 +346,7 @@ async def delete_deal(
         action="delete",
         changes=snapshot(deal, AUDITED),
     )
-    await outbox.emit(session, "deal.deleted", event_payload(deal, principal))
+    await outbox.emit(session, deal_event(DealDeleted, deal, principal))
     await session.delete(deal)
     await session.flush()
     return deal

@@ -17,13 +17,14 @@ from sqlmodel import col
 from app.errors import FieldError, InvalidTransition, ValidationFailed
 from app.models.base import utcnow
 from app.models.deal import Deal, DealStageHistory, DealStatus
+from app.models.events import DealLost, DealStageChanged, DealWon
 from app.models.organisation import Organisation
 from app.models.pipeline import Pipeline, Stage, StageKind
 from app.security import Principal
 from app.services import audit, outbox
 from app.services.common import check_version, get_or_404
 from app.services.deals import pipelines as pipelines_service
-from app.services.deals.service import event_payload, get_deal, invalid, touch, track_changes, tracked_values
+from app.services.deals.service import deal_event, get_deal, invalid, touch, track_changes, tracked_values
 
 
 async def enter_stage(
@@ -80,13 +81,19 @@ async def enter_stage(
     )
     await outbox.emit(
         session,
-        "deal.stage_changed",
-        event_payload(deal, principal, from_stage_id=from_stage_id, to_stage_id=stage.id, reason=reason),
+        deal_event(
+            DealStageChanged,
+            deal,
+            principal,
+            from_stage_id=from_stage_id,
+            to_stage_id=stage.id,
+            reason=reason,
+        ),
     )
     if status == DealStatus.won:
-        await outbox.emit(session, "deal.won", event_payload(deal, principal))
+        await outbox.emit(session, deal_event(DealWon, deal, principal))
     elif status == DealStatus.lost:
-        await outbox.emit(session, "deal.lost", event_payload(deal, principal, lost_reason=lost_reason))
+        await outbox.emit(session, deal_event(DealLost, deal, principal, lost_reason=lost_reason))
     await session.flush()
 
 

@@ -20,6 +20,7 @@ from app.models.account import Account, AccountCreate, Contact, ContactCreate
 from app.models.base import utcnow
 from app.models.common import CurrencyCode
 from app.models.deal import Deal, DealCreate
+from app.models.events import LeadConverted
 from app.models.lead import Lead, LeadStatus
 from app.security import Principal
 from app.services import accounts, audit, outbox
@@ -137,13 +138,9 @@ async def convert_lead(
     )
     await outbox.emit(
         session,
-        "lead.converted",
-        {
-            "lead_id": lead.id,
-            "account_id": account.id,
-            "contact_id": contact.id,
-            "deal_id": deal.id if deal else None,
-        },
+        LeadConverted(
+            lead_id=lead.id, account_id=account.id, contact_id=contact.id, deal_id=deal.id if deal else None
+        ),
     )
     await session.flush()
     return Converted(lead=lead, account=account, contact=contact, deal=deal)

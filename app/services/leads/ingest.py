@@ -20,6 +20,7 @@ from sqlmodel import SQLModel, col
 
 from app.db import SessionStatements, Statements, direct_statements
 from app.models.base import build, column_values, utcnow
+from app.models.events import LeadCreated
 from app.models.intake import EventStatus, InboundEvent
 from app.models.lead import OPEN_LEAD, OPEN_LEAD_SQL, Activity, ActivityKind, Direction, Lead
 from app.models.organisation import OrganisationSettings
@@ -407,24 +408,20 @@ async def new_lead(
         new_row(
             OutboxEvent,
             org_id=org_id,
-            event_type="lead.created",
-            payload={
-                "lead_id": str(lead.id),
-                "org_id": str(org_id),
-                "source": str(lead.source),
-                "source_id": _str_or_none(lead.source_id),
-                "owner_id": _str_or_none(lead.owner_id),
-                "team_id": _str_or_none(lead.team_id),
-                "pooled": lead.pooled,
-            },
+            event_type=LeadCreated.event_type,
+            payload=LeadCreated(
+                lead_id=lead.id,
+                org_id=org_id,
+                source=str(lead.source),
+                source_id=lead.source_id,
+                owner_id=lead.owner_id,
+                team_id=lead.team_id,
+                pooled=lead.pooled,
+            ).payload(),
             available_at=now,
         )
     )
     return NewLead(lead=lead, lead_rows=rows, touch_id=touch_id, now=now)
-
-
-def _str_or_none(value: uuid.UUID | None) -> str | None:
-    return str(value) if value is not None else None
 
 
 def _notify() -> str | None:

@@ -10,6 +10,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.models.base import utcnow
+from app.models.events import LeadAssigned, LeadRecycled
 from app.models.lead import Lead
 from app.security import Principal
 from app.services import audit, outbox
@@ -52,19 +53,12 @@ async def set_owner(
         org_id=lead.org_id,
     )
     if owner_id is not None:
-        payload: dict[str, Any] = {
-            "lead_id": lead.id,
-            "owner_id": owner_id,
-            "team_id": team_id,
-            "by": by or action,
-        }
+        assigned = LeadAssigned(lead_id=lead.id, owner_id=owner_id, team_id=team_id, by=by or action)
         if rule_id is not None:
-            payload["rule_id"] = rule_id
-        await outbox.emit(session, "lead.assigned", payload)
+            assigned.rule_id = rule_id
+        await outbox.emit(session, assigned)
     elif reason is not None:
         await outbox.emit(
-            session,
-            "lead.recycled",
-            {"lead_id": lead.id, "previous_owner_id": previous_owner, "reason": reason},
+            session, LeadRecycled(lead_id=lead.id, previous_owner_id=previous_owner, reason=reason)
         )
     return diff

@@ -19,6 +19,7 @@ from sqlmodel import col
 from app.errors import Conflict, FieldError, Forbidden, InvalidTransition, NotFound, ValidationFailed
 from app.models.base import utcnow
 from app.models.common import Role
+from app.models.events import LEAD_STATUS_EVENTS, LeadContacted
 from app.models.lead import (
     CONTACT_KINDS,
     Activity,
@@ -353,7 +354,7 @@ async def set_status(
     audit.record(
         session, actor=principal, entity="lead", entity_id=lead.id, action=status.value, changes=diff
     )
-    await outbox.emit(session, f"lead.{status.value}", {"lead_id": lead.id, "reason": reason})
+    await outbox.emit(session, LEAD_STATUS_EVENTS[status.value](lead_id=lead.id, reason=reason))
     await session.flush()
     return lead
 
@@ -381,7 +382,7 @@ async def add_activity(
         audit.record(
             session, actor=principal, entity="lead", entity_id=lead.id, action="contacted", changes=diff
         )
-        await outbox.emit(session, "lead.contacted", {"lead_id": lead.id, "at": activity.occurred_at})
+        await outbox.emit(session, LeadContacted(lead_id=lead.id, at=activity.occurred_at))
     await session.flush()
     return activity
 
