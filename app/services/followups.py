@@ -216,6 +216,31 @@ async def schedule_next_for_deal(
     return task
 
 
+async def schedule_after(
+    session: AsyncSession, *, lead_id: uuid.UUID | None, deal_id: uuid.UUID | None, since: datetime
+) -> Activity | None:
+    """The next follow-up task after an event about a lead (else a deal), which is loaded and
+    locked here; NotFound when it is gone."""
+    if lead_id is not None:
+        lead = await get_or_404(session, Lead, lead_id, what="lead", lock=True)
+        return await schedule_next(session, lead, since=since)
+    if deal_id is None:
+        return None
+    deal = await get_or_404(session, Deal, deal_id, what="deal", lock=True)
+    return await schedule_next_for_deal(session, deal, since=since)
+
+
+async def organisations_with_followups(session: AsyncSession) -> set[uuid.UUID]:
+    """Organisations with an active follow-up policy or a stage with a follow-up interval."""
+    rows = await session.execute(
+        select(col(FollowupPolicy.org_id))
+        .where(col(FollowupPolicy.active).is_(True))
+        .union(select(col(Stage.org_id)).where(col(Stage.follow_up_interval_days).is_not(None)))
+        .execution_options(cross_tenant=True)
+    )
+    return {row[0] for row in rows}
+
+
 def _task_filter(principal: Principal, owner: str | None) -> list[object]:
     conditions: list[object] = [col(Activity.kind) == ActivityKind.task.value]
     if owner == "me":

@@ -62,6 +62,15 @@ async def emit(
     return event
 
 
+async def get_event(session: AsyncSession, event_id: uuid.UUID) -> OutboxEvent | None:
+    """An outbox event of any organisation, for the job it became (None if it was deleted)."""
+    return (
+        await session.execute(
+            select(OutboxEvent).where(col(OutboxEvent.id) == event_id).execution_options(cross_tenant=True)
+        )
+    ).scalar_one_or_none()
+
+
 async def status(session: AsyncSession, event_id: uuid.UUID) -> tuple[OutboxEvent, list[JobRun]]:
     """An outbox event of the caller's organisation and the runs of the jobs it became."""
     event = await get_or_404(session, OutboxEvent, event_id, what="outbox event")

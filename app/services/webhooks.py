@@ -421,6 +421,17 @@ async def due_deliveries(
     return [(row[0], row[1]) for row in rows]
 
 
+async def organisations_subscribed(session: AsyncSession) -> set[uuid.UUID]:
+    """Organisations with an active webhook subscription."""
+    rows = await session.execute(
+        select(col(WebhookSubscription.org_id))
+        .where(col(WebhookSubscription.active).is_(True))
+        .distinct()
+        .execution_options(cross_tenant=True)
+    )
+    return {row[0] for row in rows}
+
+
 def retry_after_seconds(value: str | None) -> float | None:
     """Retry-After as seconds (delta form; an HTTP date is read as 'not before then')."""
     if not value:

@@ -28,6 +28,7 @@ from app.models.base import utcnow
 from app.models.durations import parse_duration
 from app.models.lead import OPEN_LEAD, Lead
 from app.models.user import Team, User
+from app.services.common import get_or_404
 from app.services.leads.owner import set_owner
 
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
@@ -407,6 +408,14 @@ async def assign(
     session.add(decision)
     await session.flush()
     return decision
+
+
+async def assign_created_lead(
+    session: AsyncSession, *, lead_id: uuid.UUID, trigger_key: str
+) -> AssignmentDecision:
+    """Lock a new lead and assign it by the rules (`lead.created`); NotFound when it is gone."""
+    lead = await get_or_404(session, Lead, lead_id, what="lead", lock=True)
+    return await assign(session, lead, trigger="lead.created", trigger_key=trigger_key)
 
 
 async def latest_decision(session: AsyncSession, lead_id: uuid.UUID) -> AssignmentDecision | None:
