@@ -36,7 +36,7 @@ from app.errors import (
     ValidationFailed,
     unstorable,
 )
-from app.models.base import build, utcnow
+from app.models.base import utcnow
 from app.models.intake import (
     EventStatus,
     InboundEvent,
@@ -48,7 +48,8 @@ from app.models.intake import (
 from app.models.lead import LeadSource
 from app.services import cache as intake_cache
 from app.services.intake.payloads import JSON_TYPES, media_type, parse_body, parse_json
-from app.services.leads.ingest import ingest
+from app.services.leads.direct import build
+from app.services.leads.ingest import ingest, ingest_direct
 from app.services.leads.normalise import LeadInput, map_payload, normalise
 from app.state import AppState
 
@@ -261,15 +262,15 @@ async def process(
             detail += f" Fields the mapping does not know: {', '.join(unmapped)}; fix the mapping and replay."
         return reject(event, ValidationFailed(detail, errors=errors))
     try:
-        done = await ingest(
-            session,
-            data,
-            org_id=source.org_id,
-            settings=settings,
-            actor=None,
-            inbound_event_id=event.id,
-            inbound_event=event if inspect(event).transient else None,
-        )
+        done = None
+        if inspect(event).transient:  # not written yet: it can go in with a new lead
+            done = await ingest_direct(
+                session, data, org_id=source.org_id, settings=settings, inbound_event=event
+            )
+        if done is None:
+            done = await ingest(
+                session, data, org_id=source.org_id, settings=settings, actor=None, inbound_event_id=event.id
+            )
     except Exception as exc:  # the event must survive whatever went wrong with the lead
         log.exception("intake processing failed", inbound_event_id=str(event.id))
         copy = clone(event)
