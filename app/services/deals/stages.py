@@ -24,7 +24,7 @@ from app.security import Principal
 from app.services import audit, outbox
 from app.services.common import check_version, get_or_404
 from app.services.deals import pipelines as pipelines_service
-from app.services.deals.service import deal_event, get_deal, invalid, touch, track_changes, tracked_values
+from app.services.deals.service import deal_event, get_deal, touch, track_changes, tracked_values
 
 
 async def enter_stage(
@@ -148,7 +148,7 @@ async def move_deal(
     stages, current = await _load_stage_context(session, deal)
     target = next((s for s in stages if s.id == stage_id), None)
     if target is None:
-        raise invalid("stage_id", "not_in_pipeline", "not a stage of the deal's pipeline")
+        raise ValidationFailed.on("stage_id", "not_in_pipeline", "not a stage of the deal's pipeline")
     if target.id == current.id:
         return deal
     if target.kind == StageKind.lost:
@@ -201,9 +201,9 @@ async def _lose(
 ) -> Deal:
     reasons = await _lost_reasons(session, deal.org_id)
     if not reason:
-        raise invalid("lost_reason", "required", "a lost deal needs a reason")
+        raise ValidationFailed.on("lost_reason", "required", "a lost deal needs a reason")
     if reason not in reasons:
-        raise invalid("reason", "unknown_reason", f"one of: {', '.join(reasons)}")
+        raise ValidationFailed.on("reason", "unknown_reason", f"one of: {', '.join(reasons)}")
     await enter_stage(
         session,
         principal,
@@ -252,7 +252,7 @@ async def reopen_deal(
     open_stages = {s.id: s for s in stages if s.kind == StageKind.open}
     if stage_id is not None:
         if stage_id not in open_stages:
-            raise invalid("stage_id", "not_an_open_stage", "an open stage of the deal's pipeline")
+            raise ValidationFailed.on("stage_id", "not_an_open_stage", "an open stage of the deal's pipeline")
         target = open_stages[stage_id]
     else:
         rows = (

@@ -148,13 +148,7 @@ async def update_source(
     """Change a source (its mapping, origins, credentials …); the key stays."""
     _require_admin(principal)
     source = await get_source(session, principal, source_id)
-    changes = data.model_dump(exclude_unset=True)
-    for name in ("field_mapping", "allowed_origins", "tags", "active", "name", "rate_limit_per_minute"):
-        if name in changes and changes[name] is None:
-            raise ValidationFailed(
-                f"{name} cannot be null.",
-                errors=[FieldError(field=name, code="null", message="may not be null")],
-            )
+    changes = data.changes()
     await _check_refs(session, changes.get("default_owner_id"), changes.get("default_team_id"))
     diff = apply_changes(source, changes, expected_version=expected_version)
     intake_cache.forget_source(source.key)

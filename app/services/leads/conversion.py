@@ -11,14 +11,13 @@ from dataclasses import dataclass
 from datetime import date
 from decimal import Decimal
 
-from pydantic import ConfigDict
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlmodel import Field, SQLModel
+from sqlmodel import Field
 
 from app.errors import Conflict, Forbidden
 from app.models.account import Account, AccountCreate, Contact, ContactCreate
 from app.models.base import utcnow
-from app.models.common import CurrencyCode
+from app.models.common import CurrencyCode, Input
 from app.models.deal import Deal, DealCreate
 from app.models.events import LeadConverted
 from app.models.lead import Lead, LeadStatus
@@ -29,10 +28,8 @@ from app.services.deals import service as deals
 from app.services.leads import service as lead_service
 
 
-class LeadConvert(SQLModel):
+class LeadConvert(Input):
     """POST /v1/leads/{id}/convert: everything optional; defaults come from the lead."""
-
-    model_config = ConfigDict(extra="forbid")  # type: ignore[assignment]
 
     account_id: uuid.UUID | None = Field(
         default=None, description="Attach to this account instead of a new one"

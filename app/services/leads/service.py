@@ -222,15 +222,9 @@ async def update_lead(
     """Change fields (normalised again), or the status along the allowed transitions."""
     lead = await writable(session, principal, lead_id)
     check_version(lead, expected_version)
-    changes = data.model_dump(exclude_unset=True)
+    changes = data.changes()
     if "status" in changes:
-        new = changes["status"]
-        if new is not None:
-            new = changes["status"] = LeadStatus(new)
-        if new is None:
-            raise ValidationFailed(
-                "status cannot be null.", errors=[FieldError(field="status", code="null", message="required")]
-            )
+        new = changes["status"] = LeadStatus(changes["status"])
         if new != lead.status and new not in TRANSITIONS[lead.status]:
             raise InvalidTransition(f"A lead cannot go from {lead.status} to {new} this way.")
     for name in ("attributes", "tags"):
