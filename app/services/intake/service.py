@@ -10,27 +10,25 @@ rejected with the error, ready for replay.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 import structlog
-from redis.exceptions import RedisError
 from sqlalchemy import inspect, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 from standardwebhooks.webhooks import Webhook
 
+from app import ratelimit
 from app.db import scope_session
 from app.errors import (
     AppError,
     Forbidden,
     NotFound,
     PayloadTooLarge,
-    RateLimited,
     Unauthorized,
     UnsupportedMediaType,
     ValidationFailed,
@@ -126,22 +124,12 @@ async def open_source(session: AsyncSession, key: str, kind: SourceKind) -> Inta
 async def rate_limit(state: AppState, source: IntakeSource) -> None:
     """A one-minute window per source in Redis (429 + Retry-After); if Redis is down, intake goes on."""
     limit = source.rate_limit_per_minute
-    if limit <= 0:
-        return
-    now = time.time()
-    key = f"loudou:rl:src:{source.id}:{int(now // 60)}"
-    try:
-        async with state.redis.pipeline(transaction=False) as pipe:
-            pipe.incr(key)
-            pipe.expire(key, 61)
-            count, _ = await pipe.execute()
-    except (RedisError, OSError):
-        return
-    if int(count) > limit:
-        raise RateLimited(
-            f"This source accepts {limit} requests a minute.",
-            headers={"Retry-After": str(max(1, int(60 - (now % 60)) + 1))},
-        )
+    await ratelimit.hit(
+        state.redis,
+        f"loudou:rl:src:{source.id}",
+        limit=limit,
+        message=f"This source accepts {limit} requests a minute.",
+    )
 
 
 def start_event(
