@@ -65,8 +65,8 @@ async def emit(
 async def get_event(
     session: AsyncSession, event_id: uuid.UUID, *, org_id: uuid.UUID | None = None
 ) -> OutboxEvent | None:
-    """An outbox event of any organisation, for the job it became (None if it was deleted);
-    with its `org_id`, one probe of the primary key (org_id, id)."""
+    """An outbox event of any organisation, for the job it became (None if it was deleted); with
+    its `org_id`, one probe of the primary key (org_id, id)."""
     stmt = select(OutboxEvent).where(col(OutboxEvent.id) == event_id)
     if org_id is not None:
         stmt = stmt.where(col(OutboxEvent.org_id) == org_id)
