@@ -146,6 +146,9 @@ def dev(
     from app.main import create_app
     from app.workers.runner import run_worker
 
+    # A developer's receivers live on localhost; production keeps the SSRF guard on.
+    os.environ.setdefault("LOUDOU_WEBHOOK_ALLOW_PRIVATE", "true")
+    get_settings.cache_clear()
     base = get_settings()
     configure_logging(base.log_level, base.log_format)
     with embedded_if_needed(announce=True) as settings:

@@ -28,6 +28,8 @@ class Settings(BaseSettings):
         default=None, validation_alias=AliasChoices("REDIS_URL", "LOUDOU_REDIS_URL")
     )
     home: Path = Path(".loudou")
+    # "production" turns on the checks a public deployment needs (https-only webhook targets).
+    env: Literal["development", "production"] = "development"
     secret_key: SecretStr | None = None
 
     log_level: str = "INFO"
@@ -47,6 +49,10 @@ class Settings(BaseSettings):
     # Seconds between outbound webhook tries: 7 tries over ~1.7 h by default (tests use "1,1,1").
     webhook_retry_schedule: Annotated[list[float], NoDecode] = [5, 30, 120, 600, 1800, 3600]
     webhook_timeout_seconds: float = 10.0
+    # Outbound webhooks go to globally routable addresses only, unless this is set (`loudou dev`, tests).
+    webhook_allow_private: bool = False
+    # At most this much of a receiver's answer is read (streamed); the rest is never downloaded.
+    webhook_max_response_bytes: int = 4096
     assignment_concurrency: int = 2
     db_pool_size: int = 10
     db_max_overflow: int = 20
