@@ -89,6 +89,12 @@ class Conflict(AppError):
     status, code, title = 409, "conflict", "Conflict"
 
 
+class DuplicateExists(Conflict):
+    """The same email or phone belongs to an open lead the caller may not see: nothing about it is said."""
+
+    code, title = "duplicate_exists", "A duplicate exists"
+
+
 class InvalidTransition(Conflict):
     code, title = "invalid_transition", "Transition not allowed"
 

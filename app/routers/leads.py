@@ -45,12 +45,16 @@ def _read(response: Response, lead: object) -> LeadRead:
     response_model=LeadRead,
     status_code=status.HTTP_201_CREATED,
     summary="Create a lead",
-    responses={200: {"model": LeadRead, "description": "Merged into an existing open lead"}},
+    responses={
+        200: {"model": LeadRead, "description": "Merged into an existing open lead"},
+        **problem_responses(409),
+    },
 )
 async def create_lead(
     body: LeadCreate, principal: Writer, session: SessionDep, response: Response
 ) -> LeadRead:
-    """201 with a new lead, or 200 with the open lead of the same email/phone it was merged into."""
+    """201 with a new lead, or 200 with the open lead of the same email/phone it was merged into;
+    409 `duplicate_exists` (nothing merged, nothing shown) when that lead is not the caller's to see."""
     result = await service.create_lead(session, principal, body)
     if not result.created:
         response.status_code = status.HTTP_200_OK
