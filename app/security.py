@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import secrets
 import uuid
+import weakref
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
@@ -46,6 +48,33 @@ def verify_password(password: str, password_hash: str | None) -> bool:
 
 
 _DUMMY_HASH = _passwords.hash(secrets.token_urlsafe(16))
+
+# Argon2 takes 64 MiB and tens of milliseconds per call: run it in a thread so the event loop keeps
+# serving, and at most this many at once per process so a login flood cannot exhaust CPU or memory.
+HASH_CONCURRENCY = 2
+_hash_slots: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _slots() -> asyncio.Semaphore:
+    loop = asyncio.get_running_loop()
+    slots = _hash_slots.get(loop)
+    if slots is None:
+        slots = _hash_slots[loop] = asyncio.Semaphore(HASH_CONCURRENCY)
+    return slots
+
+
+async def hash_password_async(password: str) -> str:
+    """hash_password off the event loop, behind the per-process hashing semaphore."""
+    async with _slots():
+        return await asyncio.to_thread(hash_password, password)
+
+
+async def verify_password_async(password: str, password_hash: str | None) -> bool:
+    """verify_password off the event loop, behind the per-process hashing semaphore."""
+    async with _slots():
+        return await asyncio.to_thread(verify_password, password, password_hash)
 
 
 def issue_jwt(

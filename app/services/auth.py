@@ -19,8 +19,9 @@ from app.security import (
     decode_jwt,
     hash_token,
     issue_jwt,
-    verify_password,
+    verify_password_async,
 )
+from app.services.login_guard import LoginGuard
 
 LAST_USED_RESOLUTION = timedelta(minutes=1)
 
@@ -86,19 +87,22 @@ async def login(
     org_id: uuid.UUID | None,
     secret: str,
     ttl_seconds: int,
+    guard: LoginGuard | None = None,
 ) -> tuple[str, int]:
-    """Check a password and issue a JWT; the same email in several organisations needs org_id."""
-    stmt = select(User).where(col(User.email) == email.strip().lower()).execution_options(cross_tenant=True)
-    if org_id is not None:
-        stmt = stmt.where(col(User.org_id) == org_id)
-    users = list((await session.execute(stmt.limit(2))).scalars())
-    if len(users) > 1:
-        raise ValidationFailed("This email belongs to several organisations; send `organisation_id` too.")
-    user = users[0] if users else None
-    if not verify_password(password, user.password_hash if user else None) or user is None:
-        raise Unauthorized("Wrong email or password.")
-    if not user.active:
-        raise Unauthorized("This user is deactivated.")
+    """Check a password and issue a JWT; the same email in several organisations needs org_id.
+
+    With a guard, a locked email or address is refused (429) before anything is hashed, and the
+    outcome is counted for the backoff."""
+    if guard is not None:
+        await guard.check()
+    try:
+        user = await _check_password(session, email=email, password=password, org_id=org_id)
+    except Unauthorized:
+        if guard is not None:
+            await guard.failed()
+        raise
+    if guard is not None:
+        await guard.succeeded()
     await session.execute(
         update(User)
         .where(col(User.id) == user.id)
@@ -107,3 +111,20 @@ async def login(
     )
     token, _ = issue_jwt(user_id=user.id, org_id=user.org_id, secret=secret, ttl_seconds=ttl_seconds)
     return token, ttl_seconds
+
+
+async def _check_password(
+    session: AsyncSession, *, email: str, password: str, org_id: uuid.UUID | None
+) -> User:
+    stmt = select(User).where(col(User.email) == email.strip().lower()).execution_options(cross_tenant=True)
+    if org_id is not None:
+        stmt = stmt.where(col(User.org_id) == org_id)
+    users = list((await session.execute(stmt.limit(2))).scalars())
+    if len(users) > 1:
+        raise ValidationFailed("This email belongs to several organisations; send `organisation_id` too.")
+    user = users[0] if users else None
+    if not await verify_password_async(password, user.password_hash if user else None) or user is None:
+        raise Unauthorized("Wrong email or password.")
+    if not user.active:
+        raise Unauthorized("This user is deactivated.")
+    return user

@@ -14,7 +14,7 @@ from app.models.base import utcnow
 from app.models.common import Role
 from app.models.user import Team, User, UserCreate, UserUpdate
 from app.pagination import PageParams, paginate
-from app.security import Principal, hash_password, verify_password
+from app.security import Principal, hash_password_async, verify_password_async
 from app.services import audit
 from app.services.common import apply_changes, flush_unique, get_or_404, snapshot
 
@@ -74,7 +74,7 @@ async def create_user(session: AsyncSession, principal: Principal, data: UserCre
     fields["email"] = data.email
     user = User(**fields)
     if data.password:
-        user.password_hash = hash_password(data.password)
+        user.password_hash = await hash_password_async(data.password)
     session.add(user)
     await flush_unique(session, f"A user with email {user.email} already exists.")
     audit.record(
@@ -168,9 +168,11 @@ async def change_password(
     if not own and not principal.is_admin:
         raise Forbidden("Only an admin can reset another user's password.")
     needs_current = own and user.password_hash and not principal.is_admin
-    if needs_current and not (current_password and verify_password(current_password, user.password_hash)):
+    if needs_current and not (
+        current_password and await verify_password_async(current_password, user.password_hash)
+    ):
         raise Unauthorized("The current password is wrong.")
-    user.password_hash = hash_password(new_password)
+    user.password_hash = await hash_password_async(new_password)
     user.updated_at = utcnow()
     user.version += 1
     audit.record(
