@@ -39,6 +39,7 @@ class Settings(BaseSettings):
     max_body_bytes: int = 1 * MIB
     email_max_bytes: int = 25 * MIB
     import_max_bytes: int = 100 * MIB
+    import_max_rows: int = 50_000
     page_size_default: int = 50
     page_size_max: int = 200
     rate_limit_per_minute: int = 1200
