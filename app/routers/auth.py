@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from typing import Literal
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from app.deps import PrincipalDep, SessionDep, StateDep
@@ -57,7 +57,7 @@ class Me(BaseModel):
     responses=problem_responses(429),
 )
 async def issue_token(
-    body: TokenRequest, request: Request, session: SessionDep, state: StateDep
+    body: TokenRequest, request: Request, response: Response, session: SessionDep, state: StateDep
 ) -> TokenResponse:
     """Exchange email and password for a JWT access token; repeated failures for an email or from
     an address are refused for a growing time (429 with Retry-After)."""
@@ -72,6 +72,7 @@ async def issue_token(
         ttl_seconds=settings.jwt_ttl_seconds,
         guard=guard,
     )
+    response.headers["Cache-Control"] = "no-store"  # RFC 6749 §5.1
     return TokenResponse(access_token=token, expires_in=ttl)
 
 

@@ -65,6 +65,7 @@ async def create_subscription(
         session, principal, body, policy=TargetPolicy.from_settings(settings)
     )
     set_etag(response, sub)
+    response.headers["Cache-Control"] = "no-store"
     return _with_secret(sub)
 
 
@@ -143,9 +144,10 @@ async def delete_subscription(
     responses=problem_responses(404),
 )
 async def rotate_secret(
-    sub_id: uuid.UUID, principal: Writer, session: SessionDep
+    sub_id: uuid.UUID, principal: Writer, session: SessionDep, response: Response
 ) -> WebhookSubscriptionWithSecret:
     """A new secret, shown once; for 24 h each delivery is signed with the old and the new one."""
+    response.headers["Cache-Control"] = "no-store"
     return _with_secret(await service.rotate_secret(session, principal, sub_id))
 
 
