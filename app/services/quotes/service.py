@@ -45,7 +45,7 @@ ALLOWED: dict[QuoteStatus, frozenset[QuoteStatus]] = {
     S.pending_approval: frozenset({S.approved, S.draft, S.superseded}),
     S.approved: frozenset({S.sent, S.superseded}),
     S.sent: frozenset({S.accepted, S.declined, S.expired, S.superseded}),
-    S.accepted: frozenset({S.superseded}),
+    S.accepted: frozenset(),  # final: its order exists; a change is a new quote, not a revision
     S.declined: frozenset({S.superseded}),
     S.expired: frozenset({S.superseded}),
     S.superseded: frozenset(),
