@@ -214,3 +214,86 @@ async def test_twenty_thousand_rows_import_in_batches_while_another_org_takes_in
             )
         ).scalar_one()
     assert count == rows
+
+
+async def test_erase_reaches_audit_diffs_duplicates_unlinked_events_the_contact_and_webhook_logs(
+    org: Org, state: AppState
+) -> None:
+    from app.models.account import Contact
+    from app.models.webhook import WebhookDelivery
+    from app.services import outbox
+    from app.services import webhooks as webhooks_out
+
+    email, phone, name = "erase.me@firma.example", "+4930999888", "Erika Mustermann"
+    source = (
+        await org.client.post("/v1/intake-sources", json={"kind": "form", "name": "site"}, headers=org.auth())
+    ).json()
+    rejected = await org.client.post(
+        source["endpoint"],
+        content=f'{{"email": "{email}", "phone": "{phone}",'.encode(),
+        headers={"content-type": "application/json"},
+    )
+    assert rejected.status_code == 400
+    form_rejected = await org.client.post(
+        source["endpoint"],
+        content=f"note=x&email={email.replace('@', '%40')}&phone=bad".encode(),
+        headers={"content-type": "application/x-www-form-urlencoded", "accept": "application/json"},
+    )
+    r = await org.client.post(
+        "/v1/leads", json={"email": email, "name": name, "phone": phone}, headers=org.auth()
+    )
+    keep = r.json()
+    await org.client.patch(f"/v1/leads/{keep['id']}", json={"title": "Einkauf"}, headers=org.auth())
+    dup = (
+        await org.client.post(
+            "/v1/leads", json={"email": "other@firma.example", "name": name}, headers=org.auth()
+        )
+    ).json()
+    r = await org.client.post(
+        f"/v1/leads/{keep['id']}/merge", json={"duplicate_id": dup["id"]}, headers=org.auth()
+    )
+    assert r.status_code == 200, r.text
+    r = await org.client.post(
+        "/v1/webhook-subscriptions", json={"url": "https://receiver.example/h"}, headers=org.auth()
+    )
+    async with tenant_session(state.sessions, uuid.UUID(org.id)) as s:
+        event = await outbox.emit(s, "lead.assigned", {"lead_id": keep["id"], "name": name, "email": email})
+        await s.flush()
+        await webhooks_out.fan_out(s, event)
+        await s.commit()
+    latest = (await org.client.get(f"/v1/leads/{keep['id']}", headers=org.auth())).json()
+    r = await org.client.post(
+        f"/v1/leads/{keep['id']}/convert",
+        json={},
+        headers={**org.auth(), "If-Match": f'"{latest["version"]}"'},
+    )
+    assert r.status_code == 200, r.text
+    contact_id = r.json()["contact"]["id"]
+
+    r = await org.client.post(f"/v1/leads/{keep['id']}/erase", headers=org.auth())
+    assert r.status_code == 200, r.text
+
+    needles = (email, email.replace("@", "%40"), phone, name, "Einkauf", "other@firma.example")
+    async with tenant_session(state.sessions, uuid.UUID(org.id)) as s:
+        for event_id in (rejected.json()["inbound_event_id"], form_rejected.json().get("inbound_event_id")):
+            if event_id:
+                stored = await s.get(InboundEvent, uuid.UUID(event_id))
+                assert stored is not None and stored.body is None
+        entries = list((await s.execute(select(AuditEntry))).scalars())
+        deliveries = list((await s.execute(select(WebhookDelivery))).scalars())
+        contact = await s.get(Contact, uuid.UUID(contact_id))
+        merged = await s.get(Lead, uuid.UUID(dup["id"]))
+    dumped = json.dumps([e.changes for e in entries]) + json.dumps([d.payload for d in deliveries])
+    for needle in needles:
+        assert needle not in dumped, (
+            needle,
+            [(e.entity, e.action, e.changes) for e in entries if needle in json.dumps(e.changes)],
+        )
+    assert deliveries and deliveries[0].payload["data"] == {"lead_id": keep["id"], "erased": True}
+    assert (
+        contact is not None and contact.email is None and contact.phone is None and name not in contact.name
+    )
+    assert (
+        merged is not None and merged.email is None and merged.name is None and merged.erased_at is not None
+    )
+    assert any(e.action == "update" and e.changes == {"title": "erased"} for e in entries)
