@@ -77,6 +77,10 @@ async def quiet_leads(
         select(Lead, last)
         .where(col(Lead.owner_id).is_not(None), *open_lead_filter(), last < older_than)
         .limit(limit)
+        # Locked and re-read: a lead being changed right now is left for the next sweep, and the
+        # version bumped here is never a stale one.
+        .with_for_update(of=Lead, skip_locked=True)
+        .execution_options(populate_existing=True)
     )
     return [(lead, when) for lead, when in rows]
 

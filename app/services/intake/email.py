@@ -44,7 +44,7 @@ from app.services.intake.service import (
     stamp,
     start_event,
 )
-from app.services.leads.ingest import fill_empty
+from app.services.leads.ingest import fill_empty, lock_lead
 from app.services.leads.normalise import LeadInput, normalise
 
 FORM_PROVIDERS = ("sendgrid", "mailgun")
@@ -309,6 +309,7 @@ async def _thread_reply(
 ) -> Outcome:
     normalise(data, default_regions=[region])
     async with session.begin_nested():
+        lead = await lock_lead(session, lead.id) or lead
         filled, _ = fill_empty(lead, data)
         now = utcnow()
         lead.touch_count += 1

@@ -267,7 +267,7 @@ async def ingest(
                 # An open lead has this email or phone: merged below, in the session's transaction.
     run = SessionStatements(session)
     existing_id = await lock_and_find(run, org_id, email=data.email, phone=data.phone)
-    existing = await session.get(Lead, existing_id) if existing_id is not None else None
+    existing = await lock_lead(session, existing_id) if existing_id is not None else None
     if existing is not None:
         return await merge(session, existing, data, actor=actor, inbound_event_id=inbound_event_id, now=now)
     rules = await intake_cache.scoring_rules(session, org_id)
@@ -295,6 +295,19 @@ async def ingest(
             org_id=org_id,
         )
     return done
+
+
+async def lock_lead(session: AsyncSession, lead_id: uuid.UUID) -> Lead | None:
+    """The lead, row-locked and re-read (not the identity map's copy), so a touch never bumps a
+    stale version and two states never share an ETag."""
+    return (
+        await session.execute(
+            select(Lead)
+            .where(col(Lead.id) == lead_id)
+            .with_for_update()
+            .execution_options(populate_existing=True)
+        )
+    ).scalar_one_or_none()
 
 
 async def merge(
