@@ -57,6 +57,11 @@ class Settings(BaseSettings):
     assignment_concurrency: int = 2
     db_pool_size: int = 10
     db_max_overflow: int = 20
+    # Server-side limits on every pooled connection (0 turns one off): a runaway statement, a lock
+    # wait or a transaction left idle can never hold a connection or a lock for long.
+    db_statement_timeout_ms: int = 30_000
+    db_lock_timeout_ms: int = 5_000
+    db_idle_in_transaction_timeout_ms: int = 60_000
     # A pre-ping costs a round trip on every checkout; stale connections are recycled after 30 min
     # and a dropped server invalidates the pool on the first error anyway.
     db_pre_ping: bool = False

@@ -127,6 +127,15 @@ def unstorable(exc: BaseException) -> UnstorableValue | None:
     return UnstorableValue(f"A value cannot be stored: {str(cause).split(':', 1)[-1].strip()[:200]}")
 
 
+# lock_not_available (lock_timeout), query_canceled (statement_timeout), deadlock_detected
+BUSY_SQLSTATES = frozenset({"55P03", "57014", "40P01"})
+
+
+def _sqlstate(exc: BaseException) -> str:
+    cause = exc.orig if isinstance(exc, DBAPIError) else exc
+    return str(getattr(cause, "sqlstate", "") or "")
+
+
 class ValidationFailed(AppError):
     status, code, title = 422, "validation_error", "Validation failed"
 
@@ -239,6 +248,16 @@ def install_error_handlers(app: FastAPI) -> None:
         error = unstorable(exc)
         if error is not None:
             return problem_response(error.status, code=error.code, title=error.title, detail=error.detail)
+        if _sqlstate(exc) in BUSY_SQLSTATES:
+            # A lock wait or a statement past its server-side timeout: busy, not broken.
+            log.warning("database busy: %s", _sqlstate(exc))
+            return problem_response(
+                503,
+                code="database_busy",
+                title="Service unavailable",
+                detail="The database was too busy to answer in time; retry shortly.",
+                headers={"Retry-After": "1"},
+            )
         log.exception("database error", exc_info=exc)
         return problem_response(
             500,
