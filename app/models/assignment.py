@@ -7,7 +7,7 @@ from datetime import datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, field_validator
-from sqlalchemy import String, UniqueConstraint
+from sqlalchemy import Index, String, UniqueConstraint, text
 from sqlmodel import Field, SQLModel
 
 from app.models.base import IdMixin, JsonField, TenantMixin, TimestampField, TimestampsMixin, VersionMixin
@@ -58,7 +58,15 @@ class AssignmentDecision(IdMixin, TenantMixin, table=True):
     """Why a lead went where it went: the rule, every candidate with why it was or wasn't chosen."""
 
     __tablename__ = "assignment_decisions"
-    __table_args__ = (UniqueConstraint("org_id", "trigger_key"),)
+    __table_args__ = (
+        UniqueConstraint("org_id", "trigger_key"),
+        # The SLA sweep reads only decisions still waiting, so its cost does not grow with history.
+        Index(
+            "ix_assignment_decisions_sla_pending",
+            "sla_due_at",
+            postgresql_where=text("sla_handled_at IS NULL AND sla_due_at IS NOT NULL"),
+        ),
+    )
 
     lead_id: uuid.UUID = Field(foreign_key="leads.id", index=True, ondelete="CASCADE")
     trigger: str = Field(max_length=32)
@@ -74,7 +82,7 @@ class AssignmentDecision(IdMixin, TenantMixin, table=True):
     candidates: list[dict[str, Any]] = JsonField(default_factory=list)
     state_before: dict[str, Any] = JsonField()
     state_after: dict[str, Any] = JsonField()
-    sla_due_at: datetime | None = TimestampField(nullable=True, default_now=False, index=True)
+    sla_due_at: datetime | None = TimestampField(nullable=True, default_now=False)
     sla_handled_at: datetime | None = TimestampField(nullable=True, default_now=False)
     created_at: datetime = TimestampField(index=True)
 

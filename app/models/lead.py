@@ -34,6 +34,12 @@ class LeadStatus(enum.StrEnum):
 
 # A lead is "open" (dedupe target, counts against a claim limit) while in one of these.
 OPEN_STATUSES = (LeadStatus.new, LeadStatus.working, LeadStatus.qualified)
+# The same rule as SQL text with constants (not bind parameters), so the planner can match the
+# partial index ix_leads_owned_open whatever plan a prepared statement gets.
+OWNED_OPEN_SQL = (
+    "status IN (" + ", ".join(f"'{s.value}'" for s in OPEN_STATUSES) + ")"
+    " AND duplicate_of IS NULL AND deleted_at IS NULL AND erased_at IS NULL"
+)
 
 
 class LeadSource(enum.StrEnum):
@@ -73,6 +79,12 @@ class Lead(IdMixin, TenantMixin, TimestampsMixin, VersionMixin, table=True):
     __table_args__ = (
         Index("ix_leads_org_email", "org_id", "email"),
         Index("ix_leads_org_phone", "org_id", "phone"),
+        # The recycle sweep reads owned open leads only, not every lead ever converted or merged.
+        Index(
+            "ix_leads_owned_open",
+            "org_id",
+            postgresql_where=text(f"owner_id IS NOT NULL AND {OWNED_OPEN_SQL}"),
+        ),
     )
 
     # status, source and pooled are not indexed: lists filter them within an organisation (few
@@ -233,6 +245,12 @@ class Activity(IdMixin, TenantMixin, TimestampsMixin, VersionMixin, table=True):
 
     __tablename__ = "activities"
     __table_args__ = (
+        # The overdue sweep reads open tasks with a due time only, not every task ever done.
+        Index(
+            "ix_activities_open_due",
+            "due_at",
+            postgresql_where=text("done_at IS NULL AND due_at IS NOT NULL"),
+        ),
         Index(
             "ix_activities_org_message_id",
             "org_id",

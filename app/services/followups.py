@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -312,25 +313,26 @@ async def complete_task(
     return task, logged
 
 
+def overdue_tasks_stmt(now: datetime, *, limit: int = 500) -> Any:
+    """Open tasks past due and not flagged yet, locked (read through ix_activities_open_due)."""
+    return (
+        select(Activity)
+        .where(
+            col(Activity.done_at).is_(None),
+            col(Activity.due_at) < now,
+            col(Activity.kind) == ActivityKind.task.value,
+            col(Activity.details)["overdue_at"].as_string().is_(None),
+        )
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+        .execution_options(cross_tenant=True)
+    )
+
+
 async def flag_overdue(session: AsyncSession, *, limit: int = 500) -> int:
     """Emit `task.overdue` once for each open task past its due time (across organisations)."""
     now = utcnow()
-    tasks = list(
-        (
-            await session.execute(
-                select(Activity)
-                .where(
-                    col(Activity.kind) == ActivityKind.task.value,
-                    col(Activity.done_at).is_(None),
-                    col(Activity.due_at) < now,
-                    col(Activity.details)["overdue_at"].as_string().is_(None),
-                )
-                .limit(limit)
-                .with_for_update(skip_locked=True)
-                .execution_options(cross_tenant=True)
-            )
-        ).scalars()
-    )
+    tasks = list((await session.execute(overdue_tasks_stmt(now, limit=limit))).scalars())
     for task in tasks:
         task.details = {**task.details, "overdue_at": now.isoformat()}
         await outbox.emit(

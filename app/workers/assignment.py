@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import structlog
@@ -125,20 +125,7 @@ async def sla_sweep(ctx: dict[str, Any]) -> int:
     """Leads not contacted within their rule's SLA go to the next rep (or the team manager)."""
     state: AppState = ctx["state"]
     async with state.sessions() as session:
-        due = list(
-            (
-                await session.execute(
-                    select(col(AssignmentDecision.id), col(AssignmentDecision.org_id))
-                    .where(
-                        col(AssignmentDecision.sla_due_at) <= utcnow(),
-                        col(AssignmentDecision.sla_handled_at).is_(None),
-                    )
-                    .order_by(col(AssignmentDecision.sla_due_at))
-                    .limit(200)
-                    .execution_options(cross_tenant=True)
-                )
-            ).all()
-        )
+        due = list((await session.execute(sla_due_stmt(utcnow()))).all())
     handled = 0
     for decision_id, org_id in due:
         async with state.sessions() as session:
@@ -147,6 +134,20 @@ async def sla_sweep(ctx: dict[str, Any]) -> int:
                 handled += 1
             await session.commit()
     return handled
+
+
+def sla_due_stmt(now: datetime, limit: int = 200) -> Any:
+    """Decisions whose contact SLA has passed and is not handled yet (ix_assignment_decisions_sla_pending)."""
+    return (
+        select(col(AssignmentDecision.id), col(AssignmentDecision.org_id))
+        .where(
+            col(AssignmentDecision.sla_due_at) <= now,
+            col(AssignmentDecision.sla_handled_at).is_(None),
+        )
+        .order_by(col(AssignmentDecision.sla_due_at))
+        .limit(limit)
+        .execution_options(cross_tenant=True)
+    )
 
 
 async def _handle_sla(session: Any, decision_id: uuid.UUID) -> bool:
