@@ -17,6 +17,9 @@ from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 PROBLEM_JSON = "application/problem+json"
+STANDARD_MEMBERS = frozenset(
+    {"type", "title", "status", "detail", "instance", "code", "request_id", "errors"}
+)
 PROBLEM_BASE = "https://loudou.dev/problems/"
 
 log = logging.getLogger("loudou.errors")
@@ -170,7 +173,8 @@ def problem_response(
         request_id=request_id,
         errors=list(errors) if errors else None,
     ).model_dump(exclude_none=True)
-    body.update(extra or {})
+    # Extension members never overwrite the standard ones (a quote's `status` is not the HTTP status).
+    body.update({k: v for k, v in (extra or {}).items() if k not in STANDARD_MEMBERS})
     return JSONResponse(body, status_code=status, headers=dict(headers or {}), media_type=PROBLEM_JSON)
 
 

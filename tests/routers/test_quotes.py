@@ -544,3 +544,12 @@ async def test_a_quote_in_another_currency_cannot_dodge_the_total_approval_limit
     r = await post(org, f"/v1/quotes/{quote['id']}/submit")
     assert r.json()["status"] == "pending_approval", r.text
     assert "base currency" in r.json()["approval_reasons"][0]
+
+
+async def test_an_illegal_transition_problem_keeps_the_http_status(org: Org) -> None:
+    deal = await make_deal(org)
+    quote = await make_quote(org, deal["id"])
+    r = await post(org, f"/v1/quotes/{quote['id']}/accept")
+    assert r.status_code == 409
+    body = r.json()
+    assert body["status"] == 409 and body["quote_status"] == "draft" and body["code"] == "invalid_transition"

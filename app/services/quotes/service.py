@@ -62,7 +62,9 @@ def _invalid(field: str, code: str, message: str) -> ValidationFailed:
 def check_transition(quote: Quote, to: QuoteStatus) -> None:
     """409 unless `to` is an allowed next status of the quote."""
     if to not in ALLOWED[QuoteStatus(quote.status)]:
-        raise InvalidTransition(f"A {quote.status} quote cannot become {to}.", extra={"status": quote.status})
+        raise InvalidTransition(
+            f"A {quote.status} quote cannot become {to}.", extra={"quote_status": quote.status}
+        )
 
 
 def transition(quote: Quote, to: QuoteStatus) -> None:
