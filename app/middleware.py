@@ -344,6 +344,16 @@ async def _read_body(receive: Receive) -> bytes:
     return b"".join(chunks)
 
 
+def loggable_path(path: str) -> str:
+    """The path for logs: an intake source's key is a credential, so it is never written out."""
+    if path.startswith("/v1/intake/"):
+        parts = path.split("/")
+        if len(parts) >= 5 and parts[4]:
+            parts[4] = "***"
+        return "/".join(parts)
+    return path
+
+
 class AccessLogMiddleware:
     """One structured log line per request: method, route, status, duration, request id."""
 
@@ -371,7 +381,7 @@ class AccessLogMiddleware:
             access_log.info(
                 "request",
                 method=scope["method"],
-                path=scope["path"],
+                path=loggable_path(scope["path"]),
                 route=getattr(route, "path", None),
                 status=status,
                 duration_ms=round((time.perf_counter() - started) * 1000, 2),

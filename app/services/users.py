@@ -16,7 +16,7 @@ from app.models.user import Team, User, UserCreate, UserUpdate
 from app.pagination import PageParams, paginate
 from app.security import Principal, hash_password_async, verify_password_async
 from app.services import audit
-from app.services.common import apply_changes, flush_unique, get_or_404, snapshot
+from app.services.common import apply_changes, contains, flush_unique, get_or_404, snapshot
 
 SELF_EDITABLE = frozenset({"name", "timezone", "working_hours"})
 AUDITED = ["email", "name", "role", "team_id", "active", "capacity", "weight", "timezone"]
@@ -48,8 +48,7 @@ async def list_users(
     if active is not None:
         stmt = stmt.where(col(User.active) == active)
     if q:
-        like = f"%{q.strip()}%"
-        stmt = stmt.where(or_(col(User.email).ilike(like), col(User.name).ilike(like)))
+        stmt = stmt.where(or_(contains(col(User.email), q.strip()), contains(col(User.name), q.strip())))
     return await paginate(
         session,
         stmt,
@@ -173,7 +172,7 @@ async def change_password(
     ):
         raise Unauthorized("The current password is wrong.")
     user.password_hash = await hash_password_async(new_password)
-    user.updated_at = utcnow()
+    user.updated_at = user.credentials_changed_at = utcnow()
     user.version += 1
     audit.record(
         session,

@@ -44,7 +44,7 @@ from app.models.user import Team, User
 from app.pagination import PageParams, paginate
 from app.security import Principal
 from app.services import audit, outbox
-from app.services.common import apply_changes, check_version
+from app.services.common import apply_changes, check_version, contains
 from app.services.leads.ingest import Ingested, count_open_owned, ingest, lock_and_find
 from app.services.leads.normalise import LeadInput, normalise
 from app.services.leads.scoring import rescore
@@ -221,8 +221,7 @@ async def list_leads(
     stmt = _range(stmt, col(Lead.created_at), created_from, created_to)
     stmt = _range(stmt, col(Lead.updated_at), updated_from, updated_to)
     if q and q.strip():
-        like = f"%{q.strip()}%"
-        terms = [col(c).ilike(like) for c in (Lead.name, Lead.email, Lead.company, Lead.phone)]
+        terms = [contains(col(c), q.strip()) for c in (Lead.name, Lead.email, Lead.company, Lead.phone)]
         digits = re.sub(r"\D", "", q)
         if len(digits) >= 4:
             terms.append(col(Lead.phone).like(f"%{digits}%"))
@@ -259,6 +258,16 @@ async def update_lead(
             )
         if new != lead.status and new not in TRANSITIONS[lead.status]:
             raise InvalidTransition(f"A lead cannot go from {lead.status} to {new} this way.")
+    duplicate = changes.get("possible_duplicate_of")
+    if duplicate is not None:
+        seen = await session.execute(
+            select(col(Lead.id)).where(col(Lead.id) == duplicate, visible(principal))
+        )
+        if duplicate == lead.id or seen.scalar_one_or_none() is None:
+            raise ValidationFailed(
+                "possible_duplicate_of must be another lead you can see.",
+                errors=[FieldError(field="possible_duplicate_of", code="not_found", message="no such lead")],
+            )
     for name in ("attributes", "tags"):
         if name in changes and changes[name] is None:
             changes[name] = {} if name == "attributes" else []
