@@ -96,10 +96,16 @@ def issue_jwt(
 
 def decode_jwt(token: str, *, secret: str) -> tuple[uuid.UUID, uuid.UUID] | None:
     """(user_id, org_id) from a valid token, else None."""
+    claims = jwt_claims(token, secret=secret)
+    return (claims[0], claims[1]) if claims else None
+
+
+def jwt_claims(token: str, *, secret: str) -> tuple[uuid.UUID, uuid.UUID, int] | None:
+    """(user_id, org_id, issued-at in Unix seconds) from a valid token, else None."""
     try:
         claims = jwt.decode(token, secret, algorithms=[JWT_ALGORITHM], audience=JWT_AUDIENCE)
-        return uuid.UUID(claims["sub"]), uuid.UUID(claims["org"])
-    except (jwt.PyJWTError, KeyError, ValueError):
+        return uuid.UUID(claims["sub"]), uuid.UUID(claims["org"]), int(claims.get("iat", 0))
+    except (jwt.PyJWTError, KeyError, ValueError, TypeError):
         return None
 
 

@@ -16,9 +16,9 @@ from app.models.user import User
 from app.security import (
     API_KEY_PREFIX,
     Principal,
-    decode_jwt,
     hash_token,
     issue_jwt,
+    jwt_claims,
     verify_password_async,
 )
 from app.services.login_guard import LoginGuard
@@ -30,10 +30,10 @@ async def authenticate(session: AsyncSession, token: str, *, secret: str) -> Pri
     """The principal behind an API key or a JWT, or None. Inactive users and revoked keys fail."""
     if token.startswith(API_KEY_PREFIX):
         return await _from_api_key(session, token)
-    decoded = decode_jwt(token, secret=secret)
+    decoded = jwt_claims(token, secret=secret)
     if decoded is None:
         return None
-    user_id, org_id = decoded
+    user_id, org_id, issued_at = decoded
     user = (
         await session.execute(
             select(User)
@@ -43,6 +43,9 @@ async def authenticate(session: AsyncSession, token: str, *, secret: str) -> Pri
     ).scalar_one_or_none()
     if user is None or not user.active:
         return None
+    changed = user.credentials_changed_at
+    if changed is not None and issued_at < int(changed.timestamp()):
+        return None  # issued before the password last changed
     return Principal(user_id=user.id, org_id=user.org_id, role=user.role, team_id=user.team_id)
 
 

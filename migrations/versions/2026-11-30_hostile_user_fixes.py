@@ -1,5 +1,10 @@
-"""partial indexes for the sweeps: SLA decisions still waiting, open tasks with a due time,
-owned open leads
+"""issue 10: partial indexes for the sweeps, and users.credentials_changed_at
+
+users.credentials_changed_at: tokens issued before it no longer authenticate, so changing a
+password ends the sessions opened with the old one.
+
+Partial indexes for the sweeps: SLA decisions still waiting, open tasks with a due time, owned
+open leads.
 
 The SLA, overdue-task and recycle sweeps run every few seconds; each index holds only the rows
 its sweep can act on, so their cost follows the open work, not the history. The full index on
@@ -7,7 +12,7 @@ assignment_decisions.sla_due_at (every decision ever made) is replaced by the pa
 On a large production database, build them first by hand with CREATE INDEX CONCURRENTLY (same
 names and predicates); the migration then finds them (IF NOT EXISTS) and only drops the old one.
 
-Revision ID: b6c1sweepidx01
+Revision ID: b6c1hostile001
 Revises: a5b1dropidx01
 Create Date: 2026-11-30 01:00:00.000000+00:00
 """
@@ -17,7 +22,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "b6c1sweepidx01"
+revision: str = "b6c1hostile001"
 down_revision: str | None = "a5b1dropidx01"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
@@ -29,6 +34,7 @@ OWNED_OPEN = (
 
 
 def upgrade() -> None:
+    op.add_column("users", sa.Column("credentials_changed_at", sa.DateTime(timezone=True), nullable=True))
     op.create_index(
         "ix_assignment_decisions_sla_pending",
         "assignment_decisions",
@@ -58,6 +64,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    op.drop_column("users", "credentials_changed_at")
     op.create_index(
         "ix_assignment_decisions_sla_due_at",
         "assignment_decisions",
