@@ -175,7 +175,7 @@ async def test_twenty_thousand_rows_import_in_batches_while_another_org_takes_in
     """Acceptance 5: one transaction for the whole file took two advisory locks a row and ran out
     of PostgreSQL's shared lock table ("out of shared memory") for every tenant near 6,400 rows."""
     rows = 20_000
-    csv_text = "email,name\n" + "".join(f"bulk{i}@import.example,Bulk {i}\n" for i in range(rows))
+    csv_text = "email\n" + "".join(f"bulk{i}@import.example\n" for i in range(rows))
     r = await other_org.client.post(
         "/v1/intake-sources", json={"kind": "form", "name": "site"}, headers=other_org.auth()
     )
