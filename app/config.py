@@ -66,6 +66,8 @@ class Settings(BaseSettings):
     # and a dropped server invalidates the pool on the first error anyway.
     db_pre_ping: bool = False
     access_log: bool = True
+    # GET /metrics needs `Authorization: Bearer <token>` when set; in production without one it is off.
+    metrics_token: SecretStr | None = None
 
     @field_validator("cors_origins", mode="before")
     @classmethod
