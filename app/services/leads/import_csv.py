@@ -152,7 +152,10 @@ async def import_csv(
                 else:
                     report.merged += 1
                 continue
-            done = await ingest(session, data, org_id=org_id, settings=settings, actor=principal)
+            with session.no_autoflush:  # audit rows go in once per batch, not one round trip a row
+                done = await ingest(
+                    session, data, org_id=org_id, settings=settings, actor=principal, insert_first=True
+                )
             report.created += int(done.created)
             report.merged += int(not done.created)
             if len(report.lead_ids) < MAX_REPORTED_ERRORS:

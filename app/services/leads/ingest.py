@@ -235,6 +235,7 @@ async def ingest(
     inbound_event_id: uuid.UUID | None = None,
     inbound_event: InboundEvent | None = None,
     record_touch: bool = True,
+    insert_first: bool = False,
 ) -> Ingested:
     """Create the lead, or merge it into the open lead with the same email/phone (fill empty
     fields, keep the rest, record the touch); flag a fuzzy name+company match; emit lead.created.
@@ -266,6 +267,17 @@ async def ingest(
                     return new.ingested(inbound_event)
                 # An open lead has this email or phone: merged below, in the session's transaction.
     run = SessionStatements(session)
+    if insert_first:
+        # Bulk callers (CSV import) expect mostly new leads: lock, look up and insert in one round
+        # trip inside the session's transaction, and merge below only when an open lead exists.
+        rules = await intake_cache.scoring_rules(session, org_id)
+        new = await new_lead(
+            run, data, org_id=org_id, settings=settings, rules=rules, now=now, record_touch=record_touch
+        )
+        if await insert_together(
+            run, new.rows(None), notify=_notify(), unless_open_lead=(data.email, data.phone)
+        ):
+            return _audited(session, new.ingested(None), actor=actor, org_id=org_id)
     existing_id = await lock_and_find(run, org_id, email=data.email, phone=data.phone)
     existing = await lock_lead(session, existing_id) if existing_id is not None else None
     if existing is not None:
@@ -282,7 +294,12 @@ async def ingest(
         record_touch=record_touch,
     )
     await insert_together(run, new.rows(inbound_event), notify=_notify())
-    done = new.ingested(inbound_event)
+    return _audited(session, new.ingested(inbound_event), actor=actor, org_id=org_id)
+
+
+def _audited(
+    session: AsyncSession, done: Ingested, *, actor: Principal | None, org_id: uuid.UUID
+) -> Ingested:
     if actor is not None:  # a lead from intake is recorded by its inbound event
         lead = done.lead
         audit.record(
