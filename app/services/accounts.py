@@ -42,15 +42,6 @@ async def _check_ref(
         )
 
 
-def _not_null(changes: dict[str, object], names: tuple[str, ...]) -> None:
-    for name in names:
-        if name in changes and changes[name] is None:
-            raise ValidationFailed(
-                f"{name} cannot be null.",
-                errors=[FieldError(field=name, code="null", message="may not be null")],
-            )
-
-
 CREDIT_FIELDS = ("credit_limit", "credit_currency", "credit_rating")
 
 
@@ -116,9 +107,8 @@ async def update_account(
 ) -> Account:
     """Change an account (If-Match for optimistic concurrency); credit terms: admins and managers."""
     account = await get_account(session, account_id)
-    changes = data.model_dump(exclude_unset=True)
+    changes = data.changes()
     _check_credit(principal, {k: v for k, v in changes.items() if k in CREDIT_FIELDS})
-    _not_null(changes, ("name", "attributes"))
     if "owner_id" in changes:
         await _check_ref(session, User, changes["owner_id"], "owner_id")
     diff = apply_changes(account, changes, expected_version=expected_version)
@@ -191,8 +181,7 @@ async def update_contact(
 ) -> Contact:
     """Change a contact (If-Match for optimistic concurrency)."""
     contact = await get_contact(session, contact_id)
-    changes = data.model_dump(exclude_unset=True)
-    _not_null(changes, ("name", "attributes"))
+    changes = data.changes()
     if changes.get("email") is not None:
         changes["email"] = str(changes["email"]).lower()
     if "account_id" in changes:

@@ -13,7 +13,7 @@ On a large production database, build them first by hand with CREATE INDEX CONCU
 names and predicates); the migration then finds them (IF NOT EXISTS) and only drops the old one.
 
 Revision ID: b6c1hostile001
-Revises: a5b1dropidx01
+Revises: b1c6tenantkeys
 Create Date: 2026-11-30 01:00:00.000000+00:00
 """
 
@@ -23,7 +23,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "b6c1hostile001"
-down_revision: str | None = "a5b1dropidx01"
+down_revision: str | None = "b1c6tenantkeys"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -9,10 +9,20 @@ import time
 from typing import Any
 
 from tests.conftest import Org
-from tests.routers.test_intake_email import make_source as make_email_source
-from tests.routers.test_intake_forms import event_of
-from tests.routers.test_intake_forms import make_source as make_form_source
-from tests.routers.test_intake_webhooks import make_source as make_webhook_source
+from tests.factories import make_source
+from tests.routers.test_intake_forms import MAPPING, event_of
+
+
+async def make_form_source(org: Org) -> dict[str, Any]:
+    return await make_source(org, "form", field_mapping=MAPPING)
+
+
+async def make_webhook_source(org: Org) -> dict[str, Any]:
+    return await make_source(org, "webhook")
+
+
+async def make_email_source(org: Org, provider: str) -> dict[str, Any]:
+    return await make_source(org, "email", provider=provider)
 
 
 def _deep_mime(depth: int) -> bytes:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from tests.conftest import Org
-from tests.routers.test_leads import make_lead
+from tests.factories import make_lead
 
 
 async def test_a_rep_posting_another_reps_lead_email_gets_409_and_learns_nothing(org: Org) -> None:

@@ -10,7 +10,7 @@ from datetime import date, timedelta
 from typing import Any
 
 from tests.conftest import Org
-from tests.routers.sales import make_deal
+from tests.factories import make_deal
 
 
 async def _walk(org: Org, path: str, sort: str) -> list[str]:

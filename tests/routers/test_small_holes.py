@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from app.middleware import loggable_path
+from app.observability import loggable_path
 from tests.conftest import Org
 
 

@@ -12,9 +12,9 @@ from sqlalchemy.dialects import postgresql
 
 from app.models.base import utcnow
 from app.services.assignment.recycling import quiet_leads_stmt
+from app.services.assignment.sla import due_stmt
 from app.services.followups import overdue_tasks_stmt
 from app.state import AppState
-from app.workers.assignment import sla_due_stmt
 
 
 async def _plan(state: AppState, stmt: Any) -> str:
@@ -30,7 +30,7 @@ async def _plan(state: AppState, stmt: Any) -> str:
 @pytest.mark.parametrize(
     ("stmt", "index"),
     [
-        (lambda now: sla_due_stmt(now), "ix_assignment_decisions_sla_pending"),
+        (lambda now: due_stmt(now), "ix_assignment_decisions_sla_pending"),
         (lambda now: overdue_tasks_stmt(now), "ix_activities_open_due"),
         (lambda now: quiet_leads_stmt(now - timedelta(days=7)), "ix_leads_owned_open"),
     ],

@@ -154,7 +154,7 @@ async def test_a_name_that_rebinds_to_a_private_address_is_refused_at_send_time(
     with respx.mock(assert_all_called=False) as mock:
         route = mock.route().mock(return_value=httpx.Response(200, text="metadata: secret"))
         with pytest.raises(Retry):
-            await attempt(prod_state, delivery_id)
+            await attempt({"state": prod_state}, delivery_id)
         assert route.call_count == 0
     [tried] = await _attempts(prod_state, org, delivery_id)
     assert tried.status_code is None and tried.response_body is None
@@ -171,7 +171,7 @@ async def test_the_checked_address_is_the_one_connected_to_with_the_host_name_ke
     delivery_id = await _delivery(prod_state, org, sub_id)
     with respx.mock(assert_all_called=True) as mock:
         route = mock.post(f"https://{PUBLIC_IP}/hooks").mock(return_value=httpx.Response(204))
-        assert (await attempt(prod_state, delivery_id)).startswith("done")
+        assert (await attempt({"state": prod_state}, delivery_id)).startswith("done")
         request = route.calls[0].request
     assert request.headers["host"] == "receiver.example"
     assert request.extensions["sni_hostname"] == "receiver.example"
@@ -195,7 +195,7 @@ async def test_error_answers_and_exceptions_are_not_echoed(
         )
         for delivery_id in (first, second):
             with pytest.raises(Retry):
-                await attempt(prod_state, delivery_id)
+                await attempt({"state": prod_state}, delivery_id)
     [failed] = await _attempts(prod_state, org, first)
     assert failed.status_code == 500 and failed.response_body is None and failed.error == "HTTP 500"
     [broken] = await _attempts(prod_state, org, second)
@@ -220,7 +220,7 @@ async def test_an_endless_body_is_read_only_up_to_the_cap(
 
     with respx.mock() as mock:
         mock.post(f"https://{PUBLIC_IP}/hooks").mock(return_value=httpx.Response(200, content=endless()))
-        await attempt(prod_state, delivery_id)
+        await attempt({"state": prod_state}, delivery_id)
     [tried] = await _attempts(prod_state, org, delivery_id)
     assert tried.status_code == 200
     assert tried.response_body is not None and len(tried.response_body) <= 4096
@@ -245,7 +245,7 @@ async def test_a_slow_drip_body_is_cut_by_one_overall_deadline(
     with respx.mock() as mock:
         mock.post(f"https://{PUBLIC_IP}/hooks").mock(return_value=httpx.Response(200, content=drip()))
         with pytest.raises(Retry):
-            await attempt(prod_state, delivery_id)
+            await attempt({"state": prod_state}, delivery_id)
     assert loop.time() - started < 3
     [tried] = await _attempts(prod_state, org, delivery_id)
     assert tried.error == "timeout" and tried.response_body is None

@@ -20,9 +20,11 @@ from sqlmodel import col
 from app.models.assignment import AssignmentDecision
 from app.models.base import new_id, utcnow
 from app.models.durations import parse_duration
+from app.models.events import LeadRecycleWarning
 from app.models.lead import OWNED_OPEN_SQL, Activity, ActivityKind, Direction, Lead
 from app.models.organisation import Organisation
 from app.services import outbox
+from app.services.leads.owner import set_owner
 
 FOLLOW_UP_KINDS = [
     ActivityKind.call.value,
@@ -58,6 +60,7 @@ def _last_follow_up() -> Any:
     latest_touch = (
         select(func.max(col(Activity.occurred_at)))
         .where(
+            col(Activity.org_id) == col(Lead.org_id),
             col(Activity.lead_id) == col(Lead.id),
             col(Activity.direction) == Direction.outbound.value,
             col(Activity.kind).in_(FOLLOW_UP_KINDS),
@@ -129,15 +132,8 @@ async def sweep_organisation(
         text = f"No follow-up since {last.isoformat()} (more than {recycle_after}); back to the pool."
         if not await _once(session, lead, trigger="recycle", key=key, outcome="recycled", explanation=text):
             continue
-        previous = lead.owner_id
-        lead.owner_id = None
-        lead.pooled = True
-        lead.updated_at = now
-        lead.version += 1
-        await outbox.emit(
-            session,
-            "lead.recycled",
-            {"lead_id": lead.id, "previous_owner_id": previous, "reason": "no_follow_up"},
+        await set_owner(
+            session, lead, None, team_id=lead.team_id, actor=None, action="recycle", reason="no_follow_up"
         )
         recycled += 1
     warned = 0
@@ -148,11 +144,10 @@ async def sweep_organisation(
             if await _once(
                 session, lead, trigger="recycle_warning", key=key, outcome="warned", explanation=text
             ):
-                await outbox.emit(
-                    session,
-                    "lead.recycle_warning",
-                    {"lead_id": lead.id, "owner_id": lead.owner_id, "recycle_at": last + recycle_after},
+                warning = LeadRecycleWarning(
+                    lead_id=lead.id, owner_id=lead.owner_id, recycle_at=last + recycle_after
                 )
+                await outbox.emit(session, warning)
                 warned += 1
     await session.flush()
     return warned, recycled

@@ -25,6 +25,7 @@ from app.models.account import Account, Contact
 from app.models.audit import AuditEntry
 from app.models.base import utcnow
 from app.models.deal import Deal
+from app.models.events import LeadErased
 from app.models.intake import InboundEvent
 from app.models.lead import Activity, Lead
 from app.security import Principal
@@ -115,7 +116,7 @@ async def erase_lead(session: AsyncSession, principal: Principal, lead_id: uuid.
             "contact": lead.converted_contact_id is not None,
         },
     )
-    await outbox.emit(session, "lead.erased", {"lead_id": lead.id})
+    await outbox.emit(session, LeadErased(lead_id=lead.id))
     await session.flush()
     return lead
 
