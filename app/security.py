@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import hmac
 import secrets
 import uuid
 import weakref
@@ -78,9 +79,15 @@ async def verify_password_async(password: str, password_hash: str | None) -> boo
 
 
 def issue_jwt(
-    *, user_id: uuid.UUID, org_id: uuid.UUID, secret: str, ttl_seconds: int
+    *,
+    user_id: uuid.UUID,
+    org_id: uuid.UUID,
+    secret: str,
+    ttl_seconds: int,
+    password_hash: str | None = None,
 ) -> tuple[str, datetime]:
-    """A signed access token for a user, and when it expires."""
+    """A signed access token for a user, and when it expires; it carries a fingerprint of the
+    user's password hash, so changing the password ends the tokens issued before."""
     now = datetime.now(UTC)
     expires = now + timedelta(seconds=ttl_seconds)
     claims = {
@@ -90,8 +97,15 @@ def issue_jwt(
         "iat": int(now.timestamp()),
         "exp": int(expires.timestamp()),
         "jti": secrets.token_hex(8),
+        "pwd": password_fingerprint(password_hash, secret=secret),
     }
     return jwt.encode(claims, secret, algorithm=JWT_ALGORITHM), expires
+
+
+def password_fingerprint(password_hash: str | None, *, secret: str) -> str:
+    """A short keyed digest of a password hash (the hash itself never goes into a token)."""
+    digest = hmac.new(secret.encode(), (password_hash or "").encode(), hashlib.sha256).hexdigest()
+    return digest[:16]
 
 
 def decode_jwt(token: str, *, secret: str) -> tuple[uuid.UUID, uuid.UUID] | None:
@@ -100,11 +114,16 @@ def decode_jwt(token: str, *, secret: str) -> tuple[uuid.UUID, uuid.UUID] | None
     return (claims[0], claims[1]) if claims else None
 
 
-def jwt_claims(token: str, *, secret: str) -> tuple[uuid.UUID, uuid.UUID, int] | None:
-    """(user_id, org_id, issued-at in Unix seconds) from a valid token, else None."""
+def jwt_claims(token: str, *, secret: str) -> tuple[uuid.UUID, uuid.UUID, str | None] | None:
+    """(user_id, org_id, password fingerprint) from a valid token, else None."""
     try:
         claims = jwt.decode(token, secret, algorithms=[JWT_ALGORITHM], audience=JWT_AUDIENCE)
-        return uuid.UUID(claims["sub"]), uuid.UUID(claims["org"]), int(claims.get("iat", 0))
+        fingerprint = claims.get("pwd")
+        return (
+            uuid.UUID(claims["sub"]),
+            uuid.UUID(claims["org"]),
+            str(fingerprint) if fingerprint is not None else None,
+        )
     except (jwt.PyJWTError, KeyError, ValueError, TypeError):
         return None
 

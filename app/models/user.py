@@ -77,8 +77,6 @@ class User(IdMixin, TenantMixin, TimestampsMixin, VersionMixin, table=True):
     working_hours: dict[str, Any] | None = JsonField(default_factory=lambda: None, nullable=True)
     password_hash: str | None = Field(default=None, max_length=255)
     last_login_at: datetime | None = TimestampField(nullable=True, default_now=False)
-    # Tokens issued before this second no longer authenticate (a password change ends old sessions).
-    credentials_changed_at: datetime | None = TimestampField(nullable=True, default_now=False)
 
 
 class UserCreate(Input):

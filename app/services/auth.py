@@ -19,6 +19,7 @@ from app.security import (
     hash_token,
     issue_jwt,
     jwt_claims,
+    password_fingerprint,
     verify_password_async,
 )
 from app.services.login_guard import LoginGuard
@@ -33,7 +34,7 @@ async def authenticate(session: AsyncSession, token: str, *, secret: str) -> Pri
     decoded = jwt_claims(token, secret=secret)
     if decoded is None:
         return None
-    user_id, org_id, issued_at = decoded
+    user_id, org_id, fingerprint = decoded
     user = (
         await session.execute(
             select(User)
@@ -43,9 +44,8 @@ async def authenticate(session: AsyncSession, token: str, *, secret: str) -> Pri
     ).scalar_one_or_none()
     if user is None or not user.active:
         return None
-    changed = user.credentials_changed_at
-    if changed is not None and issued_at < int(changed.timestamp()):
-        return None  # issued before the password last changed
+    if fingerprint is not None and fingerprint != password_fingerprint(user.password_hash, secret=secret):
+        return None  # issued before the password last changed (tokens without one expire within the TTL)
     return Principal(user_id=user.id, org_id=user.org_id, role=user.role, team_id=user.team_id)
 
 
@@ -112,7 +112,13 @@ async def login(
         .values(last_login_at=utcnow())
         .execution_options(cross_tenant=True)
     )
-    token, _ = issue_jwt(user_id=user.id, org_id=user.org_id, secret=secret, ttl_seconds=ttl_seconds)
+    token, _ = issue_jwt(
+        user_id=user.id,
+        org_id=user.org_id,
+        secret=secret,
+        ttl_seconds=ttl_seconds,
+        password_hash=user.password_hash,
+    )
     return token, ttl_seconds
 
 

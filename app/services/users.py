@@ -167,7 +167,7 @@ async def change_password(
     ):
         raise Unauthorized("The current password is wrong.")
     user.password_hash = await hash_password_async(new_password)
-    user.updated_at = user.credentials_changed_at = utcnow()
+    user.updated_at = utcnow()
     user.version += 1
     audit.record(
         session,

@@ -1,10 +1,5 @@
-"""issue 10: partial indexes for the sweeps, and users.credentials_changed_at
-
-users.credentials_changed_at: tokens issued before it no longer authenticate, so changing a
-password ends the sessions opened with the old one.
-
-Partial indexes for the sweeps: SLA decisions still waiting, open tasks with a due time, owned
-open leads.
+"""issue 10: partial indexes for the sweeps: SLA decisions still waiting, open tasks with a due
+time, owned open leads
 
 The SLA, overdue-task and recycle sweeps run every few seconds; each index holds only the rows
 its sweep can act on, so their cost follows the open work, not the history. The full index on
@@ -34,7 +29,6 @@ OWNED_OPEN = (
 
 
 def upgrade() -> None:
-    op.add_column("users", sa.Column("credentials_changed_at", sa.DateTime(timezone=True), nullable=True))
     op.create_index(
         "ix_assignment_decisions_sla_pending",
         "assignment_decisions",
@@ -64,7 +58,6 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    op.drop_column("users", "credentials_changed_at")
     op.create_index(
         "ix_assignment_decisions_sla_due_at",
         "assignment_decisions",

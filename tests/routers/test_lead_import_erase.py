@@ -220,6 +220,7 @@ async def test_erase_reaches_audit_diffs_duplicates_unlinked_events_the_contact_
     org: Org, state: AppState
 ) -> None:
     from app.models.account import Contact
+    from app.models.events import LeadAssigned
     from app.models.webhook import WebhookDelivery
     from app.services import outbox
     from app.services import webhooks as webhooks_out
@@ -257,7 +258,7 @@ async def test_erase_reaches_audit_diffs_duplicates_unlinked_events_the_contact_
         "/v1/webhook-subscriptions", json={"url": "https://receiver.example/h"}, headers=org.auth()
     )
     async with tenant_session(state.sessions, uuid.UUID(org.id)) as s:
-        event = await outbox.emit(s, "lead.assigned", {"lead_id": keep["id"], "name": name, "email": email})
+        event = await outbox.emit(s, LeadAssigned(lead_id=uuid.UUID(keep["id"])))
         await s.flush()
         await webhooks_out.fan_out(s, event)
         await s.commit()
