@@ -41,3 +41,19 @@ async def upgrade(url: str, revision: str = "heads") -> None:
             await connection.run_sync(_upgrade, revision)
     finally:
         await engine.dispose()
+
+
+def _downgrade(connection: Connection, revision: str) -> None:
+    cfg = alembic_config()
+    cfg.attributes["connection"] = connection
+    command.downgrade(cfg, revision)
+
+
+async def downgrade(url: str, revision: str) -> None:
+    """Take the database at `url` back to `revision` (tests of a migration's way down)."""
+    engine = create_async_engine(url)
+    try:
+        async with engine.begin() as connection:
+            await connection.run_sync(_downgrade, revision)
+    finally:
+        await engine.dispose()

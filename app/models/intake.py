@@ -20,6 +20,7 @@ from app.models.base import (
     VersionMixin,
 )
 from app.models.common import CountryCode
+from app.models.lead import FieldNote
 
 
 class SourceKind(enum.StrEnum):
@@ -291,3 +292,6 @@ class IntakeResult(SQLModel):
     lead_id: uuid.UUID | None = None
     activity_id: uuid.UUID | None = None
     possible_duplicate_of: uuid.UUID | None = None
+    notes: list[FieldNote] = Field(
+        default_factory=list, description="Fields not stored as sent, and why (e.g. an invalid phone)."
+    )

@@ -7,7 +7,7 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from pydantic import ConfigDict, field_validator
+from pydantic import BaseModel, ConfigDict, computed_field, field_validator
 from sqlalchemy import Column, ForeignKey, Index, String, Text, Uuid, text
 from sqlmodel import Field, SQLModel
 
@@ -66,6 +66,30 @@ class Direction(enum.StrEnum):
 CONTACT_KINDS = frozenset({ActivityKind.call, ActivityKind.email, ActivityKind.meeting})
 
 
+class FieldNote(BaseModel):
+    """Something the server did with a field instead of storing it as sent (not an error)."""
+
+    field: str
+    code: str
+    message: str
+
+
+def phone_note(phone: str | None, phone_raw: str | None) -> FieldNote | None:
+    """Why a lead's `phone` is empty while `phone_raw` holds what was sent (None when it is not)."""
+    if phone or not phone_raw:
+        return None
+    return FieldNote(
+        field="phone",
+        code="invalid_phone",
+        message=(
+            f"{phone_raw!r} is not a valid phone number in the lead's country, the intake source's "
+            "default country or the organisation's default phone country, so it is kept as sent in "
+            "phone_raw, not in phone, and not used to find duplicates. Send it with its country code "
+            "(e.g. +86 138 0013 8000) or with the lead's country."
+        ),
+    )
+
+
 class Lead(IdMixin, TenantMixin, TimestampsMixin, VersionMixin, table=True):
     """A person who may buy: captured, de-duplicated, pooled or owned, qualified, converted."""
 
@@ -88,6 +112,8 @@ class Lead(IdMixin, TenantMixin, TimestampsMixin, VersionMixin, table=True):
     name: str | None = Field(default=None, max_length=300)
     email: str | None = Field(default=None, max_length=320)
     phone: str | None = Field(default=None, max_length=32)
+    # What was sent when it is not a valid phone number (phone stays empty): never deduped on.
+    phone_raw: str | None = Field(default=None, sa_type=Text)
     company: str | None = Field(default=None, max_length=300)
     title: str | None = Field(default=None, max_length=300)
     country: str | None = Field(default=None, max_length=2)
@@ -173,7 +199,10 @@ class LeadRead(SQLModel):
     source_detail: dict[str, Any]
     name: str | None
     email: str | None
-    phone: str | None
+    phone: str | None = Field(description="E.164, only for numbers that are valid (phonenumbers).")
+    phone_raw: str | None = Field(
+        default=None, description="The phone as sent when it is not a valid number; see `notes`."
+    )
     company: str | None
     title: str | None
     country: str | None
@@ -201,6 +230,13 @@ class LeadRead(SQLModel):
     created_at: datetime
     updated_at: datetime
     version: int
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def notes(self) -> list[FieldNote]:
+        """What was not stored as sent, and why (e.g. a phone kept in phone_raw)."""
+        note = phone_note(self.phone, self.phone_raw)
+        return [note] if note else []
 
 
 class LeadAssign(SQLModel):

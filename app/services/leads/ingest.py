@@ -28,7 +28,7 @@ from app.models.scoring import ScoringRule
 from app.security import Principal
 from app.services import audit, outbox
 from app.services.intake import cache as intake_cache
-from app.services.leads.normalise import TEXT_FIELDS, LeadInput
+from app.services.leads.normalise import LeadInput
 from app.services.leads.scoring import rescore, score
 
 FUZZY_CANDIDATES = 200
@@ -207,6 +207,8 @@ def fill_empty(lead: Lead, data: LeadInput) -> tuple[dict[str, Any], dict[str, A
     conflicts: dict[str, Any] = {}
     for name, value in data.values().items():
         current = getattr(lead, name)
+        if name == "phone_raw" and lead.phone:  # a valid phone already; the raw one is a conflict
+            current = lead.phone
         if current in (None, ""):
             setattr(lead, name, value)
             filled[name] = [None, value]
@@ -291,7 +293,7 @@ async def ingest(
             entity="lead",
             entity_id=lead.id,
             action="create",
-            changes={name: [None, getattr(lead, name)] for name in TEXT_FIELDS if getattr(lead, name)},
+            changes={name: [None, value] for name, value in data.values().items()},
             org_id=org_id,
         )
     return done
