@@ -12,9 +12,25 @@ from pydantic import Field as PydanticField
 from sqlmodel import Field, SQLModel
 
 from app.models.base import IdMixin, JsonField, TimestampsMixin, VersionMixin
-from app.models.common import CountryCode, CurrencyCode, DurationText, TimezoneName
+from app.models.common import DurationText, EmailAddress, IsoCountryCode, IsoCurrencyCode, TimezoneName
 
 DEFAULT_LOST_REASONS = ["price", "competitor", "no_budget", "no_decision", "timing", "other"]
+
+
+class SellerDetails(BaseModel):
+    """Who sells: the seller block printed on quotes (all optional; the organisation's name
+    stands in for a missing legal name)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    legal_name: str | None = PydanticField(default=None, max_length=300)
+    address: str | None = PydanticField(default=None, max_length=1000, description="Several lines allowed.")
+    tax_id: str | None = PydanticField(
+        default=None, max_length=64, description="VAT number, 统一社会信用代码 or similar."
+    )
+    email: EmailAddress | None = None
+    phone: str | None = PydanticField(default=None, max_length=64)
+    website: str | None = PydanticField(default=None, max_length=300)
 
 
 class OrganisationSettings(BaseModel):
@@ -23,8 +39,12 @@ class OrganisationSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     timezone: TimezoneName = "UTC"
-    base_currency: CurrencyCode = "USD"
-    default_phone_country: CountryCode | None = "US"
+    base_currency: IsoCurrencyCode = "USD"
+    country: IsoCountryCode | None = PydanticField(
+        default=None, description="Where the organisation is (ISO 3166-1); formats amounts on quotes."
+    )
+    default_phone_country: IsoCountryCode | None = "US"
+    seller: SellerDetails = PydanticField(default_factory=SellerDetails)
     quote_discount_threshold_percent: Decimal = PydanticField(default=Decimal("20"), ge=0, le=100)
     quote_total_approval_limit: Decimal | None = PydanticField(default=None, ge=0)
     lead_claim_limit: int = PydanticField(default=50, ge=0)
@@ -51,8 +71,12 @@ class OrganisationSettingsUpdate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     timezone: TimezoneName | None = None
-    base_currency: CurrencyCode | None = None
-    default_phone_country: CountryCode | None = None
+    base_currency: IsoCurrencyCode | None = None
+    country: IsoCountryCode | None = None
+    default_phone_country: IsoCountryCode | None = None
+    seller: SellerDetails | None = PydanticField(
+        default=None, description="Only the seller fields sent change (null clears one)."
+    )
     quote_discount_threshold_percent: Decimal | None = PydanticField(default=None, ge=0, le=100)
     quote_total_approval_limit: Decimal | None = PydanticField(default=None, ge=0)
     lead_claim_limit: int | None = PydanticField(default=None, ge=0)

@@ -13,6 +13,7 @@ from app.models.common import Role
 from app.models.organisation import (
     Organisation,
     OrganisationSettings,
+    OrganisationSettingsUpdate,
     OrganisationUpdate,
 )
 from app.models.user import User
@@ -74,21 +75,33 @@ async def get_organisation(session: AsyncSession, org_id: uuid.UUID) -> Organisa
     return await get_or_404(session, Organisation, org_id, what="organisation")
 
 
+def merge_settings(current: OrganisationSettings, update: OrganisationSettingsUpdate) -> OrganisationSettings:
+    """The settings with what `update` sent applied (seller fields one by one), validated."""
+    merged = current.model_dump()
+    sent = update.model_dump(exclude_unset=True)
+    if "seller" in sent:
+        sent["seller"] = {**merged["seller"], **(sent["seller"] or {})}
+    return OrganisationSettings.model_validate({**merged, **sent})
+
+
 async def update_organisation(
     session: AsyncSession,
-    principal: Principal,
+    principal: Principal | None,
     data: OrganisationUpdate,
     *,
     expected_version: int | None,
+    org_id: uuid.UUID | None = None,
 ) -> Organisation:
-    """Change the name and/or some settings; unsent settings keep their values."""
-    org = await get_organisation(session, principal.org_id)
+    """Change the name and/or some settings; unsent settings keep their values. Without a
+    principal (the `loudou org update` command) `org_id` names the organisation."""
+    target = principal.org_id if principal is not None else org_id
+    assert target is not None
+    org = await get_organisation(session, target)
     changes: dict[str, object] = {}
     if data.name is not None:
         changes["name"] = data.name
     if data.settings is not None:
-        merged = org.typed_settings().model_copy(update=data.settings.model_dump(exclude_unset=True))
-        changes["settings"] = OrganisationSettings.model_validate(merged.model_dump()).model_dump(mode="json")
+        changes["settings"] = merge_settings(org.typed_settings(), data.settings).model_dump(mode="json")
     diff = apply_changes(org, changes, expected_version=expected_version)
     if diff:
         audit.record(
@@ -98,6 +111,7 @@ async def update_organisation(
             entity_id=org.id,
             action="update",
             changes=diff,
+            org_id=org.id,
         )
     await session.flush()
     return org
