@@ -198,12 +198,13 @@ def dev(
     migrations, the API and an arq worker. Data stays under LOUDOU_HOME (./.loudou)."""
     import uvicorn
 
-    from app.logging import configure_logging
+    from app.logging import choose_format, configure_logging, on_terminal
     from app.main import create_app
     from app.workers.runner import run_worker
 
     base = get_settings()
-    configure_logging(base.log_level, base.log_format)
+    fmt = choose_format(base.log_format, for_people=True, terminal=on_terminal())
+    configure_logging(base.log_level, fmt, quiet_libraries=True)
     with embedded_if_needed(announce=True) as settings:
         asyncio.run(_migrate(settings))
         created = asyncio.run(_first_start(settings))
@@ -250,10 +251,10 @@ def serve(
     """Run the API with uvicorn (production). Uses embedded servers only when the URLs are unset."""
     import uvicorn
 
-    from app.logging import configure_logging
+    from app.logging import choose_format, configure_logging
 
     base = get_settings()
-    configure_logging(base.log_level, base.log_format)
+    configure_logging(base.log_level, choose_format(base.log_format, for_people=False, terminal=False))
     if workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         # Each worker process writes its metrics here; /metrics merges them.
         metrics_dir = (base.home / "prometheus").resolve()
@@ -275,11 +276,11 @@ def serve(
 @cli.command()
 def worker() -> None:
     """Run an arq worker (jobs, cron, the outbox relay) until SIGINT/SIGTERM."""
-    from app.logging import configure_logging
+    from app.logging import choose_format, configure_logging
     from app.workers.runner import run_worker
 
     base = get_settings()
-    configure_logging(base.log_level, base.log_format)
+    configure_logging(base.log_level, choose_format(base.log_format, for_people=False, terminal=False))
     with embedded_if_needed() as settings:
 
         async def run() -> None:
