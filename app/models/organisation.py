@@ -9,9 +9,11 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, field_validator
 from pydantic import Field as PydanticField
+from sqlalchemy import LargeBinary, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
-from app.models.base import IdMixin, JsonField, TimestampsMixin, VersionMixin
+from app.db import TenantScoped
+from app.models.base import IdMixin, JsonField, TimestampField, TimestampsMixin, VersionMixin, new_id
 from app.models.common import DurationText, EmailAddress, IsoCountryCode, IsoCurrencyCode, TimezoneName
 
 DEFAULT_LOST_REASONS = ["price", "competitor", "no_budget", "no_decision", "timing", "other"]
@@ -117,3 +119,34 @@ class OrganisationUpdate(SQLModel):
 
     name: str | None = Field(default=None, min_length=1, max_length=200)
     settings: OrganisationSettingsUpdate | None = None
+
+
+class OrganisationLogo(TenantScoped, SQLModel, table=True):
+    """The organisation's logo (PNG or JPEG), printed on its quotes; at most one per organisation."""
+
+    __tablename__ = "organisation_logos"
+    __table_args__ = (UniqueConstraint("org_id"),)
+
+    org_id: uuid.UUID = Field(
+        default=None, primary_key=True, foreign_key="organisations.id", ondelete="CASCADE"
+    )
+    id: uuid.UUID = Field(default_factory=new_id, primary_key=True)
+    content_type: str = Field(max_length=32)
+    width: int
+    height: int
+    size_bytes: int
+    sha256: str = Field(max_length=64)
+    data: bytes = Field(sa_type=LargeBinary)
+    created_at: datetime = TimestampField()
+    updated_at: datetime = TimestampField()
+
+
+class OrganisationLogoRead(SQLModel):
+    """The stored logo's facts (GET /v1/organisation/logo returns the image itself)."""
+
+    content_type: str
+    width: int
+    height: int
+    size_bytes: int
+    sha256: str
+    updated_at: datetime

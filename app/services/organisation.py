@@ -2,16 +2,31 @@
 
 from __future__ import annotations
 
+import hashlib
+import io
 import uuid
 from dataclasses import dataclass
+from typing import Any
 
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col
 
 from app.db import scope_session
+from app.errors import (
+    FieldError,
+    Forbidden,
+    NotFound,
+    PayloadTooLarge,
+    UnsupportedMediaType,
+    ValidationFailed,
+)
 from app.models.api_key import ApiKey
+from app.models.base import utcnow
 from app.models.common import Role
 from app.models.organisation import (
     Organisation,
+    OrganisationLogo,
     OrganisationSettings,
     OrganisationSettingsUpdate,
     OrganisationUpdate,
@@ -115,3 +130,105 @@ async def update_organisation(
         )
     await session.flush()
     return org
+
+
+LOGO_MAX_BYTES = 512 * 1024
+LOGO_MAX_SIDE = 4000  # pixels; a larger logo is a mistake (and a decompression-bomb risk)
+LOGO_TYPES = {"image/png": "PNG", "image/jpeg": "JPEG"}
+
+
+def _image_size(data: bytes, expected_format: str) -> tuple[int, int]:
+    """Width and height of a PNG/JPEG that decodes as the format it claims to be; ValidationFailed
+    otherwise (Pillow, which fpdf2 already needs, reads it)."""
+    from PIL import Image, UnidentifiedImageError
+
+    def invalid(message: str) -> ValidationFailed:
+        return ValidationFailed(
+            message, errors=[FieldError(field="body", code="invalid_image", message=message)]
+        )
+
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            found, size = image.format, image.size
+            image.verify()
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise invalid(f"The body is not a readable {expected_format} image ({exc}).") from exc
+    if found != expected_format:
+        raise invalid(f"The body is a {found} image, not the {expected_format} its Content-Type says.")
+    if max(size) > LOGO_MAX_SIDE or min(size) < 1:
+        raise invalid(
+            f"A logo is at most {LOGO_MAX_SIDE} pixels on each side; this one is {size[0]}×{size[1]}."
+        )
+    return size
+
+
+async def get_logo(session: AsyncSession, org_id: uuid.UUID) -> OrganisationLogo | None:
+    """The organisation's logo, if it has one."""
+    return (
+        await session.execute(select(OrganisationLogo).where(col(OrganisationLogo.org_id) == org_id))
+    ).scalar_one_or_none()
+
+
+async def set_logo(
+    session: AsyncSession, principal: Principal, *, data: bytes, content_type: str | None
+) -> OrganisationLogo:
+    """Store (or replace) the organisation's logo: PNG or JPEG, at most LOGO_MAX_BYTES (admins)."""
+    if not principal.is_admin:
+        raise Forbidden("Only an admin can change the organisation's logo.")
+    media = (content_type or "").split(";")[0].strip().lower()
+    if media not in LOGO_TYPES:
+        raise UnsupportedMediaType(
+            "A logo is sent as the raw image with Content-Type image/png or image/jpeg."
+        )
+    if len(data) > LOGO_MAX_BYTES:
+        raise PayloadTooLarge(f"A logo is at most {LOGO_MAX_BYTES} bytes; this one is {len(data)}.")
+    if not data:
+        raise ValidationFailed(
+            "The body is empty.", errors=[FieldError(field="body", code="missing", message="the image")]
+        )
+    width, height = _image_size(data, LOGO_TYPES[media])
+    facts: dict[str, Any] = {
+        "content_type": media,
+        "width": width,
+        "height": height,
+        "size_bytes": len(data),
+        "sha256": hashlib.sha256(data).hexdigest(),
+        "data": data,
+        "updated_at": utcnow(),
+    }
+    logo = await get_logo(session, principal.org_id)
+    if logo is None:
+        logo = OrganisationLogo(org_id=principal.org_id, **facts)
+        session.add(logo)
+    else:
+        for name, value in facts.items():
+            setattr(logo, name, value)
+    audit.record(
+        session,
+        actor=principal,
+        entity="organisation",
+        entity_id=principal.org_id,
+        action="logo",
+        changes={"logo": [None, {k: v for k, v in facts.items() if k not in ("data", "updated_at")}]},
+    )
+    await session.flush()
+    return logo
+
+
+async def delete_logo(session: AsyncSession, principal: Principal) -> None:
+    """Remove the organisation's logo (admins); 404 when there is none."""
+    if not principal.is_admin:
+        raise Forbidden("Only an admin can change the organisation's logo.")
+    logo = await get_logo(session, principal.org_id)
+    if logo is None:
+        raise NotFound("The organisation has no logo.")
+    await session.delete(logo)
+    audit.record(
+        session,
+        actor=principal,
+        entity="organisation",
+        entity_id=principal.org_id,
+        action="logo_delete",
+        changes={"logo": [logo.sha256, None]},
+    )
+    await session.flush()
