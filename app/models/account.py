@@ -11,6 +11,7 @@ from pydantic import ConfigDict
 from sqlalchemy import Numeric
 from sqlmodel import Field, SQLModel
 
+from app.models import examples as ex
 from app.models.base import IdMixin, JsonField, TenantMixin, TimestampsMixin, VersionMixin
 from app.models.common import CountryCode, CurrencyCode, EmailAddress
 
@@ -36,7 +37,7 @@ class Account(IdMixin, TenantMixin, TimestampsMixin, VersionMixin, table=True):
 class AccountCreate(SQLModel):
     """POST /v1/accounts."""
 
-    model_config = ConfigDict(extra="forbid")  # type: ignore[assignment]
+    model_config = ConfigDict(extra="forbid", json_schema_extra=ex.examples(ex.ACCOUNT_CREATE))  # type: ignore[assignment]
 
     name: str = Field(min_length=1, max_length=300)
     domain: str | None = Field(default=None, max_length=255)
@@ -54,7 +55,7 @@ class AccountCreate(SQLModel):
 class AccountUpdate(SQLModel):
     """PATCH /v1/accounts/{id}: only what is sent changes."""
 
-    model_config = ConfigDict(extra="forbid")  # type: ignore[assignment]
+    model_config = ConfigDict(extra="forbid", json_schema_extra=ex.examples(ex.ACCOUNT_UPDATE))  # type: ignore[assignment]
 
     name: str | None = Field(default=None, min_length=1, max_length=300)
     domain: str | None = Field(default=None, max_length=255)
@@ -109,7 +110,7 @@ class Contact(IdMixin, TenantMixin, TimestampsMixin, VersionMixin, table=True):
 class ContactCreate(SQLModel):
     """POST /v1/contacts."""
 
-    model_config = ConfigDict(extra="forbid")  # type: ignore[assignment]
+    model_config = ConfigDict(extra="forbid", json_schema_extra=ex.examples(ex.CONTACT_CREATE))  # type: ignore[assignment]
 
     name: str = Field(min_length=1, max_length=300)
     account_id: uuid.UUID | None = None
@@ -123,7 +124,7 @@ class ContactCreate(SQLModel):
 class ContactUpdate(SQLModel):
     """PATCH /v1/contacts/{id}."""
 
-    model_config = ConfigDict(extra="forbid")  # type: ignore[assignment]
+    model_config = ConfigDict(extra="forbid", json_schema_extra=ex.examples(ex.CONTACT_UPDATE))  # type: ignore[assignment]
 
     name: str | None = Field(default=None, min_length=1, max_length=300)
     account_id: uuid.UUID | None = None

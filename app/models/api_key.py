@@ -8,6 +8,7 @@ from datetime import datetime
 from pydantic import ConfigDict
 from sqlmodel import Field, SQLModel
 
+from app.models import examples as ex
 from app.models.base import IdMixin, JsonField, TenantMixin, TimestampField, TimestampsMixin
 
 SCOPES = (
@@ -62,7 +63,7 @@ class ApiKey(IdMixin, TenantMixin, TimestampsMixin, table=True):
 class ApiKeyCreate(SQLModel):
     """POST /v1/api-keys: omitted user_id means yourself; omitted scopes mean ["*"]."""
 
-    model_config = ConfigDict(extra="forbid")  # type: ignore[assignment]
+    model_config = ConfigDict(extra="forbid", json_schema_extra=ex.examples(ex.API_KEY_CREATE))  # type: ignore[assignment]
 
     name: str = Field(min_length=1, max_length=200)
     user_id: uuid.UUID | None = None

@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, field_validator
 from sqlalchemy import String, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
+from app.models import examples as ex
 from app.models.base import IdMixin, JsonField, TenantMixin, TimestampField, TimestampsMixin, VersionMixin
 from app.models.durations import parse_duration
 
@@ -88,7 +89,7 @@ def _durations(value: str | None) -> str | None:
 class AssignmentRuleCreate(SQLModel):
     """POST /v1/assignment-rules; target is a team or a list of users (not both)."""
 
-    model_config = ConfigDict(extra="forbid")  # type: ignore[assignment]
+    model_config = ConfigDict(extra="forbid", json_schema_extra=ex.examples(ex.ASSIGNMENT_RULE_CREATE))  # type: ignore[assignment]
 
     name: str = Field(min_length=1, max_length=200)
     position: int | None = None
@@ -107,7 +108,7 @@ class AssignmentRuleCreate(SQLModel):
 class AssignmentRuleUpdate(SQLModel):
     """PATCH /v1/assignment-rules/{id}."""
 
-    model_config = ConfigDict(extra="forbid")  # type: ignore[assignment]
+    model_config = ConfigDict(extra="forbid", json_schema_extra=ex.examples(ex.ASSIGNMENT_RULE_UPDATE))  # type: ignore[assignment]
 
     name: str | None = Field(default=None, min_length=1, max_length=200)
     position: int | None = None
@@ -177,7 +178,7 @@ class AssignmentDecisionRead(SQLModel):
 class PreviewRequest(BaseModel):
     """A hypothetical lead: the fields rules look at."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra=ex.examples(ex.ASSIGNMENT_PREVIEW))
 
     lead: dict[str, Any]
 

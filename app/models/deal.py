@@ -12,6 +12,7 @@ from pydantic import ConfigDict, model_validator
 from sqlalchemy import Index, Numeric, String
 from sqlmodel import Field, SQLModel
 
+from app.models import examples as ex
 from app.models.base import (
     IdMixin,
     JsonField,
@@ -110,7 +111,7 @@ class DealFieldHistory(IdMixin, TenantMixin, table=True):
 class DealCreate(SQLModel):
     """POST /v1/deals: pipeline defaults to the organisation's default, stage to its first."""
 
-    model_config = ConfigDict(extra="forbid")  # type: ignore[assignment]
+    model_config = ConfigDict(extra="forbid", json_schema_extra=ex.examples(ex.DEAL_CREATE))  # type: ignore[assignment]
 
     name: str = Field(min_length=1, max_length=300)
     pipeline_id: uuid.UUID | None = None
@@ -129,7 +130,7 @@ class DealCreate(SQLModel):
 class DealUpdate(SQLModel):
     """PATCH /v1/deals/{id}; the stage changes only through /move, /won, /lost, /reopen."""
 
-    model_config = ConfigDict(extra="forbid")  # type: ignore[assignment]
+    model_config = ConfigDict(extra="forbid", json_schema_extra=ex.examples(ex.DEAL_UPDATE))  # type: ignore[assignment]
 
     name: str | None = Field(default=None, min_length=1, max_length=300)
     account_id: uuid.UUID | None = None
@@ -147,7 +148,7 @@ class DealUpdate(SQLModel):
 class DealMove(SQLModel):
     """POST /v1/deals/{id}/move."""
 
-    model_config = ConfigDict(extra="forbid")  # type: ignore[assignment]
+    model_config = ConfigDict(extra="forbid", json_schema_extra=ex.examples(ex.DEAL_MOVE))  # type: ignore[assignment]
 
     stage_id: uuid.UUID
     lost_reason: str | None = Field(default=None, max_length=200, description="needed for a lost stage")
@@ -156,7 +157,7 @@ class DealMove(SQLModel):
 class DealLost(SQLModel):
     """POST /v1/deals/{id}/lost: a reason from the organisation's list."""
 
-    model_config = ConfigDict(extra="forbid")  # type: ignore[assignment]
+    model_config = ConfigDict(extra="forbid", json_schema_extra=ex.examples(ex.DEAL_LOST))  # type: ignore[assignment]
 
     reason: str = Field(min_length=1, max_length=200)
     note: str | None = Field(default=None, max_length=2000)
@@ -165,7 +166,7 @@ class DealLost(SQLModel):
 class DealReopen(SQLModel):
     """POST /v1/deals/{id}/reopen: back to an open stage (default: the last open one it was in)."""
 
-    model_config = ConfigDict(extra="forbid")  # type: ignore[assignment]
+    model_config = ConfigDict(extra="forbid", json_schema_extra=ex.examples(ex.DEAL_REOPEN))  # type: ignore[assignment]
 
     stage_id: uuid.UUID | None = None
 

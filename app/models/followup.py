@@ -10,6 +10,7 @@ from pydantic import ConfigDict, field_validator
 from sqlalchemy import String, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
+from app.models import examples as ex
 from app.models.base import IdMixin, TenantMixin, TimestampsMixin, VersionMixin
 from app.models.durations import parse_duration
 from app.models.lead import LeadStatus
@@ -39,7 +40,7 @@ def _interval(value: str | None) -> str | None:
 class FollowupPolicyCreate(SQLModel):
     """POST /v1/followup-policies."""
 
-    model_config = ConfigDict(extra="forbid")  # type: ignore[assignment]
+    model_config = ConfigDict(extra="forbid", json_schema_extra=ex.examples(ex.FOLLOWUP_POLICY_CREATE))  # type: ignore[assignment]
 
     name: str = Field(min_length=1, max_length=200)
     lead_status: LeadStatus | None = None
@@ -54,7 +55,7 @@ class FollowupPolicyCreate(SQLModel):
 class FollowupPolicyUpdate(SQLModel):
     """PATCH /v1/followup-policies/{id}."""
 
-    model_config = ConfigDict(extra="forbid")  # type: ignore[assignment]
+    model_config = ConfigDict(extra="forbid", json_schema_extra=ex.examples(ex.FOLLOWUP_POLICY_UPDATE))  # type: ignore[assignment]
 
     name: str | None = Field(default=None, min_length=1, max_length=200)
     interval: str | None = None
@@ -98,7 +99,7 @@ class TaskRead(SQLModel):
 class TaskComplete(SQLModel):
     """POST /v1/tasks/{id}/complete: the outcome is logged as an activity of `log_as`."""
 
-    model_config = ConfigDict(extra="forbid")  # type: ignore[assignment]
+    model_config = ConfigDict(extra="forbid", json_schema_extra=ex.examples(ex.TASK_COMPLETE))  # type: ignore[assignment]
 
     outcome: str = Field(min_length=1, max_length=5000)
     log_as: Literal["call", "email", "meeting", "note"] = "call"

@@ -11,6 +11,7 @@ from pydantic import ConfigDict, field_validator
 from sqlalchemy import Index, LargeBinary, String, UniqueConstraint, text
 from sqlmodel import Field, SQLModel
 
+from app.models import examples as ex
 from app.models.base import (
     IdMixin,
     JsonField,
@@ -137,7 +138,7 @@ def _origins(value: list[str] | None) -> list[str] | None:
 class IntakeSourceCreate(SQLModel):
     """POST /v1/intake-sources."""
 
-    model_config = ConfigDict(extra="forbid")  # type: ignore[assignment]
+    model_config = ConfigDict(extra="forbid", json_schema_extra=ex.examples(ex.INTAKE_SOURCE_CREATE))  # type: ignore[assignment]
 
     kind: SourceKind
     name: str = Field(min_length=1, max_length=200)
@@ -163,7 +164,7 @@ class IntakeSourceCreate(SQLModel):
 class IntakeSourceUpdate(SQLModel):
     """PATCH /v1/intake-sources/{id}: only what is sent changes."""
 
-    model_config = ConfigDict(extra="forbid")  # type: ignore[assignment]
+    model_config = ConfigDict(extra="forbid", json_schema_extra=ex.examples(ex.INTAKE_SOURCE_UPDATE))  # type: ignore[assignment]
 
     name: str | None = Field(default=None, min_length=1, max_length=200)
     active: bool | None = None
@@ -218,7 +219,7 @@ class IntakeSourceRead(SQLModel):
 class SecretRotation(SQLModel):
     """POST /v1/intake-sources/{id}/rotate-secret: how long the old secret keeps working."""
 
-    model_config = ConfigDict(extra="forbid")  # type: ignore[assignment]
+    model_config = ConfigDict(extra="forbid", json_schema_extra=ex.examples(ex.SECRET_ROTATION))  # type: ignore[assignment]
 
     grace_hours: int = Field(default=24, ge=0, le=24 * 30)
 

@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, computed_field, field_validator
 from sqlalchemy import Column, ForeignKey, Index, String, Text, Uuid, text
 from sqlmodel import Field, SQLModel
 
+from app.models import examples as ex
 from app.models.base import (
     IdMixin,
     JsonField,
@@ -152,7 +153,7 @@ class Lead(IdMixin, TenantMixin, TimestampsMixin, VersionMixin, table=True):
 class LeadCreate(SQLModel):
     """POST /v1/leads: at least an email or a phone."""
 
-    model_config = ConfigDict(extra="forbid")  # type: ignore[assignment]
+    model_config = ConfigDict(extra="forbid", json_schema_extra=ex.examples(ex.LEAD_CREATE))  # type: ignore[assignment]
 
     name: str | None = Field(default=None, max_length=300)
     email: str | None = Field(default=None, max_length=320)
@@ -171,7 +172,7 @@ class LeadCreate(SQLModel):
 class LeadUpdate(SQLModel):
     """PATCH /v1/leads/{id}: only what is sent changes."""
 
-    model_config = ConfigDict(extra="forbid")  # type: ignore[assignment]
+    model_config = ConfigDict(extra="forbid", json_schema_extra=ex.examples(ex.LEAD_UPDATE))  # type: ignore[assignment]
 
     name: str | None = Field(default=None, max_length=300)
     email: str | None = Field(default=None, max_length=320)
@@ -242,7 +243,7 @@ class LeadRead(SQLModel):
 class LeadAssign(SQLModel):
     """POST /v1/leads/{id}/assign."""
 
-    model_config = ConfigDict(extra="forbid")  # type: ignore[assignment]
+    model_config = ConfigDict(extra="forbid", json_schema_extra=ex.examples(ex.LEAD_ASSIGN))  # type: ignore[assignment]
 
     owner_id: uuid.UUID
     team_id: uuid.UUID | None = None
@@ -251,7 +252,7 @@ class LeadAssign(SQLModel):
 class LeadReason(SQLModel):
     """POST /v1/leads/{id}/disqualify (reason required) and /qualify (optional note)."""
 
-    model_config = ConfigDict(extra="forbid")  # type: ignore[assignment]
+    model_config = ConfigDict(extra="forbid", json_schema_extra=ex.examples(ex.LEAD_REASON))  # type: ignore[assignment]
 
     reason: str | None = Field(default=None, min_length=1, max_length=500)
 
@@ -259,7 +260,7 @@ class LeadReason(SQLModel):
 class LeadMerge(SQLModel):
     """POST /v1/leads/{id}/merge: fold `duplicate_id` into this lead."""
 
-    model_config = ConfigDict(extra="forbid")  # type: ignore[assignment]
+    model_config = ConfigDict(extra="forbid", json_schema_extra=ex.examples(ex.LEAD_MERGE))  # type: ignore[assignment]
 
     duplicate_id: uuid.UUID
 
@@ -305,7 +306,7 @@ class Activity(IdMixin, TenantMixin, TimestampsMixin, VersionMixin, table=True):
 class ActivityCreate(SQLModel):
     """POST /v1/leads/{id}/activities."""
 
-    model_config = ConfigDict(extra="forbid")  # type: ignore[assignment]
+    model_config = ConfigDict(extra="forbid", json_schema_extra=ex.examples(ex.ACTIVITY_CREATE))  # type: ignore[assignment]
 
     kind: ActivityKind
     direction: Direction = Direction.outbound

@@ -13,6 +13,7 @@ from sqlalchemy import LargeBinary, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 from app.db import TenantScoped
+from app.models import examples as ex
 from app.models.base import IdMixin, JsonField, TimestampField, TimestampsMixin, VersionMixin, new_id
 from app.models.common import DurationText, EmailAddress, IsoCountryCode, IsoCurrencyCode, TimezoneName
 
@@ -115,7 +116,7 @@ class OrganisationRead(SQLModel):
 class OrganisationUpdate(SQLModel):
     """PATCH /v1/organisation."""
 
-    model_config = ConfigDict(extra="forbid")  # type: ignore[assignment]
+    model_config = ConfigDict(extra="forbid", json_schema_extra=ex.examples(ex.ORGANISATION_UPDATE))  # type: ignore[assignment]
 
     name: str | None = Field(default=None, min_length=1, max_length=200)
     settings: OrganisationSettingsUpdate | None = None

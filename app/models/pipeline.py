@@ -12,6 +12,7 @@ from pydantic import ConfigDict, StringConstraints, field_validator
 from sqlalchemy import Numeric, String, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
+from app.models import examples as ex
 from app.models.base import IdMixin, JsonField, TenantMixin, TimestampField, TimestampsMixin, VersionMixin
 
 # The deal fields a stage may require before a deal leaves it.
@@ -72,7 +73,7 @@ class Stage(IdMixin, TenantMixin, TimestampsMixin, VersionMixin, table=True):
 class StageCreate(SQLModel):
     """A stage, when creating a pipeline or adding one to it (appended unless `position` is given)."""
 
-    model_config = ConfigDict(extra="forbid")  # type: ignore[assignment]
+    model_config = ConfigDict(extra="forbid", json_schema_extra=ex.examples(ex.STAGE_CREATE))  # type: ignore[assignment]
 
     key: StageKey | None = None
     name: str = Field(min_length=1, max_length=200)
@@ -90,7 +91,7 @@ class StageCreate(SQLModel):
 class StageUpdate(SQLModel):
     """PATCH a stage: renaming keeps history (it refers to the stage by id)."""
 
-    model_config = ConfigDict(extra="forbid")  # type: ignore[assignment]
+    model_config = ConfigDict(extra="forbid", json_schema_extra=ex.examples(ex.STAGE_UPDATE))  # type: ignore[assignment]
 
     name: str | None = Field(default=None, min_length=1, max_length=200)
     name_en: str | None = Field(default=None, max_length=200)
@@ -122,7 +123,7 @@ class StageRead(SQLModel):
 class StageOrder(SQLModel):
     """PUT the stage order: every live stage id, in the new order."""
 
-    model_config = ConfigDict(extra="forbid")  # type: ignore[assignment]
+    model_config = ConfigDict(extra="forbid", json_schema_extra=ex.examples(ex.STAGE_ORDER))  # type: ignore[assignment]
 
     stage_ids: list[uuid.UUID] = Field(min_length=1)
 
@@ -130,7 +131,7 @@ class StageOrder(SQLModel):
 class PipelineCreate(SQLModel):
     """POST /v1/pipelines: a name and its stages in order (at least one won and one lost stage)."""
 
-    model_config = ConfigDict(extra="forbid")  # type: ignore[assignment]
+    model_config = ConfigDict(extra="forbid", json_schema_extra=ex.examples(ex.PIPELINE_CREATE))  # type: ignore[assignment]
 
     name: str = Field(min_length=1, max_length=200)
     is_default: bool = False
@@ -141,7 +142,7 @@ class PipelineCreate(SQLModel):
 class PipelineUpdate(SQLModel):
     """PATCH /v1/pipelines/{id}."""
 
-    model_config = ConfigDict(extra="forbid")  # type: ignore[assignment]
+    model_config = ConfigDict(extra="forbid", json_schema_extra=ex.examples(ex.PIPELINE_UPDATE))  # type: ignore[assignment]
 
     name: str | None = Field(default=None, min_length=1, max_length=200)
     is_default: bool | None = None

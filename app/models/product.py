@@ -10,6 +10,7 @@ from pydantic import ConfigDict, model_validator
 from sqlalchemy import Numeric, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
+from app.models import examples as ex
 from app.models.base import IdMixin, TenantMixin, TimestampsMixin, VersionMixin
 from app.models.common import CurrencyCode
 from app.money import plain_percent, round_money
@@ -33,7 +34,7 @@ class Product(IdMixin, TenantMixin, TimestampsMixin, VersionMixin, table=True):
 class ProductCreate(SQLModel):
     """POST /v1/products."""
 
-    model_config = ConfigDict(extra="forbid")  # type: ignore[assignment]
+    model_config = ConfigDict(extra="forbid", json_schema_extra=ex.examples(ex.PRODUCT_CREATE))  # type: ignore[assignment]
 
     sku: str = Field(min_length=1, max_length=64)
     name: str = Field(min_length=1, max_length=300)
@@ -47,7 +48,7 @@ class ProductCreate(SQLModel):
 class ProductUpdate(SQLModel):
     """PATCH /v1/products/{id}."""
 
-    model_config = ConfigDict(extra="forbid")  # type: ignore[assignment]
+    model_config = ConfigDict(extra="forbid", json_schema_extra=ex.examples(ex.PRODUCT_UPDATE))  # type: ignore[assignment]
 
     sku: str | None = Field(default=None, min_length=1, max_length=64)
     name: str | None = Field(default=None, min_length=1, max_length=300)

@@ -13,6 +13,7 @@ from pydantic import Field as PydanticField
 from sqlalchemy import Index, Numeric, String, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
+from app.models import examples as ex
 from app.models.base import IdMixin, JsonField, TenantMixin, TimestampField, TimestampsMixin, VersionMixin
 from app.models.common import CurrencyCode
 from app.money import plain_percent, round_money
@@ -143,7 +144,7 @@ class QuoteLineRead(BaseModel):
 class QuoteCreate(SQLModel):
     """POST /v1/quotes: currency defaults to the deal's; the first quote of a deal becomes primary."""
 
-    model_config = ConfigDict(extra="forbid")  # type: ignore[assignment]
+    model_config = ConfigDict(extra="forbid", json_schema_extra=ex.examples(ex.QUOTE_CREATE))  # type: ignore[assignment]
 
     deal_id: uuid.UUID
     currency: CurrencyCode | None = None
@@ -160,7 +161,7 @@ class QuoteCreate(SQLModel):
 class QuoteUpdate(SQLModel):
     """PATCH /v1/quotes/{id} (draft only); `lines`, when sent, replace every line."""
 
-    model_config = ConfigDict(extra="forbid")  # type: ignore[assignment]
+    model_config = ConfigDict(extra="forbid", json_schema_extra=ex.examples(ex.QUOTE_UPDATE))  # type: ignore[assignment]
 
     currency: CurrencyCode | None = None
     issue_date: date | None = None
@@ -179,7 +180,7 @@ class QuoteRevise(QuoteUpdate):
 class QuoteReason(SQLModel):
     """A reason, for reject (back to draft) and decline."""
 
-    model_config = ConfigDict(extra="forbid")  # type: ignore[assignment]
+    model_config = ConfigDict(extra="forbid", json_schema_extra=ex.examples(ex.QUOTE_REASON))  # type: ignore[assignment]
 
     reason: str | None = Field(default=None, max_length=2000)
 

@@ -11,6 +11,7 @@ from pydantic import ConfigDict
 from sqlalchemy import String
 from sqlmodel import Field, SQLModel
 
+from app.models import examples as ex
 from app.models.base import IdMixin, JsonField, TenantMixin, TimestampsMixin, VersionMixin
 
 
@@ -46,7 +47,7 @@ class ScoringRuleCreate(SQLModel):
     """POST /v1/scoring-rules. `field` is a lead field (email, title, source, country, industry,
     company, phone, name, message) or `attributes.<key>`."""
 
-    model_config = ConfigDict(extra="forbid")  # type: ignore[assignment]
+    model_config = ConfigDict(extra="forbid", json_schema_extra=ex.examples(ex.SCORING_RULE_CREATE))  # type: ignore[assignment]
 
     name: str = Field(min_length=1, max_length=200)
     field: str = Field(min_length=1, max_length=200)
@@ -59,7 +60,7 @@ class ScoringRuleCreate(SQLModel):
 class ScoringRuleUpdate(SQLModel):
     """PATCH /v1/scoring-rules/{id}."""
 
-    model_config = ConfigDict(extra="forbid")  # type: ignore[assignment]
+    model_config = ConfigDict(extra="forbid", json_schema_extra=ex.examples(ex.SCORING_RULE_UPDATE))  # type: ignore[assignment]
 
     name: str | None = Field(default=None, min_length=1, max_length=200)
     field: str | None = Field(default=None, min_length=1, max_length=200)

@@ -10,6 +10,7 @@ from pydantic import ConfigDict, field_validator
 from sqlalchemy import Column, ForeignKey, String, UniqueConstraint, Uuid
 from sqlmodel import Field, SQLModel
 
+from app.models import examples as ex
 from app.models.base import (
     IdMixin,
     JsonField,
@@ -78,7 +79,7 @@ class User(IdMixin, TenantMixin, TimestampsMixin, VersionMixin, table=True):
 class UserCreate(SQLModel):
     """POST /v1/users."""
 
-    model_config = ConfigDict(extra="forbid")  # type: ignore[assignment]
+    model_config = ConfigDict(extra="forbid", json_schema_extra=ex.examples(ex.USER_CREATE))  # type: ignore[assignment]
 
     email: EmailAddress
     name: str = Field(default="", max_length=200)
@@ -97,7 +98,7 @@ class UserCreate(SQLModel):
 class UserUpdate(SQLModel):
     """PATCH /v1/users/{id}: only what is sent changes."""
 
-    model_config = ConfigDict(extra="forbid")  # type: ignore[assignment]
+    model_config = ConfigDict(extra="forbid", json_schema_extra=ex.examples(ex.USER_UPDATE))  # type: ignore[assignment]
 
     email: EmailAddress | None = None
     name: str | None = Field(default=None, max_length=200)
@@ -135,7 +136,7 @@ class UserRead(SQLModel):
 class PasswordChange(SQLModel):
     """POST /v1/users/{id}/password: your own needs the current one; an admin resets anyone's."""
 
-    model_config = ConfigDict(extra="forbid")  # type: ignore[assignment]
+    model_config = ConfigDict(extra="forbid", json_schema_extra=ex.examples(ex.PASSWORD_CHANGE))  # type: ignore[assignment]
 
     current_password: str | None = Field(default=None, max_length=200)
     new_password: str = Field(min_length=8, max_length=200)
@@ -144,7 +145,7 @@ class PasswordChange(SQLModel):
 class TeamCreate(SQLModel):
     """POST /v1/teams."""
 
-    model_config = ConfigDict(extra="forbid")  # type: ignore[assignment]
+    model_config = ConfigDict(extra="forbid", json_schema_extra=ex.examples(ex.TEAM_CREATE))  # type: ignore[assignment]
 
     name: str = Field(min_length=1, max_length=200)
     manager_id: uuid.UUID | None = None
@@ -154,7 +155,7 @@ class TeamCreate(SQLModel):
 class TeamUpdate(SQLModel):
     """PATCH /v1/teams/{id}."""
 
-    model_config = ConfigDict(extra="forbid")  # type: ignore[assignment]
+    model_config = ConfigDict(extra="forbid", json_schema_extra=ex.examples(ex.TEAM_UPDATE))  # type: ignore[assignment]
 
     name: str | None = Field(default=None, min_length=1, max_length=200)
     manager_id: uuid.UUID | None = None

@@ -10,6 +10,7 @@ from pydantic import AnyHttpUrl, ConfigDict, field_validator
 from sqlalchemy import Index, UniqueConstraint, text
 from sqlmodel import Field, SQLModel
 
+from app.models import examples as ex
 from app.models.base import IdMixin, JsonField, TenantMixin, TimestampField, TimestampsMixin, VersionMixin
 
 DELIVERY_STATUSES = ("pending", "in_flight", "retrying", "succeeded", "failed")
@@ -89,7 +90,7 @@ def _check_event_types(value: list[str] | None) -> list[str] | None:
 class WebhookSubscriptionCreate(SQLModel):
     """POST /v1/webhook-subscriptions."""
 
-    model_config = ConfigDict(extra="forbid")  # type: ignore[assignment]
+    model_config = ConfigDict(extra="forbid", json_schema_extra=ex.examples(ex.WEBHOOK_SUBSCRIPTION_CREATE))  # type: ignore[assignment]
 
     url: AnyHttpUrl
     description: str = Field(default="", max_length=500)
@@ -105,7 +106,7 @@ class WebhookSubscriptionCreate(SQLModel):
 class WebhookSubscriptionUpdate(SQLModel):
     """PATCH /v1/webhook-subscriptions/{id}; `active: true` re-enables a disabled one."""
 
-    model_config = ConfigDict(extra="forbid")  # type: ignore[assignment]
+    model_config = ConfigDict(extra="forbid", json_schema_extra=ex.examples(ex.WEBHOOK_SUBSCRIPTION_UPDATE))  # type: ignore[assignment]
 
     url: AnyHttpUrl | None = None
     description: str | None = Field(default=None, max_length=500)

@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from app.deps import PrincipalDep, SessionDep, SettingsDep
 from app.errors import problem_responses
+from app.models import examples as ex
 from app.models.common import Role
 from app.models.organisation import OrganisationRead
 from app.models.user import UserRead
@@ -24,7 +25,7 @@ router = APIRouter(prefix="/v1", tags=["auth"], responses=COMMON_ERRORS)
 class TokenRequest(BaseModel):
     """Email and password; organisation_id only when the email exists in several organisations."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra=ex.examples(ex.TOKEN_REQUEST))
 
     email: str = Field(min_length=3, max_length=320)
     password: str = Field(min_length=1, max_length=200)

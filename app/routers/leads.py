@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from datetime import datetime
 from typing import Annotated
@@ -10,6 +11,7 @@ from fastapi import APIRouter, Depends, File, Form, Query, Response, UploadFile,
 
 from app.deps import IfMatchDep, PageDep, SessionDep, require
 from app.errors import problem_responses
+from app.models import examples as ex
 from app.models.lead import (
     ActivityCreate,
     ActivityRead,
@@ -68,11 +70,17 @@ async def import_leads(
     session: SessionDep,
     file: Annotated[UploadFile, File(description="A UTF-8 CSV file with a header row")],
     mapping: Annotated[
-        str | None, Form(description='JSON {"CSV column": "lead field"}; unmapped columns use common aliases')
+        str | None,
+        Form(
+            description='JSON {"CSV column": "lead field"}; unmapped columns use common aliases',
+            examples=[json.dumps(ex.LEAD_IMPORT_MAPPING, ensure_ascii=False)],
+        ),
     ] = None,
-    dry_run: Annotated[bool, Form(description="Report what would happen; write nothing")] = False,
+    dry_run: Annotated[
+        bool, Form(description="Report what would happen; write nothing", examples=[True])
+    ] = False,
     default_country: Annotated[
-        str | None, Form(pattern=r"^[A-Z]{2}$", description="For national phones")
+        str | None, Form(pattern=r"^[A-Z]{2}$", description="For national phones", examples=["CN"])
     ] = None,
 ) -> lead_import.ImportReport:
     """Admins and managers; per-row errors are reported, valid rows deduped like any other lead."""

@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import Field, SQLModel
 
 from app.errors import Conflict, Forbidden
+from app.models import examples as ex
 from app.models.account import Account, AccountCreate, Contact, ContactCreate
 from app.models.base import utcnow
 from app.models.common import CurrencyCode
@@ -31,7 +32,7 @@ from app.services.leads import service as lead_service
 class LeadConvert(SQLModel):
     """POST /v1/leads/{id}/convert: everything optional; defaults come from the lead."""
 
-    model_config = ConfigDict(extra="forbid")  # type: ignore[assignment]
+    model_config = ConfigDict(extra="forbid", json_schema_extra=ex.examples(ex.LEAD_CONVERT))  # type: ignore[assignment]
 
     account_id: uuid.UUID | None = Field(
         default=None, description="Attach to this account instead of a new one"
