@@ -293,9 +293,20 @@ def worker() -> None:
         asyncio.run(run())
 
 
+def _command_logging(*, quiet: bool = True) -> None:
+    """Logs of a one-shot command go to stderr (stdout stays the command's answer, e.g. --json),
+    readable on a terminal; `quiet` keeps library chatter at WARNING as for `loudou dev`."""
+    from app.logging import choose_format, configure_logging, on_terminal
+
+    base = get_settings()
+    fmt = choose_format(base.log_format, for_people=True, terminal=on_terminal())
+    configure_logging(base.log_level, fmt, quiet_libraries=quiet)
+
+
 @cli.command()
 def migrate() -> None:
     """Bring the database schema to the latest revision (alembic upgrade head)."""
+    _command_logging(quiet=False)  # which migrations ran is this command's news
     with embedded_if_needed() as settings:
         asyncio.run(_migrate(settings))
     typer.echo("database is at the latest revision")
@@ -325,6 +336,7 @@ def org_create(
     if not name.strip():
         raise typer.BadParameter("the name is empty", param_hint="NAME")
     org_settings = settings_options(country, currency, timezone)
+    _command_logging()
     with embedded_if_needed() as settings:
         asyncio.run(_migrate(settings))
         created = asyncio.run(_create_org(settings, name.strip(), admin_email, password, org_settings))
@@ -378,6 +390,7 @@ def org_update(
     values = settings_options(country, currency, timezone)
     if not values and name is None:
         raise typer.BadParameter("nothing to change: give --name, --country, --currency or --timezone")
+    _command_logging()
     with embedded_if_needed() as settings:
         asyncio.run(_migrate(settings))
         try:

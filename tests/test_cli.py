@@ -12,8 +12,11 @@ from typing import Any
 
 import httpx
 import pytest
+from typer.testing import CliRunner
 
+from app.cli import cli
 from app.config import Settings
+from tests.conftest import Org
 
 LOUDOU = str(Path(sys.executable).parent / "loudou")
 
@@ -35,6 +38,10 @@ async def test_org_create_json_prints_a_working_admin_key(
     assert r.json()["organisation"]["id"] == out["org_id"]
     assert r.json()["organisation"]["name"] == "Acme"
     assert r.json()["role"] == "admin" and r.json()["user"]["email"] == "admin@acme.test"
+    # Without --country/--currency/--timezone the defaults stay.
+    org = (await organisation_of(client, out["api_key"]))["settings"]
+    assert (org["country"], org["base_currency"], org["timezone"]) == (None, "USD", "UTC")
+    assert org["default_phone_country"] == "US"
 
 
 def test_org_create_rejects_a_bad_email(settings: Settings) -> None:
@@ -73,17 +80,6 @@ async def test_org_create_sets_country_currency_and_timezone(
     assert r.status_code == 201 and r.json()["phone"] == "+8613800138000"
 
 
-async def test_org_create_without_options_keeps_the_defaults(
-    settings: Settings, client: httpx.AsyncClient
-) -> None:
-    done = _run(["org", "create", "Plain", "--admin-email", "p@plain.test", "--json"], settings)
-    assert done.returncode == 0, done.stderr
-    out = json.loads(done.stdout.strip().splitlines()[-1])
-    org = (await organisation_of(client, out["api_key"]))["settings"]
-    assert (org["country"], org["base_currency"], org["timezone"]) == (None, "USD", "UTC")
-    assert org["default_phone_country"] == "US"
-
-
 @pytest.mark.parametrize(
     ("option", "value", "says"),
     [
@@ -101,28 +97,28 @@ def test_org_create_refuses_unknown_codes_clearly(
     assert option in done.stderr and says in done.stderr and value in done.stderr
 
 
-async def test_org_update_changes_only_what_is_given(settings: Settings, client: httpx.AsyncClient) -> None:
-    done = _run(["org", "create", "Later", "--admin-email", "l@later.test", "--json"], settings)
-    out = json.loads(done.stdout.strip().splitlines()[-1])
-    before = await organisation_of(client, out["api_key"])
-    done = _run(["org", "update", out["org_id"], "--currency", "cny", "--json"], settings)
+async def test_org_update_changes_only_what_is_given(settings: Settings, org: Org) -> None:
+    before = await organisation_of(org.client, org.admin_key)
+    done = _run(["org", "update", org.id, "--currency", "cny", "--json"], settings)
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout.strip().splitlines()[-1])["base_currency"] == "CNY"
-    after = await organisation_of(client, out["api_key"])
+    after = await organisation_of(org.client, org.admin_key)
     assert after["settings"] == {**before["settings"], "base_currency": "CNY"}
     assert after["version"] == before["version"] + 1
-    done = _run(["org", "update", out["org_id"], "--country", "CN", "--timezone", "Asia/Shanghai"], settings)
+    done = _run(["org", "update", org.id, "--country", "CN", "--timezone", "Asia/Shanghai"], settings)
     assert done.returncode == 0, done.stderr
-    after = (await organisation_of(client, out["api_key"]))["settings"]
-    assert (after["country"], after["default_phone_country"], after["timezone"]) == (
-        "CN",
-        "CN",
-        "Asia/Shanghai",
-    )
+    now = (await organisation_of(org.client, org.admin_key))["settings"]
+    assert (now["country"], now["default_phone_country"], now["timezone"]) == ("CN", "CN", "Asia/Shanghai")
+    assert now["base_currency"] == "CNY"
     done = _run(["org", "update", str(uuid.uuid4()), "--currency", "EUR"], settings)
     assert done.returncode == 2 and "no organisation" in done.stderr
-    done = _run(["org", "update", out["org_id"]], settings)
-    assert done.returncode == 2 and "nothing to change" in done.stderr
+
+
+def test_org_update_needs_something_to_change() -> None:
+    done = CliRunner().invoke(cli, ["org", "update", str(uuid.uuid4())])
+    assert done.exit_code == 2 and "nothing to change" in done.output
+    done = CliRunner().invoke(cli, ["org", "update", "not-an-id", "--currency", "EUR"])
+    assert done.exit_code == 2 and "not an organisation id" in done.output
 
 
 def test_the_suggested_command_is_one_that_org_update_accepts() -> None:
