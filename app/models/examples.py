@@ -2,8 +2,9 @@
 that makes sense (Chinese and English values where a sales team in either would type them).
 
 Each schema refers to its example with `json_schema_extra=examples(X)`; a test validates every
-example against its model, so an example cannot drift from the schema it illustrates. Ids are
-placeholders: replace them with ids from your own organisation.
+example against its model, so an example cannot drift from the schema it illustrates, and
+sends the examples that need no id to their endpoints in a fresh organisation. Ids in the
+others are placeholders: replace them with ids from your own organisation.
 """
 
 from __future__ import annotations
@@ -13,14 +14,9 @@ from typing import Any
 from pydantic.config import JsonDict
 
 USER_ID = "5f0c6a3e-8d1b-4c53-9a51-2f8e0c7b6d41"
-TEAM_ID = "0b6f2d9a-3c47-4e8a-b1d5-7a9e4c2f8b10"
-ACCOUNT_ID = "8e2a4c6f-1b3d-4f5a-9c7e-0d2b4a6c8e1f"
-CONTACT_ID = "3c5e7a9b-2d4f-4a6c-8e0b-1f3d5b7a9c2e"
 DEAL_ID = "6a8c0e2f-4b6d-4f8a-a1c3-5e7a9c1e3b5d"
 LEAD_ID = "9d1f3b5a-7c9e-4b1d-8f3a-2c4e6a8c0e4f"
 STAGE_ID = "2e4a6c8e-0b2d-4f6a-9c1e-3a5c7e9b1d6f"
-PIPELINE_ID = "7b9d1f3a-5c7e-4a9c-b2e4-6d8f0a2c4e7a"
-PRODUCT_ID = "4f6b8d0a-2c4e-4b6d-8a0c-9e1b3d5f7a8b"
 OTHER_STAGE_ID = "1a3c5e7b-9d1f-4c3e-a5b7-8d0f2b4d6f9c"
 
 
@@ -56,10 +52,10 @@ USER_CREATE = {
     "capacity": 40,
     "working_hours": {d: ["09:00", "18:00"] for d in ("mon", "tue", "wed", "thu", "fri")},
 }
-USER_UPDATE = {"name": "李娜 Li Na", "capacity": 60, "team_id": TEAM_ID}
+USER_UPDATE = {"name": "李娜 Li Na", "capacity": 60, "timezone": "Asia/Shanghai"}
 PASSWORD_CHANGE = {"current_password": "correct horse battery staple", "new_password": "a longer one, 2026"}
-TEAM_CREATE = {"name": "华东销售 East China sales", "manager_id": USER_ID, "member_ids": [USER_ID]}
-TEAM_UPDATE = {"name": "华东销售一组 East China sales 1", "member_ids": [USER_ID]}
+TEAM_CREATE = {"name": "华东销售 East China sales"}
+TEAM_UPDATE = {"name": "华东销售一组 East China sales 1", "manager_id": USER_ID, "member_ids": [USER_ID]}
 API_KEY_CREATE = {"name": "Metabase (read-only)", "scopes": ["read", "metrics:read"]}
 
 LEAD_CREATE = {
@@ -183,7 +179,6 @@ ACCOUNT_CREATE = {
 ACCOUNT_UPDATE = {"credit_limit": "800000.00", "credit_rating": "AA"}
 CONTACT_CREATE = {
     "name": "王伟",
-    "account_id": ACCOUNT_ID,
     "email": "wang.wei@example.cn",
     "phone": "+86 138 0013 8000",
     "title": "采购经理 Purchasing manager",
@@ -192,8 +187,6 @@ CONTACT_UPDATE = {"title": "采购总监 Head of purchasing"}
 
 DEAL_CREATE = {
     "name": "ERP 实施 ERP rollout",
-    "account_id": ACCOUNT_ID,
-    "contact_id": CONTACT_ID,
     "amount": "150000.00",
     "currency": "CNY",
     "expected_close_date": "2026-12-31",
@@ -213,7 +206,12 @@ PRODUCT_CREATE = {
 PRODUCT_UPDATE = {"unit_price": "4200.00"}
 
 QUOTE_LINES = [
-    {"product_id": PRODUCT_ID, "quantity": "20"},
+    {
+        "description": "实施服务（人天） Implementation days",
+        "quantity": "20",
+        "unit_price": "3800.00",
+        "tax_rate": "6",
+    },
     {
         "description": "软件许可 Software licence, 50 users",
         "quantity": "1",
