@@ -55,14 +55,13 @@ def configure_logging(
         else structlog.processors.TimeStamper(fmt="iso", utc=True),
         _add_request_id,
     ]
-    renderer: Any
+    final: list[Any]
     if console:
         use_colors = sys.stderr.isatty() if colors is None else colors
         # ConsoleRenderer formats exceptions itself (format_exc_info first would make it warn).
-        final: list[Any] = [structlog.dev.ConsoleRenderer(colors=use_colors)]
+        final = [structlog.dev.ConsoleRenderer(colors=use_colors)]
     else:
-        renderer = structlog.processors.JSONRenderer()
-        final = [structlog.processors.format_exc_info, renderer]
+        final = [structlog.processors.format_exc_info, structlog.processors.JSONRenderer()]
     structlog.configure(
         processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
         logger_factory=structlog.stdlib.LoggerFactory(),

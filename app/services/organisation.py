@@ -138,8 +138,8 @@ LOGO_TYPES = {"image/png": "PNG", "image/jpeg": "JPEG"}
 
 
 def _image_size(data: bytes, expected_format: str) -> tuple[int, int]:
-    """Width and height of a PNG/JPEG that decodes as the format it claims to be; ValidationFailed
-    otherwise (Pillow, which fpdf2 already needs, reads it)."""
+    """Width and height of a PNG/JPEG that decodes as the format it claims to be and that fpdf2
+    can place on a page; ValidationFailed otherwise (Pillow, which fpdf2 already needs, reads it)."""
     from PIL import Image, UnidentifiedImageError
 
     def invalid(message: str) -> ValidationFailed:
@@ -159,6 +159,14 @@ def _image_size(data: bytes, expected_format: str) -> tuple[int, int]:
         raise invalid(
             f"A logo is at most {LOGO_MAX_SIDE} pixels on each side; this one is {size[0]}×{size[1]}."
         )
+    try:  # what the quote PDF will do with it: refuse now what would break every PDF later
+        from fpdf import FPDF
+
+        trial = FPDF()
+        trial.add_page()
+        trial.image(io.BytesIO(data), x=10, y=10, h=16)
+    except Exception as exc:
+        raise invalid(f"This image cannot be placed in a PDF ({type(exc).__name__}: {exc}).") from exc
     return size
 
 

@@ -225,3 +225,22 @@ async def test_seller_settings_merge_field_by_field_and_are_checked(org: Org) ->
     ):
         r = await org.client.patch("/v1/organisation", json={"settings": bad}, headers=org.auth())
         assert r.status_code == 422, bad
+
+
+async def test_transparent_png_and_jpeg_logos_both_print(org: Org) -> None:
+    deal = await make_deal(org, currency="CNY")
+    r = await org.client.post(
+        "/v1/quotes",
+        json={"deal_id": deal["id"], "lines": [{"description": "服务", "quantity": "1", "unit_price": "1"}]},
+        headers=org.auth(),
+    )
+    quote_id = r.json()["id"]
+    buffer = io.BytesIO()
+    Image.new("RGBA", (300, 300), (0, 128, 0, 90)).save(buffer, format="PNG")
+    for body, media in ((buffer.getvalue(), "image/png"), (jpeg(), "image/jpeg")):
+        r = await org.client.put(
+            "/v1/organisation/logo", content=body, headers={**org.auth(), "Content-Type": media}
+        )
+        assert r.status_code == 200, r.text
+        pdf = (await org.client.get(f"/v1/quotes/{quote_id}/pdf", headers=org.auth())).content
+        assert len(pypdf.PdfReader(io.BytesIO(pdf)).pages[0].images) == 1, media
