@@ -209,3 +209,10 @@ async def test_import_keeps_invalid_phones_raw_and_says_which_rows(org: Org) -> 
     assert [(n["row"], n["notes"][0]["code"]) for n in report["notes"]] == [(1, "invalid_phone")]
     leads = (await org.client.get("/v1/leads?sort=created_at", headers=org.auth())).json()["data"]
     assert [(x["phone"], x["phone_raw"]) for x in leads] == [(None, CN_MOBILE), ("+14155550100", None)]
+
+
+async def test_conversion_gives_the_contact_the_number_kept_raw(org: Org) -> None:
+    r = await org.client.post("/v1/leads", json={"name": "Wang Wei", "phone": CN_MOBILE}, headers=org.auth())
+    r = await org.client.post(f"/v1/leads/{r.json()['id']}/convert", json={}, headers=org.auth())
+    assert r.status_code in (200, 201), r.text
+    assert r.json()["contact"]["phone"] == CN_MOBILE

@@ -28,6 +28,8 @@ from app.services.common import check_version, get_or_404
 from app.services.deals import service as deals
 from app.services.leads import service as lead_service
 
+CONTACT_PHONE_MAX = 32
+
 
 class LeadConvert(SQLModel):
     """POST /v1/leads/{id}/convert: everything optional; defaults come from the lead."""
@@ -85,14 +87,16 @@ async def convert_lead(
                 owner_id=owner_id,
             ),
         )
+    # A contact's phone is free text: a number the lead kept as sent (not valid) still reaches it.
+    raw = lead.phone_raw if lead.phone_raw and len(lead.phone_raw) <= CONTACT_PHONE_MAX else None
     contact = await accounts.create_contact(
         session,
         principal,
         ContactCreate(
-            name=lead.name or lead.email or lead.phone or "Unnamed contact",
+            name=lead.name or lead.email or lead.phone or raw or "Unnamed contact",
             account_id=account.id,
             email=lead.email,
-            phone=lead.phone,
+            phone=lead.phone or raw,
             title=lead.title,
             owner_id=owner_id,
         ),
