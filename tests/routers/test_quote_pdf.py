@@ -207,6 +207,7 @@ async def test_logo_refusals_change_nothing(org: Org) -> None:
         )
         assert r.status_code == 403, role
         assert (await org.client.delete("/v1/organisation/logo", headers=org.auth(key))).status_code == 403
+        assert (await org.client.get("/v1/organisation/logo", headers=org.auth(key))).content == stored
     assert (await org.client.get("/v1/organisation/logo", headers=auth)).content == stored
 
 
