@@ -22,16 +22,25 @@ def _resolve(doc: dict[str, Any], schema: dict[str, Any]) -> list[dict[str, Any]
     return [doc["components"]["schemas"][ref.split("/")[-1]] for ref in refs if ref]
 
 
-def _app_models() -> dict[str, type[BaseModel]]:
+def _app_models() -> dict[str, list[type[BaseModel]]]:
     """Every pydantic model of the app, by class name (the OpenAPI component names)."""
-    found: dict[str, type[BaseModel]] = {}
+    found: dict[str, list[type[BaseModel]]] = {}
     pending: list[type[BaseModel]] = [BaseModel]
     while pending:
         cls = pending.pop()
         pending.extend(cls.__subclasses__())
-        if cls.__module__.startswith("app."):
-            found.setdefault(cls.__name__, cls)
+        if cls.__module__.startswith("app.") and cls not in found.get(cls.__name__, []):
+            found.setdefault(cls.__name__, []).append(cls)
     return found
+
+
+def _model_of(component: dict[str, Any], candidates: list[type[BaseModel]]) -> type[BaseModel]:
+    """The class a component schema was made from (two classes may share a name: the one whose
+    fields are the component's)."""
+    fields = set(component.get("properties", {}))
+    matching = [c for c in candidates if set(c.model_fields) == fields]
+    assert len(matching) == 1, (component.get("title"), candidates)
+    return matching[0]
 
 
 def _body_models() -> list[tuple[str, type[BaseModel]]]:
@@ -46,7 +55,9 @@ def _body_models() -> list[tuple[str, type[BaseModel]]]:
                 continue
             for ref in [schema.get("$ref"), *(s.get("$ref") for s in schema.get("anyOf", []))]:
                 if ref:
-                    out.append((f"{method.upper()} {path}", models[ref.split("/")[-1]]))
+                    name = ref.split("/")[-1]
+                    model = _model_of(doc["components"]["schemas"][name], models[name])
+                    out.append((f"{method.upper()} {path}", model))
     return out
 
 

@@ -9,13 +9,13 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, field_validator
 from pydantic import Field as PydanticField
-from sqlalchemy import LargeBinary, UniqueConstraint
+from sqlalchemy import LargeBinary
 from sqlmodel import Field, SQLModel
 
 from app.db import TenantScoped
 from app.models import examples as ex
 from app.models.base import IdMixin, JsonField, TimestampField, TimestampsMixin, VersionMixin, new_id
-from app.models.common import DurationText, EmailAddress, IsoCountryCode, IsoCurrencyCode, TimezoneName
+from app.models.common import DurationText, EmailAddress, IsoCountryCode, IsoCurrencyCode, Patch, TimezoneName
 
 DEFAULT_LOST_REASONS = ["price", "competitor", "no_budget", "no_decision", "timing", "other"]
 
@@ -68,10 +68,8 @@ class OrganisationSettings(BaseModel):
         return cleaned
 
 
-class OrganisationSettingsUpdate(BaseModel):
+class OrganisationSettingsUpdate(Patch):
     """Partial settings; only what is sent changes."""
-
-    model_config = ConfigDict(extra="forbid")
 
     timezone: TimezoneName | None = None
     base_currency: IsoCurrencyCode | None = None
@@ -113,20 +111,20 @@ class OrganisationRead(SQLModel):
     version: int
 
 
-class OrganisationUpdate(SQLModel):
+class OrganisationUpdate(Patch):
     """PATCH /v1/organisation."""
 
-    model_config = ConfigDict(extra="forbid", json_schema_extra=ex.examples(ex.ORGANISATION_UPDATE))  # type: ignore[assignment]
+    model_config = ConfigDict(json_schema_extra=ex.examples(ex.ORGANISATION_UPDATE))  # type: ignore[assignment]
 
     name: str | None = Field(default=None, min_length=1, max_length=200)
     settings: OrganisationSettingsUpdate | None = None
 
 
 class OrganisationLogo(TenantScoped, SQLModel, table=True):
-    """The organisation's logo (PNG or JPEG), printed on its quotes; at most one per organisation."""
+    """The organisation's logo (PNG or JPEG), printed on its quotes. Its id is the organisation's
+    id, so the primary key (org_id, id) holds one logo per organisation."""
 
     __tablename__ = "organisation_logos"
-    __table_args__ = (UniqueConstraint("org_id"),)
 
     org_id: uuid.UUID = Field(
         default=None, primary_key=True, foreign_key="organisations.id", ondelete="CASCADE"

@@ -12,7 +12,7 @@ from sqlmodel import Field, SQLModel
 
 from app.models import examples as ex
 from app.models.base import IdMixin, TenantMixin, TimestampsMixin, VersionMixin
-from app.models.common import CurrencyCode
+from app.models.common import CurrencyCode, Input, Patch
 from app.money import plain_percent, round_money
 
 
@@ -31,10 +31,10 @@ class Product(IdMixin, TenantMixin, TimestampsMixin, VersionMixin, table=True):
     active: bool = Field(default=True)
 
 
-class ProductCreate(SQLModel):
+class ProductCreate(Input):
     """POST /v1/products."""
 
-    model_config = ConfigDict(extra="forbid", json_schema_extra=ex.examples(ex.PRODUCT_CREATE))  # type: ignore[assignment]
+    model_config = ConfigDict(json_schema_extra=ex.examples(ex.PRODUCT_CREATE))
 
     sku: str = Field(min_length=1, max_length=64)
     name: str = Field(min_length=1, max_length=300)
@@ -45,10 +45,11 @@ class ProductCreate(SQLModel):
     active: bool = True
 
 
-class ProductUpdate(SQLModel):
+class ProductUpdate(Patch):
     """PATCH /v1/products/{id}."""
 
-    model_config = ConfigDict(extra="forbid", json_schema_extra=ex.examples(ex.PRODUCT_UPDATE))  # type: ignore[assignment]
+    model_config = ConfigDict(json_schema_extra=ex.examples(ex.PRODUCT_UPDATE))  # type: ignore[assignment]
+    not_null = ("sku", "name", "unit_price", "currency", "tax_rate", "active")
 
     sku: str | None = Field(default=None, min_length=1, max_length=64)
     name: str | None = Field(default=None, min_length=1, max_length=300)

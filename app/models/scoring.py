@@ -13,6 +13,7 @@ from sqlmodel import Field, SQLModel
 
 from app.models import examples as ex
 from app.models.base import IdMixin, JsonField, TenantMixin, TimestampsMixin, VersionMixin
+from app.models.common import Input, Patch
 
 
 class ScoringOperator(enum.StrEnum):
@@ -43,11 +44,11 @@ class ScoringRule(IdMixin, TenantMixin, TimestampsMixin, VersionMixin, table=Tru
     active: bool = Field(default=True)
 
 
-class ScoringRuleCreate(SQLModel):
+class ScoringRuleCreate(Input):
     """POST /v1/scoring-rules. `field` is a lead field (email, title, source, country, industry,
     company, phone, name, message) or `attributes.<key>`."""
 
-    model_config = ConfigDict(extra="forbid", json_schema_extra=ex.examples(ex.SCORING_RULE_CREATE))  # type: ignore[assignment]
+    model_config = ConfigDict(json_schema_extra=ex.examples(ex.SCORING_RULE_CREATE))
 
     name: str = Field(min_length=1, max_length=200)
     field: str = Field(min_length=1, max_length=200)
@@ -57,10 +58,10 @@ class ScoringRuleCreate(SQLModel):
     active: bool = True
 
 
-class ScoringRuleUpdate(SQLModel):
+class ScoringRuleUpdate(Patch):
     """PATCH /v1/scoring-rules/{id}."""
 
-    model_config = ConfigDict(extra="forbid", json_schema_extra=ex.examples(ex.SCORING_RULE_UPDATE))  # type: ignore[assignment]
+    model_config = ConfigDict(json_schema_extra=ex.examples(ex.SCORING_RULE_UPDATE))  # type: ignore[assignment]
 
     name: str | None = Field(default=None, min_length=1, max_length=200)
     field: str | None = Field(default=None, min_length=1, max_length=200)

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
@@ -204,13 +205,16 @@ async def set_logo(
         "data": data,
         "updated_at": utcnow(),
     }
+    # One statement whatever is there already, so two first uploads at once cannot collide.
+    upsert = (
+        pg_insert(OrganisationLogo)
+        .values(org_id=principal.org_id, id=principal.org_id, created_at=facts["updated_at"], **facts)
+        .on_conflict_do_update(index_elements=["org_id", "id"], set_=facts)
+    )
+    await session.execute(upsert)
     logo = await get_logo(session, principal.org_id)
-    if logo is None:
-        logo = OrganisationLogo(org_id=principal.org_id, **facts)
-        session.add(logo)
-    else:
-        for name, value in facts.items():
-            setattr(logo, name, value)
+    assert logo is not None
+    await session.refresh(logo)
     audit.record(
         session,
         actor=principal,

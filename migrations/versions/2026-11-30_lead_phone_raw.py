@@ -10,7 +10,7 @@ Downgrade puts them back in `phone` (they are E.164-shaped: that is how they wer
 keeps any other raw value in `attributes.phone_raw`, then drops the column.
 
 Revision ID: b1c4phoneraw1
-Revises: a5b1dropidx01
+Revises: b1leadphone64
 Create Date: 2026-11-30 00:30:00.000000+00:00
 """
 
@@ -21,7 +21,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "b1c4phoneraw1"
-down_revision: str | None = "a5b1dropidx01"
+down_revision: str | None = "b1leadphone64"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
@@ -39,13 +39,18 @@ def upgrade() -> None:
     op.add_column("leads", sa.Column("phone_raw", sa.Text(), nullable=True))
     bind = op.get_bind()
     invalid: list[object] = []
-    rows = bind.execute(
-        sa.text("SELECT id, phone FROM leads WHERE phone IS NOT NULL"),
-        execution_options={"yield_per": BATCH},  # streamed: the table may be large
+    # Pages by id (plain queries: a cursor left open would block later migrations' ALTER TABLE).
+    page = sa.text(
+        "SELECT id, phone FROM leads WHERE phone IS NOT NULL AND (CAST(:after AS uuid) IS NULL OR id > :after)"
+        " ORDER BY id LIMIT :limit"
     )
-    for lead_id, phone in rows:
-        if not _valid(phone):
-            invalid.append(lead_id)
+    after = None
+    while True:
+        rows = bind.execute(page, {"after": after, "limit": BATCH}).all()
+        if not rows:
+            break
+        invalid += [lead_id for lead_id, phone in rows if not _valid(phone)]
+        after = rows[-1][0]
     move = sa.text(
         "UPDATE leads SET phone_raw = phone, phone = NULL WHERE id = ANY(:ids)"
     ).bindparams(sa.bindparam("ids", type_=sa.ARRAY(sa.Uuid())))

@@ -1,7 +1,8 @@
 """organisation_logos: the logo printed on quotes, stored in the database
 
 One row per organisation (PNG or JPEG, size-capped by the API), primary key (org_id, id) as
-every tenant table, and unique per org_id.
+every tenant table; the row's id is its organisation's id, so the key itself allows one logo
+per organisation.
 
 Revision ID: b2c4orglogo01
 Revises: b1c4phoneraw1
@@ -40,7 +41,6 @@ def upgrade() -> None:
             ondelete="CASCADE",
         ),
         sa.PrimaryKeyConstraint("org_id", "id", name=op.f("pk_organisation_logos")),
-        sa.UniqueConstraint("org_id", name=op.f("uq_organisation_logos_org_id")),
     )
 
 

@@ -14,7 +14,7 @@ import pypdf
 from PIL import Image
 
 from tests.conftest import Org
-from tests.routers.sales import make_deal
+from tests.factories import make_deal
 
 SELLER = {
     "legal_name": "上海漏斗科技有限公司",
