@@ -1,4 +1,4 @@
-"""The `loudou` command: dev, serve, worker, migrate, org create, openapi, schema plan."""
+"""The `loudou` command: dev, serve, worker, migrate, org create, org update, openapi, schema plan."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import os
 import shutil
 import signal
 import sys
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any
@@ -94,17 +95,72 @@ async def _migrate(settings: Settings) -> None:
     await upgrade(settings.database_url)
 
 
+CountryOption = Annotated[
+    str | None,
+    typer.Option(
+        "--country",
+        help="ISO 3166-1 alpha-2 code (CN, US, DE…): the organisation's country and the default "
+        "country for reading phone numbers.",
+    ),
+]
+CurrencyOption = Annotated[
+    str | None, typer.Option("--currency", help="ISO 4217 code of the base currency (CNY, USD, EUR…).")
+]
+TimezoneOption = Annotated[
+    str | None,
+    typer.Option("--timezone", help="IANA timezone (Asia/Shanghai…): business dates and metrics."),
+]
+
+
+def settings_options(country: str | None, currency: str | None, timezone: str | None) -> dict[str, str]:
+    """The organisation settings these options set, validated (typer.BadParameter naming the
+    option otherwise); empty when none is given, so the defaults stay."""
+    from app.models.common import iana_timezone, iso_country, iso_currency
+
+    out: dict[str, str] = {}
+    for value, check, hint, keys in (
+        (country, iso_country, "--country", ("country", "default_phone_country")),
+        (currency, iso_currency, "--currency", ("base_currency",)),
+        (timezone, iana_timezone, "--timezone", ("timezone",)),
+    ):
+        if value is None:
+            continue
+        try:
+            checked = check(value)
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc), param_hint=hint) from exc
+        out.update(dict.fromkeys(keys, checked))
+    return out
+
+
+def settings_command(org_id: str, values: dict[str, str], program: str = "loudou") -> str:
+    """The `loudou org update` command line that sets these values (what `loudou dev` suggests)."""
+    flags = {"country": "--country", "base_currency": "--currency", "timezone": "--timezone"}
+    return " ".join(
+        [program, "org update", org_id, *(f"{flags[k]} {v}" for k, v in values.items() if k in flags)]
+    )
+
+
 async def _create_org(
-    settings: Settings, name: str, admin_email: str, password: str | None
+    settings: Settings,
+    name: str,
+    admin_email: str,
+    password: str | None,
+    org_settings: dict[str, str] | None = None,
 ) -> dict[str, str]:
     from app.db import create_engine, session_factory
+    from app.models.organisation import OrganisationSettings
     from app.services.organisation import create_organisation
 
     engine = create_engine(settings, pool_size=1)
     try:
         async with session_factory(engine)() as session:
             created = await create_organisation(
-                session, name=name, admin_email=admin_email, admin_password=password
+                session,
+                name=name,
+                admin_email=admin_email,
+                admin_password=password,
+                settings=OrganisationSettings.model_validate(org_settings or {}),
             )
             await session.commit()
         return {
@@ -143,7 +199,7 @@ def dev(
     migrations, the API and an arq worker. Data stays under LOUDOU_HOME (./.loudou)."""
     import uvicorn
 
-    from app.logging import configure_logging
+    from app.logging import choose_format, configure_logging, on_terminal
     from app.main import create_app
     from app.workers.runner import run_worker
 
@@ -151,16 +207,26 @@ def dev(
     os.environ.setdefault("LOUDOU_WEBHOOK_ALLOW_PRIVATE", "true")
     get_settings.cache_clear()
     base = get_settings()
-    configure_logging(base.log_level, base.log_format)
+    fmt = choose_format(base.log_format, for_people=True, terminal=on_terminal())
+    configure_logging(base.log_level, fmt, quiet_libraries=True)
     with embedded_if_needed(announce=True) as settings:
         asyncio.run(_migrate(settings))
         created = asyncio.run(_first_start(settings))
         if created:
+            program = sys.argv[0] if Path(sys.argv[0]).name == "loudou" else "loudou"
+            example = settings_command(
+                created["org_id"],
+                {"country": "CN", "base_currency": "CNY", "timezone": "Asia/Shanghai"},
+                program=program,
+            )
             typer.echo(
                 "\nFirst start: created organisation "
                 f"{DEMO_ORG!r} (id {created['org_id']}) with admin {DEMO_ADMIN}.\n"
                 f"Its admin API key (shown once, keep it):\n\n    {created['api_key']}\n\n"
-                f"Try: curl -H 'Authorization: Bearer {created['api_key']}' http://{host}:{port}/v1/me\n"
+                f"Try: curl -H 'Authorization: Bearer {created['api_key']}' http://{host}:{port}/v1/me\n\n"
+                "It uses the defaults: country none, currency USD, timezone UTC, phone numbers read as US.\n"
+                "Set your own (in another terminal; the values are an example) with:\n\n"
+                f"    {example}\n"
             )
             sys.stdout.flush()
 
@@ -189,10 +255,10 @@ def serve(
     """Run the API with uvicorn (production). Uses embedded servers only when the URLs are unset."""
     import uvicorn
 
-    from app.logging import configure_logging
+    from app.logging import choose_format, configure_logging
 
     base = get_settings()
-    configure_logging(base.log_level, base.log_format)
+    configure_logging(base.log_level, choose_format(base.log_format, for_people=False, terminal=False))
     if base.secret_key is None:
         if base.env == "production":
             # Every process and host must sign and check tokens with the same key.
@@ -219,11 +285,11 @@ def serve(
 @cli.command()
 def worker() -> None:
     """Run an arq worker (jobs, cron, the outbox relay) until SIGINT/SIGTERM."""
-    from app.logging import configure_logging
+    from app.logging import choose_format, configure_logging
     from app.workers.runner import run_worker
 
     base = get_settings()
-    configure_logging(base.log_level, base.log_format)
+    configure_logging(base.log_level, choose_format(base.log_format, for_people=False, terminal=False))
     with embedded_if_needed() as settings:
 
         async def run() -> None:
@@ -236,9 +302,20 @@ def worker() -> None:
         asyncio.run(run())
 
 
+def _command_logging(*, quiet: bool = True) -> None:
+    """Logs of a one-shot command go to stderr (stdout stays the command's answer, e.g. --json),
+    readable on a terminal; `quiet` keeps library chatter at WARNING as for `loudou dev`."""
+    from app.logging import choose_format, configure_logging, on_terminal
+
+    base = get_settings()
+    fmt = choose_format(base.log_format, for_people=True, terminal=on_terminal())
+    configure_logging(base.log_level, fmt, quiet_libraries=quiet)
+
+
 @cli.command()
 def migrate() -> None:
     """Bring the database schema to the latest revision (alembic upgrade head)."""
+    _command_logging(quiet=False)  # which migrations ran is this command's news
     with embedded_if_needed() as settings:
         asyncio.run(_migrate(settings))
     typer.echo("database is at the latest revision")
@@ -251,9 +328,14 @@ def org_create(
     password: Annotated[
         str | None, typer.Option(help="Admin password for /v1/auth/token (optional).")
     ] = None,
+    country: CountryOption = None,
+    currency: CurrencyOption = None,
+    timezone: TimezoneOption = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
-    """Create an organisation with an admin user and print the admin's API key (once)."""
+    """Create an organisation with an admin user and print the admin's API key (once).
+
+    --country, --currency and --timezone set its settings (unset: US phone numbers, USD, UTC)."""
     from app.models.common import normalise_email
 
     try:
@@ -262,14 +344,72 @@ def org_create(
         raise typer.BadParameter(str(exc), param_hint="--admin-email") from exc
     if not name.strip():
         raise typer.BadParameter("the name is empty", param_hint="NAME")
+    org_settings = settings_options(country, currency, timezone)
+    _command_logging()
     with embedded_if_needed() as settings:
         asyncio.run(_migrate(settings))
-        created = asyncio.run(_create_org(settings, name.strip(), admin_email, password))
+        created = asyncio.run(_create_org(settings, name.strip(), admin_email, password, org_settings))
     if as_json:
         typer.echo(json.dumps(created))
     else:
         typer.echo(f"organisation {created['org_id']}\nadmin user {created['user_id']}")
         typer.echo(f"admin API key (shown once): {created['api_key']}")
+
+
+async def _update_org(settings: Settings, org_id: uuid.UUID, name: str | None, values: dict[str, str]) -> Any:
+    from app.db import create_engine, scope_session, session_factory
+    from app.models.organisation import OrganisationSettingsUpdate, OrganisationUpdate
+    from app.services.organisation import update_organisation
+
+    engine = create_engine(settings, pool_size=1)
+    try:
+        async with session_factory(engine)() as session:
+            scope_session(session, org_id)
+            update = OrganisationUpdate(
+                name=name, settings=OrganisationSettingsUpdate.model_validate(values) if values else None
+            )
+            org = await update_organisation(session, None, update, expected_version=None, org_id=org_id)
+            await session.commit()
+            return org.typed_settings().model_dump(mode="json", include={"country", *values}) | {
+                "org_id": str(org.id),
+                "name": org.name,
+            }
+    finally:
+        await engine.dispose()
+
+
+@org_cli.command("update")
+def org_update(
+    org_id: Annotated[str, typer.Argument(help="The organisation's id.")],
+    name: Annotated[str | None, typer.Option(help="A new name.")] = None,
+    country: CountryOption = None,
+    currency: CurrencyOption = None,
+    timezone: TimezoneOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Change an organisation's name, country, base currency or timezone (what is not given stays)."""
+    from app.errors import NotFound
+
+    try:
+        target = uuid.UUID(org_id)
+    except ValueError as exc:
+        raise typer.BadParameter(f"{org_id!r} is not an organisation id", param_hint="ORG_ID") from exc
+    if name is not None and not name.strip():
+        raise typer.BadParameter("the name is empty", param_hint="--name")
+    values = settings_options(country, currency, timezone)
+    if not values and name is None:
+        raise typer.BadParameter("nothing to change: give --name, --country, --currency or --timezone")
+    _command_logging()
+    with embedded_if_needed() as settings:
+        asyncio.run(_migrate(settings))
+        try:
+            changed = asyncio.run(_update_org(settings, target, name.strip() if name else None, values))
+        except NotFound as exc:
+            raise typer.BadParameter(f"no organisation with id {org_id}", param_hint="ORG_ID") from exc
+    if as_json:
+        typer.echo(json.dumps(changed, ensure_ascii=False))
+    else:
+        typer.echo(" ".join(f"{k}={v}" for k, v in changed.items()))
 
 
 @cli.command()

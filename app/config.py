@@ -33,7 +33,8 @@ class Settings(BaseSettings):
     secret_key: SecretStr | None = None
 
     log_level: str = "INFO"
-    log_format: Literal["json", "console"] = "json"
+    # Unset: console lines for `loudou dev` on a terminal, JSON otherwise (app.logging.choose_format).
+    log_format: Literal["json", "console"] | None = None
     cors_origins: Annotated[list[str], NoDecode] = []
 
     max_body_bytes: int = 1 * MIB

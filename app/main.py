@@ -15,7 +15,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from app import observability
 from app.config import Settings, get_settings
 from app.errors import NotFound, Unauthorized, install_error_handlers
-from app.logging import configure_logging
+from app.logging import choose_format, configure_logging
 from app.middleware import (
     ApiCORSMiddleware,
     BodyLimitMiddleware,
@@ -187,7 +187,9 @@ def check_metrics_access(settings: Settings, authorization: str | None) -> None:
 def app_factory() -> FastAPI:
     """Entry point for `uvicorn --factory app.main:app_factory` (one app per worker process)."""
     settings = get_settings()
-    configure_logging(settings.log_level, settings.log_format)
+    configure_logging(
+        settings.log_level, choose_format(settings.log_format, for_people=False, terminal=False)
+    )
     return create_app(settings)
 
 

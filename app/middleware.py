@@ -105,12 +105,15 @@ ACCEPTED_BODY_TYPES = (
     "application/x-www-form-urlencoded",
     "text/csv",
 )
+# Endpoints that take a raw file and check its type themselves (PNG/JPEG logo upload).
+RAW_BODY_PATHS = frozenset({"/v1/organisation/logo"})
 
 
 class ContentTypeMiddleware:
     """415 for a body the API cannot read: JSON (or `+json`), multipart uploads and CSV only.
 
-    Public intake endpoints accept whatever their providers send and check it themselves.
+    Public intake endpoints accept whatever their providers send and check it themselves, and
+    so does the logo upload (RAW_BODY_PATHS).
     """
 
     def __init__(self, app: ASGIApp) -> None:
@@ -122,6 +125,7 @@ class ContentTypeMiddleware:
             and scope["method"] in ("POST", "PUT", "PATCH")
             and scope["path"].startswith("/v1/")
             and not scope["path"].startswith("/v1/intake/")
+            and scope["path"] not in RAW_BODY_PATHS
         ):
             length = _header(scope, b"content-length")
             has_body = (length is not None and length != "0") or _header(scope, b"transfer-encoding")

@@ -10,7 +10,7 @@ from app.models.followup import FollowupPolicy
 from app.models.idempotency import IdempotencyRecord
 from app.models.intake import InboundEvent, IntakeSource
 from app.models.lead import Activity, Lead
-from app.models.organisation import Organisation
+from app.models.organisation import Organisation, OrganisationLogo
 from app.models.outbox import JobRun, OutboxEvent
 from app.models.pipeline import Pipeline, Stage
 from app.models.product import Product
@@ -44,6 +44,7 @@ __all__ = [
     "Lead",
     "Order",
     "Organisation",
+    "OrganisationLogo",
     "OutboxEvent",
     "Pipeline",
     "Product",

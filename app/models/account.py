@@ -7,9 +7,11 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
+from pydantic import ConfigDict
 from sqlalchemy import Numeric
 from sqlmodel import Field, SQLModel
 
+from app.models import examples as ex
 from app.models.base import IdMixin, JsonField, TenantMixin, TimestampsMixin, VersionMixin, tenant_fk
 from app.models.common import CountryCode, CurrencyCode, EmailAddress, Input, Patch
 
@@ -36,6 +38,8 @@ class Account(IdMixin, TenantMixin, TimestampsMixin, VersionMixin, table=True):
 class AccountCreate(Input):
     """POST /v1/accounts."""
 
+    model_config = ConfigDict(json_schema_extra=ex.examples(ex.ACCOUNT_CREATE))
+
     name: str = Field(min_length=1, max_length=300)
     domain: str | None = Field(default=None, max_length=255)
     industry: str | None = Field(default=None, max_length=200)
@@ -52,6 +56,7 @@ class AccountCreate(Input):
 class AccountUpdate(Patch):
     """PATCH /v1/accounts/{id}: only what is sent changes."""
 
+    model_config = ConfigDict(json_schema_extra=ex.examples(ex.ACCOUNT_UPDATE))  # type: ignore[assignment]
     not_null = ("name", "attributes")
 
     name: str | None = Field(default=None, min_length=1, max_length=300)
@@ -109,6 +114,8 @@ class Contact(IdMixin, TenantMixin, TimestampsMixin, VersionMixin, table=True):
 class ContactCreate(Input):
     """POST /v1/contacts."""
 
+    model_config = ConfigDict(json_schema_extra=ex.examples(ex.CONTACT_CREATE))
+
     name: str = Field(min_length=1, max_length=300)
     account_id: uuid.UUID | None = None
     email: EmailAddress | None = None
@@ -121,6 +128,7 @@ class ContactCreate(Input):
 class ContactUpdate(Patch):
     """PATCH /v1/contacts/{id}."""
 
+    model_config = ConfigDict(json_schema_extra=ex.examples(ex.CONTACT_UPDATE))  # type: ignore[assignment]
     not_null = ("name", "attributes")
 
     name: str | None = Field(default=None, min_length=1, max_length=300)

@@ -5,8 +5,10 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
+from pydantic import ConfigDict
 from sqlmodel import Field, SQLModel
 
+from app.models import examples as ex
 from app.models.base import IdMixin, JsonField, TenantMixin, TimestampField, TimestampsMixin, tenant_fk
 from app.models.common import Input
 
@@ -67,6 +69,8 @@ class ApiKey(IdMixin, TenantMixin, TimestampsMixin, table=True):
 
 class ApiKeyCreate(Input):
     """POST /v1/api-keys: omitted user_id means yourself; omitted scopes mean ["*"]."""
+
+    model_config = ConfigDict(json_schema_extra=ex.examples(ex.API_KEY_CREATE))
 
     name: str = Field(min_length=1, max_length=200)
     user_id: uuid.UUID | None = None

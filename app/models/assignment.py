@@ -6,10 +6,11 @@ import uuid
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, field_validator
+from pydantic import BaseModel, ConfigDict, field_validator
 from sqlalchemy import Index, String, UniqueConstraint, text
 from sqlmodel import Field, SQLModel
 
+from app.models import examples as ex
 from app.models.base import (
     IdMixin,
     JsonField,
@@ -106,6 +107,8 @@ def _durations(value: str | None) -> str | None:
 class AssignmentRuleCreate(Input):
     """POST /v1/assignment-rules; target is a team or a list of users (not both)."""
 
+    model_config = ConfigDict(json_schema_extra=ex.examples(ex.ASSIGNMENT_RULE_CREATE))
+
     name: str = Field(min_length=1, max_length=200)
     position: int | None = None
     active: bool = True
@@ -123,6 +126,7 @@ class AssignmentRuleCreate(Input):
 class AssignmentRuleUpdate(Patch):
     """PATCH /v1/assignment-rules/{id}."""
 
+    model_config = ConfigDict(json_schema_extra=ex.examples(ex.ASSIGNMENT_RULE_UPDATE))  # type: ignore[assignment]
     not_null = ("name", "position", "active", "strategy", "respect_working_hours", "sla_action")
 
     name: str | None = Field(default=None, min_length=1, max_length=200)
@@ -192,6 +196,8 @@ class AssignmentDecisionRead(SQLModel):
 
 class PreviewRequest(Input):
     """A hypothetical lead: the fields rules look at."""
+
+    model_config = ConfigDict(json_schema_extra=ex.examples(ex.ASSIGNMENT_PREVIEW))
 
     lead: dict[str, Any]
 

@@ -6,8 +6,9 @@ import enum
 import zoneinfo
 from typing import Annotated, Any, ClassVar
 
+import pycountry
 from email_validator import EmailNotValidError, validate_email
-from pydantic import AfterValidator, ConfigDict, StringConstraints
+from pydantic import AfterValidator, BeforeValidator, ConfigDict, StringConstraints
 from sqlmodel import SQLModel
 
 from app.errors import ValidationFailed
@@ -20,6 +21,31 @@ def _valid_timezone(value: str) -> str:
     except (zoneinfo.ZoneInfoNotFoundError, ValueError) as exc:
         raise ValueError(f"unknown IANA timezone {value!r}") from exc
     return value
+
+
+def iso_country(value: str) -> str:
+    """An ISO 3166-1 alpha-2 country code (any case in, upper case out); ValueError otherwise."""
+    code = value.strip().upper()
+    if len(code) != 2 or pycountry.countries.get(alpha_2=code) is None:
+        raise ValueError(f"{value!r} is not an ISO 3166-1 alpha-2 country code (such as CN, US, DE)")
+    return code
+
+
+def iso_currency(value: str) -> str:
+    """An ISO 4217 currency code (any case in, upper case out); ValueError otherwise."""
+    code = value.strip().upper()
+    if len(code) != 3 or pycountry.currencies.get(alpha_3=code) is None:
+        raise ValueError(f"{value!r} is not an ISO 4217 currency code (such as CNY, USD, EUR)")
+    return code
+
+
+def iana_timezone(value: str) -> str:
+    """An IANA timezone name such as Asia/Shanghai; ValueError otherwise."""
+    return _valid_timezone(value.strip())
+
+
+def _upper(value: object) -> object:
+    return value.strip().upper() if isinstance(value, str) else value
 
 
 def normalise_email(value: str) -> str:
@@ -40,6 +66,13 @@ EmailAddress = Annotated[str, StringConstraints(max_length=320), AfterValidator(
 TimezoneName = Annotated[str, StringConstraints(min_length=1, max_length=64), AfterValidator(_valid_timezone)]
 CurrencyCode = Annotated[str, StringConstraints(pattern=r"^[A-Z]{3}$")]
 CountryCode = Annotated[str, StringConstraints(pattern=r"^[A-Z]{2}$")]
+# Checked against the ISO lists (pycountry), for the organisation's own settings.
+IsoCountryCode = Annotated[
+    str, BeforeValidator(_upper), StringConstraints(pattern=r"^[A-Z]{2}$"), AfterValidator(iso_country)
+]
+IsoCurrencyCode = Annotated[
+    str, BeforeValidator(_upper), StringConstraints(pattern=r"^[A-Z]{3}$"), AfterValidator(iso_currency)
+]
 
 
 class Role(enum.StrEnum):

@@ -8,10 +8,11 @@ from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
-from pydantic import model_validator
+from pydantic import ConfigDict, model_validator
 from sqlalchemy import Index, Numeric, String
 from sqlmodel import Field, SQLModel
 
+from app.models import examples as ex
 from app.models.base import (
     IdMixin,
     JsonField,
@@ -119,6 +120,8 @@ class DealFieldHistory(IdMixin, TenantMixin, table=True):
 class DealCreate(Input):
     """POST /v1/deals: pipeline defaults to the organisation's default, stage to its first."""
 
+    model_config = ConfigDict(json_schema_extra=ex.examples(ex.DEAL_CREATE))
+
     name: str = Field(min_length=1, max_length=300)
     pipeline_id: uuid.UUID | None = None
     stage_id: uuid.UUID | None = None
@@ -136,6 +139,7 @@ class DealCreate(Input):
 class DealUpdate(Patch):
     """PATCH /v1/deals/{id}; the stage changes only through /move, /won, /lost, /reopen."""
 
+    model_config = ConfigDict(json_schema_extra=ex.examples(ex.DEAL_UPDATE))  # type: ignore[assignment]
     not_null = ("name", "currency", "attributes", "owner_id")
 
     name: str | None = Field(default=None, min_length=1, max_length=300)
@@ -154,6 +158,8 @@ class DealUpdate(Patch):
 class DealMove(Input):
     """POST /v1/deals/{id}/move."""
 
+    model_config = ConfigDict(json_schema_extra=ex.examples(ex.DEAL_MOVE))
+
     stage_id: uuid.UUID
     lost_reason: str | None = Field(default=None, max_length=200, description="needed for a lost stage")
 
@@ -161,12 +167,16 @@ class DealMove(Input):
 class DealLost(Input):
     """POST /v1/deals/{id}/lost: a reason from the organisation's list."""
 
+    model_config = ConfigDict(json_schema_extra=ex.examples(ex.DEAL_LOST))
+
     reason: str = Field(min_length=1, max_length=200)
     note: str | None = Field(default=None, max_length=2000)
 
 
 class DealReopen(Input):
     """POST /v1/deals/{id}/reopen: back to an open stage (default: the last open one it was in)."""
+
+    model_config = ConfigDict(json_schema_extra=ex.examples(ex.DEAL_REOPEN))
 
     stage_id: uuid.UUID | None = None
 

@@ -6,10 +6,11 @@ import uuid
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import field_validator
+from pydantic import ConfigDict, field_validator
 from sqlalchemy import String, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
+from app.models import examples as ex
 from app.models.base import IdMixin, TenantMixin, TimestampsMixin, VersionMixin, tenant_fk
 from app.models.common import Input, Patch
 from app.models.durations import parse_duration
@@ -44,6 +45,8 @@ def _interval(value: str | None) -> str | None:
 class FollowupPolicyCreate(Input):
     """POST /v1/followup-policies."""
 
+    model_config = ConfigDict(json_schema_extra=ex.examples(ex.FOLLOWUP_POLICY_CREATE))
+
     name: str = Field(min_length=1, max_length=200)
     lead_status: LeadStatus | None = None
     deal_stage_id: uuid.UUID | None = None
@@ -56,6 +59,8 @@ class FollowupPolicyCreate(Input):
 
 class FollowupPolicyUpdate(Patch):
     """PATCH /v1/followup-policies/{id}."""
+
+    model_config = ConfigDict(json_schema_extra=ex.examples(ex.FOLLOWUP_POLICY_UPDATE))  # type: ignore[assignment]
 
     name: str | None = Field(default=None, min_length=1, max_length=200)
     interval: str | None = None
@@ -98,6 +103,8 @@ class TaskRead(SQLModel):
 
 class TaskComplete(Input):
     """POST /v1/tasks/{id}/complete: the outcome is logged as an activity of `log_as`."""
+
+    model_config = ConfigDict(json_schema_extra=ex.examples(ex.TASK_COMPLETE))
 
     outcome: str = Field(min_length=1, max_length=5000)
     log_as: Literal["call", "email", "meeting", "note"] = "call"

@@ -7,10 +7,11 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from pydantic import field_validator
+from pydantic import ConfigDict, field_validator
 from sqlalchemy import Index, LargeBinary, String, UniqueConstraint, text
 from sqlmodel import Field, SQLModel
 
+from app.models import examples as ex
 from app.models.base import (
     IdMixin,
     JsonField,
@@ -21,6 +22,7 @@ from app.models.base import (
     tenant_fk,
 )
 from app.models.common import CountryCode, Input, Patch
+from app.models.lead import FieldNote
 
 
 class SourceKind(enum.StrEnum):
@@ -144,6 +146,8 @@ def _origins(value: list[str] | None) -> list[str] | None:
 class IntakeSourceCreate(Input):
     """POST /v1/intake-sources."""
 
+    model_config = ConfigDict(json_schema_extra=ex.examples(ex.INTAKE_SOURCE_CREATE))
+
     kind: SourceKind
     name: str = Field(min_length=1, max_length=200)
     provider: EmailProvider | None = None
@@ -168,6 +172,7 @@ class IntakeSourceCreate(Input):
 class IntakeSourceUpdate(Patch):
     """PATCH /v1/intake-sources/{id}: only what is sent changes."""
 
+    model_config = ConfigDict(json_schema_extra=ex.examples(ex.INTAKE_SOURCE_UPDATE))  # type: ignore[assignment]
     not_null = ("field_mapping", "allowed_origins", "tags", "active", "name", "rate_limit_per_minute")
 
     name: str | None = Field(default=None, min_length=1, max_length=200)
@@ -228,6 +233,8 @@ class IntakeSourceWithSecret(IntakeSourceRead):
 
 class SecretRotation(Input):
     """POST /v1/intake-sources/{id}/rotate-secret: how long the old secret keeps working."""
+
+    model_config = ConfigDict(json_schema_extra=ex.examples(ex.SECRET_ROTATION))
 
     grace_hours: int = Field(default=24, ge=0, le=24 * 30)
 
@@ -301,3 +308,6 @@ class IntakeResult(SQLModel):
     lead_id: uuid.UUID | None = None
     activity_id: uuid.UUID | None = None
     possible_duplicate_of: uuid.UUID | None = None
+    notes: list[FieldNote] = Field(
+        default_factory=list, description="Fields not stored as sent, and why (e.g. an invalid phone)."
+    )

@@ -7,11 +7,12 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from pydantic import field_validator
+from pydantic import BaseModel, ConfigDict, computed_field, field_validator
 from sqlalchemy import ColumnElement, Index, String, Text, and_, text
 from sqlalchemy.dialects import postgresql
 from sqlmodel import Field, SQLModel, col
 
+from app.models import examples as ex
 from app.models.base import (
     IdMixin,
     JsonField,
@@ -77,6 +78,30 @@ class Direction(enum.StrEnum):
 CONTACT_KINDS = frozenset({ActivityKind.call, ActivityKind.email, ActivityKind.meeting})
 
 
+class FieldNote(BaseModel):
+    """Something the server did with a field instead of storing it as sent (not an error)."""
+
+    field: str
+    code: str
+    message: str
+
+
+def phone_note(phone: str | None, phone_raw: str | None) -> FieldNote | None:
+    """Why a lead's `phone` is empty while `phone_raw` holds what was sent (None when it is not)."""
+    if phone or not phone_raw:
+        return None
+    return FieldNote(
+        field="phone",
+        code="invalid_phone",
+        message=(
+            f"{phone_raw!r} is not a valid phone number in the lead's country, the intake source's "
+            "default country or the organisation's default phone country, so it is kept as sent in "
+            "phone_raw, not in phone, and not used to find duplicates. Send it with its country code "
+            "(e.g. +86 138 0013 8000) or with the lead's country."
+        ),
+    )
+
+
 class LeadFields(SQLModel):
     """The lead's contact fields, one definition for the table and the bodies that write them
     (the API's LeadRead lists them without limits, as the published document always has)."""
@@ -120,6 +145,8 @@ class Lead(LeadFields, IdMixin, TenantMixin, TimestampsMixin, VersionMixin, tabl
     source_id: uuid.UUID | None = Field(default=None, index=True)
     source_detail: dict[str, Any] = JsonField()
 
+    # What was sent when it is not a valid phone number (phone stays empty): never deduped on.
+    phone_raw: str | None = Field(default=None, sa_type=Text)
     # The columns of LeadFields stored otherwise than the bodies limit them: a checked code, text.
     country: str | None = Field(default=None, max_length=2)
     message: str | None = Field(default=None, sa_type=Text)
@@ -176,6 +203,8 @@ OPEN_LEAD_SQL: str = str(
 class LeadCreate(LeadFields, Input):
     """POST /v1/leads: at least an email or a phone."""
 
+    model_config = ConfigDict(json_schema_extra=ex.examples(ex.LEAD_CREATE))
+
     attributes: dict[str, Any] = Field(default_factory=dict)
     tags: list[str] = Field(default_factory=list)
     owner_id: uuid.UUID | None = None
@@ -185,6 +214,7 @@ class LeadCreate(LeadFields, Input):
 class LeadUpdate(LeadFields, Patch):
     """PATCH /v1/leads/{id}: only what is sent changes."""
 
+    model_config = ConfigDict(json_schema_extra=ex.examples(ex.LEAD_UPDATE))  # type: ignore[assignment]
     not_null = ("status",)
 
     attributes: dict[str, Any] | None = None
@@ -205,7 +235,10 @@ class LeadRead(SQLModel):
     source_detail: dict[str, Any]
     name: str | None
     email: str | None
-    phone: str | None
+    phone: str | None = Field(description="E.164, only for numbers that are valid (phonenumbers).")
+    phone_raw: str | None = Field(
+        default=None, description="The phone as sent when it is not a valid number; see `notes`."
+    )
     company: str | None
     title: str | None
     country: str | None
@@ -234,9 +267,18 @@ class LeadRead(SQLModel):
     updated_at: datetime
     version: int
 
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def notes(self) -> list[FieldNote]:
+        """What was not stored as sent, and why (e.g. a phone kept in phone_raw)."""
+        note = phone_note(self.phone, self.phone_raw)
+        return [note] if note else []
+
 
 class LeadAssign(Input):
     """POST /v1/leads/{id}/assign."""
+
+    model_config = ConfigDict(json_schema_extra=ex.examples(ex.LEAD_ASSIGN))
 
     owner_id: uuid.UUID
     team_id: uuid.UUID | None = None
@@ -245,11 +287,15 @@ class LeadAssign(Input):
 class LeadReason(Input):
     """POST /v1/leads/{id}/disqualify (reason required) and /qualify (optional note)."""
 
+    model_config = ConfigDict(json_schema_extra=ex.examples(ex.LEAD_REASON))
+
     reason: str | None = Field(default=None, min_length=1, max_length=500)
 
 
 class LeadMerge(Input):
     """POST /v1/leads/{id}/merge: fold `duplicate_id` into this lead."""
+
+    model_config = ConfigDict(json_schema_extra=ex.examples(ex.LEAD_MERGE))
 
     duplicate_id: uuid.UUID
 
@@ -305,6 +351,8 @@ class Activity(IdMixin, TenantMixin, TimestampsMixin, VersionMixin, table=True):
 
 class ActivityCreate(Input):
     """POST /v1/leads/{id}/activities."""
+
+    model_config = ConfigDict(json_schema_extra=ex.examples(ex.ACTIVITY_CREATE))
 
     kind: ActivityKind
     direction: Direction = Direction.outbound

@@ -9,12 +9,31 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, field_validator
 from pydantic import Field as PydanticField
+from sqlalchemy import LargeBinary
 from sqlmodel import Field, SQLModel
 
-from app.models.base import IdMixin, JsonField, TimestampsMixin, VersionMixin
-from app.models.common import CountryCode, CurrencyCode, DurationText, Patch, TimezoneName
+from app.db import TenantScoped
+from app.models import examples as ex
+from app.models.base import IdMixin, JsonField, TimestampField, TimestampsMixin, VersionMixin, new_id
+from app.models.common import DurationText, EmailAddress, IsoCountryCode, IsoCurrencyCode, Patch, TimezoneName
 
 DEFAULT_LOST_REASONS = ["price", "competitor", "no_budget", "no_decision", "timing", "other"]
+
+
+class SellerDetails(BaseModel):
+    """Who sells: the seller block printed on quotes (all optional; the organisation's name
+    stands in for a missing legal name)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    legal_name: str | None = PydanticField(default=None, max_length=300)
+    address: str | None = PydanticField(default=None, max_length=1000, description="Several lines allowed.")
+    tax_id: str | None = PydanticField(
+        default=None, max_length=64, description="VAT number, 统一社会信用代码 or similar."
+    )
+    email: EmailAddress | None = None
+    phone: str | None = PydanticField(default=None, max_length=64)
+    website: str | None = PydanticField(default=None, max_length=300)
 
 
 class OrganisationSettings(BaseModel):
@@ -23,8 +42,12 @@ class OrganisationSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     timezone: TimezoneName = "UTC"
-    base_currency: CurrencyCode = "USD"
-    default_phone_country: CountryCode | None = "US"
+    base_currency: IsoCurrencyCode = "USD"
+    country: IsoCountryCode | None = PydanticField(
+        default=None, description="Where the organisation is (ISO 3166-1); formats amounts on quotes."
+    )
+    default_phone_country: IsoCountryCode | None = "US"
+    seller: SellerDetails = PydanticField(default_factory=SellerDetails)
     quote_discount_threshold_percent: Decimal = PydanticField(default=Decimal("20"), ge=0, le=100)
     quote_total_approval_limit: Decimal | None = PydanticField(default=None, ge=0)
     lead_claim_limit: int = PydanticField(default=50, ge=0)
@@ -49,8 +72,12 @@ class OrganisationSettingsUpdate(Patch):
     """Partial settings; only what is sent changes."""
 
     timezone: TimezoneName | None = None
-    base_currency: CurrencyCode | None = None
-    default_phone_country: CountryCode | None = None
+    base_currency: IsoCurrencyCode | None = None
+    country: IsoCountryCode | None = None
+    default_phone_country: IsoCountryCode | None = None
+    seller: SellerDetails | None = PydanticField(
+        default=None, description="Only the seller fields sent change (null clears one)."
+    )
     quote_discount_threshold_percent: Decimal | None = PydanticField(default=None, ge=0, le=100)
     quote_total_approval_limit: Decimal | None = PydanticField(default=None, ge=0)
     lead_claim_limit: int | None = PydanticField(default=None, ge=0)
@@ -87,5 +114,38 @@ class OrganisationRead(SQLModel):
 class OrganisationUpdate(Patch):
     """PATCH /v1/organisation."""
 
+    model_config = ConfigDict(json_schema_extra=ex.examples(ex.ORGANISATION_UPDATE))  # type: ignore[assignment]
+
     name: str | None = Field(default=None, min_length=1, max_length=200)
     settings: OrganisationSettingsUpdate | None = None
+
+
+class OrganisationLogo(TenantScoped, SQLModel, table=True):
+    """The organisation's logo (PNG or JPEG), printed on its quotes. Its id is the organisation's
+    id, so the primary key (org_id, id) holds one logo per organisation."""
+
+    __tablename__ = "organisation_logos"
+
+    org_id: uuid.UUID = Field(
+        default=None, primary_key=True, foreign_key="organisations.id", ondelete="CASCADE"
+    )
+    id: uuid.UUID = Field(default_factory=new_id, primary_key=True)
+    content_type: str = Field(max_length=32)
+    width: int
+    height: int
+    size_bytes: int
+    sha256: str = Field(max_length=64)
+    data: bytes = Field(sa_type=LargeBinary)
+    created_at: datetime = TimestampField()
+    updated_at: datetime = TimestampField()
+
+
+class OrganisationLogoRead(SQLModel):
+    """The stored logo's facts (GET /v1/organisation/logo returns the image itself)."""
+
+    content_type: str
+    width: int
+    height: int
+    size_bytes: int
+    sha256: str
+    updated_at: datetime

@@ -8,10 +8,11 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Annotated
 
-from pydantic import StringConstraints, field_validator
+from pydantic import ConfigDict, StringConstraints, field_validator
 from sqlalchemy import Numeric, String, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
+from app.models import examples as ex
 from app.models.base import (
     IdMixin,
     JsonField,
@@ -82,6 +83,8 @@ class Stage(IdMixin, TenantMixin, TimestampsMixin, VersionMixin, table=True):
 class StageCreate(Input):
     """A stage, when creating a pipeline or adding one to it (appended unless `position` is given)."""
 
+    model_config = ConfigDict(json_schema_extra=ex.examples(ex.STAGE_CREATE))
+
     key: StageKey | None = None
     name: str = Field(min_length=1, max_length=200)
     name_en: str = Field(default="", max_length=200)
@@ -98,6 +101,7 @@ class StageCreate(Input):
 class StageUpdate(Patch):
     """PATCH a stage: renaming keeps history (it refers to the stage by id)."""
 
+    model_config = ConfigDict(json_schema_extra=ex.examples(ex.STAGE_UPDATE))  # type: ignore[assignment]
     not_null = ("name", "name_en", "probability", "required_fields")
 
     name: str | None = Field(default=None, min_length=1, max_length=200)
@@ -130,11 +134,15 @@ class StageRead(SQLModel):
 class StageOrder(Input):
     """PUT the stage order: every live stage id, in the new order."""
 
+    model_config = ConfigDict(json_schema_extra=ex.examples(ex.STAGE_ORDER))
+
     stage_ids: list[uuid.UUID] = Field(min_length=1)
 
 
 class PipelineCreate(Input):
     """POST /v1/pipelines: a name and its stages in order (at least one won and one lost stage)."""
+
+    model_config = ConfigDict(json_schema_extra=ex.examples(ex.PIPELINE_CREATE))
 
     name: str = Field(min_length=1, max_length=200)
     is_default: bool = False
@@ -145,6 +153,7 @@ class PipelineCreate(Input):
 class PipelineUpdate(Patch):
     """PATCH /v1/pipelines/{id}."""
 
+    model_config = ConfigDict(json_schema_extra=ex.examples(ex.PIPELINE_UPDATE))  # type: ignore[assignment]
     not_null = ("name", "is_default", "win_on_quote_acceptance")
 
     name: str | None = Field(default=None, min_length=1, max_length=200)

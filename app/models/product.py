@@ -6,10 +6,11 @@ import uuid
 from datetime import datetime
 from decimal import Decimal
 
-from pydantic import model_validator
+from pydantic import ConfigDict, model_validator
 from sqlalchemy import Numeric, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
+from app.models import examples as ex
 from app.models.base import IdMixin, TenantMixin, TimestampsMixin, VersionMixin
 from app.models.common import CurrencyCode, Input, Patch
 from app.money import plain_percent, round_money
@@ -33,6 +34,8 @@ class Product(IdMixin, TenantMixin, TimestampsMixin, VersionMixin, table=True):
 class ProductCreate(Input):
     """POST /v1/products."""
 
+    model_config = ConfigDict(json_schema_extra=ex.examples(ex.PRODUCT_CREATE))
+
     sku: str = Field(min_length=1, max_length=64)
     name: str = Field(min_length=1, max_length=300)
     description: str | None = Field(default=None, max_length=4000)
@@ -45,6 +48,7 @@ class ProductCreate(Input):
 class ProductUpdate(Patch):
     """PATCH /v1/products/{id}."""
 
+    model_config = ConfigDict(json_schema_extra=ex.examples(ex.PRODUCT_UPDATE))  # type: ignore[assignment]
     not_null = ("sku", "name", "unit_price", "currency", "tax_rate", "active")
 
     sku: str | None = Field(default=None, min_length=1, max_length=64)

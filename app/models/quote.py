@@ -8,11 +8,12 @@ from datetime import date, datetime
 from decimal import Decimal
 from typing import Any, Literal
 
-from pydantic import BaseModel, model_validator
+from pydantic import BaseModel, ConfigDict, model_validator
 from pydantic import Field as PydanticField
 from sqlalchemy import Index, Numeric, String, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
+from app.models import examples as ex
 from app.models.base import (
     IdMixin,
     JsonField,
@@ -152,6 +153,8 @@ class QuoteLineRead(BaseModel):
 class QuoteCreate(Input):
     """POST /v1/quotes: currency defaults to the deal's; the first quote of a deal becomes primary."""
 
+    model_config = ConfigDict(json_schema_extra=ex.examples(ex.QUOTE_CREATE))
+
     deal_id: uuid.UUID
     currency: CurrencyCode | None = None
     issue_date: date | None = None
@@ -167,6 +170,7 @@ class QuoteCreate(Input):
 class QuoteUpdate(Patch):
     """PATCH /v1/quotes/{id} (draft only); `lines`, when sent, replace every line."""
 
+    model_config = ConfigDict(json_schema_extra=ex.examples(ex.QUOTE_UPDATE))  # type: ignore[assignment]
     not_null = ("currency", "issue_date", "tax_inclusive", "discount_percent")
 
     currency: CurrencyCode | None = None
@@ -185,6 +189,8 @@ class QuoteRevise(QuoteUpdate):
 
 class QuoteReason(Input):
     """A reason, for reject (back to draft) and decline."""
+
+    model_config = ConfigDict(json_schema_extra=ex.examples(ex.QUOTE_REASON))
 
     reason: str | None = Field(default=None, max_length=2000)
 

@@ -7,9 +7,11 @@ import uuid
 from datetime import datetime
 from typing import Any
 
+from pydantic import ConfigDict
 from sqlalchemy import String
 from sqlmodel import Field, SQLModel
 
+from app.models import examples as ex
 from app.models.base import IdMixin, JsonField, TenantMixin, TimestampsMixin, VersionMixin
 from app.models.common import Input, Patch
 
@@ -46,6 +48,8 @@ class ScoringRuleCreate(Input):
     """POST /v1/scoring-rules. `field` is a lead field (email, title, source, country, industry,
     company, phone, name, message) or `attributes.<key>`."""
 
+    model_config = ConfigDict(json_schema_extra=ex.examples(ex.SCORING_RULE_CREATE))
+
     name: str = Field(min_length=1, max_length=200)
     field: str = Field(min_length=1, max_length=200)
     operator: ScoringOperator
@@ -56,6 +60,8 @@ class ScoringRuleCreate(Input):
 
 class ScoringRuleUpdate(Patch):
     """PATCH /v1/scoring-rules/{id}."""
+
+    model_config = ConfigDict(json_schema_extra=ex.examples(ex.SCORING_RULE_UPDATE))  # type: ignore[assignment]
 
     name: str | None = Field(default=None, min_length=1, max_length=200)
     field: str | None = Field(default=None, min_length=1, max_length=200)

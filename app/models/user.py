@@ -6,10 +6,11 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from pydantic import field_validator
+from pydantic import ConfigDict, field_validator
 from sqlalchemy import String, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
+from app.models import examples as ex
 from app.models.base import (
     IdMixin,
     JsonField,
@@ -82,6 +83,8 @@ class User(IdMixin, TenantMixin, TimestampsMixin, VersionMixin, table=True):
 class UserCreate(Input):
     """POST /v1/users."""
 
+    model_config = ConfigDict(json_schema_extra=ex.examples(ex.USER_CREATE))
+
     email: EmailAddress
     name: str = Field(default="", max_length=200)
     role: Role = Role.rep
@@ -99,6 +102,7 @@ class UserCreate(Input):
 class UserUpdate(Patch):
     """PATCH /v1/users/{id}: only what is sent changes."""
 
+    model_config = ConfigDict(json_schema_extra=ex.examples(ex.USER_UPDATE))  # type: ignore[assignment]
     not_null = ("email", "role", "active", "weight", "timezone")
 
     email: EmailAddress | None = None
@@ -137,12 +141,16 @@ class UserRead(SQLModel):
 class PasswordChange(Input):
     """POST /v1/users/{id}/password: your own needs the current one; an admin resets anyone's."""
 
+    model_config = ConfigDict(json_schema_extra=ex.examples(ex.PASSWORD_CHANGE))
+
     current_password: str | None = Field(default=None, max_length=200)
     new_password: str = Field(min_length=8, max_length=200)
 
 
 class TeamCreate(Input):
     """POST /v1/teams."""
+
+    model_config = ConfigDict(json_schema_extra=ex.examples(ex.TEAM_CREATE))
 
     name: str = Field(min_length=1, max_length=200)
     manager_id: uuid.UUID | None = None
@@ -152,6 +160,7 @@ class TeamCreate(Input):
 class TeamUpdate(Patch):
     """PATCH /v1/teams/{id}."""
 
+    model_config = ConfigDict(json_schema_extra=ex.examples(ex.TEAM_UPDATE))  # type: ignore[assignment]
     not_null = ("name",)
 
     name: str | None = Field(default=None, min_length=1, max_length=200)

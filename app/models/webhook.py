@@ -6,10 +6,11 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from pydantic import AnyHttpUrl, field_validator
+from pydantic import AnyHttpUrl, ConfigDict, field_validator
 from sqlalchemy import Index, UniqueConstraint, text
 from sqlmodel import Field, SQLModel
 
+from app.models import examples as ex
 from app.models.base import (
     IdMixin,
     JsonField,
@@ -100,6 +101,8 @@ def _check_event_types(value: list[str] | None) -> list[str] | None:
 class WebhookSubscriptionCreate(Input):
     """POST /v1/webhook-subscriptions."""
 
+    model_config = ConfigDict(json_schema_extra=ex.examples(ex.WEBHOOK_SUBSCRIPTION_CREATE))
+
     url: AnyHttpUrl
     description: str = Field(default="", max_length=500)
     event_types: list[str] = Field(default_factory=lambda: ["*"])
@@ -113,6 +116,8 @@ class WebhookSubscriptionCreate(Input):
 
 class WebhookSubscriptionUpdate(Patch):
     """PATCH /v1/webhook-subscriptions/{id}; `active: true` re-enables a disabled one."""
+
+    model_config = ConfigDict(json_schema_extra=ex.examples(ex.WEBHOOK_SUBSCRIPTION_UPDATE))  # type: ignore[assignment]
 
     url: AnyHttpUrl | None = None
     description: str | None = Field(default=None, max_length=500)

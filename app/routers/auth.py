@@ -6,10 +6,11 @@ import uuid
 from typing import Literal
 
 from fastapi import APIRouter, Request, Response
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from app.deps import PrincipalDep, SessionDep, StateDep
 from app.errors import problem_responses
+from app.models import examples as ex
 from app.models.common import Input, Role
 from app.models.organisation import OrganisationRead
 from app.models.user import UserRead
@@ -24,6 +25,8 @@ router = APIRouter(prefix="/v1", tags=["auth"], responses=COMMON_ERRORS)
 
 class TokenRequest(Input):
     """Email and password; organisation_id only when the email exists in several organisations."""
+
+    model_config = ConfigDict(json_schema_extra=ex.examples(ex.TOKEN_REQUEST))
 
     email: str = Field(min_length=3, max_length=320)
     password: str = Field(min_length=1, max_length=200)

@@ -16,7 +16,7 @@ org_id. Ids do not change. Foreign keys that other migrations made composite aga
 (the downgrade puts both back).
 
 Revision ID: b1c6tenantkeys
-Revises: b1leadphone64
+Revises: b2c4orglogo01
 Create Date: 2026-11-30 00:30:00+00:00
 """
 
@@ -26,7 +26,7 @@ from alembic import op
 from sqlalchemy import text
 
 revision: str = "b1c6tenantkeys"
-down_revision: str | None = "b1leadphone64"
+down_revision: str | None = "b2c4orglogo01"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

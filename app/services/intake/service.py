@@ -43,7 +43,7 @@ from app.models.intake import (
     SignatureVerdict,
     SourceKind,
 )
-from app.models.lead import LeadSource
+from app.models.lead import LeadSource, phone_note
 from app.services import cache as intake_cache
 from app.services.intake.payloads import JSON_TYPES, media_type, parse_body, parse_json
 from app.services.leads.direct import build
@@ -275,6 +275,7 @@ async def process(
             event,
             activity_id=done.activity_id,
             possible_duplicate_of=done.possible_duplicate_of,
+            notes=[note] if (note := phone_note(data.phone, data.phone_raw)) else [],
         ),
         written=done.event_written,
     )

@@ -11,10 +11,12 @@ from dataclasses import dataclass
 from datetime import date
 from decimal import Decimal
 
+from pydantic import ConfigDict
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import Field
 
 from app.errors import Conflict, Forbidden
+from app.models import examples as ex
 from app.models.account import Account, AccountCreate, Contact, ContactCreate
 from app.models.base import utcnow
 from app.models.common import CurrencyCode, Input
@@ -27,9 +29,13 @@ from app.services.common import check_version, get_or_404
 from app.services.deals import service as deals
 from app.services.leads import service as lead_service
 
+CONTACT_PHONE_MAX = 32
+
 
 class LeadConvert(Input):
     """POST /v1/leads/{id}/convert: everything optional; defaults come from the lead."""
+
+    model_config = ConfigDict(json_schema_extra=ex.examples(ex.LEAD_CONVERT))
 
     account_id: uuid.UUID | None = Field(
         default=None, description="Attach to this account instead of a new one"
@@ -82,14 +88,16 @@ async def convert_lead(
                 owner_id=owner_id,
             ),
         )
+    # A contact's phone is free text: a number the lead kept as sent (not valid) still reaches it.
+    raw = lead.phone_raw if lead.phone_raw and len(lead.phone_raw) <= CONTACT_PHONE_MAX else None
     contact = await accounts.create_contact(
         session,
         principal,
         ContactCreate(
-            name=lead.name or lead.email or lead.phone or "Unnamed contact",
+            name=lead.name or lead.email or lead.phone or raw or "Unnamed contact",
             account_id=account.id,
             email=lead.email,
-            phone=lead.phone,
+            phone=lead.phone or raw,
             title=lead.title,
             owner_id=owner_id,
         ),

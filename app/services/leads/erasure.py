@@ -32,7 +32,7 @@ from app.security import Principal
 from app.services import audit, outbox
 from app.services.leads.service import get_lead
 
-ERASED_FIELDS = ("name", "email", "phone", "title", "message")
+ERASED_FIELDS = ("name", "email", "phone", "phone_raw", "title", "message")
 KEPT_DETAIL = ("utm", "source_name", "provider", "event_type")
 
 

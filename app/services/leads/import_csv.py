@@ -21,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.errors import FieldError, Forbidden, PayloadTooLarge, ValidationFailed
 from app.models.common import Role
 from app.models.intake import LEAD_FIELDS
-from app.models.lead import LeadSource
+from app.models.lead import FieldNote, LeadSource, phone_note
 from app.models.organisation import Organisation
 from app.security import Principal
 from app.services.leads.ingest import find_exact, ingest
@@ -38,6 +38,13 @@ class RowError(BaseModel):
     errors: list[FieldError]
 
 
+class RowNote(BaseModel):
+    """A row imported with a field not stored as sent (e.g. a phone kept in phone_raw)."""
+
+    row: int
+    notes: list[FieldNote]
+
+
 class ImportReport(BaseModel):
     """What an import did (or, with dry_run, would do)."""
 
@@ -48,6 +55,7 @@ class ImportReport(BaseModel):
     failed: int
     lead_ids: list[str]
     errors: list[RowError]
+    notes: list[RowNote] = []
 
 
 def parse_mapping(raw: str | None) -> dict[str, str]:
@@ -145,6 +153,9 @@ async def import_csv(
                 if len(report.errors) < MAX_REPORTED_ERRORS:
                     report.errors.append(RowError(row=number, errors=errors))
                 continue
+            note = phone_note(data.phone, data.phone_raw)
+            if note is not None and len(report.notes) < MAX_REPORTED_ERRORS:
+                report.notes.append(RowNote(row=number, notes=[note]))
             if dry_run:
                 existing = await find_exact(session, email=data.email, phone=data.phone)
                 if existing is None:

@@ -43,6 +43,8 @@ async def merge_leads(
     for name in ("name", "email", "phone", "company", "title", "country", "industry", "message"):
         if getattr(lead, name) in (None, "") and getattr(dup, name) not in (None, ""):
             filled[name] = getattr(dup, name)
+    if not (lead.phone or lead.phone_raw or filled.get("phone")) and dup.phone_raw:
+        filled["phone_raw"] = dup.phone_raw
     filled["attributes"] = {**dup.attributes, **lead.attributes}
     filled["tags"] = list(dict.fromkeys([*lead.tags, *dup.tags]))
     filled["touch_count"] = lead.touch_count + dup.touch_count

@@ -89,10 +89,13 @@ class LeadInput:
     source_detail: dict[str, Any] = field(default_factory=dict)
     owner_id: uuid.UUID | None = None
     team_id: uuid.UUID | None = None
+    # The phone as sent when it is not a valid number (then `phone` is None; see phone_note).
+    phone_raw: str | None = None
 
     def values(self) -> dict[str, Any]:
-        """The text fields that are set."""
-        return {name: getattr(self, name) for name in TEXT_FIELDS if getattr(self, name) not in (None, "")}
+        """The text fields that are set (and the raw phone, when the phone was not valid)."""
+        names = (*TEXT_FIELDS, "phone_raw")
+        return {name: getattr(self, name) for name in names if getattr(self, name) not in (None, "")}
 
 
 def normalise_email(raw: str) -> str:
@@ -103,19 +106,32 @@ def normalise_email(raw: str) -> str:
         raise ValueError(str(exc)) from exc
 
 
-def normalise_phone(raw: str, region: str | None) -> str:
-    """E.164, reading national numbers in `region`; ValueError when it cannot be a number."""
-    try:
-        number = phonenumbers.parse(raw.strip(), region)
-    except phonenumbers.NumberParseException as exc:
-        raise ValueError(str(exc)) from exc
-    if not phonenumbers.is_possible_number(number):
-        raise ValueError(f"{raw!r} is not a possible phone number")
-    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+# A value with at least this many digits may be a number we cannot check (kept in phone_raw,
+# and enough to call back); anything shorter is not a phone at all (422, as before).
+RAW_PHONE_MIN_DIGITS = 5
+
+
+def normalise_phone(raw: str, regions: list[str | None]) -> str:
+    """E.164 of the first reading that `phonenumbers.is_valid_number` accepts, national numbers
+    read in each of `regions` in order (an international "+…" number needs none); ValueError
+    when no reading is a valid number, so nothing merely *possible* is ever stored."""
+    text = raw.strip()
+    for region in [*dict.fromkeys(r for r in regions if r), None]:
+        try:
+            number = phonenumbers.parse(text, region)
+        except phonenumbers.NumberParseException:
+            continue
+        if phonenumbers.is_valid_number(number):
+            return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+    tried = ", ".join(dict.fromkeys(r for r in regions if r)) or "no country"
+    raise ValueError(f"{text!r} is not a valid phone number (read as a number of: {tried})")
 
 
 def normalise(data: LeadInput, *, default_regions: list[str | None]) -> list[FieldError]:
-    """Normalise in place (trim, email, E.164 phone, country code); return the field errors."""
+    """Normalise in place (trim, email, E.164 phone, country code); return the field errors.
+
+    A phone that is not a valid number moves to `phone_raw` (an error when it has too few digits
+    to be a phone at all)."""
     errors: list[FieldError] = []
     for name in TEXT_FIELDS:
         value = getattr(data, name)
@@ -135,12 +151,19 @@ def normalise(data: LeadInput, *, default_regions: list[str | None]) -> list[Fie
         except ValueError as exc:
             errors.append(FieldError(field="email", code="invalid_email", message=str(exc)))
     if data.phone:
-        region = next((r for r in [data.country, *default_regions] if r), None)
         try:
-            data.phone = normalise_phone(data.phone, region)
+            data.phone, data.phone_raw = normalise_phone(data.phone, [data.country, *default_regions]), None
         except ValueError as exc:
-            errors.append(FieldError(field="phone", code="invalid_phone", message=str(exc)))
-    if not data.email and not data.phone and not any(e.field in ("email", "phone") for e in errors):
+            if sum(ch.isdigit() for ch in data.phone) >= RAW_PHONE_MIN_DIGITS:
+                data.phone, data.phone_raw = None, data.phone  # phone_note() says why
+            else:
+                errors.append(FieldError(field="phone", code="invalid_phone", message=str(exc)))
+    if (
+        not data.email
+        and not data.phone
+        and not data.phone_raw
+        and not any(e.field in ("email", "phone") for e in errors)
+    ):
         errors.append(
             FieldError(field="email", code="missing_contact", message="an email or a phone is required")
         )

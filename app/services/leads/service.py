@@ -223,7 +223,8 @@ async def list_leads(
     stmt = _range(stmt, col(Lead.created_at), created_from, created_to)
     stmt = _range(stmt, col(Lead.updated_at), updated_from, updated_to)
     if q and q.strip():
-        terms = [contains(col(c), q.strip()) for c in (Lead.name, Lead.email, Lead.company, Lead.phone)]
+        searched = (Lead.name, Lead.email, Lead.company, Lead.phone, Lead.phone_raw)
+        terms = [contains(col(c), q.strip()) for c in searched]
         digits = re.sub(r"\D", "", q)
         if len(digits) >= 4:
             terms.append(col(Lead.phone).like(f"%{digits}%"))
@@ -273,13 +274,13 @@ async def update_lead(
         probe = LeadInput(
             source=lead.source,
             email=changes.get("email", lead.email),
-            phone=changes.get("phone", lead.phone),
+            phone=changes.get("phone", lead.phone or lead.phone_raw),
             country=changes.get("country", lead.country),
         )
         errors = normalise(probe, default_regions=[org.typed_settings().default_phone_country])
         if errors:
             raise ValidationFailed("The lead is not valid.", errors=errors)
-        changes["email"], changes["phone"] = probe.email, probe.phone
+        changes["email"], changes["phone"], changes["phone_raw"] = probe.email, probe.phone, probe.phone_raw
     diff = apply_changes(lead, changes, expected_version=None)
     if diff:
         await rescore(session, lead)
