@@ -22,11 +22,11 @@ from app.models.receivable import OrderRead
 from app.pagination import Page
 from app.routers import COMMON_ERRORS, set_etag
 from app.security import Principal
-from app.services import receivables
 from app.services.quotes import pdf as quote_pdf
 from app.services.quotes import service
 from app.services.quotes import workflow as quote_workflow
 from app.services.quotes.service import read_model
+from app.services.receivables import orders as receivables
 
 router = APIRouter(prefix="/v1/quotes", tags=["quotes"], responses=COMMON_ERRORS)
 

@@ -13,7 +13,7 @@ from app.models.receivable import OrderRead
 from app.pagination import Page
 from app.routers import COMMON_ERRORS
 from app.security import Principal
-from app.services import receivables as service
+from app.services.receivables import orders as service
 
 router = APIRouter(prefix="/v1/orders", tags=["orders"], responses=COMMON_ERRORS)
 

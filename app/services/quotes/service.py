@@ -33,10 +33,11 @@ from app.models.quote import (
 from app.money import HUNDRED, fits_currency, round_money
 from app.pagination import PageParams, paginate
 from app.security import Principal
-from app.services import audit, receivables
+from app.services import audit
 from app.services.common import check_version
 from app.services.deals import service as deals
 from app.services.quotes.totals import LineInput, compute, line_json
+from app.services.receivables import orders as receivables
 
 S = QuoteStatus
 # Explicit allowed transitions; anything else is a 409.

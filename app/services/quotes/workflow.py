@@ -28,12 +28,13 @@ from app.models.quote import Quote, QuoteStatus
 from app.models.receivable import Order
 from app.money import round_money
 from app.security import Principal
-from app.services import audit, outbox, receivables
+from app.services import audit, outbox
 from app.services.common import check_version
 from app.services.deals import service as deals
 from app.services.deals import stages as deal_stages
 from app.services.quotes.service import check_transition, get_quote, make_primary, transition
 from app.services.quotes.totals import max_discount_percent
+from app.services.receivables import orders as receivables
 
 
 async def _settings(session: AsyncSession, org_id: uuid.UUID) -> OrganisationSettings:
