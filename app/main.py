@@ -38,6 +38,7 @@ from app.routers import (
     intake_sources,
     leads,
     organisation,
+    payments,
     pipelines,
     products,
     quotes,
@@ -76,6 +77,9 @@ ROUTERS = [
     products.router,
     quotes.router,
     receivables.router,
+    receivables.installments_router,
+    payments.router,
+    payments.credit_router,
 ]
 
 

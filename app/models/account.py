@@ -8,10 +8,10 @@ from decimal import Decimal
 from typing import Any
 
 from pydantic import ConfigDict
-from sqlalchemy import Numeric
+from sqlalchemy import ForeignKeyConstraint, Numeric, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
-from app.models.base import IdMixin, JsonField, TenantMixin, TimestampsMixin, VersionMixin
+from app.models.base import IdMixin, JsonField, TenantMixin, TimestampField, TimestampsMixin, VersionMixin
 from app.models.common import CountryCode, CurrencyCode, EmailAddress
 
 
@@ -19,6 +19,15 @@ class Account(IdMixin, TenantMixin, TimestampsMixin, VersionMixin, table=True):
     """A customer company. Every member of the organisation may read accounts (they are shared)."""
 
     __tablename__ = "accounts"
+    __table_args__ = (
+        # Until the tenant-key migration gives accounts the primary key (org_id, id).
+        UniqueConstraint("org_id", "id"),
+        ForeignKeyConstraint(
+            ["org_id", "dunning_policy_id"],
+            ["dunning_policies.org_id", "dunning_policies.id"],
+            name="fk_accounts_dunning_policy_id_dunning_policies",
+        ),
+    )
 
     name: str = Field(max_length=300, index=True)
     domain: str | None = Field(default=None, max_length=255)
@@ -31,6 +40,13 @@ class Account(IdMixin, TenantMixin, TimestampsMixin, VersionMixin, table=True):
     credit_currency: str | None = Field(default=None, max_length=3)
     credit_rating: str | None = Field(default=None, max_length=16)
     attributes: dict[str, Any] = JsonField()
+    # Collections (回款): where reminders go, the account's own dunning policy, the legal-notice
+    # flag a dunning step sets, and the rating before the last change (a drop is a risk).
+    billing_email: str | None = Field(default=None, max_length=320)
+    dunning_policy_id: uuid.UUID | None = None
+    legal_notice: bool = Field(default=False)
+    legal_notice_at: datetime | None = TimestampField(nullable=True, default_now=False)
+    credit_rating_previous: str | None = Field(default=None, max_length=16)
 
 
 class AccountCreate(SQLModel):
@@ -49,6 +65,8 @@ class AccountCreate(SQLModel):
     credit_currency: CurrencyCode | None = None
     credit_rating: str | None = Field(default=None, max_length=16)
     attributes: dict[str, Any] = Field(default_factory=dict)
+    billing_email: EmailAddress | None = None
+    dunning_policy_id: uuid.UUID | None = None
 
 
 class AccountUpdate(SQLModel):
@@ -67,6 +85,9 @@ class AccountUpdate(SQLModel):
     credit_currency: CurrencyCode | None = None
     credit_rating: str | None = Field(default=None, max_length=16)
     attributes: dict[str, Any] | None = None
+    billing_email: EmailAddress | None = None
+    dunning_policy_id: uuid.UUID | None = None
+    legal_notice: bool | None = None
 
 
 class AccountRead(SQLModel):
@@ -85,6 +106,10 @@ class AccountRead(SQLModel):
     credit_currency: str | None
     credit_rating: str | None
     attributes: dict[str, Any]
+    billing_email: str | None = None
+    dunning_policy_id: uuid.UUID | None = None
+    legal_notice: bool = False
+    legal_notice_at: datetime | None = None
     created_at: datetime
     updated_at: datetime
     version: int

@@ -94,3 +94,12 @@ class TenantMixin(TenantScoped, SQLModel):
 
     # Filled from the session's organisation on flush (app.db), so constructors need not pass it.
     org_id: uuid.UUID = Field(default=None, foreign_key="organisations.id", index=True, ondelete="CASCADE")
+
+
+class TenantKeyMixin(TenantScoped, SQLModel):
+    """org_id as the first column of the primary key (org_id, id): for tables born tenant-keyed
+    (DESIGN §10); their unique constraints and foreign keys to tenant tables include org_id."""
+
+    org_id: uuid.UUID = Field(
+        default=None, primary_key=True, foreign_key="organisations.id", ondelete="CASCADE"
+    )

@@ -72,6 +72,8 @@ class User(IdMixin, TenantMixin, TimestampsMixin, VersionMixin, table=True):
     timezone: str = Field(default="UTC", max_length=64)
     working_hours: dict[str, Any] | None = JsonField(default_factory=lambda: None, nullable=True)
     password_hash: str | None = Field(default=None, max_length=255)
+    # Finance permission (回款确认): confirms and rejects payments; admins always have it.
+    finance: bool = Field(default=False)
     last_login_at: datetime | None = TimestampField(nullable=True, default_now=False)
 
 
@@ -89,6 +91,7 @@ class UserCreate(SQLModel):
     weight: int = Field(default=1, ge=0, le=1000)
     timezone: TimezoneName = "UTC"
     working_hours: dict[str, Any] | None = None
+    finance: bool = False
     password: str | None = Field(default=None, min_length=8, max_length=200)
 
     _hours = field_validator("working_hours")(_check_working_hours)
@@ -108,6 +111,7 @@ class UserUpdate(SQLModel):
     weight: int | None = Field(default=None, ge=0, le=1000)
     timezone: TimezoneName | None = None
     working_hours: dict[str, Any] | None = None
+    finance: bool | None = None
 
     _hours = field_validator("working_hours")(_check_working_hours)
 
@@ -126,6 +130,7 @@ class UserRead(SQLModel):
     weight: int
     timezone: str
     working_hours: dict[str, Any] | None
+    finance: bool
     last_login_at: datetime | None
     created_at: datetime
     updated_at: datetime

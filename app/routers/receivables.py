@@ -1,23 +1,34 @@
-"""Orders from accepted quotes and their payment plans (payments and dunning come later)."""
+"""Orders and their installments: direct orders, cancel, reschedule/split, promise to pay."""
 
 from __future__ import annotations
 
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Response, status
 
 from app.deps import PageDep, SessionDep, require
 from app.errors import problem_responses
-from app.models.receivable import OrderRead
+from app.models.receivable import (
+    InstallmentRead,
+    InstallmentReschedule,
+    InstallmentStatus,
+    OrderCancel,
+    OrderCreate,
+    OrderRead,
+    OrderStatus,
+    PromiseCreate,
+)
 from app.pagination import Page
-from app.routers import COMMON_ERRORS
+from app.routers import COMMON_ERRORS, set_etag
 from app.security import Principal
 from app.services.receivables import orders as service
 
 router = APIRouter(prefix="/v1/orders", tags=["orders"], responses=COMMON_ERRORS)
+installments_router = APIRouter(prefix="/v1/installments", tags=["collections"], responses=COMMON_ERRORS)
 
 Reader = Annotated[Principal, Depends(require("orders:read"))]
+Writer = Annotated[Principal, Depends(require("orders:write"))]
 
 
 @router.get("", response_model=Page[OrderRead], summary="List orders")
@@ -27,12 +38,29 @@ async def list_orders(
     page: PageDep,
     deal_id: uuid.UUID | None = None,
     account_id: uuid.UUID | None = None,
+    status: OrderStatus | None = None,
 ) -> Page[OrderRead]:
-    """Orders of the deals you may see, with their installments."""
+    """Orders you may see (yours, your team's, your accounts'), with their installments."""
     rows, next_cursor = await service.list_orders(
-        session, principal, page, deal_id=deal_id, account_id=account_id
+        session, principal, page, deal_id=deal_id, account_id=account_id, status=status
     )
     return Page(data=[service.read_model(o, i) for o, i in rows], next_cursor=next_cursor)
+
+
+@router.post(
+    "",
+    response_model=OrderRead,
+    status_code=status.HTTP_201_CREATED,
+    summary="Create an order for an account",
+    responses=problem_responses(404),
+)
+async def create_order(
+    body: OrderCreate, principal: Writer, session: SessionDep, response: Response
+) -> OrderRead:
+    """An order entered directly (a running contract may carry a past `ordered_at`)."""
+    order = await service.create_order(session, principal, body)
+    set_etag(response, order)
+    return service.read_model(order, await service.installments_of(session, order.id))
 
 
 @router.get("/{order_id}", response_model=OrderRead, summary="Get an order", responses=problem_responses(404))
@@ -40,3 +68,73 @@ async def get_order(order_id: uuid.UUID, principal: Reader, session: SessionDep)
     """One order and its payment plan."""
     order, installments = await service.get_order(session, principal, order_id)
     return service.read_model(order, installments)
+
+
+@router.post(
+    "/{order_id}/cancel",
+    response_model=OrderRead,
+    summary="Cancel an order",
+    responses=problem_responses(404, 409),
+)
+async def cancel_order(
+    order_id: uuid.UUID, body: OrderCancel, principal: Writer, session: SessionDep
+) -> OrderRead:
+    """Writes off what is open of each installment as of `effective_on` (default today)."""
+    order = await service.cancel_order(session, principal, order_id, body)
+    return service.read_model(order, await service.installments_of(session, order.id))
+
+
+@installments_router.get("", response_model=Page[InstallmentRead], summary="List installments")
+async def list_installments(
+    principal: Reader,
+    session: SessionDep,
+    page: PageDep,
+    status: InstallmentStatus | None = None,
+    account_id: uuid.UUID | None = None,
+    order_id: uuid.UUID | None = None,
+) -> Page[InstallmentRead]:
+    """Installments of the orders you may see, by due date."""
+    rows, next_cursor = await service.list_installments(
+        session, principal, page, status=status, account_id=account_id, order_id=order_id
+    )
+    return Page(data=[service.installment_read(i) for i in rows], next_cursor=next_cursor)
+
+
+@installments_router.get(
+    "/{installment_id}",
+    response_model=InstallmentRead,
+    summary="Get an installment",
+    responses=problem_responses(404),
+)
+async def get_installment(
+    installment_id: uuid.UUID, principal: Reader, session: SessionDep
+) -> InstallmentRead:
+    """One installment with its paid, written-off and open amounts."""
+    return service.installment_read(await service.get_installment(session, principal, installment_id))
+
+
+@installments_router.post(
+    "/{installment_id}/reschedule",
+    response_model=list[InstallmentRead],
+    summary="Reschedule or split an installment",
+    responses=problem_responses(404, 409),
+)
+async def reschedule_installment(
+    installment_id: uuid.UUID, body: InstallmentReschedule, principal: Writer, session: SessionDep
+) -> list[InstallmentRead]:
+    """A new due date, or parts that sum to the amount; the plan's total never changes."""
+    rows = await service.reschedule_installment(session, principal, installment_id, body)
+    return [service.installment_read(i) for i in rows]
+
+
+@installments_router.post(
+    "/{installment_id}/promise",
+    response_model=InstallmentRead,
+    summary="Record a promise to pay",
+    responses=problem_responses(404, 409),
+)
+async def promise_to_pay(
+    installment_id: uuid.UUID, body: PromiseCreate, principal: Writer, session: SessionDep
+) -> InstallmentRead:
+    """Dunning pauses until the promised date; a missed promise raises a risk."""
+    return service.installment_read(await service.promise_to_pay(session, principal, installment_id, body))

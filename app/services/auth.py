@@ -42,7 +42,9 @@ async def authenticate(session: AsyncSession, token: str, *, secret: str) -> Pri
     ).scalar_one_or_none()
     if user is None or not user.active:
         return None
-    return Principal(user_id=user.id, org_id=user.org_id, role=user.role, team_id=user.team_id)
+    return Principal(
+        user_id=user.id, org_id=user.org_id, role=user.role, team_id=user.team_id, finance=user.finance
+    )
 
 
 async def _from_api_key(session: AsyncSession, token: str) -> Principal | None:
@@ -75,6 +77,7 @@ async def _from_api_key(session: AsyncSession, token: str) -> Principal | None:
         team_id=user.team_id,
         api_key_id=key.id,
         scopes=frozenset(key.scopes),
+        finance=user.finance,
     )
 
 

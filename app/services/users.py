@@ -19,7 +19,7 @@ from app.services import audit
 from app.services.common import apply_changes, flush_unique, get_or_404, snapshot
 
 SELF_EDITABLE = frozenset({"name", "timezone", "working_hours"})
-AUDITED = ["email", "name", "role", "team_id", "active", "capacity", "weight", "timezone"]
+AUDITED = ["email", "name", "role", "team_id", "active", "capacity", "weight", "timezone", "finance"]
 
 
 async def _check_team(session: AsyncSession, team_id: uuid.UUID | None) -> None:
@@ -107,7 +107,7 @@ async def update_user(
             raise Forbidden(f"Only an admin can change {', '.join(sorted(refused))}.")
     if "email" in changes and changes["email"] is not None:
         changes["email"] = str(changes["email"]).lower()
-    for name in ("email", "role", "active", "weight", "timezone"):
+    for name in ("email", "role", "active", "weight", "timezone", "finance"):
         if name in changes and changes[name] is None:
             raise ValidationFailed(
                 f"{name} cannot be null.",

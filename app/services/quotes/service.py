@@ -131,7 +131,8 @@ async def list_quotes(
 # --- computing --------------------------------------------------------------------------------
 
 
-async def _resolve_lines(session: AsyncSession, lines: list[QuoteLineIn], currency: str) -> list[LineInput]:
+async def resolve_lines(session: AsyncSession, lines: list[QuoteLineIn], currency: str) -> list[LineInput]:
+    """Lines with price, tax and name from their product where not given (quotes and direct orders)."""
     resolved = []
     for index, line in enumerate(lines):
         product = None
@@ -184,7 +185,7 @@ def _check_terms(terms: list[PaymentTerm]) -> list[PaymentTerm]:
 
 
 async def _compute_into(session: AsyncSession, quote: Quote, lines: list[QuoteLineIn]) -> None:
-    resolved = await _resolve_lines(session, lines, quote.currency)
+    resolved = await resolve_lines(session, lines, quote.currency)
     totals = compute(
         resolved,
         currency=quote.currency,
