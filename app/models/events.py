@@ -93,10 +93,52 @@ class PaymentReceived(EventData):
     payment_id: uuid.UUID
 
 
+class PaymentConfirmed(EventData):
+    """A finance user confirmed a payment (or it was confirmed on entry): it counts from now on."""
+
+    payment_id: uuid.UUID
+    account_id: uuid.UUID | None = None
+
+
+class PaymentReversed(EventData):
+    """A confirmed payment was reversed; its allocations stop counting from `reversed_on`."""
+
+    payment_id: uuid.UUID
+    account_id: uuid.UUID | None = None
+    reversed_on: str | None = None
+
+
 class InstallmentOverdue(EventData):
     """An installment passed its due date unpaid."""
 
     installment_id: uuid.UUID
+
+
+class InstallmentPaid(EventData):
+    """An installment is fully paid by confirmed payments."""
+
+    installment_id: uuid.UUID
+    order_id: uuid.UUID | None = None
+
+
+class DunningMessage(EventData):
+    """A dunning reminder to send with the customer's own mail tool (no SMTP configured)."""
+
+    message_id: uuid.UUID
+    installment_id: uuid.UUID | None = None
+    to: str | None = None
+    subject: str | None = None
+    body: str | None = None
+    language: str | None = None
+
+
+class RiskRaised(EventData):
+    """An installment or an account is at risk (回款预警), with the reason."""
+
+    subject: str
+    subject_id: uuid.UUID
+    reason: str
+    account_id: uuid.UUID | None = None
 
 
 EVENT_SCHEMAS: dict[str, type[EventData]] = {
@@ -111,7 +153,12 @@ EVENT_SCHEMAS: dict[str, type[EventData]] = {
     "deal.lost": DealClosed,
     "quote.accepted": QuoteAccepted,
     "payment.received": PaymentReceived,
+    "payment.confirmed": PaymentConfirmed,
+    "payment.reversed": PaymentReversed,
+    "installment.paid": InstallmentPaid,
     "installment.overdue": InstallmentOverdue,
+    "dunning.message": DunningMessage,
+    "risk.raised": RiskRaised,
 }
 EVENT_TYPES = tuple(EVENT_SCHEMAS)
 
