@@ -352,7 +352,7 @@ async def confirm_payment(session: AsyncSession, principal: Principal, payment_i
     _check_finance(principal, "confirm")
     payment = await get_payment(session, principal, payment_id, lock=True)
     if payment.status != PaymentStatus.pending_confirmation:
-        raise InvalidTransition(f"A {str(payment.status)} payment cannot be confirmed.")
+        raise InvalidTransition(f"A {payment.status!s} payment cannot be confirmed.")
     await _confirm(session, principal, payment)
     audit.record(
         session,
@@ -373,7 +373,7 @@ async def reject_payment(
     _check_finance(principal, "reject")
     payment = await get_payment(session, principal, payment_id, lock=True)
     if payment.status != PaymentStatus.pending_confirmation:
-        raise InvalidTransition(f"A {str(payment.status)} payment cannot be rejected.")
+        raise InvalidTransition(f"A {payment.status!s} payment cannot be rejected.")
     payment.status = PaymentStatus.rejected
     payment.rejected_by_id = principal.user_id
     payment.rejected_at = utcnow()
@@ -401,7 +401,7 @@ async def reverse_payment(
     payment = await get_payment(session, principal, payment_id, lock=True)
     if payment.status != PaymentStatus.confirmed:
         raise InvalidTransition(
-            f"Only a confirmed payment can be reversed; this one is {str(payment.status)}."
+            f"Only a confirmed payment can be reversed; this one is {payment.status!s}."
         )
     today = await ledger.org_today(session, principal.org_id)
     reversed_on = data.reversed_on or today
