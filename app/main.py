@@ -78,6 +78,7 @@ ROUTERS = [
     quotes.router,
     receivables.router,
     receivables.installments_router,
+    receivables.receivables_router,
     payments.router,
     payments.credit_router,
 ]

@@ -242,3 +242,26 @@ class PromiseCreate(BaseModel):
 InstallmentReschedule.model_rebuild()
 
 AgingGroup = Literal["account", "owner", "team", "none"]
+
+
+class AgingRow(BaseModel):
+    """Open amounts of one group in one currency, per bucket."""
+
+    group_id: str | None = None
+    group_name: str | None = None
+    currency: str
+    buckets: dict[str, Decimal]
+    total: Decimal
+
+
+class AgingReport(BaseModel):
+    """GET /v1/receivables/aging: per-group rows and a total row per currency."""
+
+    as_of: date
+    group_by: AgingGroup
+    bucket_names: list[str]
+    bucket_edges: list[int]
+    rows: list[AgingRow]
+    totals: list[AgingRow]
+    definition_version: int
+    filters: dict[str, Any]

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import uuid
-from typing import Annotated
+from datetime import date
+from typing import Annotated, Literal
 
-from fastapi import APIRouter, Depends, Response, status
+from fastapi import APIRouter, Depends, Header, Query, Response, status
 
 from app.deps import PageDep, SessionDep, require
 from app.errors import problem_responses
+from app.models.common import CurrencyCode
 from app.models.receivable import (
+    AgingGroup,
+    AgingReport,
     InstallmentRead,
     InstallmentReschedule,
     InstallmentStatus,
@@ -20,12 +24,15 @@ from app.models.receivable import (
     PromiseCreate,
 )
 from app.pagination import Page
-from app.routers import COMMON_ERRORS, set_etag
+from app.routers import COMMON_ERRORS, CSV_RESPONSE, csv_response, set_etag, wants_csv
 from app.security import Principal
+from app.services.receivables import aging as aging_service
 from app.services.receivables import orders as service
 
 router = APIRouter(prefix="/v1/orders", tags=["orders"], responses=COMMON_ERRORS)
 installments_router = APIRouter(prefix="/v1/installments", tags=["collections"], responses=COMMON_ERRORS)
+
+receivables_router = APIRouter(prefix="/v1/receivables", tags=["collections"], responses=COMMON_ERRORS)
 
 Reader = Annotated[Principal, Depends(require("orders:read"))]
 Writer = Annotated[Principal, Depends(require("orders:write"))]
@@ -138,3 +145,25 @@ async def promise_to_pay(
 ) -> InstallmentRead:
     """Dunning pauses until the promised date; a missed promise raises a risk."""
     return service.installment_read(await service.promise_to_pay(session, principal, installment_id, body))
+
+
+@receivables_router.get(
+    "/aging",
+    response_model=AgingReport,
+    summary="Receivables aging as of a date",
+    responses=CSV_RESPONSE,
+)
+async def get_aging(
+    principal: Reader,
+    session: SessionDep,
+    as_of: Annotated[date | None, Query(description="Local date; default today")] = None,
+    group_by: AgingGroup = "account",
+    currency: CurrencyCode | None = None,
+    format: Literal["json", "csv"] | None = None,
+    accept: Annotated[str | None, Header(include_in_schema=False)] = None,
+) -> AgingReport | Response:
+    """Open amounts per bucket (current, 1-30, 31-60, 61-90, 90+ by default), per group and currency."""
+    report = await aging_service.aging(session, principal, as_of=as_of, group_by=group_by, currency=currency)
+    if wants_csv(format, accept):
+        return csv_response(aging_service.aging_csv_rows(report), f"aging-{report['as_of']}.csv")
+    return AgingReport.model_validate(report)

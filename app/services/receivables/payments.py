@@ -400,9 +400,7 @@ async def reverse_payment(
     _check_finance(principal, "reverse")
     payment = await get_payment(session, principal, payment_id, lock=True)
     if payment.status != PaymentStatus.confirmed:
-        raise InvalidTransition(
-            f"Only a confirmed payment can be reversed; this one is {payment.status!s}."
-        )
+        raise InvalidTransition(f"Only a confirmed payment can be reversed; this one is {payment.status!s}.")
     today = await ledger.org_today(session, principal.org_id)
     reversed_on = data.reversed_on or today
     if reversed_on < payment.received_at:
