@@ -119,7 +119,7 @@ async def test_acceptance_2_aging_as_of_three_dates_equals_an_independent_comput
     )
     assert r.status_code == 200, r.text
     orders["A3"] = r.json()
-    a1, a1b = orders["A1"]["installments"]
+    _, a1b = orders["A1"]["installments"]
     a2 = orders["A2"]["installments"][0]
 
     await confirm(org, (await pay(org, a["id"], "3000.00", received_at="2026-06-05"))["id"])
