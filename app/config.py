@@ -54,6 +54,9 @@ class Settings(BaseSettings):
     # and a dropped server invalidates the pool on the first error anyway.
     db_pre_ping: bool = False
     access_log: bool = True
+    # Dunning email: smtp://user:password@host:port (smtps:// for TLS); unset = webhooks only.
+    smtp_url: str | None = None
+    smtp_from: str = "Loudou <noreply@localhost>"
 
     @field_validator("cors_origins", mode="before")
     @classmethod

@@ -32,6 +32,7 @@ from app.routers import (
     conversion,
     deals,
     diagnostics,
+    dunning,
     followups,
     health,
     intake,
@@ -81,6 +82,10 @@ ROUTERS = [
     receivables.receivables_router,
     payments.router,
     payments.credit_router,
+    dunning.policies_router,
+    dunning.run_router,
+    dunning.log_router,
+    dunning.messages_router,
 ]
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import enum
 import uuid
 from datetime import date, datetime
+from decimal import Decimal
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, field_validator
@@ -280,3 +281,32 @@ class OutboundMessageRead(SQLModel):
     sent_at: datetime | None
     created_at: datetime
     updated_at: datetime
+
+
+class RiskReason(BaseModel):
+    """Why something is at risk."""
+
+    code: str
+    detail: str
+
+
+class RiskRead(BaseModel):
+    """An installment or an account at risk, with its reasons."""
+
+    subject: Literal["installment", "account"]
+    subject_id: uuid.UUID
+    account_id: uuid.UUID | None
+    account_name: str | None
+    order_id: uuid.UUID | None
+    currency: str
+    open_amount: Decimal
+    days_past_due: int | None
+    reasons: list[RiskReason]
+
+
+class RiskList(BaseModel):
+    """GET /v1/receivables/risks."""
+
+    as_of: date
+    settings: dict[str, Any]
+    data: list[RiskRead]

@@ -229,3 +229,45 @@ class CreditApplied(BaseModel):
     account_id: uuid.UUID
     allocations: list[AllocationRead]
     credit: list[CreditBalance]
+
+
+class CreditFactor(BaseModel):
+    """One factor of the credit rating: its value, score (0-100), weight and weighted score."""
+
+    name: str
+    value: Any
+    score: Decimal
+    weight: int
+    weighted_score: Decimal
+    explanation: str
+
+
+class Exposure(BaseModel):
+    """Open installments of open orders plus sent/approved quotes, in the credit currency."""
+
+    currency: str
+    open_installments: Decimal
+    open_quotes: Decimal
+    total: Decimal
+    not_counted: dict[str, Decimal]
+
+
+class CreditReport(BaseModel):
+    """GET /v1/accounts/{id}/credit: limit, exposure, the rating with every factor and weight."""
+
+    account_id: uuid.UUID
+    credit_limit: Decimal | None
+    currency: str
+    exposure: Exposure
+    available: Decimal | None
+    over_limit: bool
+    rating: str
+    score: Decimal
+    previous_rating: str | None
+    stored_rating: str | None
+    factors: list[CreditFactor]
+    weights: dict[str, int]
+    grades: dict[str, int]
+    legal_notice: bool
+    as_of: date
+    credit_balance: list[CreditBalance]

@@ -184,6 +184,15 @@ class QuoteReason(SQLModel):
     reason: str | None = Field(default=None, max_length=2000)
 
 
+class QuoteAccept(SQLModel):
+    """POST /v1/quotes/{id}/accept (body optional): a manager's reason to accept over the
+    account's credit limit."""
+
+    model_config = ConfigDict(extra="forbid")  # type: ignore[assignment]
+
+    credit_override_reason: str | None = Field(default=None, min_length=1, max_length=2000)
+
+
 class QuoteRead(SQLModel):
     """A quote revision with its computed lines and totals (decimal strings in the currency)."""
 

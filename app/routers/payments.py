@@ -13,6 +13,7 @@ from app.models.payment import (
     CreditApplied,
     CreditApply,
     CreditBalance,
+    CreditReport,
     PaymentCreate,
     PaymentRead,
     PaymentReason,
@@ -22,6 +23,7 @@ from app.models.payment import (
 from app.pagination import Page
 from app.routers import COMMON_ERRORS, set_etag
 from app.security import Principal
+from app.services.receivables import credit as credit_service
 from app.services.receivables import payments as service
 
 router = APIRouter(prefix="/v1/payments", tags=["collections"], responses=COMMON_ERRORS)
@@ -132,3 +134,14 @@ async def apply_credit(
 ) -> CreditApplied:
     """To the named installments, else to the open ones oldest due first."""
     return await service.apply_credit(session, principal, account_id, body)
+
+
+@credit_router.get(
+    "/{account_id}/credit",
+    response_model=CreditReport,
+    summary="An account's credit and rating",
+    responses=problem_responses(404),
+)
+async def get_credit(account_id: uuid.UUID, principal: Reader, session: SessionDep) -> CreditReport:
+    """Limit, exposure, and the A/B/C/D rating with every factor, its weight and why."""
+    return CreditReport.model_validate(await credit_service.credit_report(session, principal, account_id))

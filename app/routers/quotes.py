@@ -10,6 +10,7 @@ from fastapi import APIRouter, Depends, Response, status
 from app.deps import IfMatchDep, PageDep, SessionDep, require
 from app.errors import problem_responses
 from app.models.quote import (
+    QuoteAccept,
     QuoteCreate,
     QuoteRead,
     QuoteReason,
@@ -152,10 +153,21 @@ async def send_quote(
     "/{quote_id}/accept", response_model=OrderRead, summary="Accept a quote", responses=TRANSITION_ERRORS
 )
 async def accept_quote(
-    quote_id: uuid.UUID, principal: Writer, session: SessionDep, version: IfMatchDep
+    quote_id: uuid.UUID,
+    principal: Writer,
+    session: SessionDep,
+    version: IfMatchDep,
+    body: QuoteAccept | None = None,
 ) -> OrderRead:
-    """sent -> accepted: the new order with its payment plan; the deal is won if its pipeline says so."""
-    _, order = await quote_workflow.accept_quote(session, principal, quote_id, expected_version=version)
+    """sent -> accepted: the new order with its payment plan; the deal is won if its pipeline says so.
+    Over the account's credit limit: 409, unless a manager sends `credit_override_reason`."""
+    _, order = await quote_workflow.accept_quote(
+        session,
+        principal,
+        quote_id,
+        expected_version=version,
+        credit_override_reason=body.credit_override_reason if body else None,
+    )
     return receivables.read_model(order, await receivables.installments_of(session, order.id))
 
 

@@ -11,6 +11,7 @@ from fastapi import APIRouter, Depends, Header, Query, Response, status
 from app.deps import PageDep, SessionDep, require
 from app.errors import problem_responses
 from app.models.common import CurrencyCode
+from app.models.dunning import RiskList
 from app.models.receivable import (
     AgingGroup,
     AgingReport,
@@ -28,6 +29,7 @@ from app.routers import COMMON_ERRORS, CSV_RESPONSE, csv_response, set_etag, wan
 from app.security import Principal
 from app.services.receivables import aging as aging_service
 from app.services.receivables import orders as service
+from app.services.receivables import risks as risks_service
 
 router = APIRouter(prefix="/v1/orders", tags=["orders"], responses=COMMON_ERRORS)
 installments_router = APIRouter(prefix="/v1/installments", tags=["collections"], responses=COMMON_ERRORS)
@@ -167,3 +169,9 @@ async def get_aging(
     if wants_csv(format, accept):
         return csv_response(aging_service.aging_csv_rows(report), f"aging-{report['as_of']}.csv")
     return AgingReport.model_validate(report)
+
+
+@receivables_router.get("/risks", response_model=RiskList, summary="Receivables at risk")
+async def list_risks(principal: Reader, session: SessionDep) -> RiskList:
+    """Installments and accounts at risk (回款预警), each with its reasons."""
+    return RiskList.model_validate(await risks_service.list_risks(session, principal))

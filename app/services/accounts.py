@@ -21,13 +21,15 @@ from app.models.account import (
     ContactCreate,
     ContactUpdate,
 )
+from app.models.base import utcnow
+from app.models.dunning import DunningPolicy
 from app.models.user import User
 from app.pagination import PageParams, paginate
 from app.security import Principal
 from app.services import audit
 from app.services.common import apply_changes, get_or_404, snapshot
 
-ACCOUNT_AUDITED = ["name", "domain", "owner_id", "credit_limit", "credit_rating"]
+ACCOUNT_AUDITED = ["name", "domain", "owner_id", "credit_limit", "credit_rating", "dunning_policy_id"]
 CONTACT_AUDITED = ["name", "account_id", "email", "owner_id"]
 
 
@@ -37,6 +39,22 @@ async def _check_ref(
     if ref is not None and await session.get(model, ref) is None:
         raise ValidationFailed(
             f"Unknown {field}.", errors=[FieldError(field=field, code="not_found", message="no such record")]
+        )
+
+
+async def _check_policy(session: AsyncSession, policy_id: uuid.UUID | None) -> None:
+    """An account's own dunning policy must be one of the organisation's."""
+    if policy_id is None:
+        return
+    found = (
+        await session.execute(select(col(DunningPolicy.id)).where(col(DunningPolicy.id) == policy_id))
+    ).scalar_one_or_none()
+    if found is None:
+        raise ValidationFailed(
+            "Unknown dunning_policy_id.",
+            errors=[
+                FieldError(field="dunning_policy_id", code="not_found", message="no such dunning policy")
+            ],
         )
 
 
@@ -52,6 +70,7 @@ def _not_null(changes: dict[str, object], names: tuple[str, ...]) -> None:
 async def create_account(session: AsyncSession, principal: Principal, data: AccountCreate) -> Account:
     """A new account; the owner defaults to the caller."""
     await _check_ref(session, User, data.owner_id, "owner_id")
+    await _check_policy(session, data.dunning_policy_id)
     account = Account(**data.model_dump())
     account.owner_id = data.owner_id or principal.user_id
     session.add(account)
@@ -105,6 +124,11 @@ async def update_account(
     _not_null(changes, ("name", "attributes"))
     if "owner_id" in changes:
         await _check_ref(session, User, changes["owner_id"], "owner_id")
+    if "dunning_policy_id" in changes:
+        await _check_policy(session, changes["dunning_policy_id"])
+    _not_null(changes, ("legal_notice",))
+    if changes.get("legal_notice") is True and not account.legal_notice:
+        account.legal_notice_at = utcnow()
     diff = apply_changes(account, changes, expected_version=expected_version)
     if diff:
         audit.record(

@@ -34,6 +34,7 @@ from app.services.deals import service as deals
 from app.services.deals import stages as deal_stages
 from app.services.quotes.service import check_transition, get_quote, make_primary, transition
 from app.services.quotes.totals import max_discount_percent
+from app.services.receivables import credit
 from app.services.receivables import orders as receivables
 
 
@@ -166,7 +167,12 @@ async def decline_quote(
 
 
 async def accept_quote(
-    session: AsyncSession, principal: Principal, quote_id: uuid.UUID, *, expected_version: int | None = None
+    session: AsyncSession,
+    principal: Principal,
+    quote_id: uuid.UUID,
+    *,
+    expected_version: int | None = None,
+    credit_override_reason: str | None = None,
 ) -> tuple[Quote, Order]:
     """The customer accepted a sent quote: it becomes primary, an order with its payment plan is made,
     and the deal is won when its pipeline says so (`win_on_quote_acceptance`; exit fields not enforced)."""
@@ -176,8 +182,22 @@ async def accept_quote(
     now = utcnow()
     quote.accepted_at = now
     deal = await deals.get_deal(session, principal, quote.deal_id)
+    override = await credit.check_acceptance(
+        session, principal, quote, deal.account_id, override_reason=credit_override_reason
+    )
     await make_primary(session, principal, quote, deal)
     order = await receivables.create_order_from_quote(session, principal, quote, deal, accepted_on=now.date())
+    if override is not None:
+        order.credit_override_by_id = principal.user_id
+        order.credit_override_reason = override
+        audit.record(
+            session,
+            actor=principal,
+            entity="order",
+            entity_id=order.id,
+            action="credit_override",
+            changes={"credit_override_reason": [None, override]},
+        )
     pipeline = await session.get(Pipeline, deal.pipeline_id)
     if pipeline is not None and pipeline.win_on_quote_acceptance and deal.status == DealStatus.open:
         await deal_stages.win_deal(session, principal, deal.id, enforce_exit_fields=False)
