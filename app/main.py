@@ -80,6 +80,7 @@ ROUTERS = [
     receivables.router,
     receivables.installments_router,
     receivables.receivables_router,
+    receivables.metrics_router,
     payments.router,
     payments.credit_router,
     dunning.policies_router,

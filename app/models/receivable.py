@@ -265,3 +265,26 @@ class AgingReport(BaseModel):
     totals: list[AgingRow]
     definition_version: int
     filters: dict[str, Any]
+
+
+class CollectionsRow(BaseModel):
+    """Collections metrics of one group (or the total) in one currency."""
+
+    group_id: str | None = None
+    group_name: str | None = None
+    currency: str
+    due: Decimal
+    collected: Decimal
+    collection_rate: Decimal | None
+    overdue: Decimal
+    open_receivables: Decimal
+    dso_days: Decimal | None
+
+
+class CollectionsReport(BaseModel):
+    """GET /v1/metrics/collections (DESIGN §7)."""
+
+    definition_version: int
+    filters: dict[str, Any]
+    rows: list[CollectionsRow]
+    totals: list[CollectionsRow]

@@ -15,6 +15,7 @@ from app.models.dunning import RiskList
 from app.models.receivable import (
     AgingGroup,
     AgingReport,
+    CollectionsReport,
     InstallmentRead,
     InstallmentReschedule,
     InstallmentStatus,
@@ -28,6 +29,7 @@ from app.pagination import Page
 from app.routers import COMMON_ERRORS, CSV_RESPONSE, csv_response, set_etag, wants_csv
 from app.security import Principal
 from app.services.receivables import aging as aging_service
+from app.services.receivables import metrics as metrics_service
 from app.services.receivables import orders as service
 from app.services.receivables import risks as risks_service
 
@@ -35,6 +37,8 @@ router = APIRouter(prefix="/v1/orders", tags=["orders"], responses=COMMON_ERRORS
 installments_router = APIRouter(prefix="/v1/installments", tags=["collections"], responses=COMMON_ERRORS)
 
 receivables_router = APIRouter(prefix="/v1/receivables", tags=["collections"], responses=COMMON_ERRORS)
+
+metrics_router = APIRouter(prefix="/v1/metrics", tags=["metrics"], responses=COMMON_ERRORS)
 
 Reader = Annotated[Principal, Depends(require("orders:read"))]
 Writer = Annotated[Principal, Depends(require("orders:write"))]
@@ -175,3 +179,40 @@ async def get_aging(
 async def list_risks(principal: Reader, session: SessionDep) -> RiskList:
     """Installments and accounts at risk (回款预警), each with its reasons."""
     return RiskList.model_validate(await risks_service.list_risks(session, principal))
+
+
+MetricsReader = Annotated[Principal, Depends(require("metrics:read"))]
+
+
+@metrics_router.get(
+    "/collections",
+    response_model=CollectionsReport,
+    summary="Collections metrics (回款率, DSO)",
+    responses=CSV_RESPONSE,
+)
+async def get_collections_metrics(
+    principal: MetricsReader,
+    session: SessionDep,
+    from_: Annotated[date, Query(alias="from", description="First local date (inclusive)")],
+    to: Annotated[date, Query(description="Local date after the last one (exclusive)")],
+    group_by: Literal["none", "owner", "team", "account", "month"] = "none",
+    owner_id: uuid.UUID | None = None,
+    team_id: uuid.UUID | None = None,
+    account_id: uuid.UUID | None = None,
+    format: Literal["json", "csv"] | None = None,
+    accept: Annotated[str | None, Header(include_in_schema=False)] = None,
+) -> CollectionsReport | Response:
+    """Due, collected, collection rate, overdue and DSO per currency (DESIGN §7, version 1)."""
+    report = await metrics_service.collections(
+        session,
+        principal,
+        start=from_,
+        end=to,
+        group_by=group_by,
+        owner_id=owner_id,
+        team_id=team_id,
+        account_id=account_id,
+    )
+    if wants_csv(format, accept):
+        return csv_response(metrics_service.csv_rows(report), f"collections-{from_}-{to}.csv")
+    return CollectionsReport.model_validate(report)
