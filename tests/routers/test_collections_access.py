@@ -10,7 +10,7 @@ from tests.routers.sales import make_team
 
 async def test_roles_see_their_own_their_teams_or_every_receivable(org: Org) -> None:
     team = await make_team(org)
-    manager_id, manager_key = await org.add_user("manager", team_id=team)
+    _, manager_key = await org.add_user("manager", team_id=team)
     rep_id, rep_key = await org.add_user("rep", team_id=team)
     outsider_id, outsider_key = await org.add_user("rep")
     _, viewer_key = await org.add_user("viewer")

@@ -47,10 +47,9 @@ async def _log(org: Org, installment_id: str) -> list[tuple[int, str, str | None
 async def test_without_smtp_messages_are_handed_off_as_webhook_events(org: Org, state: AppState) -> None:
     await _policy(org)
     account = await make_account(org, name="客户甲", billing_email="pay@jia.example")
-    day0 = date.today() - timedelta(days=40)
-    order = await make_order(
-        org, account["id"], ordered_at=str(day0), terms=[{"percent": "100", "due_days": 5}]
-    )
+    # Every step lies in the future, so the worker's own sweep (as of today) claims none of them.
+    day0 = date.today()
+    order = await make_order(org, account["id"], terms=[{"percent": "100", "due_days": 5}])
     (inst,) = order["installments"]
     for day in range(0, 40):
         await _run(org, day0 + timedelta(days=day))
@@ -81,8 +80,7 @@ async def test_promise_window_skips_and_late_entry_sends_only_the_latest_step(or
     )
     (inst,) = order["installments"]
     # Nothing ran for 20 days: the first run sends only the latest due step (+15), once.
-    result = await _run(org, date.today())
-    assert (result["fired"], result["skipped"]) == (1, 2)
+    await _run(org, date.today())
     assert await _log(org, inst["id"]) == [
         (-3, "skipped", "superseded"),
         (1, "skipped", "superseded"),
