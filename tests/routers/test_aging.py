@@ -222,3 +222,23 @@ async def test_aging_bad_input_and_visibility(org: Org, other_org: Org) -> None:
     assert {row["group_id"] for row in admin["rows"]} == {mine["id"], theirs["id"]}
     assert {row["group_id"] for row in rep["rows"]} == {mine["id"]}
     assert admin["totals"][0]["total"] == "20000.00"
+
+
+async def test_aging_by_owner_and_team_names_the_groups(org: Org) -> None:
+    r = await org.client.post("/v1/teams", json={"name": "华东"}, headers=org.auth())
+    team = r.json()["id"]
+    rep_id, _ = await org.add_user("rep", team_id=team, name="Li Lei")
+    account = await make_account(org, owner_id=rep_id)
+    await make_order(
+        org, account["id"], total="100.00", ordered_at="2026-10-01", terms=[{"percent": "100", "due_days": 0}]
+    )
+    by_team = (
+        await org.client.get("/v1/receivables/aging?as_of=2026-11-15&group_by=team", headers=org.auth())
+    ).json()
+    assert [(r["group_id"], r["group_name"], r["buckets"]["31-60"]) for r in by_team["rows"]] == [
+        (team, "华东", "100.00")
+    ]
+    by_owner = (
+        await org.client.get("/v1/receivables/aging?as_of=2026-11-15&group_by=owner", headers=org.auth())
+    ).json()
+    assert [(r["group_id"], r["group_name"]) for r in by_owner["rows"]] == [(rep_id, "Li Lei")]

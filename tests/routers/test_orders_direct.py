@@ -4,11 +4,15 @@ from __future__ import annotations
 
 from datetime import date, timedelta
 
+from app.state import AppState
 from tests.conftest import Org
 from tests.routers.collections import make_account, make_order
+from tests.routers.sales import events
 
 
-async def test_direct_order_priced_with_the_quote_math_and_terms_by_days_or_dates(org: Org) -> None:
+async def test_direct_order_priced_with_the_quote_math_and_terms_by_days_or_dates(
+    org: Org, state: AppState
+) -> None:
     account = await make_account(org)
     body = {
         "account_id": account["id"],
@@ -34,6 +38,8 @@ async def test_direct_order_priced_with_the_quote_math_and_terms_by_days_or_date
     assert (first["amount"], first["due_date"]) == ("406.62", "2026-11-01")  # 33.33% of 1219.99 = 406.6227
     assert (second["amount"], second["due_date"]) == ("813.37", "2026-12-31")  # the remainder
     assert first["status"] == "overdue" and second["status"] == "scheduled"  # Nov 1 lies in the past
+    overdue = await events(state, org, "installment.overdue")
+    assert [e["installment_id"] for e in overdue] == [first["id"]]
 
 
 async def test_direct_order_bad_input(org: Org, other_org: Org) -> None:

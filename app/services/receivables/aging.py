@@ -27,7 +27,7 @@ from sqlmodel import col
 from app.models.account import Account
 from app.models.payment import Payment, PaymentAllocation, PaymentStatus
 from app.models.receivable import Installment, Order
-from app.models.user import User
+from app.models.user import Team, User
 from app.money import round_money
 from app.security import Principal
 from app.services.receivables import ledger
@@ -205,6 +205,18 @@ async def aging(
         rounded = {n: round_money(a, cur) for n, a in amounts.items()}
         return {"buckets": rounded, "total": round_money(sum(amounts.values(), ZERO), cur)}
 
+    if group_by == "team":
+        team_ids = [uuid.UUID(gid) for gid, _, _ in groups if gid]
+        team_names: dict[uuid.UUID, str] = {
+            row[0]: row[1]
+            for row in (
+                await session.execute(select(col(Team.id), col(Team.name)).where(col(Team.id).in_(team_ids)))
+            ).all()
+        }
+        groups = {
+            (gid, team_names.get(uuid.UUID(gid)) if gid else None, cur): a
+            for (gid, _, cur), a in groups.items()
+        }
     rows = [
         {"group_id": gid, "group_name": gname, "currency": cur} | shaped(amounts, cur)
         for (gid, gname, cur), amounts in sorted(

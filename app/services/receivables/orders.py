@@ -300,6 +300,7 @@ async def create_order(session: AsyncSession, principal: Principal, data: OrderC
     session.add(order)
     await session.flush()
     allotted = Decimal(0)
+    overdue: list[Installment] = []
     for sequence, term in enumerate(data.payment_terms, 1):
         if sequence == len(data.payment_terms):
             amount = totals.total - allotted
@@ -317,6 +318,11 @@ async def create_order(session: AsyncSession, principal: Principal, data: OrderC
         )
         inst.status = ledger.status_for(inst, today)
         session.add(inst)
+        overdue.append(inst)
+    await session.flush()
+    for inst in overdue:
+        if inst.status == InstallmentStatus.overdue:  # a running contract entered late
+            await ledger.emit_status(session, inst, InstallmentStatus.overdue, org_id=principal.org_id)
     audit.record(
         session,
         actor=principal,
