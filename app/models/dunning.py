@@ -111,6 +111,7 @@ class MessageState(enum.StrEnum):
     """Delivery state of an outbound message."""
 
     queued = "queued"  # waiting for the worker to send it through SMTP
+    sending = "sending"  # a worker is handing it to the SMTP server
     sent = "sent"  # the SMTP server accepted it
     failed = "failed"  # SMTP refused it after every try
     handed_off = "handed_off"  # no SMTP configured: emitted as a `dunning.message` webhook

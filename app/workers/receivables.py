@@ -11,7 +11,6 @@ from arq import Retry
 from sqlalchemy import select, text
 
 from app.db import tenant_session
-from app.models.dunning import MessageState
 from app.models.organisation import Organisation
 from app.services.receivables import dunning, ledger, mail, risks
 from app.state import AppState
@@ -23,34 +22,46 @@ SMTP_TRIES = 5
 
 
 async def send_dunning_email(ctx: dict[str, Any], outbox_id: str) -> str:
-    """Send one queued message through LOUDOU_SMTP_URL; retried with backoff, `failed` after the last try.
-    The row stays locked while the SMTP server is talked to, so two workers never send it twice."""
+    """Send one queued message through LOUDOU_SMTP_URL, at most once: the try is claimed and
+    committed first (`sending`), so a worker that dies mid-try never leads to a second copy.
+    Refusals and connection failures are retried with backoff, `failed` after the last try."""
     state: AppState = ctx["state"]
     event = await load_event(state, outbox_id)
     if event is None:
         return "gone"
     url = state.settings.smtp_url
+    message_id = uuid.UUID(str(event.payload["message_id"]))
     async with tenant_session(state.sessions, event.org_id) as session:
-        message = await mail.get_message(session, uuid.UUID(str(event.payload["message_id"])))
-        if message is None or message.state != MessageState.queued:
-            return "nothing to do"
-        if not url:
+        message = await mail.get_message(session, message_id)
+        if message is None:
+            return "gone"
+        claimed = mail.claim(message)
+        if claimed and not url:
             mail.mark_failed(message, "LOUDOU_SMTP_URL is not set", final=True)
-            await session.commit()
-            return "no smtp"
-        try:
-            await mail.send(message, url=url, sender=state.settings.smtp_from)
-        except Exception as exc:  # any SMTP or network failure: count the try, back off
-            final = message.attempts + 1 >= SMTP_TRIES
-            mail.mark_failed(message, f"{type(exc).__name__}: {exc}", final=final)
-            await session.commit()
-            log.warning("dunning email failed", message_id=str(message.id), error=str(exc), final=final)
-            if final:
-                return "failed"
-            raise Retry(defer=2**message.attempts) from exc
-        mail.mark_sent(message)
+            claimed = False
         await session.commit()
-    return "sent"
+    if not claimed:
+        return "nothing to do"
+    error: Exception | None = None
+    try:
+        await mail.send(message, url=url or "", sender=state.settings.smtp_from)
+    except Exception as exc:  # any SMTP or network failure: count the try, back off
+        error = exc
+    async with tenant_session(state.sessions, event.org_id) as session:
+        message = await mail.get_message(session, message_id)
+        if message is None:
+            return "gone"
+        if error is None:
+            mail.mark_sent(message)
+            await session.commit()
+            return "sent"
+        final = message.attempts >= SMTP_TRIES
+        mail.mark_failed(message, f"{type(error).__name__}: {error}", final=final)
+        await session.commit()
+    log.warning("dunning email failed", message_id=str(message_id), error=str(error), final=final)
+    if final:
+        return "failed"
+    raise Retry(defer=2**message.attempts) from error
 
 
 async def collections_sweep(ctx: dict[str, Any]) -> int:

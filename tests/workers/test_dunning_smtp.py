@@ -179,3 +179,81 @@ async def _scenario(own: Settings, inbox: Inbox) -> None:
 async def _sent(client: httpx.AsyncClient, org: Any) -> bool:
     r = await client.get("/v1/outbound-messages?state=sent", headers=org.auth())
     return len(r.json()["data"]) == 4
+
+
+async def test_smtp_failures_retry_then_fail_and_a_crashed_try_is_never_resent(
+    settings: Settings, state: AppState, client: httpx.AsyncClient
+) -> None:
+    from arq import Retry
+    from sqlalchemy import text
+
+    from app.models.outbox import OutboxEvent
+    from app.services.receivables import dunning
+    from app.workers.receivables import SMTP_TRIES, send_dunning_email
+
+    org = await make_org(state, client)
+    r = await client.post(
+        "/v1/dunning-policies",
+        json={"name": "d", "is_default": True, "steps": [{"offset_days": 0, "action": "email"}]},
+        headers=org.auth(),
+    )
+    assert r.status_code == 201
+    account = await make_account(org, billing_email="ap@example.com")
+    for _ in range(2):
+        await make_order(org, account["id"], terms=[{"percent": "100", "due_days": 0}])
+    async with state.sessions() as session:
+        session.info["org_id"] = uuid.UUID(org.id)
+        await dunning.run(session, uuid.UUID(org.id), as_of=date.today(), smtp=True)
+        await session.commit()
+        outbox_ids = [
+            str(e.id)
+            for e in (
+                await session.execute(
+                    select(OutboxEvent)
+                    .where(col(OutboxEvent.event_type) == "dunning.email")
+                    .order_by(col(OutboxEvent.created_at))
+                )
+            ).scalars()
+        ]
+    assert len(outbox_ids) == 2
+    # Nothing listens on this port: every try fails, the last one marks the message failed.
+    down = AppState.open(settings.model_copy(update={"smtp_url": f"smtp://127.0.0.1:{_free_port()}"}))
+    try:
+        ctx = {"state": down}
+        for attempt in range(1, SMTP_TRIES):
+            try:
+                await send_dunning_email(ctx, outbox_ids[0])
+                raise AssertionError("expected a retry")
+            except Retry:
+                pass
+            messages = (await client.get("/v1/outbound-messages", headers=org.auth())).json()["data"]
+            first = next(m for m in messages if m["attempts"] == attempt)
+            assert first["state"] == "queued" and first["last_error"]
+        assert await send_dunning_email(ctx, outbox_ids[0]) == "failed"
+        # A try that was under way when its worker died is not sent again.
+        inbox = Inbox()
+        port = _free_port()
+        smtp = Controller(inbox, hostname="127.0.0.1", port=port)
+        smtp.start()
+        up = AppState.open(settings.model_copy(update={"smtp_url": f"smtp://127.0.0.1:{port}"}))
+        try:
+            async with state.sessions() as session:
+                await session.execute(
+                    text(
+                        "UPDATE outbound_messages SET state = 'sending' WHERE org_id = :o AND state = 'queued'"
+                    ),
+                    {"o": org.id},
+                )
+                await session.commit()
+            assert await send_dunning_email({"state": up}, outbox_ids[1]) == "nothing to do"
+            await asyncio.sleep(0.2)
+            assert inbox.messages == []
+        finally:
+            smtp.stop()
+            await up.close()
+    finally:
+        await down.close()
+    states = sorted(
+        m["state"] for m in (await client.get("/v1/outbound-messages", headers=org.auth())).json()["data"]
+    )
+    assert states == ["failed", "failed"]

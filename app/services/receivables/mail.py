@@ -92,26 +92,41 @@ async def send(message: OutboundMessage, *, url: str, sender: str) -> None:
     await aiosmtplib.send(email_of(message, sender), **smtp_options(url))
 
 
+def claim(message: OutboundMessage) -> bool:
+    """Take a queued message for one try (committed before the SMTP conversation). A message
+    found `sending` was being sent by a worker that stopped mid-try: whether the server got it is
+    unknown, and it is marked failed rather than risk a second copy to the customer."""
+    if message.state == MessageState.sending:
+        message.state = MessageState.failed
+        message.last_error = "the worker stopped while sending; not retried to avoid a duplicate"
+        message.updated_at = utcnow()
+        return False
+    if message.state != MessageState.queued:
+        return False
+    message.state = MessageState.sending
+    message.attempts += 1
+    message.updated_at = utcnow()
+    return True
+
+
 def mark_sent(message: OutboundMessage) -> None:
     """The SMTP server accepted the message."""
     message.state = MessageState.sent
-    message.attempts += 1
     message.sent_at = utcnow()
     message.last_error = None
     message.updated_at = utcnow()
 
 
 def mark_failed(message: OutboundMessage, error: str, *, final: bool) -> None:
-    """A try failed; after the last one the message is `failed`."""
-    message.attempts += 1
+    """A try failed (the server refused it or could not be reached): queued again for the next
+    try, or `failed` after the last one."""
     message.last_error = error[:2000]
-    if final:
-        message.state = MessageState.failed
+    message.state = MessageState.failed if final else MessageState.queued
     message.updated_at = utcnow()
 
 
 async def get_message(session: AsyncSession, message_id: uuid.UUID) -> OutboundMessage | None:
-    """A message of the session's organisation, locked for sending."""
+    """A message of the session's organisation, locked."""
     return (
         await session.execute(
             select(OutboundMessage).where(col(OutboundMessage.id) == message_id).with_for_update()
