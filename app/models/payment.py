@@ -14,7 +14,7 @@ from sqlalchemy import ForeignKeyConstraint, Index, Numeric, PrimaryKeyConstrain
 from sqlmodel import Field, SQLModel
 
 from app.models.base import IdMixin, JsonField, TenantKeyMixin, TimestampField, TimestampsMixin, VersionMixin
-from app.models.common import CurrencyCode
+from app.models.common import BusinessDate, CurrencyCode
 from app.money import round_money
 
 
@@ -121,7 +121,7 @@ class PaymentCreate(BaseModel):
     account_id: uuid.UUID
     amount: Decimal = PydanticField(gt=0, max_digits=18, decimal_places=4)
     currency: CurrencyCode
-    received_at: date
+    received_at: BusinessDate
     method: PaymentMethod = PaymentMethod.bank_transfer
     reference: str | None = PydanticField(default=None, max_length=200)
     note: str | None = PydanticField(default=None, max_length=2000)
@@ -150,7 +150,7 @@ class PaymentReverse(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     reason: str = PydanticField(min_length=1, max_length=2000)
-    reversed_on: date | None = None
+    reversed_on: BusinessDate | None = None
 
 
 class CreditApply(BaseModel):

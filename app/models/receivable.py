@@ -5,7 +5,6 @@ from __future__ import annotations
 import enum
 import uuid
 from datetime import date, datetime
-from datetime import date as _date
 from decimal import Decimal
 from typing import Any, Literal
 
@@ -15,7 +14,7 @@ from sqlalchemy import Index, Numeric, String, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 from app.models.base import IdMixin, JsonField, TenantMixin, TimestampField, TimestampsMixin, VersionMixin
-from app.models.common import CurrencyCode
+from app.models.common import BusinessDate, CurrencyCode
 from app.models.quote import QuoteLineIn
 from app.money import plain_percent, round_money
 
@@ -168,7 +167,7 @@ class OrderTerm(BaseModel):
 
     percent: Decimal = PydanticField(gt=0, le=100, decimal_places=4)
     due_days: int | None = PydanticField(default=None, ge=0, le=3650)
-    due_date: date | None = None
+    due_date: BusinessDate | None = None
 
     @model_validator(mode="after")
     def _one_due_rule(self) -> OrderTerm:
@@ -189,7 +188,7 @@ class OrderCreate(BaseModel):
     discount_percent: Decimal = PydanticField(default=Decimal(0), ge=0, le=100, decimal_places=4)
     tax_inclusive: bool = False
     payment_terms: list[OrderTerm] = PydanticField(min_length=1, max_length=60)
-    ordered_at: date | None = None
+    ordered_at: BusinessDate | None = None
     owner_id: uuid.UUID | None = None
     deal_id: uuid.UUID | None = None
 
@@ -200,7 +199,7 @@ class OrderCancel(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     reason: str | None = PydanticField(default=None, max_length=2000)
-    effective_on: date | None = None
+    effective_on: BusinessDate | None = None
 
 
 class InstallmentReschedule(BaseModel):
@@ -209,7 +208,7 @@ class InstallmentReschedule(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    due_date: date | None = None
+    due_date: BusinessDate | None = None
     parts: list[InstallmentPart] | None = PydanticField(default=None, min_length=2, max_length=24)
     reason: str | None = PydanticField(default=None, max_length=2000)
 
@@ -226,7 +225,7 @@ class InstallmentPart(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     amount: Decimal = PydanticField(gt=0, max_digits=18, decimal_places=4)
-    due_date: date
+    due_date: BusinessDate
 
 
 class PromiseCreate(BaseModel):
@@ -234,7 +233,7 @@ class PromiseCreate(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    date: _date
+    date: BusinessDate
     amount: Decimal | None = PydanticField(default=None, gt=0, max_digits=18, decimal_places=4)
     note: str | None = PydanticField(default=None, max_length=2000)
 

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import uuid
-from datetime import date
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Response, status
 
 from app.deps import IfMatchDep, PageDep, SessionDep, StateDep, require
 from app.errors import problem_responses
+from app.models.common import BusinessDate
 from app.models.dunning import (
     DunningLogRead,
     DunningPolicyCreate,
@@ -89,7 +89,7 @@ async def run_dunning(
     principal: Writer,
     session: SessionDep,
     state: StateDep,
-    as_of: Annotated[date | None, Query(description="Local date; default today")] = None,
+    as_of: Annotated[BusinessDate | None, Query(description="Local date; default today")] = None,
 ) -> DunningRunResult:
     """What the daily cron does, for any date: each step fires once per installment."""
     day, fired, skipped = await service.run_for_principal(

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import uuid
-from datetime import date
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Header, Query, Response, status
 
 from app.deps import PageDep, SessionDep, require
 from app.errors import problem_responses
-from app.models.common import CurrencyCode
+from app.models.common import BusinessDate, CurrencyCode
 from app.models.dunning import RiskList
 from app.models.receivable import (
     AgingGroup,
@@ -162,7 +161,7 @@ async def promise_to_pay(
 async def get_aging(
     principal: Reader,
     session: SessionDep,
-    as_of: Annotated[date | None, Query(description="Local date; default today")] = None,
+    as_of: Annotated[BusinessDate | None, Query(description="Local date; default today")] = None,
     group_by: AgingGroup = "account",
     currency: CurrencyCode | None = None,
     format: Literal["json", "csv"] | None = None,
@@ -193,8 +192,8 @@ MetricsReader = Annotated[Principal, Depends(require("metrics:read"))]
 async def get_collections_metrics(
     principal: MetricsReader,
     session: SessionDep,
-    from_: Annotated[date, Query(alias="from", description="First local date (inclusive)")],
-    to: Annotated[date, Query(description="Local date after the last one (exclusive)")],
+    from_: Annotated[BusinessDate, Query(alias="from", description="First local date (inclusive)")],
+    to: Annotated[BusinessDate, Query(description="Local date after the last one (exclusive)")],
     group_by: Literal["none", "owner", "team", "account", "month"] = "none",
     owner_id: uuid.UUID | None = None,
     team_id: uuid.UUID | None = None,

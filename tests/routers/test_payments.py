@@ -206,3 +206,57 @@ async def test_other_currency_with_a_rate_keeps_the_rate_on_the_allocation(org: 
     )
     assert payment["allocations"][0]["applied_amount"] == "287.6600"
     assert payment["unallocated"] == "59.62"  # 100 - 287.66 / 7.1234 (40.38)
+
+
+async def test_dates_out_of_range_and_credit_misuse_answer_4xx(org: Org, other_org: Org) -> None:
+    account = await make_account(org)
+    order = await make_order(org, account["id"], ordered_at="2026-11-01")
+    inst = order["installments"][0]["id"]
+    for path, body in (
+        (
+            "/v1/payments",
+            {"account_id": account["id"], "amount": "1.00", "currency": "CNY", "received_at": "0001-01-01"},
+        ),
+        (
+            "/v1/orders",
+            {
+                "account_id": account["id"],
+                "currency": "CNY",
+                "ordered_at": "0001-01-01",
+                "lines": [{"description": "x", "quantity": "1", "unit_price": "1.00"}],
+                "payment_terms": [{"percent": "100", "due_days": 0}],
+            },
+        ),
+        (f"/v1/installments/{inst}/reschedule", {"due_date": "9999-12-31"}),
+        (f"/v1/installments/{inst}/promise", {"date": "9999-12-31"}),
+    ):
+        r = await org.client.post(path, json=body, headers=org.auth())
+        assert r.status_code == 422, (path, r.text)
+    for query in (
+        "/v1/receivables/aging?as_of=9999-12-31",
+        "/v1/metrics/collections?from=9999-12-01&to=9999-12-31",
+    ):
+        assert (await org.client.get(query, headers=org.auth())).status_code == 422, query
+    assert (await org.client.post("/v1/dunning/run?as_of=9999-12-31", headers=org.auth())).status_code == 422
+    # Credit: none to apply; named beyond it; another organisation's installment.
+    r = await org.client.post(f"/v1/accounts/{account['id']}/credit/apply", json={}, headers=org.auth())
+    assert r.status_code == 409
+    await set_settings(org, payment_confirmation_required=False)
+    await pay(org, account["id"], "12000.00", received_at="2026-11-02")  # 10,000 allocated, 2,000 credit
+    other = await make_order(org, account["id"], total="5000.00")
+    r = await org.client.post(
+        f"/v1/accounts/{account['id']}/credit/apply",
+        json={"allocations": [{"installment_id": other["installments"][0]["id"], "amount": "1500.01"}]},
+        headers=org.auth(),
+    )
+    assert r.status_code == 409  # more than the installment's 1,500.00 open
+    foreign = await make_order(other_org, (await make_account(other_org))["id"])
+    r = await org.client.post(
+        f"/v1/accounts/{account['id']}/credit/apply",
+        json={"allocations": [{"installment_id": foreign["installments"][0]["id"], "amount": "1.00"}]},
+        headers=org.auth(),
+    )
+    assert r.status_code == 422
+    assert (
+        await org.client.get(f"/v1/accounts/{account['id']}/credit/balance", headers=org.auth())
+    ).json() == [{"currency": "CNY", "amount": "2000.00"}]
