@@ -15,12 +15,11 @@ unit only in the response.
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
 from datetime import date
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Date, and_, case, cast, func, or_, select
+from sqlalchemy import Date, Subquery, and_, case, cast, func, literal, literal_column, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
@@ -35,23 +34,6 @@ from app.services.receivables.orders import order_clause
 
 ZERO = Decimal(0)
 DEFINITION_VERSION = 1
-
-
-@dataclass(frozen=True)
-class OpenItem:
-    """One installment as of a date: what was open then and how late it was."""
-
-    installment_id: uuid.UUID
-    currency: str
-    amount: Decimal
-    open_amount: Decimal
-    due_date: date
-    days_past_due: int
-    account_id: uuid.UUID | None
-    account_name: str | None
-    owner_id: uuid.UUID | None
-    owner_name: str | None
-    team_id: uuid.UUID | None
 
 
 def paid_as_of(as_of: date) -> Any:
@@ -78,46 +60,41 @@ def paid_as_of(as_of: date) -> Any:
     )
 
 
-async def open_items(
-    session: AsyncSession,
+def open_amounts(
     principal: Principal,
     *,
+    timezone: str,
     as_of: date,
     owner_id: uuid.UUID | None = None,
     team_id: uuid.UUID | None = None,
     account_id: uuid.UUID | None = None,
     currency: str | None = None,
-) -> list[OpenItem]:
-    """Every installment the caller may see that existed and was open as of `as_of`."""
-    settings = await ledger.settings_of(session, principal.org_id)
+) -> Subquery:
+    """Per installment the caller may see that existed and was open as of `as_of`: its open
+    amount then, days past due, currency, account, owner and the owner's team."""
     paid = paid_as_of(as_of)
     written_off = case(
         (col(Installment.written_off_on) <= as_of, col(Installment.written_off_amount)), else_=ZERO
     )
     open_amount = col(Installment.amount) - func.coalesce(paid.c.paid, ZERO) - written_off
-    stmt = (
+    stmt: Any = (
         select(
-            col(Installment.id),
-            col(Installment.currency),
-            col(Installment.amount),
+            col(Installment.id).label("installment_id"),
+            col(Installment.currency).label("currency"),
             open_amount.label("open_amount"),
-            col(Installment.due_date),
-            col(Order.account_id),
-            col(Account.name),
-            col(Order.owner_id),
-            col(User.name),
-            col(User.team_id),
+            (literal(as_of, type_=Date) - col(Installment.due_date)).label("days_past_due"),
+            col(Order.account_id).label("account_id"),
+            col(Order.owner_id).label("owner_id"),
+            col(User.team_id).label("team_id"),
         )
         .join(Order, col(Order.id) == col(Installment.order_id))
         .outerjoin(paid, paid.c.installment_id == col(Installment.id))
-        .outerjoin(Account, col(Account.id) == col(Order.account_id))
         .outerjoin(User, col(User.id) == col(Order.owner_id))
         .where(
-            cast(func.timezone(settings.timezone, col(Order.ordered_at)), Date) <= as_of,
+            cast(func.timezone(timezone, col(Order.ordered_at)), Date) <= as_of,
             open_amount > 0,
             order_clause(principal),
         )
-        .order_by(col(Installment.due_date), col(Installment.id))
     )
     if owner_id is not None:
         stmt = stmt.where(col(Order.owner_id) == owner_id)
@@ -127,22 +104,33 @@ async def open_items(
         stmt = stmt.where(col(Order.account_id) == account_id)
     if currency is not None:
         stmt = stmt.where(col(Installment.currency) == currency)
-    return [
-        OpenItem(
-            installment_id=r[0],
-            currency=r[1],
-            amount=Decimal(r[2]),
-            open_amount=Decimal(r[3]),
-            due_date=r[4],
-            days_past_due=(as_of - r[4]).days,
-            account_id=r[5],
-            account_name=r[6],
-            owner_id=r[7],
-            owner_name=r[8],
-            team_id=r[9],
-        )
-        for r in (await session.execute(stmt)).all()
-    ]
+    subquery: Subquery = stmt.subquery("open_amounts")
+    return subquery
+
+
+def group_column(items: Subquery, group_by: str) -> tuple[Any, list[Any]]:
+    """What an open-amounts subquery is selected and grouped by: the group's column (NULL, and
+    nothing to group by, for no grouping)."""
+    if group_by in ("account", "owner", "team"):
+        column = items.c[f"{group_by}_id"]
+        return column, [column]
+    return literal_column("NULL"), []
+
+
+async def group_names(session: AsyncSession, group_by: str, ids: set[str]) -> dict[str, str]:
+    """Names of the accounts, owners or teams with these ids."""
+    columns: dict[str, tuple[Any, Any]] = {
+        "owner": (col(User.id), col(User.name)),
+        "team": (col(Team.id), col(Team.name)),
+        "account": (col(Account.id), col(Account.name)),
+    }
+    if group_by not in columns or not ids:
+        return {}
+    id_column, name_column = columns[group_by]
+    rows = await session.execute(
+        select(id_column, name_column).where(id_column.in_([uuid.UUID(i) for i in ids]))
+    )
+    return {str(r[0]): r[1] for r in rows.all()}
 
 
 def bucket_names(edges: list[int]) -> list[str]:
@@ -156,25 +144,11 @@ def bucket_names(edges: list[int]) -> list[str]:
     return names
 
 
-def bucket_of(days_past_due: int, edges: list[int]) -> str:
-    """The bucket of an installment that many days past due."""
+def bucket_case(days: Any, edges: list[int]) -> Any:
+    """The bucket name of a days-past-due expression, in SQL."""
     names = bucket_names(edges)
-    if days_past_due <= 0:
-        return names[0]
-    for index, edge in enumerate(edges):
-        if days_past_due <= edge:
-            return names[index + 1]
-    return names[-1]
-
-
-def _group_key(item: OpenItem, group_by: str) -> tuple[str | None, str | None]:
-    if group_by == "account":
-        return (str(item.account_id) if item.account_id else None, item.account_name)
-    if group_by == "owner":
-        return (str(item.owner_id) if item.owner_id else None, item.owner_name)
-    if group_by == "team":
-        return (str(item.team_id) if item.team_id else None, None)
-    return (None, None)
+    whens = [(days <= 0, names[0])] + [(days <= edge, names[i + 1]) for i, edge in enumerate(edges)]
+    return case(*whens, else_=names[-1])
 
 
 async def aging(
@@ -185,44 +159,41 @@ async def aging(
     group_by: str,
     currency: str | None = None,
 ) -> dict[str, Any]:
-    """The aging report: per group and currency the open amount per bucket, and totals per currency."""
+    """The aging report: per group and currency the open amount per bucket, and totals per
+    currency; summed in SQL, rounded to the minor unit only here."""
     settings = await ledger.settings_of(session, principal.org_id)
     day = as_of or ledger.local_today(settings)
     edges = settings.aging_bucket_edges
     names = bucket_names(edges)
-    items = await open_items(session, principal, as_of=day, currency=currency)
-    groups: dict[tuple[str | None, str | None, str], dict[str, Decimal]] = {}
+    items = open_amounts(principal, timezone=settings.timezone, as_of=day, currency=currency)
+    key, grouping = group_column(items, group_by)
+    bucket = bucket_case(items.c.days_past_due, edges)
+    rows_sql = (
+        await session.execute(
+            select(key, items.c.currency, bucket, func.sum(items.c.open_amount)).group_by(
+                *grouping, items.c.currency, bucket
+            )
+        )
+    ).all()
+    groups: dict[tuple[str | None, str], dict[str, Decimal]] = {}
     totals: dict[str, dict[str, Decimal]] = {}
-    for item in items:
-        gid, gname = _group_key(item, group_by)
-        bucket = bucket_of(item.days_past_due, edges)
-        row = groups.setdefault((gid, gname, item.currency), dict.fromkeys(names, ZERO))
-        row[bucket] += item.open_amount
-        total = totals.setdefault(item.currency, dict.fromkeys(names, ZERO))
-        total[bucket] += item.open_amount
+    for gid, cur, name, amount in rows_sql:
+        gkey = (None if gid is None else str(gid), cur)
+        groups.setdefault(gkey, dict.fromkeys(names, ZERO))[name] += Decimal(amount)
+        totals.setdefault(cur, dict.fromkeys(names, ZERO))[name] += Decimal(amount)
+    labels = await group_names(session, group_by, {g for g, _ in groups if g})
 
     def shaped(amounts: dict[str, Decimal], cur: str) -> dict[str, Any]:
         rounded = {n: round_money(a, cur) for n, a in amounts.items()}
         return {"buckets": rounded, "total": round_money(sum(amounts.values(), ZERO), cur)}
 
-    if group_by == "team":
-        team_ids = [uuid.UUID(gid) for gid, _, _ in groups if gid]
-        team_names: dict[uuid.UUID, str] = {
-            row[0]: row[1]
-            for row in (
-                await session.execute(select(col(Team.id), col(Team.name)).where(col(Team.id).in_(team_ids)))
-            ).all()
-        }
-        groups = {
-            (gid, team_names.get(uuid.UUID(gid)) if gid else None, cur): a
-            for (gid, _, cur), a in groups.items()
-        }
-    rows = [
-        {"group_id": gid, "group_name": gname, "currency": cur} | shaped(amounts, cur)
-        for (gid, gname, cur), amounts in sorted(
-            groups.items(), key=lambda kv: (kv[0][1] or "", kv[0][0] or "", kv[0][2])
-        )
-    ]
+    rows = sorted(
+        (
+            {"group_id": gid, "group_name": labels.get(gid or ""), "currency": cur} | shaped(amounts, cur)
+            for (gid, cur), amounts in groups.items()
+        ),
+        key=lambda r: (r["group_name"] or "", r["group_id"] or "", r["currency"]),
+    )
     return {
         "as_of": day,
         "group_by": group_by,

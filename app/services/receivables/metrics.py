@@ -11,18 +11,18 @@ from datetime import date, timedelta
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
-from sqlalchemy import and_, func, literal_column, select
+from sqlalchemy import and_, case, func, literal_column, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
 from app.errors import FieldError, ValidationFailed
-from app.models.account import Account
 from app.models.payment import Payment, PaymentAllocation, PaymentStatus
 from app.models.receivable import Installment, Order
-from app.models.user import Team, User
+from app.models.user import User
 from app.money import round_money
 from app.security import Principal
-from app.services.receivables.aging import DEFINITION_VERSION, open_items
+from app.services.receivables import ledger
+from app.services.receivables.aging import DEFINITION_VERSION, group_column, group_names, open_amounts
 from app.services.receivables.orders import order_clause
 
 ZERO = Decimal(0)
@@ -190,23 +190,31 @@ def _filters(filters: dict[str, Any]) -> list[Any]:
 async def _open_as_of(
     session: AsyncSession, principal: Principal, day: date, group_by: str, filters: dict[str, Any]
 ) -> tuple[dict[tuple[str | None, str], Decimal], dict[tuple[str | None, str], Decimal]]:
-    """(open receivables, overdue) per (group, currency) as of the end of local `day`."""
-    items = await open_items(
-        session,
+    """(open receivables, overdue) per (group, currency) as of the end of local `day`: the open
+    amounts of aging, summed in SQL."""
+    settings = await ledger.settings_of(session, principal.org_id)
+    items = open_amounts(
         principal,
+        timezone=settings.timezone,
         as_of=day,
         owner_id=filters.get("owner_id"),
         team_id=filters.get("team_id"),
         account_id=filters.get("account_id"),
     )
+    key, grouping = group_column(items, group_by)
+    rows = await session.execute(
+        select(
+            key,
+            items.c.currency,
+            func.sum(items.c.open_amount),
+            func.sum(case((items.c.days_past_due > 0, items.c.open_amount), else_=ZERO)),
+        ).group_by(*grouping, items.c.currency)
+    )
     receivables: dict[tuple[str | None, str], Decimal] = {}
     overdue: dict[tuple[str | None, str], Decimal] = {}
-    for item in items:
-        gid = {"owner": item.owner_id, "team": item.team_id, "account": item.account_id}.get(group_by)
-        k = (_s(gid), item.currency)
-        receivables[k] = receivables.get(k, ZERO) + item.open_amount
-        if item.days_past_due > 0:
-            overdue[k] = overdue.get(k, ZERO) + item.open_amount
+    for gid, cur, total, late in rows.all():
+        receivables[(_s(gid), cur)] = Decimal(total)
+        overdue[(_s(gid), cur)] = Decimal(late)
     return receivables, overdue
 
 
@@ -247,21 +255,6 @@ async def _period(
     return rows
 
 
-async def _names(session: AsyncSession, group_by: str, ids: set[str]) -> dict[str, str]:
-    columns: dict[str, tuple[Any, Any]] = {
-        "owner": (col(User.id), col(User.name)),
-        "team": (col(Team.id), col(Team.name)),
-        "account": (col(Account.id), col(Account.name)),
-    }
-    if group_by not in columns or not ids:
-        return {}
-    id_column, name_column = columns[group_by]
-    rows = await session.execute(
-        select(id_column, name_column).where(id_column.in_([uuid.UUID(i) for i in ids]))
-    )
-    return {str(r[0]): r[1] for r in rows.all()}
-
-
 async def collections(
     session: AsyncSession,
     principal: Principal,
@@ -294,7 +287,7 @@ async def collections(
     elif group_by != "none":
         rows = await _period(session, principal, start, end, group_by, filters)
     totals = await _period(session, principal, start, end, "none", filters)
-    names = await _names(session, group_by, {r["group_id"] for r in rows if r["group_id"]})
+    names = await group_names(session, group_by, {r["group_id"] for r in rows if r["group_id"]})
     for r in rows:
         r["group_name"] = r["group_id"] if group_by == "month" else names.get(r["group_id"] or "")
     for t in totals:

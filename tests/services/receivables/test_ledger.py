@@ -5,10 +5,13 @@ from __future__ import annotations
 from datetime import UTC, date, datetime
 from decimal import Decimal
 
+from sqlalchemy import literal, select
+
 from app.models.organisation import OrganisationSettings
 from app.models.receivable import Installment, InstallmentStatus
-from app.services.receivables.aging import bucket_names, bucket_of
+from app.services.receivables.aging import bucket_case, bucket_names
 from app.services.receivables.ledger import local_today, status_for
+from app.state import AppState
 
 
 def _inst(paid: str = "0", written_off_on: date | None = None) -> Installment:
@@ -37,16 +40,11 @@ def test_overdue_follows_the_organisations_local_date() -> None:
     assert status_for(_inst("40", date(2026, 12, 2)), date(2026, 12, 9)) == InstallmentStatus.written_off
 
 
-def test_bucket_edges() -> None:
+async def test_bucket_edges_in_sql(state: AppState) -> None:
     assert bucket_names([30, 60, 90]) == ["current", "1-30", "31-60", "61-90", "90+"]
-    assert [bucket_of(d, [30, 60, 90]) for d in (-5, 0, 1, 30, 31, 60, 61, 90, 91)] == [
-        "current",
-        "current",
-        "1-30",
-        "1-30",
-        "31-60",
-        "31-60",
-        "61-90",
-        "61-90",
-        "90+",
-    ]
+    days = (-5, 0, 1, 30, 31, 60, 61, 90, 91, 400)
+    async with state.sessions() as session:
+        got = [
+            (await session.execute(select(bucket_case(literal(d), [30, 60, 90])))).scalar_one() for d in days
+        ]
+    assert got == ["current", "current", "1-30", "1-30", "31-60", "31-60", "61-90", "61-90", "90+", "90+"]
