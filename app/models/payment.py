@@ -15,7 +15,7 @@ from sqlmodel import Field, SQLModel
 
 from app.models.base import IdMixin, JsonField, TenantKeyMixin, TimestampField, TimestampsMixin, VersionMixin
 from app.models.common import BusinessDate, CurrencyCode
-from app.money import round_money
+from app.money import plain_percent, round_money
 
 
 class PaymentMethod(enum.StrEnum):
@@ -96,6 +96,7 @@ class PaymentAllocation(TenantKeyMixin, IdMixin, table=True):
     installment_id: uuid.UUID
     amount: Decimal = Field(sa_type=Numeric(18, 4))
     applied_amount: Decimal = Field(sa_type=Numeric(18, 4))
+    applied_currency: str = Field(max_length=3)
     exchange_rate: Decimal | None = Field(default=None, sa_type=Numeric(20, 10))
     # "payment" when made with the payment, "credit" when applied later from the account's credit.
     source: str = Field(default="payment", max_length=16)
@@ -171,9 +172,17 @@ class AllocationRead(SQLModel):
     installment_id: uuid.UUID
     amount: Decimal
     applied_amount: Decimal
+    applied_currency: str
     exchange_rate: Decimal | None
     source: str
     created_at: datetime
+
+    @model_validator(mode="after")
+    def _digits(self) -> AllocationRead:
+        self.applied_amount = round_money(self.applied_amount, self.applied_currency)
+        if self.exchange_rate is not None:
+            self.exchange_rate = plain_percent(self.exchange_rate)
+        return self
 
 
 class PaymentRead(SQLModel):

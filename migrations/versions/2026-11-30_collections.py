@@ -170,6 +170,7 @@ def upgrade() -> None:
     sa.Column('installment_id', sa.Uuid(), nullable=False),
     sa.Column('amount', sa.Numeric(precision=18, scale=4), nullable=False),
     sa.Column('applied_amount', sa.Numeric(precision=18, scale=4), nullable=False),
+    sa.Column('applied_currency', sqlmodel.sql.sqltypes.AutoString(length=3), nullable=False),
     sa.Column('exchange_rate', sa.Numeric(precision=20, scale=10), nullable=True),
     sa.Column('source', sqlmodel.sql.sqltypes.AutoString(length=16), nullable=False),
     sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),

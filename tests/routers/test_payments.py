@@ -196,15 +196,15 @@ async def test_other_currency_with_a_rate_keeps_the_rate_on_the_allocation(org: 
     (alloc,) = payment["allocations"]
     assert (alloc["amount"], alloc["applied_amount"], alloc["exchange_rate"]) == (
         "100.00",
-        "712.3400",
-        "7.1234000000",
+        "712.34",
+        "7.1234",
     )
     assert (await installments(org, order["id"]))[0]["paid_amount"] == "712.34"
     # More than is open: the applied part is capped and the rest stays as USD credit.
     payment = await pay(
         org, account["id"], "100.00", currency="USD", received_at="2026-11-06", exchange_rate="7.1234"
     )
-    assert payment["allocations"][0]["applied_amount"] == "287.6600"
+    assert payment["allocations"][0]["applied_amount"] == "287.66"
     assert payment["unallocated"] == "59.62"  # 100 - 287.66 / 7.1234 (40.38)
 
 

@@ -270,6 +270,7 @@ async def _allocate(
             installment_id=inst.id,
             amount=amount,
             applied_amount=applied,
+            applied_currency=inst.currency,
             exchange_rate=want.rate,
             source=source,
             created_by_id=principal.user_id,
