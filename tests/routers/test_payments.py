@@ -260,3 +260,14 @@ async def test_dates_out_of_range_and_credit_misuse_answer_4xx(org: Org, other_o
     assert (
         await org.client.get(f"/v1/accounts/{account['id']}/credit/balance", headers=org.auth())
     ).json() == [{"currency": "CNY", "amount": "2000.00"}]
+
+
+async def test_a_payment_posted_twice_with_one_idempotency_key_is_recorded_once(org: Org) -> None:
+    account = await make_account(org)
+    body = {"account_id": account["id"], "amount": "10.00", "currency": "CNY", "received_at": "2026-11-01"}
+    headers = {**org.auth(), "Idempotency-Key": "bank-statement-line-42"}
+    first = await org.client.post("/v1/payments", json=body, headers=headers)
+    second = await org.client.post("/v1/payments", json=body, headers=headers)
+    assert first.status_code == second.status_code == 201
+    assert first.json()["id"] == second.json()["id"]
+    assert len((await org.client.get("/v1/payments", headers=org.auth())).json()["data"]) == 1
