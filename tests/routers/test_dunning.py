@@ -209,3 +209,19 @@ async def test_dunning_bad_input_roles_and_isolation(org: Org, other_org: Org) -
         "is_default"
     ] is False
     assert second["is_default"] is True
+
+
+async def test_steps_on_the_same_day_all_fire(org: Org) -> None:
+    await _policy(
+        org,
+        steps=[
+            {"offset_days": 1, "action": "email"},
+            {"offset_days": 1, "action": "owner_task"},
+            {"offset_days": 1, "action": "legal_notice"},
+        ],
+    )
+    account = await make_account(org, billing_email="ap@same-day.example")
+    order = await make_order(org, account["id"], terms=[{"percent": "100", "due_days": 3}])
+    result = await _run(org, date.today() + timedelta(days=4))
+    assert (result["fired"], result["skipped"]) == (3, 0)
+    assert sorted(await _log(org, order["installments"][0]["id"])) == [(1, "fired", None)] * 3

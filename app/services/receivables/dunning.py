@@ -252,7 +252,7 @@ async def run(session: AsyncSession, org_id: uuid.UUID, *, as_of: date, smtp: bo
         if policy is None:
             continue
         due = [s for s in steps_of[policy.id] if inst.due_date + timedelta(days=s.offset_days) <= as_of]
-        for index, step in enumerate(due):
+        for step in due:
             day = inst.due_date + timedelta(days=step.offset_days)
             reason = None
             if (
@@ -261,7 +261,7 @@ async def run(session: AsyncSession, org_id: uuid.UUID, *, as_of: date, smtp: bo
                 and inst.promise_made_on <= day <= inst.promise_date
             ):
                 reason = "promise_to_pay"
-            elif index < len(due) - 1:
+            elif step.offset_days < due[-1].offset_days:
                 reason = "superseded"
             log_id = await _claim(session, org_id, inst, policy, step, day, as_of, reason)
             if log_id is None:
