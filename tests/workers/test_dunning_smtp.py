@@ -182,8 +182,25 @@ async def _sent(client: httpx.AsyncClient, org: Any) -> bool:
 
 
 async def test_smtp_failures_retry_then_fail_and_a_crashed_try_is_never_resent(
-    settings: Settings, state: AppState, client: httpx.AsyncClient
+    settings: Settings, servers: Servers
 ) -> None:
+    # A database of its own: the session's worker must not pick up these emails.
+    async with fresh_database(servers) as database_url:
+        own = settings.model_copy(
+            update={"database_url": database_url, "queue_name": f"q-{uuid.uuid4().hex[:6]}"}
+        )
+        state = AppState.open(own)
+        try:
+            app = create_app(own, state=state)
+            async with httpx.AsyncClient(
+                transport=httpx.ASGITransport(app=app), base_url="http://t"
+            ) as client:
+                await _smtp_failures(own, state, client)
+        finally:
+            await state.close()
+
+
+async def _smtp_failures(settings: Settings, state: AppState, client: httpx.AsyncClient) -> None:
     from arq import Retry
     from sqlalchemy import text
 
