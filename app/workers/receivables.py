@@ -76,7 +76,8 @@ async def collections_sweep(ctx: dict[str, Any]) -> int:
             (
                 await session.execute(
                     text(
-                        "SELECT DISTINCT org_id FROM installments WHERE status NOT IN ('paid', 'written_off')"
+                        "SELECT DISTINCT org_id FROM installments "
+                        "WHERE status NOT IN ('paid', 'written_off') ORDER BY org_id"
                     )
                 )
             ).scalars()

@@ -3,6 +3,7 @@ policies, the collections sweep, bad input, isolation and roles."""
 
 from __future__ import annotations
 
+import asyncio
 from datetime import date, timedelta
 from typing import Any
 
@@ -144,7 +145,7 @@ async def test_the_sweep_marks_overdue_by_the_organisations_timezone_once(org: O
         )
         await session.commit()
     ctx = {"state": state}
-    await collections_sweep(ctx)
+    await asyncio.gather(collections_sweep(ctx), collections_sweep(ctx))  # two workers' crons at once
     await collections_sweep(ctx)
     r = await org.client.get(f"/v1/installments/{second['id']}", headers=org.auth())
     assert r.json()["status"] == "overdue"

@@ -148,6 +148,7 @@ async def rate_accounts(session: AsyncSession, org_id: uuid.UUID, *, today: date
         await session.execute(
             select(Account)
             .where(col(Account.id).in_(select(col(Order.account_id)).distinct()))
+            .order_by(col(Account.id))  # one lock order for every sweep
             .with_for_update()
         )
     ).scalars()
