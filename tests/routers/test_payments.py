@@ -271,3 +271,15 @@ async def test_a_payment_posted_twice_with_one_idempotency_key_is_recorded_once(
     assert first.status_code == second.status_code == 201
     assert first.json()["id"] == second.json()["id"]
     assert len((await org.client.get("/v1/payments", headers=org.auth())).json()["data"]) == 1
+
+
+async def test_only_an_admin_grants_the_finance_permission(org: Org) -> None:
+    rep_id, rep_key = await org.add_user("rep")
+    account = await make_account(org, owner_id=rep_id)
+    payment = await pay(org, account["id"], "10.00", received_at="2026-11-01", key=rep_key)
+    r = await org.client.patch(f"/v1/users/{rep_id}", json={"finance": True}, headers=org.auth(rep_key))
+    assert r.status_code == 403
+    r = await org.client.patch(f"/v1/users/{rep_id}", json={"finance": True}, headers=org.auth())
+    assert r.status_code == 200 and r.json()["finance"] is True
+    r = await org.client.post(f"/v1/payments/{payment['id']}/confirm", headers=org.auth(rep_key))
+    assert r.status_code == 200 and r.json()["confirmed_by_id"] == rep_id
