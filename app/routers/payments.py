@@ -23,6 +23,7 @@ from app.models.payment import (
 from app.pagination import Page
 from app.routers import COMMON_ERRORS, set_etag
 from app.security import Principal
+from app.services.receivables import balance as balance_service
 from app.services.receivables import credit as credit_service
 from app.services.receivables import payments as service
 
@@ -120,7 +121,7 @@ async def get_credit_balance(
     account_id: uuid.UUID, principal: Reader, session: SessionDep
 ) -> list[CreditBalance]:
     """Unallocated money of the account's confirmed payments, per currency."""
-    return await service.get_credit(session, principal, account_id)
+    return await balance_service.get_credit(session, principal, account_id)
 
 
 @credit_router.post(
@@ -133,7 +134,7 @@ async def apply_credit(
     account_id: uuid.UUID, body: CreditApply, principal: Writer, session: SessionDep
 ) -> CreditApplied:
     """To the named installments, else to the open ones oldest due first."""
-    return await service.apply_credit(session, principal, account_id, body)
+    return await balance_service.apply_credit(session, principal, account_id, body)
 
 
 @credit_router.get(

@@ -28,6 +28,7 @@ from app.pagination import Page
 from app.routers import COMMON_ERRORS, CSV_RESPONSE, csv_response, set_etag, wants_csv
 from app.security import Principal
 from app.services.receivables import aging as aging_service
+from app.services.receivables import installments as installments_service
 from app.services.receivables import metrics as metrics_service
 from app.services.receivables import orders as service
 from app.services.receivables import risks as risks_service
@@ -106,10 +107,10 @@ async def list_installments(
     order_id: uuid.UUID | None = None,
 ) -> Page[InstallmentRead]:
     """Installments of the orders you may see, by due date."""
-    rows, next_cursor = await service.list_installments(
+    rows, next_cursor = await installments_service.list_installments(
         session, principal, page, status=status, account_id=account_id, order_id=order_id
     )
-    return Page(data=[service.installment_read(i) for i in rows], next_cursor=next_cursor)
+    return Page(data=[installments_service.installment_read(i) for i in rows], next_cursor=next_cursor)
 
 
 @installments_router.get(
@@ -122,7 +123,9 @@ async def get_installment(
     installment_id: uuid.UUID, principal: Reader, session: SessionDep
 ) -> InstallmentRead:
     """One installment with its paid, written-off and open amounts."""
-    return service.installment_read(await service.get_installment(session, principal, installment_id))
+    return installments_service.installment_read(
+        await installments_service.get_installment(session, principal, installment_id)
+    )
 
 
 @installments_router.post(
@@ -135,8 +138,8 @@ async def reschedule_installment(
     installment_id: uuid.UUID, body: InstallmentReschedule, principal: Writer, session: SessionDep
 ) -> list[InstallmentRead]:
     """A new due date, or parts that sum to the amount; the plan's total never changes."""
-    rows = await service.reschedule_installment(session, principal, installment_id, body)
-    return [service.installment_read(i) for i in rows]
+    rows = await installments_service.reschedule_installment(session, principal, installment_id, body)
+    return [installments_service.installment_read(i) for i in rows]
 
 
 @installments_router.post(
@@ -149,7 +152,9 @@ async def promise_to_pay(
     installment_id: uuid.UUID, body: PromiseCreate, principal: Writer, session: SessionDep
 ) -> InstallmentRead:
     """Dunning pauses until the promised date; a missed promise raises a risk."""
-    return service.installment_read(await service.promise_to_pay(session, principal, installment_id, body))
+    return installments_service.installment_read(
+        await installments_service.promise_to_pay(session, principal, installment_id, body)
+    )
 
 
 @receivables_router.get(

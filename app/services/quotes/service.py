@@ -34,10 +34,9 @@ from app.money import HUNDRED, fits_currency, round_money
 from app.pagination import PageParams, paginate
 from app.security import Principal
 from app.services import audit
-from app.services.common import check_version
+from app.services.common import check_version, next_number
 from app.services.deals import service as deals
 from app.services.quotes.totals import LineInput, compute, line_json
-from app.services.receivables import orders as receivables
 
 S = QuoteStatus
 # Explicit allowed transitions; anything else is a 409.
@@ -261,7 +260,7 @@ async def create_quote(session: AsyncSession, principal: Principal, data: QuoteC
     )
     _check_validity(quote)
     await _compute_into(session, quote, data.lines)
-    number = await receivables.next_number(session, principal.org_id, "quote", issue_date.year)
+    number = await next_number(session, principal.org_id, "quote", issue_date.year)
     quote.number = f"Q-{issue_date.year}-{number:04d}"
     session.add(quote)
     await session.flush()

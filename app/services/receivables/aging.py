@@ -30,7 +30,7 @@ from app.models.user import Team, User
 from app.money import round_money
 from app.security import Principal
 from app.services.receivables import ledger
-from app.services.receivables.orders import order_clause
+from app.services.receivables.access import order_clause
 
 ZERO = Decimal(0)
 DEFINITION_VERSION = 1

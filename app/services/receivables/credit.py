@@ -39,7 +39,8 @@ from app.models.receivable import Installment, InstallmentStatus, Order, OrderSt
 from app.money import round_money
 from app.security import Principal
 from app.services.receivables import ledger
-from app.services.receivables.orders import visible_account
+from app.services.receivables.access import visible_account
+from app.services.receivables.balance import account_credit
 
 ZERO = Decimal(0)
 HUNDRED = Decimal(100)
@@ -266,8 +267,6 @@ async def credit_report(session: AsyncSession, principal: Principal, account_id:
     """GET /v1/accounts/{id}/credit: limit, exposure, rating with its factors and weights."""
     account = await visible_account(session, principal, account_id)
     settings = await ledger.settings_of(session, principal.org_id)
-    from app.services.receivables.payments import account_credit
-
     report = await rating(session, account, settings, ledger.local_today(settings))
     report["credit_balance"] = await account_credit(session, account.id)
     return report

@@ -54,7 +54,7 @@ from app.security import Principal
 from app.services import audit, outbox
 from app.services.common import check_version, flush_unique
 from app.services.receivables import ledger, mail
-from app.services.receivables.orders import get_installment
+from app.services.receivables.installments import get_installment
 
 
 def _check_write(principal: Principal) -> None:

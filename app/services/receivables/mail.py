@@ -23,7 +23,7 @@ from app.models.base import utcnow
 from app.models.dunning import MessageState, OutboundMessage
 from app.pagination import PageParams, paginate
 from app.security import Principal
-from app.services.receivables.orders import account_clause
+from app.services.receivables.access import account_clause
 
 DEFAULT_TEMPLATES: dict[str, tuple[str, str]] = {
     "zh": (

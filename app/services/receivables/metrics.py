@@ -22,8 +22,8 @@ from app.models.user import User
 from app.money import round_money
 from app.security import Principal
 from app.services.receivables import ledger
+from app.services.receivables.access import order_clause
 from app.services.receivables.aging import DEFINITION_VERSION, group_column, group_names, open_amounts
-from app.services.receivables.orders import order_clause
 
 ZERO = Decimal(0)
 GROUPS = ("none", "owner", "team", "account", "month")

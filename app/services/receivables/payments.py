@@ -16,22 +16,17 @@
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
-from app.errors import Conflict, Forbidden, InvalidTransition, NotFound
+from app.errors import Forbidden, InvalidTransition, NotFound
 from app.models.base import utcnow
 from app.models.payment import (
-    AllocationIn,
     AllocationRead,
-    CreditApplied,
-    CreditApply,
-    CreditBalance,
     Payment,
     PaymentAllocation,
     PaymentCreate,
@@ -39,13 +34,21 @@ from app.models.payment import (
     PaymentReverse,
     PaymentStatus,
 )
-from app.models.receivable import Installment, Order, OrderStatus
 from app.money import fits_currency, round_money
 from app.pagination import PageParams, paginate
 from app.security import Principal
 from app.services import audit, outbox
 from app.services.receivables import ledger
-from app.services.receivables.orders import account_clause, invalid, visible_account
+from app.services.receivables.access import account_clause, invalid, visible_account
+from app.services.receivables.allocation import (
+    Want,
+    account_installment,
+    allocate,
+    applied_amount,
+    auto_targets,
+    lock,
+    rate_for,
+)
 
 ZERO = Decimal(0)
 
@@ -59,39 +62,6 @@ def _check_finance(principal: Principal, what: str) -> None:
     _check_write(principal)
     if not principal.is_finance:
         raise Forbidden(f"Only a user with the finance permission may {what} payments.")
-
-
-async def _account_installment(
-    session: AsyncSession, installment_id: uuid.UUID, account_id: uuid.UUID, field: str
-) -> Installment:
-    """An installment of the account's open orders, else 422 (another organisation's included)."""
-    inst = (
-        await session.execute(
-            select(Installment)
-            .join(Order, col(Order.id) == col(Installment.order_id))
-            .where(col(Installment.id) == installment_id, col(Order.account_id) == account_id)
-        )
-    ).scalar_one_or_none()
-    if inst is None:
-        raise invalid(field, "not_found", "no installment of this account with that id")
-    return inst
-
-
-def _rate_for(payment_currency: str, inst: Installment, rate: Decimal | None, field: str) -> Decimal | None:
-    """The exchange rate an allocation uses: none for the same currency, else required."""
-    if inst.currency == payment_currency:
-        return None
-    if rate is None:
-        raise invalid(
-            field,
-            "exchange_rate_required",
-            f"the installment is in {inst.currency}, the payment in {payment_currency}: give exchange_rate",
-        )
-    return rate
-
-
-def _applied(amount: Decimal, rate: Decimal | None, currency: str) -> Decimal:
-    return amount if rate is None else round_money(amount * rate, currency)
 
 
 async def record_payment(session: AsyncSession, principal: Principal, data: PaymentCreate) -> Payment:
@@ -112,13 +82,13 @@ async def record_payment(session: AsyncSession, principal: Principal, data: Paym
             seen.add(alloc.installment_id)
             if not fits_currency(alloc.amount, data.currency):
                 raise invalid(f"{field}.amount", "too_many_decimals", f"too many digits for {data.currency}")
-            inst = await _account_installment(
+            inst = await account_installment(
                 session, alloc.installment_id, account.id, f"{field}.installment_id"
             )
-            rate = _rate_for(
+            rate = rate_for(
                 data.currency, inst, alloc.exchange_rate or data.exchange_rate, f"{field}.exchange_rate"
             )
-            if _applied(alloc.amount, rate, inst.currency) > ledger.open_amount(inst):
+            if applied_amount(alloc.amount, rate, inst.currency) > ledger.open_amount(inst):
                 raise invalid(
                     f"{field}.amount", "exceeds_open_amount", "more than the installment's open amount"
                 )
@@ -129,7 +99,7 @@ async def record_payment(session: AsyncSession, principal: Principal, data: Paym
         if total > data.amount:
             raise invalid("allocations", "exceeds_payment", "the allocations add up to more than the payment")
     else:
-        await _auto_targets(session, account.id, data.currency, data.exchange_rate)
+        await auto_targets(session, account.id, data.currency, data.exchange_rate)
     settings = await ledger.settings_of(session, principal.org_id)
     if data.received_at > ledger.local_today(settings):
         raise invalid("received_at", "in_future", "a payment cannot be received in the future")
@@ -181,114 +151,6 @@ def _event(payment: Payment) -> dict[str, Any]:
     }
 
 
-async def _auto_targets(
-    session: AsyncSession, account_id: uuid.UUID, currency: str, rate: Decimal | None, *, lock: bool = False
-) -> tuple[list[Installment], Decimal | None]:
-    """The account's open installments to allocate to, oldest due first: those in the payment's
-    currency; with an exchange rate, those in the one other currency the account owes in."""
-    stmt = (
-        select(Installment)
-        .join(Order, col(Order.id) == col(Installment.order_id))
-        .where(
-            col(Order.account_id) == account_id,
-            col(Order.status) != OrderStatus.cancelled,
-            col(Installment.status).not_in(ledger.SETTLED),
-        )
-        .order_by(
-            col(Installment.due_date), col(Order.ordered_at), col(Installment.sequence), col(Installment.id)
-        )
-    )
-    if lock:
-        stmt = stmt.with_for_update(of=Installment).execution_options(populate_existing=True)
-    rows = [i for i in (await session.execute(stmt)).scalars() if ledger.open_amount(i) > 0]
-    if rate is None:
-        same = [i for i in rows if i.currency == currency]
-        others = {i.currency for i in rows if i.currency != currency}
-        if not same and others:
-            raise invalid(
-                "exchange_rate",
-                "exchange_rate_required",
-                f"the account owes in {', '.join(sorted(others))}, not {currency}: give exchange_rate",
-            )
-        return same, None
-    others = {i.currency for i in rows if i.currency != currency}
-    if len(others) > 1:
-        raise invalid(
-            "exchange_rate", "ambiguous", "the account owes in several other currencies: name the allocations"
-        )
-    return [i for i in rows if i.currency != currency], rate
-
-
-@dataclass
-class _Want:
-    installment: Installment
-    amount: Decimal | None  # in the payment's currency; None = as much as is open
-    rate: Decimal | None
-
-
-async def _allocate(
-    session: AsyncSession,
-    principal: Principal,
-    payment: Payment,
-    wants: list[_Want],
-    available: Decimal,
-    *,
-    source: str,
-    strict: bool,
-) -> list[PaymentAllocation]:
-    """Allocate up to `available` of the payment to the wanted installments, in order.
-    `strict`: a named amount above the installment's open amount is a 409, not a cap."""
-    made: list[PaymentAllocation] = []
-    for want in wants:
-        if available <= 0:
-            break
-        inst = want.installment
-        open_now = ledger.open_amount(inst)
-        if open_now <= 0:
-            if strict:
-                raise Conflict(f"Installment {inst.id} has nothing open any more.")
-            continue
-        if want.amount is not None:
-            amount = min(want.amount, available)
-            applied = _applied(amount, want.rate, inst.currency)
-            if applied > open_now:
-                if strict:
-                    raise Conflict(f"Installment {inst.id} has only {open_now} {inst.currency} open now.")
-                applied = open_now
-                amount = _back(applied, want.rate, payment.currency)
-        else:
-            can = _applied(available, want.rate, inst.currency)
-            if can <= open_now:
-                amount, applied = available, can
-            else:
-                applied = open_now
-                amount = _back(open_now, want.rate, payment.currency)
-        if amount <= 0 or applied <= 0:
-            continue
-        alloc = PaymentAllocation(
-            payment_id=payment.id,
-            installment_id=inst.id,
-            amount=amount,
-            applied_amount=applied,
-            applied_currency=inst.currency,
-            exchange_rate=want.rate,
-            source=source,
-            created_by_id=principal.user_id,
-        )
-        alloc.org_id = payment.org_id
-        session.add(alloc)
-        made.append(alloc)
-        available -= amount
-        inst.paid_amount = Decimal(inst.paid_amount) + applied  # refreshed from the rows below
-    await session.flush()
-    return made
-
-
-def _back(applied: Decimal, rate: Decimal | None, currency: str) -> Decimal:
-    """The payment-currency amount behind an applied amount."""
-    return applied if rate is None else round_money(applied / rate, currency)
-
-
 async def _confirm(session: AsyncSession, principal: Principal, payment: Payment) -> None:
     """Allocate a payment being confirmed and refresh the installments it pays."""
     payment.status = PaymentStatus.confirmed
@@ -299,38 +161,28 @@ async def _confirm(session: AsyncSession, principal: Principal, payment: Payment
     if payment.requested_allocations is not None:
         wants = []
         for index, item in enumerate(payment.requested_allocations):
-            inst = await _account_installment(
+            inst = await account_installment(
                 session,
                 uuid.UUID(item["installment_id"]),
                 payment.account_id,
                 f"allocations.{index}.installment_id",
             )
             rate = Decimal(item["exchange_rate"]) if item.get("exchange_rate") else None
-            wants.append(_Want(inst, Decimal(item["amount"]), rate))
-        await _lock([w.installment.id for w in wants], session)
-        made = await _allocate(
+            wants.append(Want(inst, Decimal(item["amount"]), rate))
+        await lock([w.installment.id for w in wants], session)
+        made = await allocate(
             session, principal, payment, wants, Decimal(payment.amount), source="payment", strict=True
         )
     else:
-        targets, rate = await _auto_targets(
+        targets, rate = await auto_targets(
             session, payment.account_id, payment.currency, payment.exchange_rate, lock=True
         )
-        wants = [_Want(i, None, rate) for i in targets]
-        made = await _allocate(
+        wants = [Want(i, None, rate) for i in targets]
+        made = await allocate(
             session, principal, payment, wants, Decimal(payment.amount), source="payment", strict=False
         )
     await ledger.refresh(session, payment.org_id, [a.installment_id for a in made])
     await outbox.emit(session, "payment.confirmed", _event(payment) | {"by_user_id": principal.user_id})
-
-
-async def _lock(ids: list[uuid.UUID], session: AsyncSession) -> None:
-    await session.execute(
-        select(Installment)
-        .where(col(Installment.id).in_(ids))
-        .order_by(col(Installment.id))
-        .with_for_update()
-        .execution_options(populate_existing=True)
-    )
 
 
 async def get_payment(
@@ -500,119 +352,3 @@ async def list_payments(
         id_column=Payment.id,
         sortable={"created_at": Payment.created_at, "received_at": Payment.received_at},
     )
-
-
-async def credit_by_payment(
-    session: AsyncSession, account_id: uuid.UUID, *, lock: bool = False
-) -> list[tuple[Payment, Decimal]]:
-    """The account's confirmed payments with money left, oldest received first, and what is left."""
-    allocated = (
-        select(func.coalesce(func.sum(col(PaymentAllocation.amount)), 0))
-        .where(
-            col(PaymentAllocation.payment_id) == col(Payment.id),
-            col(PaymentAllocation.org_id) == col(Payment.org_id),
-        )
-        .scalar_subquery()
-    )
-    stmt = (
-        select(Payment, allocated)
-        .where(col(Payment.account_id) == account_id, col(Payment.status) == PaymentStatus.confirmed)
-        .order_by(col(Payment.received_at), col(Payment.created_at), col(Payment.id))
-    )
-    if lock:
-        stmt = stmt.with_for_update(of=Payment)
-    out = []
-    for payment, used in (await session.execute(stmt)).all():
-        left = Decimal(payment.amount) - Decimal(used)
-        if left > 0:
-            out.append((payment, left))
-    return out
-
-
-async def account_credit(session: AsyncSession, account_id: uuid.UUID) -> list[CreditBalance]:
-    """The account's credit (unallocated money of confirmed payments) per currency."""
-    totals: dict[str, Decimal] = {}
-    for payment, left in await credit_by_payment(session, account_id):
-        totals[payment.currency] = totals.get(payment.currency, ZERO) + left
-    return [CreditBalance(currency=c, amount=round_money(a, c)) for c, a in sorted(totals.items())]
-
-
-async def get_credit(
-    session: AsyncSession, principal: Principal, account_id: uuid.UUID
-) -> list[CreditBalance]:
-    """An account's credit balances."""
-    await visible_account(session, principal, account_id)
-    return await account_credit(session, account_id)
-
-
-async def apply_credit(
-    session: AsyncSession, principal: Principal, account_id: uuid.UUID, data: CreditApply
-) -> CreditApplied:
-    """Apply the account's credit (oldest payment first) to the named installments, else to its
-    open installments oldest due first; allocations made this way carry source "credit"."""
-    _check_write(principal)
-    account = await visible_account(session, principal, account_id)
-    sources = [
-        (p, left)
-        for p, left in await credit_by_payment(session, account.id, lock=True)
-        if data.currency is None or p.currency == data.currency
-    ]
-    if not sources:
-        raise Conflict("The account has no credit to apply.")
-    made: list[PaymentAllocation] = []
-    if data.allocations is not None:
-        named: list[tuple[AllocationIn, Installment]] = []
-        for index, alloc in enumerate(data.allocations):
-            inst = await _account_installment(
-                session, alloc.installment_id, account.id, f"allocations.{index}.installment_id"
-            )
-            named.append((alloc, inst))
-        await _lock([inst.id for _, inst in named], session)
-        for index, (alloc, inst) in enumerate(named):
-            need = alloc.amount
-            for payment, left in sources:
-                if need <= 0:
-                    break
-                rate = _rate_for(
-                    payment.currency, inst, alloc.exchange_rate, f"allocations.{index}.exchange_rate"
-                )
-                take = min(need, left - _used(made, payment.id))
-                if take <= 0:
-                    continue
-                made += await _allocate(
-                    session, principal, payment, [_Want(inst, take, rate)], take, source="credit", strict=True
-                )
-                need -= take
-            if need > 0:
-                raise invalid("allocations", "exceeds_credit", "more than the account's credit")
-    else:
-        for payment, left in sources:
-            targets, rate = await _auto_targets(session, account.id, payment.currency, None, lock=True)
-            wants = [_Want(i, None, rate) for i in targets]
-            made += await _allocate(session, principal, payment, wants, left, source="credit", strict=False)
-    if not made:
-        raise Conflict("Nothing open to apply the credit to.")
-    await ledger.refresh(session, principal.org_id, [a.installment_id for a in made])
-    audit.record(
-        session,
-        actor=principal,
-        entity="account",
-        entity_id=account.id,
-        action="apply_credit",
-        changes={
-            "allocations": [
-                None,
-                [{"installment_id": str(a.installment_id), "amount": str(a.amount)} for a in made],
-            ]
-        },
-    )
-    await session.flush()
-    return CreditApplied(
-        account_id=account.id,
-        allocations=[AllocationRead.model_validate(a.model_dump(warnings=False)) for a in made],
-        credit=await account_credit(session, account.id),
-    )
-
-
-def _used(made: list[PaymentAllocation], payment_id: uuid.UUID) -> Decimal:
-    return sum((Decimal(a.amount) for a in made if a.payment_id == payment_id), ZERO)

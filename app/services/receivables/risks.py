@@ -27,7 +27,7 @@ from app.money import round_money
 from app.security import Principal
 from app.services import outbox
 from app.services.receivables import credit, ledger
-from app.services.receivables.orders import order_clause
+from app.services.receivables.access import order_clause
 
 ZERO = Decimal(0)
 
