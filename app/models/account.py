@@ -7,12 +7,19 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from pydantic import ConfigDict
-from sqlalchemy import ForeignKeyConstraint, Numeric, UniqueConstraint
+from sqlalchemy import Numeric
 from sqlmodel import Field, SQLModel
 
-from app.models.base import IdMixin, JsonField, TenantMixin, TimestampField, TimestampsMixin, VersionMixin
-from app.models.common import CountryCode, CurrencyCode, EmailAddress
+from app.models.base import (
+    IdMixin,
+    JsonField,
+    TenantMixin,
+    TimestampField,
+    TimestampsMixin,
+    VersionMixin,
+    tenant_fk,
+)
+from app.models.common import CountryCode, CurrencyCode, EmailAddress, Input, Patch
 
 
 class Account(IdMixin, TenantMixin, TimestampsMixin, VersionMixin, table=True):
@@ -20,13 +27,8 @@ class Account(IdMixin, TenantMixin, TimestampsMixin, VersionMixin, table=True):
 
     __tablename__ = "accounts"
     __table_args__ = (
-        # Until the tenant-key migration gives accounts the primary key (org_id, id).
-        UniqueConstraint("org_id", "id"),
-        ForeignKeyConstraint(
-            ["org_id", "dunning_policy_id"],
-            ["dunning_policies.org_id", "dunning_policies.id"],
-            name="fk_accounts_dunning_policy_id_dunning_policies",
-        ),
+        tenant_fk("accounts", "owner_id", "users", ondelete="SET NULL"),
+        tenant_fk("accounts", "dunning_policy_id", "dunning_policies", ondelete="SET NULL"),
     )
 
     name: str = Field(max_length=300, index=True)
@@ -35,7 +37,7 @@ class Account(IdMixin, TenantMixin, TimestampsMixin, VersionMixin, table=True):
     country: str | None = Field(default=None, max_length=2)
     phone: str | None = Field(default=None, max_length=32)
     address: str | None = Field(default=None, max_length=1000)
-    owner_id: uuid.UUID | None = Field(default=None, foreign_key="users.id", index=True, ondelete="SET NULL")
+    owner_id: uuid.UUID | None = Field(default=None, index=True)
     credit_limit: Decimal | None = Field(default=None, sa_type=Numeric(18, 4))
     credit_currency: str | None = Field(default=None, max_length=3)
     credit_rating: str | None = Field(default=None, max_length=16)
@@ -49,10 +51,8 @@ class Account(IdMixin, TenantMixin, TimestampsMixin, VersionMixin, table=True):
     credit_rating_previous: str | None = Field(default=None, max_length=16)
 
 
-class AccountCreate(SQLModel):
+class AccountCreate(Input):
     """POST /v1/accounts."""
-
-    model_config = ConfigDict(extra="forbid")  # type: ignore[assignment]
 
     name: str = Field(min_length=1, max_length=300)
     domain: str | None = Field(default=None, max_length=255)
@@ -69,10 +69,10 @@ class AccountCreate(SQLModel):
     dunning_policy_id: uuid.UUID | None = None
 
 
-class AccountUpdate(SQLModel):
+class AccountUpdate(Patch):
     """PATCH /v1/accounts/{id}: only what is sent changes."""
 
-    model_config = ConfigDict(extra="forbid")  # type: ignore[assignment]
+    not_null = ("name", "attributes", "legal_notice")
 
     name: str | None = Field(default=None, min_length=1, max_length=300)
     domain: str | None = Field(default=None, max_length=255)
@@ -119,22 +119,22 @@ class Contact(IdMixin, TenantMixin, TimestampsMixin, VersionMixin, table=True):
     """A person, usually at an account."""
 
     __tablename__ = "contacts"
-
-    account_id: uuid.UUID | None = Field(
-        default=None, foreign_key="accounts.id", index=True, ondelete="SET NULL"
+    __table_args__ = (
+        tenant_fk("contacts", "account_id", "accounts", ondelete="SET NULL"),
+        tenant_fk("contacts", "owner_id", "users", ondelete="SET NULL"),
     )
+
+    account_id: uuid.UUID | None = Field(default=None, index=True)
     name: str = Field(max_length=300)
     email: str | None = Field(default=None, max_length=320, index=True)
     phone: str | None = Field(default=None, max_length=32)
     title: str | None = Field(default=None, max_length=200)
-    owner_id: uuid.UUID | None = Field(default=None, foreign_key="users.id", index=True, ondelete="SET NULL")
+    owner_id: uuid.UUID | None = Field(default=None, index=True)
     attributes: dict[str, Any] = JsonField()
 
 
-class ContactCreate(SQLModel):
+class ContactCreate(Input):
     """POST /v1/contacts."""
-
-    model_config = ConfigDict(extra="forbid")  # type: ignore[assignment]
 
     name: str = Field(min_length=1, max_length=300)
     account_id: uuid.UUID | None = None
@@ -145,10 +145,10 @@ class ContactCreate(SQLModel):
     attributes: dict[str, Any] = Field(default_factory=dict)
 
 
-class ContactUpdate(SQLModel):
+class ContactUpdate(Patch):
     """PATCH /v1/contacts/{id}."""
 
-    model_config = ConfigDict(extra="forbid")  # type: ignore[assignment]
+    not_null = ("name", "attributes")
 
     name: str | None = Field(default=None, min_length=1, max_length=300)
     account_id: uuid.UUID | None = None

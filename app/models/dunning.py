@@ -11,10 +11,18 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, field_validator
 from pydantic import Field as PydanticField
-from sqlalchemy import ForeignKeyConstraint, Index, PrimaryKeyConstraint, String, Text, UniqueConstraint, text
+from sqlalchemy import Index, PrimaryKeyConstraint, String, Text, UniqueConstraint, text
 from sqlmodel import Field, SQLModel
 
-from app.models.base import IdMixin, JsonField, TenantKeyMixin, TimestampField, TimestampsMixin, VersionMixin
+from app.models.base import (
+    IdMixin,
+    JsonField,
+    TenantMixin,
+    TimestampField,
+    TimestampsMixin,
+    VersionMixin,
+    tenant_fk,
+)
 
 PLACEHOLDERS = ("customer", "order", "amount", "currency", "due_date", "days")
 
@@ -28,7 +36,7 @@ class DunningAction(enum.StrEnum):
     legal_notice = "legal_notice"  # flags the account for a legal notice
 
 
-class DunningPolicy(TenantKeyMixin, IdMixin, TimestampsMixin, VersionMixin, table=True):
+class DunningPolicy(TenantMixin, IdMixin, TimestampsMixin, VersionMixin, table=True):
     """A named, ordered set of steps; one per organisation is the default."""
 
     __tablename__ = "dunning_policies"
@@ -47,15 +55,13 @@ class DunningPolicy(TenantKeyMixin, IdMixin, TimestampsMixin, VersionMixin, tabl
     active: bool = Field(default=True)
 
 
-class DunningStep(TenantKeyMixin, IdMixin, table=True):
+class DunningStep(TenantMixin, IdMixin, table=True):
     """One step: `offset_days` relative to the due date (negative = before) and one action."""
 
     __tablename__ = "dunning_steps"
     __table_args__ = (
         PrimaryKeyConstraint("org_id", "id"),
-        ForeignKeyConstraint(
-            ["org_id", "policy_id"], ["dunning_policies.org_id", "dunning_policies.id"], ondelete="CASCADE"
-        ),
+        tenant_fk("dunning_steps", "policy_id", "dunning_policies", ondelete="CASCADE"),
         UniqueConstraint("org_id", "policy_id", "position"),
     )
 
@@ -77,7 +83,7 @@ class DunningOutcome(enum.StrEnum):
     skipped = "skipped"
 
 
-class DunningLog(TenantKeyMixin, IdMixin, table=True):
+class DunningLog(TenantMixin, IdMixin, table=True):
     """Each step once per installment: the unique key is what makes a rerun, or two workers at
     once, fire nothing twice."""
 
@@ -85,12 +91,8 @@ class DunningLog(TenantKeyMixin, IdMixin, table=True):
     __table_args__ = (
         PrimaryKeyConstraint("org_id", "id"),
         UniqueConstraint("org_id", "installment_id", "step_id"),
-        ForeignKeyConstraint(
-            ["org_id", "installment_id"], ["installments.org_id", "installments.id"], ondelete="CASCADE"
-        ),
-        ForeignKeyConstraint(
-            ["org_id", "step_id"], ["dunning_steps.org_id", "dunning_steps.id"], ondelete="CASCADE"
-        ),
+        tenant_fk("dunning_log", "installment_id", "installments", ondelete="CASCADE"),
+        tenant_fk("dunning_log", "step_id", "dunning_steps", ondelete="CASCADE"),
     )
 
     installment_id: uuid.UUID
@@ -117,15 +119,13 @@ class MessageState(enum.StrEnum):
     handed_off = "handed_off"  # no SMTP configured: emitted as a `dunning.message` webhook
 
 
-class OutboundMessage(TenantKeyMixin, IdMixin, TimestampsMixin, table=True):
+class OutboundMessage(TenantMixin, IdMixin, TimestampsMixin, table=True):
     """A message to a customer (a dunning reminder), with its delivery state."""
 
     __tablename__ = "outbound_messages"
     __table_args__ = (
         PrimaryKeyConstraint("org_id", "id"),
-        ForeignKeyConstraint(
-            ["org_id", "installment_id"], ["installments.org_id", "installments.id"], ondelete="CASCADE"
-        ),
+        tenant_fk("outbound_messages", "installment_id", "installments", ondelete="CASCADE"),
         Index("ix_outbound_messages_org_id_created_at", "org_id", "created_at"),
     )
 
@@ -143,7 +143,7 @@ class OutboundMessage(TenantKeyMixin, IdMixin, TimestampsMixin, table=True):
     sent_at: datetime | None = TimestampField(nullable=True, default_now=False)
 
 
-class ReceivableRisk(TenantKeyMixin, IdMixin, table=True):
+class ReceivableRisk(TenantMixin, IdMixin, table=True):
     """A risk raised once (a `risk.raised` event) per subject and reason."""
 
     __tablename__ = "receivable_risks"

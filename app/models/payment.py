@@ -10,10 +10,18 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, model_validator
 from pydantic import Field as PydanticField
-from sqlalchemy import ForeignKeyConstraint, Index, Numeric, PrimaryKeyConstraint, String
+from sqlalchemy import Index, Numeric, PrimaryKeyConstraint, String
 from sqlmodel import Field, SQLModel
 
-from app.models.base import IdMixin, JsonField, TenantKeyMixin, TimestampField, TimestampsMixin, VersionMixin
+from app.models.base import (
+    IdMixin,
+    JsonField,
+    TenantMixin,
+    TimestampField,
+    TimestampsMixin,
+    VersionMixin,
+    tenant_fk,
+)
 from app.models.common import BusinessDate, CurrencyCode
 from app.money import plain_percent, round_money
 
@@ -38,15 +46,13 @@ class PaymentStatus(enum.StrEnum):
     reversed = "reversed"
 
 
-class Payment(TenantKeyMixin, IdMixin, TimestampsMixin, VersionMixin, table=True):
+class Payment(TenantMixin, IdMixin, TimestampsMixin, VersionMixin, table=True):
     """Money received from an account, in its own currency, dated by the day it was received."""
 
     __tablename__ = "payments"
     __table_args__ = (
         PrimaryKeyConstraint("org_id", "id"),
-        ForeignKeyConstraint(
-            ["org_id", "account_id"], ["accounts.org_id", "accounts.id"], ondelete="RESTRICT"
-        ),
+        tenant_fk("payments", "account_id", "accounts", ondelete="RESTRICT"),
         Index("ix_payments_org_id_account_id_received_at", "org_id", "account_id", "received_at"),
     )
 
@@ -75,19 +81,15 @@ class Payment(TenantKeyMixin, IdMixin, TimestampsMixin, VersionMixin, table=True
     reversal_reason: str | None = Field(default=None, max_length=2000)
 
 
-class PaymentAllocation(TenantKeyMixin, IdMixin, table=True):
+class PaymentAllocation(TenantMixin, IdMixin, table=True):
     """Part of a payment applied to one installment (回款明细): `amount` in the payment's currency,
     `applied_amount` in the installment's (amount × exchange_rate, rounded half-up)."""
 
     __tablename__ = "payment_allocations"
     __table_args__ = (
         PrimaryKeyConstraint("org_id", "id"),
-        ForeignKeyConstraint(
-            ["org_id", "payment_id"], ["payments.org_id", "payments.id"], ondelete="CASCADE"
-        ),
-        ForeignKeyConstraint(
-            ["org_id", "installment_id"], ["installments.org_id", "installments.id"], ondelete="RESTRICT"
-        ),
+        tenant_fk("payment_allocations", "payment_id", "payments", ondelete="CASCADE"),
+        tenant_fk("payment_allocations", "installment_id", "installments", ondelete="RESTRICT"),
         Index("ix_payment_allocations_org_id_payment_id", "org_id", "payment_id"),
         Index("ix_payment_allocations_org_id_installment_id", "org_id", "installment_id"),
     )

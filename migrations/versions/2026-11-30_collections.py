@@ -1,14 +1,12 @@
 """collections (回款): payments and allocations, dunning policies, steps and log, outbound
 messages, risks; direct orders; write-offs and promises on installments; the finance flag.
 
-The new tables are born tenant-keyed: primary key (org_id, id), composite foreign keys. The
-UNIQUE (org_id, id) constraints on accounts, orders and installments exist only for those keys
-until the tenant-key migration gives these tables the primary key (org_id, id); each is created
-only when missing, so the order of the two migrations does not matter.
+The new tables are tenant-keyed like every other: primary key (org_id, id), composite foreign
+keys (org_id, x_id) -> (org_id, id).
 
 Revision ID: c11coll0001
-Revises: a5b1dropidx01
-Create Date: 2026-11-30 00:15:55.096872+00:00
+Revises: b1c6tenantkeys
+Create Date: 2026-11-30 01:31:20.200436+00:00
 """
 from collections.abc import Sequence
 
@@ -18,28 +16,12 @@ from alembic import op
 from sqlalchemy.dialects import postgresql
 
 revision: str = 'c11coll0001'
-down_revision: str | None = 'a5b1dropidx01'
+down_revision: str | None = 'b1c6tenantkeys'
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
 
-def _unique_org_id_id(table: str) -> None:
-    """UNIQUE (org_id, id) on an existing table, unless it is there (or its key already is)."""
-    op.execute(
-        f"""
-        DO $$ BEGIN
-            IF NOT EXISTS (SELECT 1 FROM pg_constraint WHERE conname = 'uq_{table}_org_id_id') THEN
-                ALTER TABLE {table} ADD CONSTRAINT uq_{table}_org_id_id UNIQUE (org_id, id);
-            END IF;
-        END $$;
-        """
-    )
-
-
 def upgrade() -> None:
-    _unique_org_id_id('accounts')
-    _unique_org_id_id('installments')
-    _unique_org_id_id('orders')
     op.create_table('dunning_policies',
     sa.Column('version', sa.Integer(), nullable=False),
     sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
@@ -80,7 +62,7 @@ def upgrade() -> None:
     sa.Column('subject_template', sqlmodel.sql.sqltypes.AutoString(length=500), nullable=True),
     sa.Column('body_template', sa.Text(), nullable=True),
     sa.Column('retired', sa.Boolean(), nullable=False),
-    sa.ForeignKeyConstraint(['org_id', 'policy_id'], ['dunning_policies.org_id', 'dunning_policies.id'], name=op.f('fk_dunning_steps_org_id_dunning_policies'), ondelete='CASCADE'),
+    sa.ForeignKeyConstraint(['org_id', 'policy_id'], ['dunning_policies.org_id', 'dunning_policies.id'], name='fk_dunning_steps_policy_id_dunning_policies', ondelete='CASCADE'),
     sa.ForeignKeyConstraint(['org_id'], ['organisations.id'], name=op.f('fk_dunning_steps_org_id_organisations'), ondelete='CASCADE'),
     sa.PrimaryKeyConstraint('org_id', 'id', name=op.f('pk_dunning_steps')),
     sa.UniqueConstraint('org_id', 'policy_id', 'position', name=op.f('uq_dunning_steps_org_id_policy_id_position'))
@@ -111,7 +93,7 @@ def upgrade() -> None:
     sa.Column('reversed_at', sa.DateTime(timezone=True), nullable=True),
     sa.Column('reversed_on', sa.Date(), nullable=True),
     sa.Column('reversal_reason', sqlmodel.sql.sqltypes.AutoString(length=2000), nullable=True),
-    sa.ForeignKeyConstraint(['org_id', 'account_id'], ['accounts.org_id', 'accounts.id'], name=op.f('fk_payments_org_id_accounts'), ondelete='RESTRICT'),
+    sa.ForeignKeyConstraint(['org_id', 'account_id'], ['accounts.org_id', 'accounts.id'], name='fk_payments_account_id_accounts', ondelete='RESTRICT'),
     sa.ForeignKeyConstraint(['org_id'], ['organisations.id'], name=op.f('fk_payments_org_id_organisations'), ondelete='CASCADE'),
     sa.PrimaryKeyConstraint('org_id', 'id', name=op.f('pk_payments'))
     )
@@ -133,8 +115,8 @@ def upgrade() -> None:
     sa.Column('task_id', sa.Uuid(), nullable=True),
     sa.Column('message_id', sa.Uuid(), nullable=True),
     sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
-    sa.ForeignKeyConstraint(['org_id', 'installment_id'], ['installments.org_id', 'installments.id'], name=op.f('fk_dunning_log_org_id_installments'), ondelete='CASCADE'),
-    sa.ForeignKeyConstraint(['org_id', 'step_id'], ['dunning_steps.org_id', 'dunning_steps.id'], name=op.f('fk_dunning_log_org_id_dunning_steps'), ondelete='CASCADE'),
+    sa.ForeignKeyConstraint(['org_id', 'installment_id'], ['installments.org_id', 'installments.id'], name='fk_dunning_log_installment_id_installments', ondelete='CASCADE'),
+    sa.ForeignKeyConstraint(['org_id', 'step_id'], ['dunning_steps.org_id', 'dunning_steps.id'], name='fk_dunning_log_step_id_dunning_steps', ondelete='CASCADE'),
     sa.ForeignKeyConstraint(['org_id'], ['organisations.id'], name=op.f('fk_dunning_log_org_id_organisations'), ondelete='CASCADE'),
     sa.PrimaryKeyConstraint('org_id', 'id', name=op.f('pk_dunning_log')),
     sa.UniqueConstraint('org_id', 'installment_id', 'step_id', name=op.f('uq_dunning_log_org_id_installment_id_step_id'))
@@ -156,7 +138,7 @@ def upgrade() -> None:
     sa.Column('attempts', sa.Integer(), nullable=False),
     sa.Column('last_error', sqlmodel.sql.sqltypes.AutoString(length=2000), nullable=True),
     sa.Column('sent_at', sa.DateTime(timezone=True), nullable=True),
-    sa.ForeignKeyConstraint(['org_id', 'installment_id'], ['installments.org_id', 'installments.id'], name=op.f('fk_outbound_messages_org_id_installments'), ondelete='CASCADE'),
+    sa.ForeignKeyConstraint(['org_id', 'installment_id'], ['installments.org_id', 'installments.id'], name='fk_outbound_messages_installment_id_installments', ondelete='CASCADE'),
     sa.ForeignKeyConstraint(['org_id'], ['organisations.id'], name=op.f('fk_outbound_messages_org_id_organisations'), ondelete='CASCADE'),
     sa.PrimaryKeyConstraint('org_id', 'id', name=op.f('pk_outbound_messages'))
     )
@@ -175,8 +157,8 @@ def upgrade() -> None:
     sa.Column('source', sqlmodel.sql.sqltypes.AutoString(length=16), nullable=False),
     sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
     sa.Column('created_by_id', sa.Uuid(), nullable=True),
-    sa.ForeignKeyConstraint(['org_id', 'installment_id'], ['installments.org_id', 'installments.id'], name=op.f('fk_payment_allocations_org_id_installments'), ondelete='RESTRICT'),
-    sa.ForeignKeyConstraint(['org_id', 'payment_id'], ['payments.org_id', 'payments.id'], name=op.f('fk_payment_allocations_org_id_payments'), ondelete='CASCADE'),
+    sa.ForeignKeyConstraint(['org_id', 'installment_id'], ['installments.org_id', 'installments.id'], name='fk_payment_allocations_installment_id_installments', ondelete='RESTRICT'),
+    sa.ForeignKeyConstraint(['org_id', 'payment_id'], ['payments.org_id', 'payments.id'], name='fk_payment_allocations_payment_id_payments', ondelete='CASCADE'),
     sa.ForeignKeyConstraint(['org_id'], ['organisations.id'], name=op.f('fk_payment_allocations_org_id_organisations'), ondelete='CASCADE'),
     sa.PrimaryKeyConstraint('org_id', 'id', name=op.f('pk_payment_allocations'))
     )
@@ -187,7 +169,7 @@ def upgrade() -> None:
     op.add_column('accounts', sa.Column('legal_notice', sa.Boolean(), nullable=False, server_default=sa.false()))
     op.add_column('accounts', sa.Column('legal_notice_at', sa.DateTime(timezone=True), nullable=True))
     op.add_column('accounts', sa.Column('credit_rating_previous', sqlmodel.sql.sqltypes.AutoString(length=16), nullable=True))
-    op.create_foreign_key('fk_accounts_dunning_policy_id_dunning_policies', 'accounts', 'dunning_policies', ['org_id', 'dunning_policy_id'], ['org_id', 'id'])
+    op.create_foreign_key('fk_accounts_dunning_policy_id_dunning_policies', 'accounts', 'dunning_policies', ['org_id', 'dunning_policy_id'], ['org_id', 'id'], ondelete='SET NULL (dunning_policy_id)')
     op.add_column('installments', sa.Column('written_off_amount', sa.Numeric(precision=18, scale=4), nullable=False, server_default='0'))
     op.add_column('installments', sa.Column('written_off_on', sa.Date(), nullable=True))
     op.add_column('installments', sa.Column('promise_date', sa.Date(), nullable=True))
@@ -253,6 +235,3 @@ def downgrade() -> None:
     op.drop_index(op.f('ix_dunning_policies_updated_at'), table_name='dunning_policies')
     op.drop_index(op.f('ix_dunning_policies_created_at'), table_name='dunning_policies')
     op.drop_table('dunning_policies')
-    op.execute('ALTER TABLE orders DROP CONSTRAINT IF EXISTS uq_orders_org_id_id')
-    op.execute('ALTER TABLE installments DROP CONSTRAINT IF EXISTS uq_installments_org_id_id')
-    op.execute('ALTER TABLE accounts DROP CONSTRAINT IF EXISTS uq_accounts_org_id_id')

@@ -12,7 +12,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from tests.conftest import Org
-from tests.routers.collections import confirm, make_account, make_order, pay, set_settings
+from tests.factories import confirm, make_account, make_order, pay, set_settings
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 

@@ -4,8 +4,7 @@
 from __future__ import annotations
 
 from tests.conftest import Org
-from tests.routers.collections import make_account, make_order, pay
-from tests.routers.sales import make_team
+from tests.factories import make_account, make_order, make_team, pay
 
 
 async def test_roles_see_their_own_their_teams_or_every_receivable(org: Org) -> None:

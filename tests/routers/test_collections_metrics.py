@@ -11,7 +11,7 @@ from typing import Any
 
 from app.services.receivables.metrics import DEFINITIONS
 from tests.conftest import Org
-from tests.routers.collections import confirm, make_account, make_order, pay
+from tests.factories import confirm, make_account, make_order, pay
 
 D = Decimal
 

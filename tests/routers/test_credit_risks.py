@@ -13,8 +13,7 @@ from sqlalchemy import text
 from app.services.receivables import risks
 from app.state import AppState
 from tests.conftest import Org
-from tests.routers.collections import confirm, make_account, make_order, pay, set_settings
-from tests.routers.sales import events, make_deal
+from tests.factories import confirm, events, make_account, make_deal, make_order, pay, set_settings
 
 
 async def _sent_quote(org: Org, deal_id: str, amount: str, key: str | None = None) -> dict[str, Any]:

@@ -10,8 +10,7 @@ from typing import Any
 from app.state import AppState
 from app.workers.receivables import collections_sweep
 from tests.conftest import Org
-from tests.routers.collections import make_account, make_order
-from tests.routers.sales import events
+from tests.factories import events, make_account, make_order
 
 STEPS = [
     {"offset_days": -3, "action": "email"},

@@ -6,8 +6,7 @@ from datetime import date, timedelta
 
 from app.state import AppState
 from tests.conftest import Org
-from tests.routers.collections import make_account, make_order
-from tests.routers.sales import events
+from tests.factories import events, make_account, make_order
 
 
 async def test_direct_order_priced_with_the_quote_math_and_terms_by_days_or_dates(

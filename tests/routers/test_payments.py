@@ -6,8 +6,7 @@ from typing import Any
 
 from app.state import AppState
 from tests.conftest import Org
-from tests.routers.collections import confirm, installments, make_account, make_order, pay, set_settings
-from tests.routers.sales import events
+from tests.factories import confirm, events, installments, make_account, make_order, pay, set_settings
 
 
 async def _credit(org: Org, account_id: str) -> list[dict[str, Any]]:

@@ -23,7 +23,7 @@ from app.models.lead import Activity
 from app.state import AppState
 from app.workers.runner import run_worker
 from tests.conftest import Servers, fresh_database, make_org, wait_for
-from tests.routers.collections import confirm, make_account, make_order, pay
+from tests.factories import confirm, make_account, make_order, pay
 
 
 class Inbox:

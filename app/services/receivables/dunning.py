@@ -46,6 +46,7 @@ from app.models.dunning import (
     MessageState,
     OutboundMessage,
 )
+from app.models.events import DunningEmail, DunningMessage
 from app.models.lead import Activity, ActivityKind
 from app.models.receivable import Installment, Order, OrderStatus
 from app.models.user import Team, User
@@ -363,20 +364,19 @@ async def _fire(
         session.add(message)
         await session.flush()
         if smtp:
-            await outbox.emit(session, "dunning.email", {"message_id": message.id}, org_id=org_id)
+            await outbox.emit(session, DunningEmail(message_id=message.id), org_id=org_id)
         else:
             await outbox.emit(
                 session,
-                "dunning.message",
-                {
-                    "message_id": message.id,
-                    "installment_id": inst.id,
-                    "account_id": account.id,
-                    "to": to,
-                    "subject": message.subject,
-                    "body": message.body,
-                    "language": lang,
-                },
+                DunningMessage(
+                    message_id=message.id,
+                    installment_id=inst.id,
+                    account_id=account.id,
+                    to=to,
+                    subject=message.subject,
+                    body=message.body,
+                    language=lang,
+                ),
                 org_id=org_id,
             )
         return {"message_id": message.id}

@@ -25,9 +25,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
 from app.models.base import utcnow
+from app.models.events import InstallmentOverdue, InstallmentPaid
 from app.models.organisation import Organisation, OrganisationSettings
 from app.models.payment import Payment, PaymentAllocation, PaymentStatus
 from app.models.receivable import Installment, InstallmentStatus, Order, OrderStatus
+from app.money import round_money
 from app.services import outbox
 
 ZERO = Decimal(0)
@@ -145,17 +147,17 @@ async def emit_status(
     """`installment.paid` / `installment.overdue` when an installment enters that status."""
     if status not in (InstallmentStatus.paid, InstallmentStatus.overdue):
         return
+    event = InstallmentPaid if status == InstallmentStatus.paid else InstallmentOverdue
     await outbox.emit(
         session,
-        f"installment.{status.value}",
-        {
-            "installment_id": inst.id,
-            "order_id": inst.order_id,
-            "due_date": inst.due_date.isoformat(),
-            "amount": str(inst.amount),
-            "paid_amount": str(inst.paid_amount),
-            "currency": inst.currency,
-        },
+        event(
+            installment_id=inst.id,
+            order_id=inst.order_id,
+            due_date=inst.due_date.isoformat(),
+            amount=str(round_money(Decimal(inst.amount), inst.currency)),
+            paid_amount=str(round_money(Decimal(inst.paid_amount), inst.currency)),
+            currency=inst.currency,
+        ),
         org_id=org_id,
     )
 

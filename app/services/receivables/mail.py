@@ -151,3 +151,30 @@ async def list_messages(
     return await paginate(
         session, stmt, page, id_column=OutboundMessage.id, sortable={"created_at": OutboundMessage.created_at}
     )
+
+
+async def claim_message(session: AsyncSession, message_id: uuid.UUID, *, smtp_configured: bool) -> bool:
+    """Claim a queued message for one SMTP try (see `claim`); without SMTP it fails at once."""
+    message = await get_message(session, message_id)
+    if message is None or not claim(message):
+        return False
+    if not smtp_configured:
+        mark_failed(message, "LOUDOU_SMTP_URL is not set", final=True)
+        return False
+    return True
+
+
+async def record_try(
+    session: AsyncSession, message_id: uuid.UUID, error: Exception | None, *, max_tries: int
+) -> bool | None:
+    """Record how a try went: True when it was the last (sent, or failed for good), False when
+    another try should follow, None when the message is gone."""
+    message = await get_message(session, message_id)
+    if message is None:
+        return None
+    if error is None:
+        mark_sent(message)
+        return True
+    final = message.attempts >= max_tries
+    mark_failed(message, f"{type(error).__name__}: {error}", final=final)
+    return final

@@ -34,8 +34,7 @@ from app.security import Principal
 from app.services import audit
 from app.services.common import next_number
 from app.services.deals.service import visibility_clause
-from app.services.quotes.service import MAX_AMOUNT, resolve_lines
-from app.services.quotes.totals import compute, line_json
+from app.services.pricing import MAX_AMOUNT, compute, line_json, resolve_lines
 from app.services.receivables import ledger
 from app.services.receivables.access import invalid, order_clause, visible_account
 from app.services.receivables.installments import installment_read, lock_installments

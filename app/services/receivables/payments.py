@@ -25,6 +25,7 @@ from sqlmodel import col
 
 from app.errors import Forbidden, InvalidTransition, NotFound
 from app.models.base import utcnow
+from app.models.events import PaymentConfirmed, PaymentReceived, PaymentReversed
 from app.models.payment import (
     AllocationRead,
     Payment,
@@ -129,7 +130,7 @@ async def record_payment(session: AsyncSession, principal: Principal, data: Paym
             "status": [None, str(payment.status)],
         },
     )
-    await outbox.emit(session, "payment.received", _event(payment))
+    await outbox.emit(session, PaymentReceived(**_event(payment)))
     if not settings.payment_confirmation_required:
         await _confirm(session, principal, payment)
     await session.flush()
@@ -182,7 +183,7 @@ async def _confirm(session: AsyncSession, principal: Principal, payment: Payment
             session, principal, payment, wants, Decimal(payment.amount), source="payment", strict=False
         )
     await ledger.refresh(session, payment.org_id, [a.installment_id for a in made])
-    await outbox.emit(session, "payment.confirmed", _event(payment) | {"by_user_id": principal.user_id})
+    await outbox.emit(session, PaymentConfirmed(**_event(payment), by_user_id=principal.user_id))
 
 
 async def get_payment(
@@ -283,9 +284,7 @@ async def reverse_payment(
         },
     )
     await outbox.emit(
-        session,
-        "payment.reversed",
-        _event(payment) | {"reversed_on": reversed_on.isoformat(), "reason": data.reason},
+        session, PaymentReversed(**_event(payment), reversed_on=reversed_on.isoformat(), reason=data.reason)
     )
     await session.flush()
     return payment

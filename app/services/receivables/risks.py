@@ -22,6 +22,7 @@ from app.models.account import Account
 from app.models.base import utcnow
 from app.models.common import Role
 from app.models.dunning import ReceivableRisk
+from app.models.events import RiskRaised
 from app.models.receivable import Installment, Order, OrderStatus
 from app.money import round_money
 from app.security import Principal
@@ -191,14 +192,13 @@ async def raise_risks(session: AsyncSession, org_id: uuid.UUID, *, today: date) 
             raised += 1
             await outbox.emit(
                 session,
-                "risk.raised",
-                {
-                    "subject": risk["subject"],
-                    "subject_id": risk["subject_id"],
-                    "account_id": risk["account_id"],
-                    "reason": reason["code"],
-                    "detail": reason["detail"],
-                },
+                RiskRaised(
+                    subject=risk["subject"],
+                    subject_id=risk["subject_id"],
+                    account_id=risk["account_id"],
+                    reason=reason["code"],
+                    detail=reason["detail"],
+                ),
                 org_id=org_id,
             )
     return raised

@@ -7,7 +7,7 @@ from decimal import ROUND_HALF_UP, Decimal
 
 from app.models.quote import PaymentTerm
 from app.money import minor_units, round_money
-from app.services.quotes.totals import LineInput, compute
+from app.services.pricing import LineInput, compute
 from app.services.receivables.orders import plan
 
 
