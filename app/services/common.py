@@ -86,3 +86,12 @@ async def next_number(session: AsyncSession, org_id: uuid.UUID, kind: str, year:
         {"org": org_id, "kind": kind, "year": year},
     )
     return int(result.scalar_one())
+
+
+LIKE_ESCAPE = "\\"
+
+
+def contains(column: Any, q: str) -> Any:
+    """`column ILIKE '%q%'` with q's own `%`, `_` and `\\` taken literally (not as wildcards)."""
+    escaped = q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return column.ilike(f"%{escaped}%", escape=LIKE_ESCAPE)

@@ -5,7 +5,7 @@ The new tables are tenant-keyed like every other: primary key (org_id, id), comp
 keys (org_id, x_id) -> (org_id, id).
 
 Revision ID: c11coll0001
-Revises: b1c6tenantkeys
+Revises: b6c1hostile001
 Create Date: 2026-11-30 01:31:20.200436+00:00
 """
 from collections.abc import Sequence
@@ -16,7 +16,7 @@ from alembic import op
 from sqlalchemy.dialects import postgresql
 
 revision: str = 'c11coll0001'
-down_revision: str | None = 'b1c6tenantkeys'
+down_revision: str | None = 'b6c1hostile001'
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
