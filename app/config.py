@@ -48,6 +48,8 @@ class Settings(BaseSettings):
     webhook_retry_schedule: Annotated[list[float], NoDecode] = [5, 30, 120, 600, 1800, 3600]
     webhook_timeout_seconds: float = 10.0
     assignment_concurrency: int = 2
+    # Every metrics query runs under this statement timeout (a 503 when exceeded, never a hung pool).
+    metrics_statement_timeout_ms: int = 30_000
     db_pool_size: int = 10
     db_max_overflow: int = 20
     # A pre-ping costs a round trip on every checkout; stale connections are recycled after 30 min

@@ -8,6 +8,7 @@ from typing import Annotated, Any
 
 from fastapi import Depends, Header, Query, Request
 from redis.exceptions import RedisError
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.config import Settings
@@ -103,6 +104,25 @@ async def get_principal(
 
 
 PrincipalDep = Annotated[Principal, Depends(get_principal)]
+
+
+async def get_read_session(state: StateDep, principal: PrincipalDep) -> AsyncIterator[AsyncSession]:
+    """A read-only session for metrics and exports: the replica when DATABASE_READ_URL is set, scoped to
+    the caller's organisation, every statement under LOUDOU_METRICS_STATEMENT_TIMEOUT_MS."""
+    async with state.reader()() as session:
+        scope_session(session, principal.org_id)
+        await session.execute(text("SET TRANSACTION READ ONLY"))
+        await session.execute(
+            text("SELECT set_config('statement_timeout', :timeout, true)"),
+            {"timeout": f"{state.settings.metrics_statement_timeout_ms}ms"},
+        )
+        try:
+            yield session
+        finally:
+            await session.rollback()
+
+
+ReadSessionDep = Annotated[AsyncSession, Depends(get_read_session, scope="function")]
 
 
 def require(scope: str) -> Callable[[Principal], Coroutine[Any, Any, Principal]]:

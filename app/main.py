@@ -34,9 +34,11 @@ from app.routers import (
     diagnostics,
     followups,
     health,
+    imports,
     intake,
     intake_sources,
     leads,
+    metrics,
     organisation,
     pipelines,
     products,
@@ -76,6 +78,8 @@ ROUTERS = [
     products.router,
     quotes.router,
     receivables.router,
+    metrics.router,
+    imports.router,
 ]
 
 
@@ -138,7 +142,7 @@ def create_app(settings: Settings | None = None, *, state: AppState | None = Non
     def limit_for(path: str) -> int:
         if path.startswith("/v1/intake/email/"):
             return settings.email_max_bytes
-        if path == "/v1/leads/import":
+        if path == "/v1/leads/import" or path.startswith("/v1/import/"):
             return settings.import_max_bytes
         return settings.max_body_bytes
 

@@ -110,6 +110,8 @@ ACCEPTED_BODY_TYPES = (
     "multipart/form-data",
     "application/x-www-form-urlencoded",
     "text/csv",
+    "application/x-ndjson",
+    "application/jsonl",
 )
 
 

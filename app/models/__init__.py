@@ -10,6 +10,13 @@ from app.models.followup import FollowupPolicy
 from app.models.idempotency import IdempotencyRecord
 from app.models.intake import InboundEvent, IntakeSource
 from app.models.lead import Activity, Lead
+from app.models.metrics import (
+    ExchangeRate,
+    ImportRecord,
+    PipelineSnapshot,
+    PipelineSnapshotDay,
+    SalesTarget,
+)
 from app.models.organisation import Organisation
 from app.models.outbox import JobRun, OutboxEvent
 from app.models.pipeline import Pipeline, Stage
@@ -35,8 +42,10 @@ __all__ = [
     "DealFieldHistory",
     "DealStageHistory",
     "DocumentCounter",
+    "ExchangeRate",
     "FollowupPolicy",
     "IdempotencyRecord",
+    "ImportRecord",
     "InboundEvent",
     "Installment",
     "IntakeSource",
@@ -46,8 +55,11 @@ __all__ = [
     "Organisation",
     "OutboxEvent",
     "Pipeline",
+    "PipelineSnapshot",
+    "PipelineSnapshotDay",
     "Product",
     "Quote",
+    "SalesTarget",
     "ScoringRule",
     "Stage",
     "Team",

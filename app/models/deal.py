@@ -9,7 +9,7 @@ from decimal import Decimal
 from typing import Any
 
 from pydantic import ConfigDict, model_validator
-from sqlalchemy import Index, Numeric, String
+from sqlalchemy import Index, Numeric, String, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 from app.models.base import (
@@ -44,6 +44,9 @@ class Deal(IdMixin, TenantMixin, TimestampsMixin, VersionMixin, table=True):
     __table_args__ = (
         Index("ix_deals_org_id_pipeline_id_stage_id", "org_id", "pipeline_id", "stage_id"),
         Index("ix_deals_org_id_status_closed_at", "org_id", "status", "closed_at"),
+        Index("ix_deals_org_id_created_at", "org_id", "created_at"),
+        Index("ix_deals_org_id_closed_at", "org_id", "closed_at"),
+        UniqueConstraint("org_id", "id"),
     )
 
     pipeline_id: uuid.UUID = Field(foreign_key="pipelines.id", ondelete="RESTRICT")

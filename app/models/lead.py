@@ -8,7 +8,7 @@ from datetime import datetime
 from typing import Any
 
 from pydantic import ConfigDict, field_validator
-from sqlalchemy import Column, ForeignKey, Index, String, Text, Uuid, text
+from sqlalchemy import Column, ForeignKey, Index, String, Text, UniqueConstraint, Uuid, text
 from sqlmodel import Field, SQLModel
 
 from app.models.base import (
@@ -73,6 +73,8 @@ class Lead(IdMixin, TenantMixin, TimestampsMixin, VersionMixin, table=True):
     __table_args__ = (
         Index("ix_leads_org_email", "org_id", "email"),
         Index("ix_leads_org_phone", "org_id", "phone"),
+        # The target of composite keys from newer tables, until (org_id, id) is the primary key.
+        UniqueConstraint("org_id", "id"),
     )
 
     # status, source and pooled are not indexed: lists filter them within an organisation (few

@@ -43,7 +43,7 @@ class Pipeline(IdMixin, TenantMixin, TimestampsMixin, VersionMixin, table=True):
     """A sales process: stages in order; deals move through them."""
 
     __tablename__ = "pipelines"
-    __table_args__ = (UniqueConstraint("org_id", "name"),)
+    __table_args__ = (UniqueConstraint("org_id", "name"), UniqueConstraint("org_id", "id"))
 
     name: str = Field(max_length=200)
     is_default: bool = Field(default=False)
@@ -51,10 +51,19 @@ class Pipeline(IdMixin, TenantMixin, TimestampsMixin, VersionMixin, table=True):
     win_on_quote_acceptance: bool = Field(default=True)
 
 
+class ForecastCategory(enum.StrEnum):
+    """Where a stage's open deals count in the forecast (DESIGN.md §7)."""
+
+    pipeline = "pipeline"
+    best_case = "best_case"
+    commit = "commit"
+
+
 class Stage(IdMixin, TenantMixin, TimestampsMixin, VersionMixin, table=True):
     """One step of a pipeline. Deleted stages are kept (deleted_at) so history stays valid."""
 
     __tablename__ = "stages"
+    __table_args__ = (UniqueConstraint("org_id", "id"),)
 
     pipeline_id: uuid.UUID = Field(foreign_key="pipelines.id", index=True, ondelete="CASCADE")
     key: str = Field(max_length=64)
@@ -66,6 +75,9 @@ class Stage(IdMixin, TenantMixin, TimestampsMixin, VersionMixin, table=True):
     required_fields: list[str] = JsonField(default_factory=list)
     rotting_days: int | None = Field(default=None)
     follow_up_interval_days: int | None = Field(default=None)
+    forecast_category: ForecastCategory = Field(
+        default=ForecastCategory.pipeline, sa_type=String(16), sa_column_kwargs={"server_default": "pipeline"}
+    )
     deleted_at: datetime | None = TimestampField(nullable=True, default_now=False)
 
 
@@ -83,6 +95,9 @@ class StageCreate(SQLModel):
     required_fields: list[str] = Field(default_factory=list)
     rotting_days: int | None = Field(default=None, ge=1)
     follow_up_interval_days: int | None = Field(default=None, ge=1)
+    forecast_category: ForecastCategory = Field(
+        default=ForecastCategory.pipeline, description="Forecast bucket of this stage's open deals"
+    )
 
     _required = field_validator("required_fields")(_check_required)
 
@@ -98,6 +113,7 @@ class StageUpdate(SQLModel):
     required_fields: list[str] | None = None
     rotting_days: int | None = Field(default=None, ge=1)
     follow_up_interval_days: int | None = Field(default=None, ge=1)
+    forecast_category: ForecastCategory | None = None
 
     _required = field_validator("required_fields")(_check_required)
 
@@ -116,6 +132,7 @@ class StageRead(SQLModel):
     required_fields: list[str]
     rotting_days: int | None
     follow_up_interval_days: int | None
+    forecast_category: ForecastCategory
     version: int
 
 

@@ -46,7 +46,8 @@ class Team(IdMixin, TenantMixin, TimestampsMixin, VersionMixin, table=True):
     """A sales team: a manager and members (users whose team_id is this team)."""
 
     __tablename__ = "teams"
-    __table_args__ = (UniqueConstraint("org_id", "name"),)
+    # (org_id, id) is the target of composite keys from newer tables (until the PK becomes it).
+    __table_args__ = (UniqueConstraint("org_id", "name"), UniqueConstraint("org_id", "id"))
 
     name: str = Field(max_length=200)
     # use_alter: teams and users point at each other, so this key is added after both tables exist.
@@ -60,7 +61,7 @@ class User(IdMixin, TenantMixin, TimestampsMixin, VersionMixin, table=True):
     """A person who signs in: a sales rep, a manager, an admin or a read-only viewer."""
 
     __tablename__ = "users"
-    __table_args__ = (UniqueConstraint("org_id", "email"),)
+    __table_args__ = (UniqueConstraint("org_id", "email"), UniqueConstraint("org_id", "id"))
 
     email: str = Field(max_length=320)
     name: str = Field(default="", max_length=200)

@@ -62,6 +62,7 @@ DEFAULT_STAGES: list[dict[str, Any]] = [
         "required_fields": ["amount", "expected_close_date"],
         "rotting_days": 14,
         "follow_up_interval_days": 3,
+        "forecast_category": "best_case",
     },
     {
         "key": "negotiation",
@@ -71,6 +72,7 @@ DEFAULT_STAGES: list[dict[str, Any]] = [
         "required_fields": ["amount", "expected_close_date"],
         "rotting_days": 10,
         "follow_up_interval_days": 2,
+        "forecast_category": "commit",
     },
     {"key": "won", "name": "成交", "name_en": "Won", "probability": "100", "kind": "won"},
     {"key": "lost", "name": "输单", "name_en": "Lost", "probability": "0", "kind": "lost"},
@@ -151,6 +153,7 @@ async def _insert_pipeline(session: AsyncSession, data: PipelineCreate) -> tuple
             required_fields=s.required_fields,
             rotting_days=s.rotting_days,
             follow_up_interval_days=s.follow_up_interval_days,
+            forecast_category=s.forecast_category,
         )
         session.add(stage)
         stages.append(stage)
@@ -305,7 +308,7 @@ async def update_stage(
     _admin_only(principal)
     stage = await get_stage(session, pipeline_id, stage_id)
     changes = data.model_dump(exclude_unset=True)
-    for name in ("name", "name_en", "probability", "required_fields"):
+    for name in ("name", "name_en", "probability", "required_fields", "forecast_category"):
         if name in changes and changes[name] is None:
             raise _invalid(name, "null", f"{name} may not be null")
     diff = apply_changes(stage, changes, expected_version=expected_version)

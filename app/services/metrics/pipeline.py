@@ -1,0 +1,158 @@
+"""Open pipeline now or as of any past date, reconstructed from stage and field history
+(DESIGN.md §7 "Pipeline as of D")."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from datetime import date, datetime
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.models.metric_reports import MetricReport, PipelineRow, StageAmount
+from app.security import Principal
+from app.services.metrics.common import (
+    EXACT,
+    Context,
+    GroupBy,
+    MetricQuery,
+    Money,
+    Sql,
+    context,
+    deal_sql,
+    end_of_day,
+    envelope,
+    fetch,
+    group_expr,
+    money,
+)
+
+GROUPS = (GroupBy.owner, GroupBy.team, GroupBy.source)
+
+
+def _value_at(field: str, at_param: str) -> str:
+    """Lateral joins giving a tracked field's JSON value at an instant: the last change before it,
+    else the previous value of the first change after it (the created value), else none (the
+    current value applies)."""
+    return f"""
+        LEFT JOIN LATERAL (
+          SELECT f.new_value AS v FROM deal_field_history f
+          WHERE f.org_id = d.org_id AND f.deal_id = d.id AND f.field = '{field}' AND f.at < {at_param}
+          ORDER BY f.at DESC, f.id DESC LIMIT 1) {field}_b ON true
+        LEFT JOIN LATERAL (
+          SELECT f.old_value AS v FROM deal_field_history f
+          WHERE f.org_id = d.org_id AND f.deal_id = d.id AND f.field = '{field}' AND f.at >= {at_param}
+          ORDER BY f.at, f.id LIMIT 1) {field}_a ON true"""
+
+
+def _field(field: str, current: str, cast: str) -> str:
+    return (
+        f"CASE WHEN {field}_b.v IS NOT NULL THEN ({field}_b.v #>> '{{}}')::{cast} "
+        f"WHEN {field}_a.v IS NOT NULL THEN ({field}_a.v #>> '{{}}')::{cast} ELSE {current} END"
+    )
+
+
+def as_of_statement(sql: Sql, *, group: str, owner_at: bool = False) -> str:
+    """Open deals at the instant :at grouped by (group, stage, currency, owner?): count, Σ amount,
+    Σ amount × probability / 100 — every value as it was at the instant."""
+    owner = _field("owner_id", "d.owner_id", "uuid") if owner_at else "NULL::uuid"
+    owner_join = _value_at("owner_id", ":at") if owner_at else ""
+    currency_filter = "AND x.currency = :currency" if "currency" in sql.params else ""
+    return f"""
+        WITH x AS (
+          SELECT {group} AS grp, st.to_stage_id AS stage_id, {owner} AS owner_at,
+                 {_field("currency", "d.currency", "text")} AS currency,
+                 {_field("amount", "d.amount", "numeric")} AS amount,
+                 {_field("probability", "d.probability", "numeric")} AS probability
+          FROM deals d {sql.join_sql}
+          JOIN LATERAL (
+            SELECT h.to_stage_id FROM deal_stage_history h
+            WHERE h.org_id = d.org_id AND h.deal_id = d.id AND h.at < :at
+            ORDER BY h.at DESC, h.id DESC LIMIT 1) st ON true
+          JOIN stages s ON s.org_id = d.org_id AND s.id = st.to_stage_id AND s.kind = 'open'
+          {_value_at("currency", ":at")}
+          {_value_at("amount", ":at")}
+          {_value_at("probability", ":at")}
+          {owner_join}
+          WHERE {sql.where_sql} AND d.created_at < :at
+        )
+        SELECT x.grp, x.stage_id, x.currency, x.owner_at, count(*) AS n, sum(x.amount) AS amount,
+               sum(x.amount * x.probability / 100) AS weighted
+        FROM x WHERE true {currency_filter}
+        GROUP BY 1, 2, 3, 4"""
+
+
+def now_statement(sql: Sql, *, group: str) -> str:
+    """Open deals now, from the deals table (the same numbers: history has nothing after now)."""
+    return f"""
+        SELECT {group} AS grp, d.stage_id, d.currency, NULL::uuid, count(*), sum(d.amount),
+               sum(d.amount * d.probability / 100)
+        FROM deals d {sql.join_sql}
+        WHERE {sql.where_sql} AND d.status = 'open'
+        GROUP BY 1, 2, 3, 4"""
+
+
+async def open_rows(
+    session: AsyncSession, ctx: Context, *, at: datetime | None, group: str, sql: Sql
+) -> list[Any]:
+    """(group, stage, currency, owner, count, amount, weighted) of the deals open at `at` (None: now)."""
+    params = {**ctx.base_params(), **sql.params}
+    if at is None:
+        return await fetch(session, now_statement(sql, group=group), params)
+    return await fetch(session, as_of_statement(sql, group=group), {**params, "at": at})
+
+
+def build_rows(ctx: Context, rows: list[Any], *, day: date, on: date | None = None) -> list[PipelineRow]:
+    """Pipeline rows in stage order from grouped (group, stage, currency, _, count, amount, weighted)."""
+    counts: dict[tuple[str | None, Any], int] = defaultdict(int)
+    amounts: dict[tuple[str | None, Any], Money] = {}
+    weighted: dict[tuple[str | None, Any], Money] = {}
+    for grp, stage_id, currency, _, count, amount, weight in rows:
+        key = (grp, stage_id)
+        counts[key] += count
+        amounts.setdefault(key, ctx.new_money()).add(amount, currency, day)
+        weighted.setdefault(key, ctx.new_money()).add(weight, currency, day)
+    order = {s.id: i for i, s in enumerate(ctx.ordered_stages())}
+    out = []
+    for grp, stage_id in sorted(counts, key=lambda k: (k[0] is None, k[0] or "", order.get(k[1], 1 << 30))):
+        stage = ctx.stages[stage_id]
+        a, w = amounts[(grp, stage_id)], weighted[(grp, stage_id)]
+        out.append(
+            PipelineRow(
+                date=on,
+                group=grp,
+                pipeline_id=stage.pipeline_id,
+                stage_id=stage_id,
+                stage_key=stage.key,
+                stage_name=stage.name,
+                count=counts[(grp, stage_id)],
+                amounts=[
+                    StageAmount(currency=c, amount=money(a.get(c), c), weighted_amount=money(w.get(c), c))
+                    for c in a.currencies()
+                ],
+            )
+        )
+    return out
+
+
+async def pipeline(
+    session: AsyncSession, principal: Principal, query: MetricQuery
+) -> MetricReport[PipelineRow]:
+    """Open deals per stage, now or as of the end of local day `as_of`: count, amount, weighted amount."""
+    ctx = await context(session, principal, query, group_by=GROUPS)
+    sql = deal_sql(principal, query, currency_column=None if query.as_of else "d.currency")
+    if query.as_of is not None and "currency" not in sql.params and query.currency is not None:
+        sql.params["currency"] = query.currency
+    group = group_expr(query.group_by, anchor="d.created_at", owner="d.owner_id", source="sl.source")
+    at = end_of_day(query.as_of, ctx.tz) if query.as_of is not None else None
+    rows = await open_rows(session, ctx, at=at, group=group, sql=sql)
+    day = query.as_of or ctx.period.today
+    report = envelope(ctx, "pipeline")
+    report["period"] = None
+    report["as_of"] = query.as_of
+    out = build_rows(ctx, rows, day=day)
+    report["rates_used"] = ctx.converter.rates_used() if ctx.converter else []
+    return MetricReport[PipelineRow].model_validate({**report, "rows": out})
+
+
+_ = EXACT
