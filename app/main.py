@@ -32,6 +32,7 @@ from app.routers import (
     conversion,
     deals,
     diagnostics,
+    exchange_rates,
     followups,
     health,
     imports,
@@ -45,6 +46,7 @@ from app.routers import (
     quotes,
     receivables,
     scoring,
+    targets,
     teams,
     users,
     webhooks,
@@ -80,6 +82,8 @@ ROUTERS = [
     receivables.router,
     metrics.router,
     imports.router,
+    targets.router,
+    exchange_rates.router,
 ]
 
 

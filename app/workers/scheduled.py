@@ -5,11 +5,14 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import delete
+from sqlalchemy import delete, select, text
 from sqlmodel import col
 
+from app.db import tenant_session
 from app.models.base import utcnow
 from app.models.idempotency import IdempotencyRecord
+from app.models.organisation import Organisation
+from app.services.metrics import snapshots
 from app.services.quotes import workflow as quote_workflow
 from app.state import AppState
 from app.workers.relay import RedisUnavailable, relay_once
@@ -43,3 +46,28 @@ async def expire_quotes(ctx: dict[str, Any]) -> int:
         count = await quote_workflow.expire_due(session, utcnow().date())
         await session.commit()
     return count
+
+
+async def snapshot_pipelines(ctx: dict[str, Any]) -> int:
+    """Take each organisation's missing daily pipeline snapshots (yesterday and the week before).
+
+    Safe on several workers at once: a day is rewritten whole (delete + insert) in one transaction,
+    and a transaction-scoped advisory lock per organisation makes a second worker skip it.
+    """
+    state: AppState = ctx["state"]
+    async with state.sessions() as session:
+        org_ids = list((await session.execute(select(col(Organisation.id)))).scalars())
+    taken = 0
+    for org_id in org_ids:
+        async with tenant_session(state.sessions, org_id) as session:
+            locked = (
+                await session.execute(
+                    text("SELECT pg_try_advisory_xact_lock(hashtext('loudou:snapshots:' || :org))"),
+                    {"org": str(org_id)},
+                )
+            ).scalar()
+            if not locked:
+                continue
+            taken += await snapshots.snapshot_missing_days(session, org_id)
+            await session.commit()
+    return taken

@@ -127,6 +127,8 @@ def _plan(line: DealLine, catalog: _Catalog, now: datetime) -> _Plan:
     stages = catalog.stages.get(pipeline_id, [])
     check_not_future("created_at", line.created_at, now)
     check_not_future("closed_at", line.closed_at, now)
+    if line.closed_at is not None and line.closed_at < line.created_at:
+        raise reject("closed_at", "before_created", "closed_at is before created_at")
     entries: list[tuple[Stage, datetime]] = []
     previous = line.created_at
     for i, entry in enumerate(line.stage_history):

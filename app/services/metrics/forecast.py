@@ -9,8 +9,8 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.models.metric_reports import Attainment, ForecastAmount, ForecastReport, ForecastRow
 from app.models.common import Role
+from app.models.metric_reports import Attainment, ForecastAmount, ForecastReport, ForecastRow
 from app.security import Principal
 from app.services import targets as targets_service
 from app.services.metrics.common import (
