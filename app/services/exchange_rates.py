@@ -15,12 +15,19 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
-from app.errors import Forbidden
+from app.errors import Forbidden, NotFound
 from app.models.metrics import ExchangeRate, ExchangeRateCreate
 from app.pagination import PageParams, paginate
 from app.security import Principal
 from app.services import audit
-from app.services.common import get_or_404
+
+
+async def _get(session: AsyncSession, rate_id: uuid.UUID) -> ExchangeRate:
+    # The primary key is (org_id, id); the session's organisation scope supplies org_id.
+    rate = (await session.execute(select(ExchangeRate).where(col(ExchangeRate.id) == rate_id))).scalar_one_or_none()
+    if rate is None:
+        raise NotFound(f"No exchange rate with id {rate_id}.")
+    return rate
 
 
 async def put_rate(session: AsyncSession, principal: Principal, data: ExchangeRateCreate) -> ExchangeRate:
@@ -43,7 +50,7 @@ async def put_rate(session: AsyncSession, principal: Principal, data: ExchangeRa
         .returning(col(ExchangeRate.id))
     )
     rate_id = (await session.execute(stmt)).scalar_one()
-    rate = await get_or_404(session, ExchangeRate, rate_id, what="exchange rate")
+    rate = await _get(session, rate_id)
     await session.refresh(rate)
     audit.record(
         session,
@@ -90,7 +97,7 @@ async def delete_rate(session: AsyncSession, principal: Principal, rate_id: uuid
     """Remove a rate (admins)."""
     if not principal.is_admin:
         raise Forbidden("Only an admin removes exchange rates.")
-    rate = await get_or_404(session, ExchangeRate, rate_id, what="exchange rate")
+    rate = await _get(session, rate_id)
     audit.record(
         session,
         actor=principal,

@@ -17,7 +17,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
-from app.errors import Conflict, FieldError, Forbidden, ValidationFailed
+from app.errors import Conflict, FieldError, Forbidden, NotFound, ValidationFailed
 from app.models.common import Role
 from app.models.metrics import SalesTarget, SalesTargetCreate, SalesTargetUpdate, TargetPeriod
 from app.models.organisation import Organisation
@@ -26,7 +26,7 @@ from app.money import fits_currency
 from app.pagination import PageParams, paginate
 from app.security import Principal
 from app.services import audit
-from app.services.common import apply_changes, get_or_404, snapshot
+from app.services.common import apply_changes, snapshot
 from app.services.metrics.common import fetch
 
 AUDITED = ["user_id", "team_id", "period", "period_start", "amount", "currency", "count"]
@@ -139,7 +139,12 @@ async def create_target(session: AsyncSession, principal: Principal, data: Sales
 
 async def get_target(session: AsyncSession, target_id: uuid.UUID) -> SalesTarget:
     """One target (every member reads targets)."""
-    return await get_or_404(session, SalesTarget, target_id, what="target")
+    # The primary key is (org_id, id); the session's organisation scope supplies org_id.
+    stmt = select(SalesTarget).where(col(SalesTarget.id) == target_id)
+    target = (await session.execute(stmt)).scalar_one_or_none()
+    if target is None:
+        raise NotFound(f"No target with id {target_id}.")
+    return target
 
 
 async def update_target(

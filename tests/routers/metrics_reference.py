@@ -462,3 +462,87 @@ def ref_lead_funnel(
 
 def _u(value: str) -> str:
     return str(uuid.UUID(value))
+
+
+def ref_forecast(deals: list[dict[str, Any]]) -> dict[str, dict[str, tuple[str, str, str, str, str]]]:
+    """{month: {currency: (amount, weighted, commit, best_case, pipeline)}} of the deals open now."""
+    acc: dict[str, dict[str, list[Decimal]]] = defaultdict(lambda: defaultdict(lambda: [Decimal(0)] * 5))
+    for d in deals:
+        if d["status"] != "open":
+            continue
+        month = d["expected_close_date"][:7] if d["expected_close_date"] else "none"
+        amount = Decimal(d["amount"] or 0)
+        v = acc[month][d["currency"]]
+        v[0] += amount
+        v[1] += amount * Decimal(d["probability"]) / 100
+        category = CATEGORY.get(d.get("stage_key", ""), "pipeline")
+        v[{"commit": 2, "best_case": 3, "pipeline": 4}[category]] += amount
+    return {m: {c: tuple(money(x) for x in v) for c, v in cs.items()} for m, cs in acc.items()}  # type: ignore[misc]
+
+
+def ref_velocity(
+    world: World, deals: list[dict[str, Any]], start: date, end: date
+) -> dict[str, dict[str, Any]]:
+    """Per currency: open deals as of the last day, win rate, mean won amount, mean cycle, velocity."""
+    last = end - timedelta(days=1)
+    at = local_start(last + timedelta(days=1))
+    open_now = ref_pipeline(world, deals, at)
+    out: dict[str, dict[str, Any]] = {}
+    closed = closed_in(deals, start, end)
+    currencies = {d["currency"] for d in closed} | {c for _, c in open_now}
+    for cur in sorted(currencies):
+        n_open = sum(n for (_, c), (n, _, _) in open_now.items() if c == cur)
+        won = [d for d in closed if d["currency"] == cur and d["status"] == "won"]
+        lost = [d for d in closed if d["currency"] == cur and d["status"] == "lost"]
+        mean_amount = sum(Decimal(d["amount"]) for d in won) / len(won) if won else None
+        mean_seconds = (
+            sum(Decimal(str((d["closed"] - d["created"]).total_seconds())) for d in won) / len(won)
+            if won
+            else None
+        )
+        velocity = None
+        if won and mean_seconds:
+            velocity = money(
+                Decimal(n_open)
+                * Decimal(len(won))
+                / Decimal(len(won) + len(lost))
+                * mean_amount  # type: ignore[operator]
+                / (mean_seconds / Decimal(86400))
+            )
+        out[cur] = {
+            "open_deals": n_open,
+            "won": len(won),
+            "lost": len(lost),
+            "win_rate": rate(len(won), len(won) + len(lost)),
+            "mean_won_amount": money(mean_amount) if mean_amount is not None else None,
+            "mean_cycle_days": days(mean_seconds),
+            "velocity_per_day": velocity,
+        }
+    return out
+
+
+def ref_reps(
+    leads: list[dict[str, Any]], deals: list[dict[str, Any]], start: date, end: date, user_id: str
+) -> dict[str, Any]:
+    """One owner's numbers."""
+    own = [
+        le
+        for le in leads
+        if le["owner_id"] == user_id
+        and le["duplicate_of"] is None
+        and in_period(parse(le["created_at"]), start, end)
+    ]
+    closed = [d for d in closed_in(deals, start, end) if d["owner_id"] == user_id]
+    won = [d for d in closed if d["status"] == "won"]
+    amounts: dict[str, Decimal] = defaultdict(Decimal)
+    for d in won:
+        amounts[d["currency"]] += Decimal(d["amount"] or 0)
+    return {
+        "leads_created": len(own),
+        "leads_contacted": sum(1 for le in own if le["first_contacted_at"]),
+        "leads_converted": sum(1 for le in own if le["converted_deal_id"]),
+        "deals_won": len(won),
+        "deals_lost": len(closed) - len(won),
+        "win_rate": rate(len(won), len(closed)),
+        "won": {c: money(v) for c, v in amounts.items()},
+    }
