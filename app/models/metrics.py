@@ -19,6 +19,7 @@ from sqlmodel import Field, SQLModel
 from app.db import TenantScoped
 from app.models.base import TimestampField, new_id
 from app.models.common import CurrencyCode
+from app.money import round_money
 
 
 class TenantKeyMixin(TenantScoped, SQLModel):
@@ -119,6 +120,11 @@ class SalesTargetRead(SQLModel):
     created_at: datetime
     updated_at: datetime
     version: int
+
+    @model_validator(mode="after")
+    def _money_digits(self) -> SalesTargetRead:
+        self.amount = round_money(self.amount, self.currency)
+        return self
 
 
 class ExchangeRate(TenantKeyMixin, table=True):
