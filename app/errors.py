@@ -239,7 +239,7 @@ def install_error_handlers(app: FastAPI) -> None:
                 503,
                 code="query_timeout",
                 title="Service unavailable",
-                detail="The query took longer than the statement timeout; narrow the period or filters, or retry.",
+                detail="The query took longer than the statement timeout; narrow the period or retry.",
                 headers={"Retry-After": "5"},
             )
         # A value PostgreSQL cannot store is the client's input; the transaction was rolled

@@ -43,7 +43,7 @@ router = APIRouter(
 )
 
 Reader = Annotated[Principal, Depends(require("metrics:read"))]
-CSV = {200: {"content": {"text/csv": {"schema": {"type": "string"}}}, "description": "JSON, or CSV"}}
+CSV: dict[int | str, dict[str, Any]] = {200: {"content": {"text/csv": {"schema": {"type": "string"}}}, "description": "JSON, or CSV"}}
 
 
 class Format(enum.StrEnum):

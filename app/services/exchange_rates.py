@@ -24,7 +24,9 @@ from app.services import audit
 
 async def _get(session: AsyncSession, rate_id: uuid.UUID) -> ExchangeRate:
     # The primary key is (org_id, id); the session's organisation scope supplies org_id.
-    rate = (await session.execute(select(ExchangeRate).where(col(ExchangeRate.id) == rate_id))).scalar_one_or_none()
+    rate = (
+        await session.execute(select(ExchangeRate).where(col(ExchangeRate.id) == rate_id))
+    ).scalar_one_or_none()
     if rate is None:
         raise NotFound(f"No exchange rate with id {rate_id}.")
     return rate

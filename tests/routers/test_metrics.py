@@ -125,7 +125,7 @@ async def test_funnel_pipeline_win_rate_cycle_equal_the_definitions(org: Org) ->
 
 
 async def test_lead_funnel_equals_the_definitions(org: Org) -> None:
-    world, deals, today = await _world(org)
+    _, deals, today = await _world(org)
     start, end = _period(today)
     leads = await fetch_all(org, "/v1/leads")
     body = await metric(org, "lead-funnel", **{"from": start.isoformat(), "to": end.isoformat()})

@@ -294,7 +294,7 @@ async def import_deals(
             return "created" if record is None or record.deal_id is None else "updated"
         account_id = await _account_id(session, catalog, line.account_name, dry_run=dry_run)
         last_stage, last_at = plan.entries[-1]
-        values = {
+        values: dict[str, Any] = {
             "pipeline_id": plan.pipeline_id,
             "stage_id": last_stage.id,
             "name": line.name,

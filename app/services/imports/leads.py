@@ -121,7 +121,7 @@ async def import_leads(
             return "unchanged"
         if dry_run:
             return "created" if record is None or record.lead_id is None else "updated"
-        values = {
+        values: dict[str, Any] = {
             "name": line.name,
             "email": email,
             "phone": line.phone,

@@ -43,14 +43,19 @@ COMMON_RULES = [
     "deal's source lead's source, or the lead's), currency; each response echoes them with its "
     "definition_version.",
     "Rates are fractions rounded half-up to 4 decimals, null when the denominator is 0.",
-    "Durations in days are seconds / 86,400 rounded half-up to 2 decimals; speed to lead is in minutes, 1 decimal.",
+    "Durations in days are seconds / 86,400 rounded half-up to 2 decimals; speed to lead is in minutes, 1 "
+    "decimal.",
     "Medians and percentiles are continuous (linear interpolation, PostgreSQL percentile_cont).",
-    "Money is a decimal string per currency; sums are exact and rounded to the currency's minor unit at the end. "
-    "With convert_to=XXX each amount converts at the organisation's rate on or before the local date of the deal's "
-    "close (open deals: the as-of date, or today); the rates used are listed in rates_used; a missing rate is a 422 "
+    "Money is a decimal string per currency; sums are exact and rounded to the currency's minor unit at the "
+    "end. "
+    "With convert_to=XXX each amount converts at the organisation's rate on or before the local date of the "
+    "deal's "
+    "close (open deals: the as-of date, or today); the rates used are listed in rates_used; a missing rate "
+    "is a 422 "
     "naming the pair and the date.",
     "Visibility: a rep sees their own numbers, a manager their team's and their own, admins and viewers all.",
-    "format=csv (or Accept: text/csv) returns the same rows: one line per row, or per item of a row's nested list.",
+    "format=csv (or Accept: text/csv) returns the same rows: one line per row, or per item of a row's "
+    "nested list.",
 ]
 
 DEAL_FILTERS = ["from", "to", "pipeline_id", "owner_id", "team_id", "source", "currency", "convert_to"]
@@ -61,11 +66,16 @@ REGISTRY: list[Definition] = [
         name="funnel",
         endpoint="/v1/metrics/funnel",
         formula=(
-            "Cohort of the deals created in the period in one pipeline (default: the default pipeline). Stages are the "
-            "pipeline's open stages in order, then won. A deal reached a stage when its stage history contains that "
-            "stage or any later open stage, or when it is won (a skipped stage counts as reached). conversion_from_previous "
-            "= reached(s) / reached(previous stage); conversion_from_first = reached(s) / reached(first stage); "
-            "drop_off = 1 - conversion_from_previous; lost_here = deals of the cohort now lost whose last open stage was s. "
+            "Cohort of the deals created in the period in one pipeline (default: the default pipeline). "
+            "Stages are the "
+            "pipeline's open stages in order, then won. A deal reached a stage when its stage history "
+            "contains that "
+            "stage or any later open stage, or when it is won (a skipped stage counts as reached). "
+            "conversion_from_previous "
+            "= reached(s) / reached(previous stage); conversion_from_first = reached(s) / reached(first "
+            "stage); "
+            "drop_off = 1 - conversion_from_previous; lost_here = deals of the cohort now lost whose last "
+            "open stage was s. "
             "The same by amount, per currency (Σ current amount of those deals)."
         ),
         symbols=(
@@ -83,9 +93,12 @@ REGISTRY: list[Definition] = [
         name="pipeline",
         endpoint="/v1/metrics/pipeline",
         formula=(
-            "Open deals now, or as of the end of local day as_of: deals created before the instant and not closed before "
-            "it, each in the last stage it had entered by then, with the amount, currency and probability it had then "
-            "(field history; the created value before any change). A deal lost before the instant and reopened after it "
+            "Open deals now, or as of the end of local day as_of: deals created before the instant and not "
+            "closed before "
+            "it, each in the last stage it had entered by then, with the amount, currency and probability "
+            "it had then "
+            "(field history; the created value before any change). A deal lost before the instant and "
+            "reopened after it "
             "counts as closed. count, amount, and weighted_amount = Σ amount × probability / 100 per stage."
         ),
         symbols="weighted_amount(s) = Σ_{d open at T in s} amount_T(d) × probability_T(d) / 100",
@@ -99,21 +112,24 @@ REGISTRY: list[Definition] = [
         name="pipeline_trend",
         endpoint="/v1/metrics/pipeline/trend",
         formula=(
-            "The pipeline as of the last day of each day, week or month of [from, to), read from daily snapshots "
-            "(per pipeline, stage, owner on that day and currency) where taken, else reconstructed as the pipeline "
+            "The pipeline as of the last day of each day, week or month of [from, to), read from daily "
+            "snapshots "
+            "(per pipeline, stage, owner on that day and currency) where taken, else reconstructed as the "
+            "pipeline "
             "metric does; both give the same numbers. owner_id and team_id select the owner on that day."
         ),
         symbols="trend(D) = pipeline as of D, for D = last day of each interval",
         unit="deals; money per currency",
         counts="as the pipeline metric",
-        excludes="as the pipeline metric; source and convert_to are not available from snapshots (reconstructed)",
+        excludes="as the pipeline metric; with source the days are reconstructed; no convert_to",
         filters=["from", "to", "interval", "pipeline_id", "owner_id", "team_id", "source", "currency"],
     ),
     Definition(
         name="win_rate",
         endpoint="/v1/metrics/win-rate",
         formula=(
-            "won / (won + lost) among deals whose current closed_at falls in the period (a reopened deal counts again "
+            "won / (won + lost) among deals whose current closed_at falls in the period (a reopened deal "
+            "counts again "
             "only when it closes again, at its latest close). Won and lost amounts per currency."
         ),
         symbols="win_rate = |W| / (|W| + |L|), W, L = deals won, lost with closed_at ∈ [from, to)",
@@ -127,8 +143,10 @@ REGISTRY: list[Definition] = [
         name="cycle",
         endpoint="/v1/metrics/cycle",
         formula=(
-            "Sales cycle: days from created_at to closed_at of the deals won in the period: mean, median, p75. "
-            "Time in stage: for each stage, the stays (entered -> next stage or close) that ended in the period: "
+            "Sales cycle: days from created_at to closed_at of the deals won in the period: mean, median, "
+            "p75. "
+            "Time in stage: for each stage, the stays (entered -> next stage or close) that ended in the "
+            "period: "
             "mean and median days; a stay still open does not count."
         ),
         symbols="cycle(d) = (closed_at - created_at) / 86400 s; stay = next.at - entered.at",
@@ -142,8 +160,10 @@ REGISTRY: list[Definition] = [
         name="velocity",
         endpoint="/v1/metrics/velocity",
         formula=(
-            "Per currency, per day: open deals as of the period's last day × win rate × mean won amount / mean sales "
-            "cycle days, every factor computed on that currency's deals over the period, rounded only at the end."
+            "Per currency, per day: open deals as of the period's last day × win rate × mean won amount / "
+            "mean sales "
+            "cycle days, every factor computed on that currency's deals over the period, rounded only at "
+            "the end."
         ),
         symbols="v = N_open(to - 1) × |W|/(|W|+|L|) × mean(amount | W) / mean(cycle days | W)",
         unit="money per currency per day",
@@ -156,10 +176,14 @@ REGISTRY: list[Definition] = [
         name="forecast",
         endpoint="/v1/metrics/forecast",
         formula=(
-            "Open deals now by expected close month (YYYY-MM; 'none' without a date): count, amount, weighted amount, and "
-            "amount by forecast category (a stage setting: pipeline | best_case | commit). Against targets: the won "
-            "amount in the period and the targets whose periods lie within it (start ≥ from, end ≤ to); attainment = "
-            "won / target. Targets are the owner's (owner_id), the team's (team_id: set, else the sum of its members'), "
+            "Open deals now by expected close month (YYYY-MM; 'none' without a date): count, amount, "
+            "weighted amount, and "
+            "amount by forecast category (a stage setting: pipeline | best_case | commit). Against targets: "
+            "the won "
+            "amount in the period and the targets whose periods lie within it (start ≥ from, end ≤ to); "
+            "attainment = "
+            "won / target. Targets are the owner's (owner_id), the team's (team_id: set, else the sum of "
+            "its members'), "
             "or the organisation's (set, else the sum of every user's)."
         ),
         symbols="attainment = Σ won amount in [from, to) / Σ targets within [from, to)",
@@ -172,9 +196,12 @@ REGISTRY: list[Definition] = [
         name="lead_funnel",
         endpoint="/v1/metrics/lead-funnel",
         formula=(
-            "Cohort of the leads created in the period: created -> contacted (first_contacted_at set) -> qualified "
-            "(status qualified or converted) -> converted (converted to a deal) -> won (that deal is won). Counts, "
-            "rates against created and against the previous step. Speed to lead = minutes from created to first "
+            "Cohort of the leads created in the period: created -> contacted (first_contacted_at set) -> "
+            "qualified "
+            "(status qualified or converted) -> converted (converted to a deal) -> won (that deal is won). "
+            "Counts, "
+            "rates against created and against the previous step. Speed to lead = minutes from created to "
+            "first "
             "contact among contacted leads: median and p90."
         ),
         symbols="rate_created(x) = |x|/|created|; rate_previous(x) = |x|/|previous step|",
@@ -188,8 +215,10 @@ REGISTRY: list[Definition] = [
         name="reps",
         endpoint="/v1/metrics/reps",
         formula=(
-            "Per current owner: leads created in the period that they own, of which contacted and converted; deals won "
-            "in the period, won amount per currency, win rate (won / (won + lost) of their deals closed in the period); "
+            "Per current owner: leads created in the period that they own, of which contacted and "
+            "converted; deals won "
+            "in the period, won amount per currency, win rate (won / (won + lost) of their deals closed in "
+            "the period); "
             "target for the period (their targets lying within it) and attainment = won amount / target."
         ),
         symbols="attainment(u) = Σ won amount(u) / Σ targets(u)",

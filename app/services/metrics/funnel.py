@@ -30,7 +30,7 @@ GROUPS = (GroupBy.owner, GroupBy.team, GroupBy.source, GroupBy.month, GroupBy.we
 
 
 async def funnel(session: AsyncSession, principal: Principal, query: MetricQuery) -> MetricReport[FunnelRow]:
-    """Per stage of one pipeline (open stages in order, then won): reached, conversions, drop-off, lost here."""
+    """Per stage of one pipeline (open stages, then won): reached, conversions, drop-off, lost here."""
     ctx = await context(session, principal, query, group_by=GROUPS)
     pipeline_id = query.pipeline_id or await default_pipeline_id(session, principal.org_id)
     stages = [s for s in ctx.ordered_stages(pipeline_id) if s.live]
@@ -52,7 +52,8 @@ async def funnel(session: AsyncSession, principal: Principal, query: MetricQuery
         session,
         f"""
         WITH cohort AS (
-          SELECT d.id, d.status, d.amount, d.currency, {group} AS grp, {ctx.conversion_day("d.closed_at")} AS conv_day
+          SELECT d.id, d.status, d.amount, d.currency, {group} AS grp,
+                 {ctx.conversion_day("d.closed_at")} AS conv_day
           FROM deals d {sql.join_sql}
           WHERE {sql.where_sql} AND d.pipeline_id = :funnel_pipeline
             AND d.created_at >= :t0 AND d.created_at < :t1

@@ -20,6 +20,7 @@ from app.services.metrics.common import (
 
 GROUPS = (GroupBy.source, GroupBy.intake_source, GroupBy.owner, GroupBy.team, GroupBy.month, GroupBy.week)
 # Counted leads: not a merged duplicate, not deleted (lead_sql adds both conditions).
+CONTACTED = "le.first_contacted_at IS NOT NULL"
 SPEED = "EXTRACT(EPOCH FROM le.first_contacted_at - le.created_at)"
 
 
@@ -44,8 +45,8 @@ async def lead_funnel(
                count(*) FILTER (WHERE le.status IN ('qualified', 'converted')),
                count(*) FILTER (WHERE le.converted_deal_id IS NOT NULL),
                count(*) FILTER (WHERE cd.status = 'won'),
-               percentile_cont(0.5) WITHIN GROUP (ORDER BY {SPEED}) FILTER (WHERE le.first_contacted_at IS NOT NULL),
-               percentile_cont(0.9) WITHIN GROUP (ORDER BY {SPEED}) FILTER (WHERE le.first_contacted_at IS NOT NULL)
+               percentile_cont(0.5) WITHIN GROUP (ORDER BY {SPEED}) FILTER (WHERE {CONTACTED}),
+               percentile_cont(0.9) WITHIN GROUP (ORDER BY {SPEED}) FILTER (WHERE {CONTACTED})
         FROM leads le
         LEFT JOIN deals cd ON cd.org_id = le.org_id AND cd.id = le.converted_deal_id
         {sql.join_sql}

@@ -61,7 +61,8 @@ async def reps(session: AsyncSession, principal: Principal, query: MetricQuery) 
     visibility(users, principal, "u.id")
     user_rows = await fetch(
         session,
-        f"SELECT u.id, COALESCE(NULLIF(u.name, ''), u.email), u.team_id, u.active, u.role FROM users u WHERE {users.where_sql}",
+        "SELECT u.id, COALESCE(NULLIF(u.name, ''), u.email), u.team_id, u.active, u.role "
+        f"FROM users u WHERE {users.where_sql}",
         {**params, **users.params},
     )
     lead_facts = {r[0]: r for r in lead_rows}

@@ -68,7 +68,8 @@ async def take_snapshot(session: AsyncSession, org_id: uuid.UUID, day: date, tz:
     )
     await fetch(
         session,
-        "INSERT INTO pipeline_snapshot_days (org_id, id, day, taken_at) VALUES (:org_id, gen_random_uuid(), :day, now()) "
+        "INSERT INTO pipeline_snapshot_days (org_id, id, day, taken_at) "
+        "VALUES (:org_id, gen_random_uuid(), :day, now()) "
         "ON CONFLICT (org_id, day) DO UPDATE SET taken_at = now() RETURNING 1",
         params,
     )
