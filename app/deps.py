@@ -111,9 +111,11 @@ async def get_read_session(state: StateDep, principal: PrincipalDep) -> AsyncIte
     the caller's organisation, every statement under LOUDOU_METRICS_STATEMENT_TIMEOUT_MS."""
     async with state.reader()() as session:
         scope_session(session, principal.org_id)
-        await session.execute(text("SET TRANSACTION READ ONLY"))
         await session.execute(
-            text("SELECT set_config('statement_timeout', :timeout, true)"),
+            text(
+                "SELECT set_config('transaction_read_only', 'on', true), "
+                "set_config('statement_timeout', :timeout, true)"
+            ),
             {"timeout": f"{state.settings.metrics_statement_timeout_ms}ms"},
         )
         try:

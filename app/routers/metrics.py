@@ -43,7 +43,9 @@ router = APIRouter(
 )
 
 Reader = Annotated[Principal, Depends(require("metrics:read"))]
-CSV: dict[int | str, dict[str, Any]] = {200: {"content": {"text/csv": {"schema": {"type": "string"}}}, "description": "JSON, or CSV"}}
+CSV: dict[int | str, dict[str, Any]] = {
+    200: {"content": {"text/csv": {"schema": {"type": "string"}}}, "description": "JSON, or CSV"}
+}
 
 
 class Format(enum.StrEnum):

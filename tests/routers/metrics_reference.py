@@ -255,8 +255,27 @@ async def live_changes(world: World) -> None:
     lost = r.json()["id"]
     r = await org.client.post(f"/v1/deals/{lost}/lost", json={"reason": "price"}, headers=org.auth())
     assert r.status_code == 200, r.text
+    # A deal imported without an amount, given one now: before now it had none.
+    created = datetime.now(UTC) - timedelta(days=50)
+    report = await post_import(
+        org,
+        "deals",
+        [
+            {
+                "external_id": "no-amount",
+                "name": "Deal no amount",
+                "currency": "USD",
+                "created_at": _iso(created),
+                "stage_history": [{"stage": "needs_confirmed"}],
+            }
+        ],
+    )
+    assert report["created"] == 1, report
     # An amount change of an imported open deal: the past keeps the old amount.
     deals = await fetch_deals(org)
+    no_amount = next(d for d in deals if d["name"] == "Deal no amount")
+    r = await org.client.patch(f"/v1/deals/{no_amount['id']}", json={"amount": "500.00"}, headers=org.auth())
+    assert r.status_code == 200, r.text
     target = next(d for d in deals if d["status"] == "open" and d["name"].startswith("Deal"))
     r = await org.client.patch(f"/v1/deals/{target['id']}", json={"amount": "777.77"}, headers=org.auth())
     assert r.status_code == 200, r.text

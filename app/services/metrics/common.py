@@ -503,31 +503,32 @@ class Context:
         """An exact per-currency (or converted) accumulator."""
         return Money(self.converter)
 
+    def default_pipeline_id(self) -> uuid.UUID | None:
+        """The organisation's default pipeline."""
+        return next((s.pipeline_id for s in self.stages.values() if s.pipeline_rank == 0), None)
+
     def ordered_stages(self, pipeline_id: uuid.UUID | None = None) -> list[StageInfo]:
         """Stages in pipeline order (the default pipeline first), then position."""
         stages = [s for s in self.stages.values() if pipeline_id is None or s.pipeline_id == pipeline_id]
         return sorted(stages, key=lambda s: (s.pipeline_rank, str(s.pipeline_id), s.position, str(s.id)))
 
 
-async def stage_catalog(session: AsyncSession, org_id: uuid.UUID) -> dict[uuid.UUID, StageInfo]:
-    """Every stage of the organisation (deleted ones too: history points at them)."""
+async def stage_catalog(session: AsyncSession, org_id: uuid.UUID) -> tuple[str, dict[uuid.UUID, StageInfo]]:
+    """The organisation's timezone and every stage (deleted ones too: history points at them), in
+    one round trip."""
     rows = await fetch(
         session,
-        "SELECT s.id, s.pipeline_id, s.key, COALESCE(NULLIF(s.name_en, ''), s.name), s.kind, s.position, "
-        "s.forecast_category, s.deleted_at IS NULL, CASE WHEN p.is_default THEN 0 ELSE 1 END "
-        "FROM stages s JOIN pipelines p ON p.org_id = s.org_id AND p.id = s.pipeline_id "
-        "WHERE s.org_id = :org_id",
+        "SELECT COALESCE(o.settings->>'timezone', 'UTC'), s.id, s.pipeline_id, s.key, "
+        "COALESCE(NULLIF(s.name_en, ''), s.name), s.kind, s.position, s.forecast_category, "
+        "s.deleted_at IS NULL, CASE WHEN p.is_default THEN 0 ELSE 1 END "
+        "FROM organisations o "
+        "LEFT JOIN stages s ON s.org_id = o.id "
+        "LEFT JOIN pipelines p ON p.org_id = s.org_id AND p.id = s.pipeline_id "
+        "WHERE o.id = :org_id",
         {"org_id": org_id},
     )
-    return {r[0]: StageInfo(*r) for r in rows}
-
-
-async def default_pipeline_id(session: AsyncSession, org_id: uuid.UUID) -> uuid.UUID | None:
-    """The organisation's default pipeline."""
-    rows = await fetch(
-        session, "SELECT id FROM pipelines WHERE org_id = :org_id AND is_default LIMIT 1", {"org_id": org_id}
-    )
-    return rows[0][0] if rows else None
+    tz = rows[0][0] if rows else "UTC"
+    return tz, {r[1]: StageInfo(*r[1:]) for r in rows if r[1] is not None}
 
 
 async def context(
@@ -542,9 +543,8 @@ async def context(
     check_group_by(query, group_by)
     if query.convert_to is not None and not convertible:
         raise invalid("convert_to", "unsupported", "this metric reports per currency only")
-    tz = await org_timezone(session, principal.org_id)
+    tz, stages = await stage_catalog(session, principal.org_id)
     period = resolve_period(query, tz)
-    stages = await stage_catalog(session, principal.org_id)
     converter = (
         await Converter.load(session, principal.org_id, query.convert_to)
         if query.convert_to is not None

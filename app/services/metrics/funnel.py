@@ -18,7 +18,6 @@ from app.services.metrics.common import (
     complement,
     context,
     deal_sql,
-    default_pipeline_id,
     envelope,
     fetch,
     group_expr,
@@ -32,7 +31,7 @@ GROUPS = (GroupBy.owner, GroupBy.team, GroupBy.source, GroupBy.month, GroupBy.we
 async def funnel(session: AsyncSession, principal: Principal, query: MetricQuery) -> MetricReport[FunnelRow]:
     """Per stage of one pipeline (open stages, then won): reached, conversions, drop-off, lost here."""
     ctx = await context(session, principal, query, group_by=GROUPS)
-    pipeline_id = query.pipeline_id or await default_pipeline_id(session, principal.org_id)
+    pipeline_id = query.pipeline_id or ctx.default_pipeline_id()
     stages = [s for s in ctx.ordered_stages(pipeline_id) if s.live]
     open_stages = [s for s in stages if s.kind == "open"]
     won_stage = next((s for s in stages if s.kind == "won"), None)
@@ -57,17 +56,27 @@ async def funnel(session: AsyncSession, principal: Principal, query: MetricQuery
           FROM deals d {sql.join_sql}
           WHERE {sql.where_sql} AND d.pipeline_id = :funnel_pipeline
             AND d.created_at >= :t0 AND d.created_at < :t1
+        ), open_stage AS (
+          SELECT o.stage_id, o.pos FROM unnest(CAST(:open_ids AS uuid[])) WITH ORDINALITY AS o(stage_id, pos)
         ), reach AS (
-          SELECT h.deal_id,
-                 max(array_position(CAST(:open_ids AS uuid[]), h.to_stage_id)) AS max_pos,
-                 (array_agg(h.to_stage_id ORDER BY h.at DESC, h.id DESC)
-                    FILTER (WHERE h.to_stage_id = ANY(CAST(:open_ids AS uuid[]))))[1] AS last_open
-          FROM deal_stage_history h JOIN cohort c ON c.id = h.deal_id
+          SELECT h.deal_id, max(o.pos) AS max_pos
+          FROM deal_stage_history h
+          JOIN cohort c ON c.id = h.deal_id
+          JOIN open_stage o ON o.stage_id = h.to_stage_id
           WHERE h.org_id = :org_id
           GROUP BY h.deal_id
+        ), last_open AS (
+          SELECT DISTINCT ON (h.deal_id) h.deal_id, h.to_stage_id
+          FROM deal_stage_history h
+          JOIN cohort c ON c.id = h.deal_id AND c.status = 'lost'
+          JOIN open_stage o ON o.stage_id = h.to_stage_id
+          WHERE h.org_id = :org_id
+          ORDER BY h.deal_id, h.at DESC, h.id DESC
         )
-        SELECT c.grp, c.status, c.currency, c.conv_day, r.max_pos, r.last_open, count(*), sum(c.amount)
-        FROM cohort c LEFT JOIN reach r ON r.deal_id = c.id
+        SELECT c.grp, c.status, c.currency, c.conv_day, r.max_pos, lo.to_stage_id, count(*), sum(c.amount)
+        FROM cohort c
+        LEFT JOIN reach r ON r.deal_id = c.id
+        LEFT JOIN last_open lo ON lo.deal_id = c.id
         GROUP BY 1, 2, 3, 4, 5, 6
         """,
         params,

@@ -30,50 +30,63 @@ from app.services.metrics.common import (
 GROUPS = (GroupBy.owner, GroupBy.team, GroupBy.source)
 
 
-def _value_at(field: str, at_param: str) -> str:
-    """Lateral joins giving a tracked field's JSON value at an instant: the last change before it,
-    else the previous value of the first change after it (the created value), else none (the
-    current value applies)."""
-    return f"""
-        LEFT JOIN LATERAL (
-          SELECT f.new_value AS v FROM deal_field_history f
-          WHERE f.org_id = d.org_id AND f.deal_id = d.id AND f.field = '{field}' AND f.at < {at_param}
-          ORDER BY f.at DESC, f.id DESC LIMIT 1) {field}_b ON true
-        LEFT JOIN LATERAL (
-          SELECT f.old_value AS v FROM deal_field_history f
-          WHERE f.org_id = d.org_id AND f.deal_id = d.id AND f.field = '{field}' AND f.at >= {at_param}
-          ORDER BY f.at, f.id LIMIT 1) {field}_a ON true"""
+TRACKED = ("amount", "currency", "probability", "owner_id")
 
 
 def _field(field: str, current: str, cast: str) -> str:
+    """A tracked field's value at the instant: the last change before it, else the previous value of
+    the first change after it (the created value), else (never changed) the current value."""
     return (
-        f"CASE WHEN {field}_b.v IS NOT NULL THEN ({field}_b.v #>> '{{}}')::{cast} "
-        f"WHEN {field}_a.v IS NOT NULL THEN ({field}_a.v #>> '{{}}')::{cast} ELSE {current} END"
+        f"CASE WHEN b.has_{field} THEN (b.{field} #>> '{{}}')::{cast} "
+        f"WHEN a.has_{field} THEN (a.{field} #>> '{{}}')::{cast} ELSE {current} END"
+    )
+
+
+def _pivot(value: str, order: str) -> str:
+    """Per deal, for each tracked field: whether a change is there, and the value of the first one in
+    `order` (one pass over the changes, grouped by deal)."""
+    return ",\n".join(
+        f"bool_or(f.field = '{name}') AS has_{name}, "
+        f"(array_agg(f.{value} ORDER BY {order}) FILTER (WHERE f.field = '{name}'))[1] AS {name}"
+        for name in TRACKED
     )
 
 
 def as_of_statement(sql: Sql, *, group: str, owner_at: bool = False) -> str:
     """Open deals at the instant :at grouped by (group, stage, currency, owner?): count, Σ amount,
-    Σ amount × probability / 100 — every value as it was at the instant."""
+    Σ amount × probability / 100 — every value as it was at the instant (stage and field history)."""
     owner = _field("owner_id", "d.owner_id", "uuid") if owner_at else "NULL::uuid"
-    owner_join = _value_at("owner_id", ":at") if owner_at else ""
     currency_filter = "AND x.currency = :currency" if "currency" in sql.params else ""
+    fields = ", ".join(f"'{name}'" for name in TRACKED)
     return f"""
-        WITH x AS (
-          SELECT {group} AS grp, st.to_stage_id AS stage_id, {owner} AS owner_at,
+        WITH st AS (
+          SELECT DISTINCT ON (h.deal_id) h.deal_id, h.to_stage_id
+          FROM deal_stage_history h
+          WHERE h.org_id = :org_id AND h.at < :at
+          ORDER BY h.deal_id, h.at DESC, h.id DESC
+        ), open_deals AS (
+          SELECT st.deal_id, st.to_stage_id FROM st
+          JOIN stages s ON s.org_id = :org_id AND s.id = st.to_stage_id AND s.kind = 'open'
+        ), b AS (
+          SELECT f.deal_id, {_pivot("new_value", "f.at DESC, f.id DESC")}
+          FROM deal_field_history f JOIN open_deals o ON o.deal_id = f.deal_id
+          WHERE f.org_id = :org_id AND f.at < :at AND f.field IN ({fields})
+          GROUP BY f.deal_id
+        ), a AS (
+          SELECT f.deal_id, {_pivot("old_value", "f.at, f.id")}
+          FROM deal_field_history f JOIN open_deals o ON o.deal_id = f.deal_id
+          WHERE f.org_id = :org_id AND f.at >= :at AND f.field IN ({fields})
+          GROUP BY f.deal_id
+        ), x AS (
+          SELECT {group} AS grp, o.to_stage_id AS stage_id, {owner} AS owner_at,
                  {_field("currency", "d.currency", "text")} AS currency,
                  {_field("amount", "d.amount", "numeric")} AS amount,
                  {_field("probability", "d.probability", "numeric")} AS probability
-          FROM deals d {sql.join_sql}
-          JOIN LATERAL (
-            SELECT h.to_stage_id FROM deal_stage_history h
-            WHERE h.org_id = d.org_id AND h.deal_id = d.id AND h.at < :at
-            ORDER BY h.at DESC, h.id DESC LIMIT 1) st ON true
-          JOIN stages s ON s.org_id = d.org_id AND s.id = st.to_stage_id AND s.kind = 'open'
-          {_value_at("currency", ":at")}
-          {_value_at("amount", ":at")}
-          {_value_at("probability", ":at")}
-          {owner_join}
+          FROM open_deals o
+          JOIN deals d ON d.org_id = :org_id AND d.id = o.deal_id
+          {sql.join_sql}
+          LEFT JOIN b ON b.deal_id = o.deal_id
+          LEFT JOIN a ON a.deal_id = o.deal_id
           WHERE {sql.where_sql} AND d.created_at < :at
         )
         SELECT x.grp, x.stage_id, x.currency, x.owner_at, count(*) AS n, sum(x.amount) AS amount,

@@ -102,27 +102,25 @@ async def cycle(session: AsyncSession, principal: Principal, query: MetricQuery)
         GROUP BY 1""",
         params,
     )
-    team = "ou.team_id" if " ou " in sql.join_sql else "NULL::uuid"
-    source = "sl.source" if " sl " in sql.join_sql else "NULL::text"
-    stay_group = group_expr(query.group_by, anchor="s.left_at", owner="s.owner_id", source="s.source")
+    stay_group = group_expr(query.group_by, anchor="s.left_at", owner="d.owner_id", source="sl.source")
+    # Stays end at the next stage entry of the same deal: one ordered pass over the stage history
+    # (the (org_id, deal_id, at) index gives that order), then the filters on the stays that ended.
     stay_rows = await fetch(
         session,
         f"""
         WITH s AS (
-          SELECT h.to_stage_id AS stage_id, h.at AS entered_at, d.owner_id, {team} AS team_id,
-                 {source} AS source,
+          SELECT h.deal_id, h.to_stage_id AS stage_id, h.at AS entered_at,
                  lead(h.at) OVER (PARTITION BY h.deal_id ORDER BY h.at, h.id) AS left_at
           FROM deal_stage_history h
-          JOIN deals d ON d.org_id = h.org_id AND d.id = h.deal_id
-          {sql.join_sql}
-          WHERE h.org_id = :org_id AND {sql.where_sql}
-            AND d.id IN (SELECT h2.deal_id FROM deal_stage_history h2
-                         WHERE h2.org_id = :org_id AND h2.at >= :t0 AND h2.at < :t1)
+          WHERE h.org_id = :org_id
         )
-        SELECT {stay_group.replace("ou.team_id", "s.team_id")}, s.stage_id, count(*),
+        SELECT {stay_group}, s.stage_id, count(*),
                avg(EXTRACT(EPOCH FROM s.left_at - s.entered_at)),
                percentile_cont(0.5) WITHIN GROUP (ORDER BY EXTRACT(EPOCH FROM s.left_at - s.entered_at))
-        FROM s WHERE s.left_at >= :t0 AND s.left_at < :t1
+        FROM s
+        JOIN deals d ON d.org_id = :org_id AND d.id = s.deal_id
+        {sql.join_sql}
+        WHERE s.left_at >= :t0 AND s.left_at < :t1 AND {sql.where_sql}
         GROUP BY 1, 2""",
         params,
     )
