@@ -251,7 +251,8 @@ async def load(conn: asyncpg.Connection, org_id: uuid.UUID, args: argparse.Names
     await _copy_leads(conn, leads)
     await conn.execute("ANALYZE")
     print(
-        f"loaded {counts['deals']} deals, {counts['history']} stage-history rows, {counts['fields']} field-history rows, {args.leads} leads"
+        f"loaded {counts['deals']} deals, {counts['history']} stage-history rows, {counts['fields']} "
+        f"field-history rows, {args.leads} leads"
     )
 
 
@@ -282,15 +283,18 @@ async def _copy_leads(conn: asyncpg.Connection, leads: list[tuple[Any, ...]]) ->
     )
 
 
+SPEED = "EXTRACT(EPOCH FROM first_contacted_at - le.created_at)"
 # The best hand-written SQL on the base tables for each endpoint's numbers ($1 org, $2 from, $3 to).
 HAND_SQL: dict[str, str] = {
     "funnel": """
         WITH open_stages AS (
           SELECT id, row_number() OVER (ORDER BY position) AS pos FROM stages
-          WHERE org_id = $1 AND pipeline_id = (SELECT id FROM pipelines WHERE org_id = $1 AND is_default) AND kind = 'open'),
+          WHERE org_id = $1 AND kind = 'open'
+            AND pipeline_id = (SELECT id FROM pipelines WHERE org_id = $1 AND is_default)),
         cohort AS (SELECT id, status, currency, amount FROM deals
                    WHERE org_id = $1 AND created_at >= $2 AND created_at < $3),
-        reach AS (SELECT h.deal_id, max(o.pos) AS top FROM deal_stage_history h JOIN cohort c ON c.id = h.deal_id
+        reach AS (SELECT h.deal_id, max(o.pos) AS top
+                  FROM deal_stage_history h JOIN cohort c ON c.id = h.deal_id
                   JOIN open_stages o ON o.id = h.to_stage_id WHERE h.org_id = $1 GROUP BY h.deal_id)
         SELECT c.status, c.currency, r.top, count(*), sum(c.amount)
         FROM cohort c LEFT JOIN reach r ON r.deal_id = c.id GROUP BY 1, 2, 3""",
@@ -299,7 +303,8 @@ HAND_SQL: dict[str, str] = {
         FROM deals WHERE org_id = $1 AND status = 'open' GROUP BY 1, 2""",
     "win-rate": """
         SELECT status, currency, count(*), sum(amount) FROM deals
-        WHERE org_id = $1 AND status IN ('won', 'lost') AND closed_at >= $2 AND closed_at < $3 GROUP BY 1, 2""",
+        WHERE org_id = $1 AND status IN ('won', 'lost') AND closed_at >= $2 AND closed_at < $3
+        GROUP BY 1, 2""",
     "cycle": """
         WITH won AS (
           SELECT count(*), avg(EXTRACT(EPOCH FROM closed_at - created_at)),
@@ -319,22 +324,29 @@ HAND_SQL: dict[str, str] = {
                count(*) FILTER (WHERE status = 'won' AND closed_at >= $2 AND closed_at < $3),
                count(*) FILTER (WHERE status = 'lost' AND closed_at >= $2 AND closed_at < $3),
                avg(amount) FILTER (WHERE status = 'won' AND closed_at >= $2 AND closed_at < $3),
-               avg(EXTRACT(EPOCH FROM closed_at - created_at)) FILTER (WHERE status = 'won' AND closed_at >= $2 AND closed_at < $3)
+               avg(EXTRACT(EPOCH FROM closed_at - created_at))
+                 FILTER (WHERE status = 'won' AND closed_at >= $2 AND closed_at < $3)
         FROM deals WHERE org_id = $1 GROUP BY 1""",
     "forecast": """
-        SELECT to_char(d.expected_close_date, 'YYYY-MM'), s.forecast_category, d.currency, count(*), sum(d.amount),
+        SELECT to_char(d.expected_close_date, 'YYYY-MM'), s.forecast_category, d.currency, count(*),
+               sum(d.amount),
                sum(d.amount * d.probability / 100)
-        FROM deals d JOIN stages s ON s.id = d.stage_id WHERE d.org_id = $1 AND d.status = 'open' GROUP BY 1, 2, 3""",
-    "lead-funnel": """
-        SELECT count(*), count(first_contacted_at), count(*) FILTER (WHERE le.status IN ('qualified', 'converted')),
+        FROM deals d JOIN stages s ON s.id = d.stage_id WHERE d.org_id = $1 AND d.status = 'open'
+        GROUP BY 1, 2, 3""",
+    "lead-funnel": f"""
+        SELECT count(*), count(first_contacted_at),
+               count(*) FILTER (WHERE le.status IN ('qualified', 'converted')),
                count(converted_deal_id), count(*) FILTER (WHERE d.status = 'won'),
-               percentile_cont(0.5) WITHIN GROUP (ORDER BY EXTRACT(EPOCH FROM first_contacted_at - le.created_at)),
-               percentile_cont(0.9) WITHIN GROUP (ORDER BY EXTRACT(EPOCH FROM first_contacted_at - le.created_at))
+               percentile_cont(0.5) WITHIN GROUP (ORDER BY {SPEED})
+                 FILTER (WHERE first_contacted_at IS NOT NULL),
+               percentile_cont(0.9) WITHIN GROUP (ORDER BY {SPEED})
+                 FILTER (WHERE first_contacted_at IS NOT NULL)
         FROM leads le LEFT JOIN deals d ON d.id = le.converted_deal_id
         WHERE le.org_id = $1 AND le.duplicate_of IS NULL AND le.created_at >= $2 AND le.created_at < $3""",
     "reps": """
         SELECT owner_id, status, currency, count(*), sum(amount) FROM deals
-        WHERE org_id = $1 AND status IN ('won', 'lost') AND closed_at >= $2 AND closed_at < $3 GROUP BY 1, 2, 3""",
+        WHERE org_id = $1 AND status IN ('won', 'lost') AND closed_at >= $2 AND closed_at < $3
+        GROUP BY 1, 2, 3""",
 }
 # As-of reconstruction by hand: the last stage entered and the last amount/probability set before T.
 HAND_AS_OF = """
@@ -459,6 +471,7 @@ async def measure(args: argparse.Namespace, admin_dsn: str, redis_url: str) -> N
                 (org_id, trend_from, today),
             ),
         )
+        endpoints.insert(0, ("definitions (no SQL)", "definitions", {}, "SELECT 1", ()))
         port = free_port()
         cmd = [str(BIN / "loudou"), "serve", "--workers", "2", "--port", str(port)]
         rows = []
@@ -474,7 +487,7 @@ async def measure(args: argparse.Namespace, admin_dsn: str, redis_url: str) -> N
                         r = await client.get(f"/v1/metrics/{path}", params=params)
                         assert r.status_code == 200, r.text
 
-                    used = max(int(n) for n in re.findall(r"\$(\d+)", sql))
+                    used = max((int(n) for n in re.findall(r"\$(\d+)", sql)), default=0)
 
                     async def hand(sql: str = sql, sql_args: tuple[Any, ...] = sql_args[:used]) -> None:
                         await conn.fetch(sql, *sql_args)

@@ -428,3 +428,18 @@ async def test_definitions_are_published_and_timeouts_answer_503(
         assert r.json()["code"] == "query_timeout"
         r = await client.get("/v1/metrics/win-rate", headers=org.auth())
         assert r.status_code == 200
+
+
+async def test_metrics_read_through_database_read_url_when_set(org: Org, settings: Settings) -> None:
+    replica = settings.model_copy(update={"database_read_url": settings.database_url})
+    state = AppState.open(replica)
+    try:
+        assert state.read_engine is not None
+        app = create_app(replica, state=state)
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as client:
+            r = await client.get("/v1/metrics/win-rate", headers=org.auth())
+            assert r.status_code == 200, r.text
+        # The replica's pool served the metrics query (and holds its connection again).
+        assert state.read_engine.pool.checkedin() == 1  # type: ignore[attr-defined]
+    finally:
+        await state.close()
