@@ -65,7 +65,7 @@ async def _check_scope(
     session: AsyncSession, principal: Principal, user_id: uuid.UUID | None, team_id: uuid.UUID | None
 ) -> None:
     if user_id is not None:
-        user = await session.get(User, user_id)
+        user = (await session.execute(select(User).where(col(User.id) == user_id))).scalar_one_or_none()
         if user is None:
             raise _invalid("user_id", "not_found", "no such user")
         if principal.role == Role.manager and (
@@ -73,7 +73,8 @@ async def _check_scope(
         ):
             raise Forbidden("Managers set targets for their own team's members.")
     elif team_id is not None:
-        if await session.get(Team, team_id) is None:
+        team = (await session.execute(select(col(Team.id)).where(col(Team.id) == team_id))).first()
+        if team is None:
             raise _invalid("team_id", "not_found", "no such team")
         if principal.role == Role.manager and team_id != principal.team_id:
             raise Forbidden("Managers set their own team's target.")

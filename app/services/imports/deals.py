@@ -313,7 +313,11 @@ async def import_deals(
             "created_at": line.created_at,
             "updated_at": now,
         }
-        deal = await session.get(Deal, record.deal_id) if record is not None and record.deal_id else None
+        deal = None
+        if record is not None and record.deal_id is not None:
+            # By id under the session's organisation scope (works whatever the primary key's shape).
+            stmt = select(Deal).where(col(Deal.id) == record.deal_id)
+            deal = (await session.execute(stmt)).scalar_one_or_none()
         earliest = line.created_at if deal is None else min(line.created_at, deal.created_at)
         if deal is None:
             deal = Deal(**values)

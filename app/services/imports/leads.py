@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
@@ -145,7 +145,11 @@ async def import_leads(
             "created_at": line.created_at,
             "updated_at": now,
         }
-        lead = await session.get(Lead, record.lead_id) if record is not None and record.lead_id else None
+        lead = None
+        if record is not None and record.lead_id is not None:
+            # By id under the session's organisation scope (works whatever the primary key's shape).
+            stmt = select(Lead).where(col(Lead.id) == record.lead_id)
+            lead = (await session.execute(stmt)).scalar_one_or_none()
         if lead is None:
             lead = Lead(**values)
             session.add(lead)
@@ -158,9 +162,7 @@ async def import_leads(
             lead.version += 1
             outcome = "updated"
         if deal_id is not None:
-            deal = await session.get(Deal, deal_id)
-            if deal is not None:
-                deal.lead_id = lead.id
+            await session.execute(update(Deal).where(col(Deal.id) == deal_id).values(lead_id=lead.id))
         if record is None:
             session.add(
                 ImportRecord(
