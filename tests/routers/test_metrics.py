@@ -436,7 +436,9 @@ async def test_metrics_read_through_database_read_url_when_set(org: Org, setting
     try:
         assert state.read_engine is not None
         app = create_app(replica, state=state)
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as client:
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://test"
+        ) as client:
             r = await client.get("/v1/metrics/win-rate", headers=org.auth())
             assert r.status_code == 200, r.text
         # The replica's pool served the metrics query (and holds its connection again).

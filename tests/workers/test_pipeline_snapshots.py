@@ -4,17 +4,29 @@ reconstruction for every day of a 30-day range."""
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import text
 
 from app.db import tenant_session
+from app.models.common import Role
+from app.security import Principal
 from app.services.metrics import snapshots
+from app.services.metrics.common import MetricQuery, context, deal_sql, end_of_day
+from app.services.metrics.pipeline import build_rows, open_rows
 from app.state import AppState
 from app.workers.scheduled import snapshot_pipelines
 from tests.conftest import Org
-from tests.routers.metrics_reference import TZ, build_world, local_date, post_import
+from tests.routers.metrics_reference import (
+    TZ,
+    build_world,
+    fetch_deals,
+    local_date,
+    local_start,
+    post_import,
+    ref_pipeline,
+)
 
 
 def _by_day(rows: list[dict[str, Any]]) -> dict[str, list[tuple[Any, ...]]]:
@@ -30,21 +42,38 @@ def _by_day(rows: list[dict[str, Any]]) -> dict[str, list[tuple[Any, ...]]]:
     return out
 
 
-async def _as_of(org: Org, day: str) -> list[tuple[Any, ...]]:
-    r = await org.client.get("/v1/metrics/pipeline", params={"as_of": day}, headers=org.auth())
-    assert r.status_code == 200, r.text
+def _rows(rows: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
     return [
         (
-            row["stage_key"],
-            row["count"],
-            tuple((a["currency"], a["amount"], a["weighted_amount"]) for a in row["amounts"]),
+            r["stage_key"],
+            r["count"],
+            tuple((a["currency"], a["amount"], a["weighted_amount"]) for a in r["amounts"]),
         )
-        for row in r.json()["rows"]
+        for r in rows
     ]
 
 
+async def _as_of(org: Org, day: str) -> list[tuple[Any, ...]]:
+    r = await org.client.get("/v1/metrics/pipeline", params={"as_of": day}, headers=org.auth())
+    assert r.status_code == 200, r.text
+    return _rows(r.json()["rows"])
+
+
+async def _reconstructed(state: AppState, org: Org, day: date) -> list[tuple[Any, ...]]:
+    """The as-of reconstruction from stage and field history, straight from the service."""
+    principal = Principal(
+        user_id=uuid.UUID(org.admin_id), org_id=uuid.UUID(org.id), role=Role.admin, team_id=None
+    )
+    query = MetricQuery()
+    async with tenant_session(state.sessions, principal.org_id) as session:
+        ctx = await context(session, principal, query)
+        sql = deal_sql(principal, query, currency_column=None)
+        rows = await open_rows(session, ctx, at=end_of_day(day, TZ), group="NULL::text", sql=sql)
+        return _rows([r.model_dump(mode="json") for r in build_rows(ctx, rows, day=day, on=day)])
+
+
 async def test_snapshot_trend_agrees_with_as_of_for_every_day_of_30(org: Org, state: AppState) -> None:
-    await build_world(org, deals=50, leads=5)
+    world = await build_world(org, deals=50, leads=5)
     org_id = uuid.UUID(org.id)
     today = local_date(datetime.now(UTC))
     days = [today - timedelta(days=i) for i in range(30, 0, -1)]
@@ -67,8 +96,20 @@ async def test_snapshot_trend_agrees_with_as_of_for_every_day_of_30(org: Org, st
     assert r.status_code == 200, r.text
     trend = _by_day(r.json()["rows"])
     assert sum(len(v) for v in trend.values()) > 30
+    deals = await fetch_deals(org)
     for day in days:
-        assert trend.get(day.isoformat(), []) == await _as_of(org, day.isoformat()), day
+        reconstructed = await _reconstructed(state, org, day)
+        assert trend.get(day.isoformat(), []) == reconstructed, day
+        assert await _as_of(org, day.isoformat()) == reconstructed, day
+        expected = ref_pipeline(world, deals, local_start(day + timedelta(days=1)))
+        # ... and equal the plain-Python reading of the definition.
+        assert {(k, c): (a, w) for k, _, amounts in reconstructed for c, a, w in amounts} == {
+            k: (a, w) for k, (_, a, w) in expected.items()
+        }, day
+        counts: dict[str, int] = {}
+        for (stage, _), (n, _, _) in expected.items():
+            counts[stage] = counts.get(stage, 0) + n
+        assert {k: n for k, n, _ in reconstructed} == counts, day
 
     # The trend reads the snapshots (a tampered snapshot shows), and an import of older history drops
     # the snapshots it rewrote, so trend and reconstruction still agree.
@@ -79,7 +120,14 @@ async def test_snapshot_trend_agrees_with_as_of_for_every_day_of_30(org: Org, st
         )
         await session.commit()
     r = await org.client.get("/v1/metrics/pipeline/trend", params=params, headers=org.auth())
-    assert _by_day(r.json()["rows"])[days[10].isoformat()] != await _as_of(org, days[10].isoformat())
+    tampered = _by_day(r.json()["rows"])[days[10].isoformat()]
+    assert tampered != await _reconstructed(state, org, days[10])
+    # as_of reads the snapshot too, unless the current owner matters (a rep's view reconstructs).
+    assert await _as_of(org, days[10].isoformat()) == tampered
+    r = await org.client.get(
+        "/v1/metrics/pipeline", params={"as_of": days[10].isoformat(), "source": "api"}, headers=org.auth()
+    )
+    assert r.status_code == 200 and all(row["count"] < 1000 for row in r.json()["rows"])
     created = datetime.combine(days[5], datetime.min.time(), tzinfo=UTC) + timedelta(hours=12)
     report = await post_import(
         org,
@@ -99,7 +147,16 @@ async def test_snapshot_trend_agrees_with_as_of_for_every_day_of_30(org: Org, st
     r = await org.client.get("/v1/metrics/pipeline/trend", params=params, headers=org.auth())
     trend = _by_day(r.json()["rows"])
     for day in days:
-        assert trend.get(day.isoformat(), []) == await _as_of(org, day.isoformat()), day
+        assert trend.get(day.isoformat(), []) == await _reconstructed(state, org, day), day
+    # Deleting a deal takes it out of the past too: the snapshots since its creation go.
+    old = next(
+        d for d in await fetch_deals(org) if d["status"] == "open" and d["created"] < local_start(days[3])
+    )
+    assert (await org.client.delete(f"/v1/deals/{old['id']}", headers=org.auth())).status_code in (200, 204)
+    r = await org.client.get("/v1/metrics/pipeline/trend", params=params, headers=org.auth())
+    trend = _by_day(r.json()["rows"])
+    for day in days:
+        assert trend.get(day.isoformat(), []) == await _reconstructed(state, org, day), day
 
 
 async def test_trend_by_week_and_month_points_at_interval_ends(org: Org) -> None:

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import enum
 import uuid
-from collections import defaultdict
-from datetime import date, timedelta
+import zoneinfo
+from datetime import date, datetime, timedelta
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -32,7 +32,7 @@ from app.services.metrics.common import (
     local_today,
     org_timezone,
 )
-from app.services.metrics.pipeline import as_of_statement, build_rows, open_rows
+from app.services.metrics.pipeline import as_of_statement, build_rows, open_rows, snapshot_rows
 
 BACKFILL_DAYS = 7
 
@@ -99,6 +99,11 @@ async def snapshot_missing_days(
     return taken
 
 
+async def local_day(session: AsyncSession, org_id: uuid.UUID, at: datetime) -> date:
+    """The organisation's local date of an instant."""
+    return at.astimezone(zoneinfo.ZoneInfo(await org_timezone(session, org_id))).date()
+
+
 async def forget_from(session: AsyncSession, org_id: uuid.UUID, day: date) -> None:
     """Drop the snapshots of `day` and later (their past was rewritten, say by an import)."""
     params = {"org_id": org_id, "day": day}
@@ -134,10 +139,7 @@ def trend_days(start: date, end: date, interval: Interval) -> list[date]:
 def _snapshot_sql(ctx: Context) -> Sql:
     """Conditions on snapshot rows `ps` for the filters (owner = the owner on that day) and visibility."""
     q, principal = ctx.query, ctx.principal
-    sql = Sql(where=["ps.org_id = :org_id"], params={"org_id": principal.org_id})
-    if q.pipeline_id is not None:
-        sql.where.append("ps.pipeline_id = :pipeline_id")
-        sql.params["pipeline_id"] = q.pipeline_id
+    sql = Sql(where=["true"], params={"org_id": principal.org_id})
     if q.owner_id is not None:
         sql.where.append("ps.owner_id = :owner_id")
         sql.params["owner_id"] = q.owner_id
@@ -146,9 +148,6 @@ def _snapshot_sql(ctx: Context) -> Sql:
             "ps.owner_id IN (SELECT tu.id FROM users tu WHERE tu.org_id = :org_id AND tu.team_id = :team_id)"
         )
         sql.params["team_id"] = q.team_id
-    if q.currency is not None:
-        sql.where.append("ps.currency = :currency")
-        sql.params["currency"] = q.currency
     if principal.role == Role.rep or (principal.role == Role.manager and principal.team_id is None):
         sql.where.append("ps.owner_id = :viewer_id")
         sql.params["viewer_id"] = principal.user_id
@@ -168,29 +167,11 @@ async def trend(
     """The pipeline as of the last day of each interval: snapshots where taken, else reconstructed."""
     ctx = await context(session, principal, query, convertible=False)
     points = trend_days(ctx.period.start, ctx.period.end, interval)
-    use_snapshots = query.source is None
     have: set[date] = set()
-    snap_rows: dict[date, list[Any]] = defaultdict(list)
-    if use_snapshots and points:
+    snap_rows: dict[date, list[Any]] = {}
+    if query.source is None and points:
         sql = _snapshot_sql(ctx)
-        day_rows = await fetch(
-            session,
-            "SELECT day FROM pipeline_snapshot_days WHERE org_id = :org_id AND day = ANY(:days)",
-            {"org_id": principal.org_id, "days": points},
-        )
-        have = {r[0] for r in day_rows}
-        rows = await fetch(
-            session,
-            f"""
-            SELECT ps.day, NULL::text, ps.stage_id, ps.currency, NULL::uuid, sum(ps.count), sum(ps.amount),
-                   sum(ps.weighted_amount)
-            FROM pipeline_snapshots ps
-            WHERE {sql.where_sql} AND ps.day = ANY(:days)
-            GROUP BY 1, 2, 3, 4""",
-            {**sql.params, "days": sorted(have)},
-        )
-        for row in rows:
-            snap_rows[row[0]].append(row[1:])
+        have, snap_rows = await snapshot_rows(session, ctx, points, where=sql.where_sql, params=sql.params)
     out: list[PipelineRow] = []
     for day in points:
         if day in have:
