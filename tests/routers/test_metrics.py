@@ -6,17 +6,19 @@ from __future__ import annotations
 import csv
 import dataclasses
 import io
+from dataclasses import dataclass
 from datetime import date, timedelta
 from decimal import Decimal
 from typing import Any
 
 import httpx
+import pytest
 from sqlalchemy import text
 
 from app.config import Settings
 from app.main import create_app
 from app.state import AppState
-from tests.conftest import Org
+from tests.conftest import Org, make_org
 from tests.routers.metrics_reference import (
     OPEN_KEYS,
     World,
@@ -51,6 +53,24 @@ def _period(today: date) -> tuple[date, date]:
     return today - timedelta(days=150), today + timedelta(days=1)
 
 
+@dataclass
+class History:
+    """One organisation's imported history plus live changes, read back (built once per module:
+    the tests below only read it, except for the targets and rates each adds for itself)."""
+
+    world: World
+    deals: list[dict[str, Any]]
+    today: date
+
+
+@pytest.fixture(scope="module")
+async def history(state: AppState, client: httpx.AsyncClient) -> History:
+    """The shared data set."""
+    org = await make_org(state, client)
+    world, deals, today = await _world(org)
+    return History(world, deals, today)
+
+
 async def _world(org: Org) -> tuple[World, list[dict[str, Any]], date]:
     world = await build_world(org)
     await live_changes(world)
@@ -60,8 +80,9 @@ async def _world(org: Org) -> tuple[World, list[dict[str, Any]], date]:
     return world, deals, local_date(datetime.now(UTC))
 
 
-async def test_funnel_pipeline_win_rate_cycle_equal_the_definitions(org: Org) -> None:
-    world, deals, today = await _world(org)
+async def test_funnel_pipeline_win_rate_cycle_equal_the_definitions(history: History) -> None:
+    world, deals, today = history.world, history.deals, history.today
+    org = world.org
     start, end = _period(today)
     params = {"from": start.isoformat(), "to": end.isoformat()}
 
@@ -124,8 +145,9 @@ async def test_funnel_pipeline_win_rate_cycle_equal_the_definitions(org: Org) ->
     } == ref["stages"]
 
 
-async def test_lead_funnel_equals_the_definitions(org: Org) -> None:
-    _, deals, today = await _world(org)
+async def test_lead_funnel_equals_the_definitions(history: History) -> None:
+    world, deals, today = history.world, history.deals, history.today
+    org = world.org
     start, end = _period(today)
     leads = await fetch_all(org, "/v1/leads")
     body = await metric(org, "lead-funnel", **{"from": start.isoformat(), "to": end.isoformat()})
@@ -144,8 +166,9 @@ def csv_rows(text: str) -> list[dict[str, str]]:
     return list(csv.DictReader(io.StringIO(text)))
 
 
-async def test_forecast_velocity_and_reps_equal_the_definitions(org: Org) -> None:
-    world, deals, today = await _world(org)
+async def test_forecast_velocity_and_reps_equal_the_definitions(history: History) -> None:
+    world, deals, today = history.world, history.deals, history.today
+    org = world.org
     start, end = _period(today)
     params = {"from": start.isoformat(), "to": end.isoformat()}
     key_of = {v: k for k, v in world.stages.items()}
@@ -231,8 +254,9 @@ async def test_forecast_velocity_and_reps_equal_the_definitions(org: Org) -> Non
     assert rep1_usd["attainment"] == rate(Decimal(rep1_usd["won_amount"]), Decimal(12000))
 
 
-async def test_csv_carries_the_json_numbers_and_filters_combine(org: Org) -> None:
-    world, deals, today = await _world(org)
+async def test_csv_carries_the_json_numbers_and_filters_combine(history: History) -> None:
+    world, deals, today = history.world, history.deals, history.today
+    org = world.org
     start, end = _period(today)
     params = {"from": start.isoformat(), "to": end.isoformat()}
     for path, extra in (
@@ -300,9 +324,10 @@ async def test_csv_carries_the_json_numbers_and_filters_combine(org: Org) -> Non
 
 
 async def test_a_rep_sees_only_their_numbers_and_other_orgs_ids_give_nothing(
-    org: Org, other_org: Org
+    history: History, other_org: Org
 ) -> None:
-    world, deals, today = await _world(org)
+    world, deals, today = history.world, history.deals, history.today
+    org = world.org
     start, end = _period(today)
     params = {"from": start.isoformat(), "to": end.isoformat()}
     rep1 = world.users["rep1"]
@@ -337,8 +362,9 @@ async def test_a_rep_sees_only_their_numbers_and_other_orgs_ids_give_nothing(
     assert (await metric(other_org, "lead-funnel", **params))["rows"] == []
 
 
-async def test_convert_to_uses_the_dated_rates_it_names(org: Org) -> None:
-    world, deals, today = await _world(org)
+async def test_convert_to_uses_the_dated_rates_it_names(history: History) -> None:
+    world, deals, today = history.world, history.deals, history.today
+    org = world.org
     start, end = _period(today)
     params = {"from": start.isoformat(), "to": end.isoformat()}
     r = await org.client.get(
