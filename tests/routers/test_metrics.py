@@ -302,6 +302,17 @@ async def test_csv_carries_the_json_numbers_and_filters_combine(history: History
     assert sum(row["won"] + row["lost"] for row in body["rows"]) == len(
         [d for d in subset if d["status"] in ("won", "lost") and start <= local_date(d["closed"]) < end]
     )
+    # Weeks are ISO weeks of the local close date, labelled YYYY-Www.
+    body = await metric(org, "win-rate", **params, group_by="week")
+    weeks: dict[str, list[dict[str, Any]]] = {}
+    for d in deals:
+        if d["status"] in ("won", "lost") and start <= local_date(d["closed"]) < end:
+            year, week, _ = local_date(d["closed"]).isocalendar()
+            weeks.setdefault(f"{year}-W{week:02d}", []).append(d)
+    assert {r["group"]: (r["won"], r["lost"]) for r in body["rows"]} == {
+        w: (ref_win_rate(ds, start, end)["won"], ref_win_rate(ds, start, end)["lost"])
+        for w, ds in weeks.items()
+    }
     # A team is its members' numbers; a source is the deals whose source lead came from it.
     team_a = {world.users[n] for n in ("rep1", "rep2", "manager_a")}
     body = await metric(org, "funnel", **params, team_id=world.teams["a"])
