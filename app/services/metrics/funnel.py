@@ -51,7 +51,7 @@ async def funnel(session: AsyncSession, principal: Principal, query: MetricQuery
         session,
         f"""
         WITH cohort AS (
-          SELECT d.id, d.status, d.amount, d.currency, {group} AS grp,
+          SELECT d.id, d.status, d.amount, d.currency, d.stage_id, d.stage_entered_at, {group} AS grp,
                  {ctx.conversion_day("d.closed_at")} AS conv_day
           FROM deals d {sql.join_sql}
           WHERE {sql.where_sql} AND d.pipeline_id = :funnel_pipeline
@@ -66,12 +66,14 @@ async def funnel(session: AsyncSession, principal: Principal, query: MetricQuery
           WHERE h.org_id = :org_id
           GROUP BY h.deal_id
         ), last_open AS (
-          SELECT DISTINCT ON (h.deal_id) h.deal_id, h.to_stage_id
-          FROM deal_stage_history h
-          JOIN cohort c ON c.id = h.deal_id AND c.status = 'lost'
-          JOIN open_stage o ON o.stage_id = h.to_stage_id
-          WHERE h.org_id = :org_id
-          ORDER BY h.deal_id, h.at DESC, h.id DESC
+          -- A lost deal's last open stage is the one it left for the lost stage: the entry into
+          -- its current stage (at stage_entered_at) says where it came from.
+          SELECT c.id AS deal_id, h.from_stage_id AS to_stage_id
+          FROM cohort c
+          JOIN deal_stage_history h
+            ON h.org_id = :org_id AND h.deal_id = c.id
+           AND h.at = c.stage_entered_at AND h.to_stage_id = c.stage_id
+          WHERE c.status = 'lost'
         )
         SELECT c.grp, c.status, c.currency, c.conv_day, r.max_pos, lo.to_stage_id, count(*), sum(c.amount)
         FROM cohort c
