@@ -482,3 +482,32 @@ async def test_metrics_read_through_database_read_url_when_set(org: Org, setting
         assert state.read_engine.pool.checkedin() == 1  # type: ignore[attr-defined]
     finally:
         await state.close()
+
+
+async def test_lead_funnel_by_intake_source(org: Org) -> None:
+    sources = []
+    for name in ("Contact us", "Pricing"):
+        r = await org.client.post(
+            "/v1/intake-sources",
+            json={"kind": "form", "name": name, "field_mapping": {"your-email": "email"}},
+            headers=org.auth(),
+        )
+        assert r.status_code == 201, r.text
+        sources.append(r.json())
+    for source, email in (
+        (sources[0], "a@example.com"),
+        (sources[0], "b@example.com"),
+        (sources[1], "c@example.com"),
+    ):
+        r = await org.client.post(source["endpoint"], json={"your-email": email})
+        assert r.status_code == 201, r.text
+    r = await org.client.post("/v1/leads", json={"email": "d@example.com"}, headers=org.auth())
+    assert r.status_code == 201, r.text
+    body = await metric(org, "lead-funnel", group_by="intake_source")
+    assert {row["group"]: row["created"] for row in body["rows"]} == {
+        sources[0]["id"]: 2,
+        sources[1]["id"]: 1,
+        None: 1,
+    }
+    body = await metric(org, "lead-funnel", group_by="source")
+    assert {row["group"]: row["created"] for row in body["rows"]} == {"web_form": 3, "api": 1}
