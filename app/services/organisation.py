@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
+from datetime import date
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -20,6 +21,7 @@ from app.security import Principal, hash_password, new_api_key
 from app.services import audit
 from app.services.common import apply_changes, get_or_404
 from app.services.deals import pipelines
+from app.services.metrics import snapshots
 
 
 @dataclass(frozen=True)
@@ -83,6 +85,7 @@ async def update_organisation(
 ) -> Organisation:
     """Change the name and/or some settings; unsent settings keep their values."""
     org = await get_organisation(session, principal.org_id)
+    timezone = org.typed_settings().timezone
     changes: dict[str, object] = {}
     if data.name is not None:
         changes["name"] = data.name
@@ -99,5 +102,8 @@ async def update_organisation(
             action="update",
             changes=diff,
         )
+    if org.typed_settings().timezone != timezone:
+        # Daily pipeline snapshots are local days: under another timezone they are other days.
+        await snapshots.forget_from(session, org.id, date.min)
     await session.flush()
     return org

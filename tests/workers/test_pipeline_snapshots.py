@@ -158,6 +158,15 @@ async def test_snapshot_trend_agrees_with_as_of_for_every_day_of_30(org: Org, st
     for day in days:
         assert trend.get(day.isoformat(), []) == await _reconstructed(state, org, day), day
 
+    # Snapshots are local days: another timezone makes them other days, so they go.
+    r = await org.client.patch("/v1/organisation", json={"settings": {"timezone": "UTC"}}, headers=org.auth())
+    assert r.status_code == 200
+    async with state.sessions() as session:
+        left = await session.execute(
+            text("SELECT count(*) FROM pipeline_snapshot_days WHERE org_id = :o"), {"o": org_id}
+        )
+        assert left.scalar_one() == 0
+
 
 async def test_trend_by_week_and_month_points_at_interval_ends(org: Org) -> None:
     await build_world(org, deals=5, leads=1)
