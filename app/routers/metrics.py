@@ -36,7 +36,8 @@ from app.services.metrics import pipeline as pipeline_service
 from app.services.metrics import reps as reps_service
 from app.services.metrics import snapshots as snapshots_service
 from app.services.metrics import wins as wins_service
-from app.services.metrics.common import GroupBy, MetricQuery, csv_text
+from app.services.metrics.common import GroupBy, MetricQuery
+from app.services.metrics.csv_rows import csv_text
 
 router = APIRouter(
     prefix="/v1/metrics", tags=["metrics"], responses={**COMMON_ERRORS, **problem_responses(503)}

@@ -13,7 +13,8 @@ from app.db import tenant_session
 from app.models.common import Role
 from app.security import Principal
 from app.services.metrics import snapshots
-from app.services.metrics.common import MetricQuery, context, deal_sql, end_of_day
+from app.services.metrics.common import MetricQuery, deal_sql, end_of_day
+from app.services.metrics.context import context
 from app.services.metrics.pipeline import build_rows, open_rows
 from app.state import AppState
 from app.workers.scheduled import snapshot_pipelines

@@ -13,16 +13,9 @@ from app.models.common import Role
 from app.models.metric_reports import Attainment, ForecastAmount, ForecastReport, ForecastRow
 from app.security import Principal
 from app.services import targets as targets_service
-from app.services.metrics.common import (
-    MetricQuery,
-    Money,
-    context,
-    deal_sql,
-    envelope,
-    fetch,
-    money,
-    ratio,
-)
+from app.services.metrics.common import MetricQuery, deal_sql, fetch, money, ratio
+from app.services.metrics.context import context, envelope
+from app.services.metrics.conversion import Money
 
 CATEGORIES = ("commit", "best_case", "pipeline")
 

@@ -14,16 +14,15 @@ from app.security import Principal
 from app.services.metrics.common import (
     GroupBy,
     MetricQuery,
-    Money,
     complement,
-    context,
     deal_sql,
-    envelope,
     fetch,
     group_expr,
     money,
     ratio,
 )
+from app.services.metrics.context import context, envelope
+from app.services.metrics.conversion import Money
 
 GROUPS = (GroupBy.owner, GroupBy.team, GroupBy.source, GroupBy.month, GroupBy.week)
 

@@ -6,17 +6,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.models.metric_reports import LeadFunnelRow, MetricReport
 from app.security import Principal
-from app.services.metrics.common import (
-    GroupBy,
-    MetricQuery,
-    context,
-    envelope,
-    fetch,
-    group_expr,
-    lead_sql,
-    minutes,
-    ratio,
-)
+from app.services.metrics.common import GroupBy, MetricQuery, fetch, group_expr, lead_sql, minutes, ratio
+from app.services.metrics.context import context, envelope
 
 GROUPS = (GroupBy.source, GroupBy.intake_source, GroupBy.owner, GroupBy.team, GroupBy.month, GroupBy.week)
 # Counted leads: not a merged duplicate, not deleted (lead_sql adds both conditions).

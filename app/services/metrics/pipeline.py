@@ -13,19 +13,17 @@ from app.models.common import Role
 from app.models.metric_reports import MetricReport, PipelineRow, StageAmount
 from app.security import Principal
 from app.services.metrics.common import (
-    Context,
     GroupBy,
     MetricQuery,
-    Money,
     Sql,
-    context,
     deal_sql,
     end_of_day,
-    envelope,
     fetch,
     group_expr,
     money,
 )
+from app.services.metrics.context import Context, context, envelope
+from app.services.metrics.conversion import Money
 
 GROUPS = (GroupBy.owner, GroupBy.team, GroupBy.source)
 ALL_SEEING = (Role.admin, Role.viewer)

@@ -11,19 +11,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.models.metric_reports import MetricReport, RepAmount, RepRow
 from app.security import Principal
 from app.services import targets as targets_service
-from app.services.metrics.common import (
-    MetricQuery,
-    Money,
-    Sql,
-    context,
-    deal_sql,
-    envelope,
-    fetch,
-    lead_sql,
-    money,
-    ratio,
-    visibility,
-)
+from app.services.metrics.common import MetricQuery, Sql, deal_sql, fetch, lead_sql, money, ratio, visibility
+from app.services.metrics.context import context, envelope
+from app.services.metrics.conversion import Money
 
 
 async def reps(session: AsyncSession, principal: Principal, query: MetricQuery) -> MetricReport[RepRow]:

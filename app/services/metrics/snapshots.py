@@ -21,17 +21,15 @@ from app.models.common import Role
 from app.models.metric_reports import MetricReport, PipelineRow
 from app.security import Principal
 from app.services.metrics.common import (
-    Context,
     MetricQuery,
     Sql,
-    context,
     deal_sql,
     end_of_day,
-    envelope,
     fetch,
     local_today,
     org_timezone,
 )
+from app.services.metrics.context import Context, context, envelope
 from app.services.metrics.pipeline import as_of_statement, build_rows, open_rows, snapshot_rows
 
 BACKFILL_DAYS = 7

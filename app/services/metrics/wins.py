@@ -16,17 +16,16 @@ from app.services.metrics.common import (
     SECONDS_PER_DAY,
     GroupBy,
     MetricQuery,
-    Money,
-    context,
     days,
     deal_sql,
     end_of_day,
-    envelope,
     fetch,
     group_expr,
     money,
     ratio,
 )
+from app.services.metrics.context import context, envelope
+from app.services.metrics.conversion import Money
 from app.services.metrics.pipeline import open_rows
 
 GROUPS = (GroupBy.owner, GroupBy.team, GroupBy.source, GroupBy.month, GroupBy.week)
