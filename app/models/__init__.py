@@ -11,6 +11,8 @@ from app.models.idempotency import IdempotencyRecord
 from app.models.intake import InboundEvent, IntakeSource
 from app.models.lead import Activity, Lead
 from app.models.metrics import (
+    DealClosedRollup,
+    DealOpenRollup,
     ExchangeRate,
     ImportRecord,
     PipelineSnapshot,
@@ -39,7 +41,9 @@ __all__ = [
     "AuditEntry",
     "Contact",
     "Deal",
+    "DealClosedRollup",
     "DealFieldHistory",
+    "DealOpenRollup",
     "DealStageHistory",
     "DocumentCounter",
     "ExchangeRate",

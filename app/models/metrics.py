@@ -248,3 +248,80 @@ class ImportRecord(TenantKeyMixin, table=True):
     checksum: str = Field(max_length=64)
     created_at: datetime = TimestampField()
     updated_at: datetime = TimestampField()
+
+
+class DealOpenRollup(TenantKeyMixin, table=True):
+    """Open deals now, summed per pipeline, stage, currency, owner, source and expected close month.
+
+    Kept by a trigger on deals (every insert, change and delete adds or takes away the deal's share),
+    so it always equals the same sums over the deals table; tests rebuild it and compare.
+    """
+
+    __tablename__ = "deal_open_rollup"
+    __table_args__ = (
+        UniqueConstraint(
+            "org_id",
+            "pipeline_id",
+            "stage_id",
+            "currency",
+            "owner_id",
+            "source",
+            "close_month",
+            name="uq_deal_open_rollup_key",
+            postgresql_nulls_not_distinct=True,
+        ),
+        ForeignKeyConstraint(
+            ["org_id", "pipeline_id"],
+            ["pipelines.org_id", "pipelines.id"],
+            ondelete="CASCADE",
+            name="fk_deal_open_rollup_pipeline",
+        ),
+    )
+
+    pipeline_id: uuid.UUID
+    stage_id: uuid.UUID
+    currency: str = Field(max_length=3)
+    owner_id: uuid.UUID | None = Field(default=None)
+    source: str | None = Field(default=None, max_length=16)
+    close_month: str | None = Field(default=None, max_length=7)
+    n: int
+    amount: Decimal = Field(sa_type=Numeric())
+    weighted: Decimal = Field(sa_type=Numeric())
+
+
+class DealClosedRollup(TenantKeyMixin, table=True):
+    """Won and lost deals summed per local close day (the organisation's timezone), status, pipeline,
+    currency, owner and source: count, Σ amount, amounts counted, Σ cycle seconds. Trigger-kept."""
+
+    __tablename__ = "deal_closed_rollup"
+    __table_args__ = (
+        UniqueConstraint(
+            "org_id",
+            "day",
+            "status",
+            "pipeline_id",
+            "currency",
+            "owner_id",
+            "source",
+            name="uq_deal_closed_rollup_key",
+            postgresql_nulls_not_distinct=True,
+        ),
+        ForeignKeyConstraint(
+            ["org_id", "pipeline_id"],
+            ["pipelines.org_id", "pipelines.id"],
+            ondelete="CASCADE",
+            name="fk_deal_closed_rollup_pipeline",
+        ),
+        Index("ix_deal_closed_rollup_org_id_day", "org_id", "day"),
+    )
+
+    day: dt.date
+    status: str = Field(max_length=8)
+    pipeline_id: uuid.UUID
+    currency: str = Field(max_length=3)
+    owner_id: uuid.UUID | None = Field(default=None)
+    source: str | None = Field(default=None, max_length=16)
+    n: int
+    amount: Decimal = Field(sa_type=Numeric())
+    amount_n: int
+    cycle_seconds: Decimal = Field(sa_type=Numeric())

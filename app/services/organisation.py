@@ -6,6 +6,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import date
 
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db import scope_session
@@ -103,7 +104,9 @@ async def update_organisation(
             changes=diff,
         )
     if org.typed_settings().timezone != timezone:
-        # Daily pipeline snapshots are local days: under another timezone they are other days.
+        # Daily pipeline snapshots and the closed-deal rollup are by local day: under another
+        # timezone they are other days.
         await snapshots.forget_from(session, org.id, date.min)
+        await session.execute(text("SELECT loudou_rebuild_deal_rollups(:org)"), {"org": org.id})
     await session.flush()
     return org

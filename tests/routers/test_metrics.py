@@ -458,7 +458,7 @@ async def test_definitions_are_published_and_timeouts_answer_503(
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as client:
         async with state.engine.connect() as blocker:
             await blocker.execute(text("BEGIN"))
-            await blocker.execute(text("LOCK TABLE deals IN ACCESS EXCLUSIVE MODE"))
+            await blocker.execute(text("LOCK TABLE stages IN ACCESS EXCLUSIVE MODE"))
             r = await client.get("/v1/metrics/win-rate", headers=org.auth())
             await blocker.rollback()
         assert r.status_code == 503 and r.headers["content-type"].startswith("application/problem+json")
@@ -511,3 +511,31 @@ async def test_lead_funnel_by_intake_source(org: Org) -> None:
     }
     body = await metric(org, "lead-funnel", group_by="source")
     assert {row["group"]: row["created"] for row in body["rows"]} == {"web_form": 3, "api": 1}
+
+
+async def test_trigger_kept_rollups_equal_the_deals_table(history: History, state: AppState) -> None:
+    """What the rollups hold after imports, live moves, wins, losses and edits is what a GROUP BY over
+    the deals table gives now."""
+    org_id = history.world.org.id
+    open_sql = """
+        SELECT d.pipeline_id, d.stage_id, d.currency, d.owner_id, l.source, to_char(d.expected_close_date, 'YYYY-MM'),
+               count(*), COALESCE(sum(d.amount), 0), COALESCE(sum(d.amount * d.probability / 100), 0)
+        FROM deals d LEFT JOIN leads l ON l.id = d.lead_id
+        WHERE d.org_id = :o AND d.status = 'open' GROUP BY 1, 2, 3, 4, 5, 6"""
+    open_rollup = """
+        SELECT pipeline_id, stage_id, currency, owner_id, source, close_month, n, amount, weighted
+        FROM deal_open_rollup WHERE org_id = :o AND n <> 0"""
+    closed_sql = """
+        SELECT (d.closed_at AT TIME ZONE 'Asia/Shanghai')::date, d.status, d.pipeline_id, d.currency, d.owner_id,
+               l.source, count(*), COALESCE(sum(d.amount), 0), count(d.amount),
+               sum(EXTRACT(EPOCH FROM d.closed_at - d.created_at))
+        FROM deals d LEFT JOIN leads l ON l.id = d.lead_id
+        WHERE d.org_id = :o AND d.status IN ('won', 'lost') GROUP BY 1, 2, 3, 4, 5, 6"""
+    closed_rollup = """
+        SELECT day, status, pipeline_id, currency, owner_id, source, n, amount, amount_n, cycle_seconds
+        FROM deal_closed_rollup WHERE org_id = :o AND n <> 0"""
+    async with state.sessions() as session:
+        for base, rollup in ((open_sql, open_rollup), (closed_sql, closed_rollup)):
+            expected = sorted(map(tuple, (await session.execute(text(base), {"o": org_id})).all()), key=str)
+            got = sorted(map(tuple, (await session.execute(text(rollup), {"o": org_id})).all()), key=str)
+            assert got == expected and len(got) > 5

@@ -167,6 +167,21 @@ async def test_snapshot_trend_agrees_with_as_of_for_every_day_of_30(org: Org, st
             text("SELECT count(*) FROM pipeline_snapshot_days WHERE org_id = :o"), {"o": org_id}
         )
         assert left.scalar_one() == 0
+        # ... and the closed-deal rollup is rebuilt on UTC days.
+        days_by_rollup = await session.execute(
+            text(
+                "SELECT day, sum(n) FROM deal_closed_rollup WHERE org_id = :o AND n <> 0 GROUP BY 1 ORDER BY 1"
+            ),
+            {"o": org_id},
+        )
+        days_by_deals = await session.execute(
+            text(
+                "SELECT (closed_at AT TIME ZONE 'UTC')::date, count(*) FROM deals "
+                "WHERE org_id = :o AND status IN ('won', 'lost') GROUP BY 1 ORDER BY 1"
+            ),
+            {"o": org_id},
+        )
+        assert days_by_rollup.all() == days_by_deals.all()
 
 
 async def test_trend_by_week_and_month_points_at_interval_ends(org: Org) -> None:

@@ -257,6 +257,40 @@ def deal_sql(principal: Principal, query: MetricQuery, *, currency_column: str |
     return sql
 
 
+def rollup_sql(principal: Principal, query: MetricQuery) -> Sql:
+    """Conditions on a deal rollup `r` (deal_open_rollup, deal_closed_rollup: owner, source, pipeline
+    and currency are among its keys) for the filters and the caller's visibility, as deal_sql."""
+    sql = Sql(where=["r.org_id = :org_id"], params={"org_id": principal.org_id})
+    if query.pipeline_id is not None:
+        sql.where.append("r.pipeline_id = :pipeline_id")
+        sql.params["pipeline_id"] = query.pipeline_id
+    if query.owner_id is not None:
+        sql.where.append("r.owner_id = :owner_id")
+        sql.params["owner_id"] = query.owner_id
+    if query.team_id is not None or query.group_by == GroupBy.team:
+        sql.join(OWNER_USER_JOIN.format(a="r"))
+    if query.team_id is not None:
+        sql.where.append("ou.team_id = :team_id")
+        sql.params["team_id"] = query.team_id
+    if query.source is not None:
+        sql.where.append("r.source = :source")
+        sql.params["source"] = query.source.value
+    if query.currency is not None:
+        sql.where.append("r.currency = :currency")
+        sql.params["currency"] = query.currency
+    visibility(sql, principal, "r.owner_id")
+    return sql
+
+
+def rollup_group(group_by: GroupBy | None) -> str:
+    """The group key over a rollup `r` (months and weeks of its local `day`)."""
+    if group_by in (GroupBy.month, GroupBy.week):
+        if group_by == GroupBy.month:
+            return "to_char(r.day, 'YYYY-MM')"
+        return "to_char(date_trunc('week', r.day::timestamp), 'IYYY-\"W\"IW')"
+    return group_expr(group_by, anchor="NULL", owner="r.owner_id", source="r.source")
+
+
 def lead_sql(principal: Principal, query: MetricQuery) -> Sql:
     """Conditions on leads `le` for the filters (pipeline and currency do not apply) and visibility."""
     sql = Sql(

@@ -62,6 +62,8 @@ class Context:
             "t0": self.period.start_at,
             "t1": self.period.end_at,
             "today": self.period.today,
+            "d0": self.period.start,
+            "d1": self.period.end,
         }
 
     def conversion_day(self, closed_column: str, open_day: str = ":today") -> str:

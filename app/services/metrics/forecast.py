@@ -13,7 +13,7 @@ from app.models.common import Role
 from app.models.metric_reports import Attainment, ForecastAmount, ForecastReport, ForecastRow
 from app.security import Principal
 from app.services import targets as targets_service
-from app.services.metrics.common import MetricQuery, deal_sql, fetch, money, ratio
+from app.services.metrics.common import MetricQuery, fetch, money, ratio, rollup_sql
 from app.services.metrics.context import context, envelope
 from app.services.metrics.conversion import Money
 
@@ -23,17 +23,18 @@ CATEGORIES = ("commit", "best_case", "pipeline")
 async def forecast(session: AsyncSession, principal: Principal, query: MetricQuery) -> ForecastReport:
     """Open deals now by expected close month (and category); won in the period against targets."""
     ctx = await context(session, principal, query)
-    sql = deal_sql(principal, query)
+    sql = rollup_sql(principal, query)
     params = {**ctx.base_params(), **sql.params}
     rows = await fetch(
         session,
         f"""
-        SELECT COALESCE(to_char(d.expected_close_date, 'YYYY-MM'), 'none'), s.forecast_category, d.currency,
-               count(*), sum(d.amount), sum(d.amount * d.probability / 100)
-        FROM deals d JOIN stages s ON s.org_id = d.org_id AND s.id = d.stage_id
+        SELECT COALESCE(r.close_month, 'none'), s.forecast_category, r.currency,
+               sum(r.n), sum(r.amount), sum(r.weighted)
+        FROM deal_open_rollup r JOIN stages s ON s.org_id = r.org_id AND s.id = r.stage_id
         {sql.join_sql}
-        WHERE {sql.where_sql} AND d.status = 'open'
-        GROUP BY 1, 2, 3""",
+        WHERE {sql.where_sql}
+        GROUP BY 1, 2, 3
+        HAVING sum(r.n) <> 0""",
         params,
     )
     today = ctx.period.today
@@ -66,12 +67,13 @@ async def forecast(session: AsyncSession, principal: Principal, query: MetricQue
             )
         out.append(ForecastRow(month=month, count=counts[month], amounts=amounts))
 
+    conv_day = "r.day" if ctx.converter is not None else "NULL::date"
     won_rows = await fetch(
         session,
         f"""
-        SELECT d.currency, {ctx.conversion_day("d.closed_at")}, sum(d.amount)
-        FROM deals d {sql.join_sql}
-        WHERE {sql.where_sql} AND d.status = 'won' AND d.closed_at >= :t0 AND d.closed_at < :t1
+        SELECT r.currency, {conv_day}, sum(r.amount)
+        FROM deal_closed_rollup r {sql.join_sql}
+        WHERE {sql.where_sql} AND r.status = 'won' AND r.day >= :d0 AND r.day < :d1
         GROUP BY 1, 2""",
         params,
     )

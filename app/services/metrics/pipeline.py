@@ -21,6 +21,8 @@ from app.services.metrics.common import (
     fetch,
     group_expr,
     money,
+    rollup_group,
+    rollup_sql,
 )
 from app.services.metrics.context import Context, context, envelope
 from app.services.metrics.conversion import Money
@@ -95,22 +97,26 @@ def as_of_statement(sql: Sql, *, group: str, owner_at: bool = False) -> str:
 
 
 def now_statement(sql: Sql, *, group: str) -> str:
-    """Open deals now, from the deals table (the same numbers: history has nothing after now)."""
+    """Open deals now, from the open-deal rollup (a trigger keeps it equal to the same sums over the
+    deals table; as of now needs no history, nothing lies after now)."""
     return f"""
-        SELECT {group} AS grp, d.stage_id, d.currency, NULL::uuid, count(*), sum(d.amount),
-               sum(d.amount * d.probability / 100)
-        FROM deals d {sql.join_sql}
-        WHERE {sql.where_sql} AND d.status = 'open'
-        GROUP BY 1, 2, 3, 4"""
+        SELECT {group} AS grp, r.stage_id, r.currency, NULL::uuid, sum(r.n), sum(r.amount), sum(r.weighted)
+        FROM deal_open_rollup r {sql.join_sql}
+        WHERE {sql.where_sql}
+        GROUP BY 1, 2, 3, 4
+        HAVING sum(r.n) <> 0"""
 
 
 async def open_rows(
     session: AsyncSession, ctx: Context, *, at: datetime | None, group: str, sql: Sql
 ) -> list[Any]:
-    """(group, stage, currency, owner, count, amount, weighted) of the deals open at `at` (None: now)."""
-    params = {**ctx.base_params(), **sql.params}
+    """(group, stage, currency, owner, count, amount, weighted) of the deals open at `at` (None: now,
+    from the rollup with the context's filters; `group` and `sql` are for the reconstruction)."""
     if at is None:
-        return await fetch(session, now_statement(sql, group=group), params)
+        now = rollup_sql(ctx.principal, ctx.query)
+        statement = now_statement(now, group=rollup_group(ctx.query.group_by))
+        return await fetch(session, statement, {**ctx.base_params(), **now.params})
+    params = {**ctx.base_params(), **sql.params}
     return await fetch(session, as_of_statement(sql, group=group), {**params, "at": at})
 
 

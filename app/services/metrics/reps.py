@@ -11,7 +11,16 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.models.metric_reports import MetricReport, RepAmount, RepRow
 from app.security import Principal
 from app.services import targets as targets_service
-from app.services.metrics.common import MetricQuery, Sql, deal_sql, fetch, lead_sql, money, ratio, visibility
+from app.services.metrics.common import (
+    MetricQuery,
+    Sql,
+    fetch,
+    lead_sql,
+    money,
+    ratio,
+    rollup_sql,
+    visibility,
+)
 from app.services.metrics.context import context, envelope
 from app.services.metrics.conversion import Money
 
@@ -30,15 +39,16 @@ async def reps(session: AsyncSession, principal: Principal, query: MetricQuery) 
         GROUP BY 1""",
         {**params, **leads.params},
     )
-    deals = deal_sql(principal, query)
+    deals = rollup_sql(principal, query)
+    conv_day = "r.day" if ctx.converter is not None else "NULL::date"
     deal_rows = await fetch(
         session,
         f"""
-        SELECT d.owner_id, d.status, d.currency, {ctx.conversion_day("d.closed_at")}, count(*), sum(d.amount)
-        FROM deals d {deals.join_sql}
-        WHERE {deals.where_sql} AND d.owner_id IS NOT NULL AND d.status IN ('won', 'lost')
-          AND d.closed_at >= :t0 AND d.closed_at < :t1
-        GROUP BY 1, 2, 3, 4""",
+        SELECT r.owner_id, r.status, r.currency, {conv_day}, sum(r.n), sum(r.amount)
+        FROM deal_closed_rollup r {deals.join_sql}
+        WHERE {deals.where_sql} AND r.owner_id IS NOT NULL AND r.day >= :d0 AND r.day < :d1
+        GROUP BY 1, 2, 3, 4
+        HAVING sum(r.n) <> 0""",
         {**params, **deals.params},
     )
     users = Sql(where=["u.org_id = :org_id"], params={"org_id": principal.org_id})

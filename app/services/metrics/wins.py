@@ -23,6 +23,8 @@ from app.services.metrics.common import (
     group_expr,
     money,
     ratio,
+    rollup_group,
+    rollup_sql,
 )
 from app.services.metrics.context import context, envelope
 from app.services.metrics.conversion import Money
@@ -41,15 +43,16 @@ async def win_rate(
 ) -> MetricReport[WinRateRow]:
     """won / (won + lost) among deals whose current closed_at is in the period."""
     ctx = await context(session, principal, query, group_by=GROUPS)
-    sql = deal_sql(principal, query)
-    group = group_expr(query.group_by, anchor="d.closed_at", owner="d.owner_id", source="sl.source")
+    sql = rollup_sql(principal, query)
+    conv_day = "r.day" if ctx.converter is not None else "NULL::date"
     rows = await fetch(
         session,
         f"""
-        SELECT {group}, d.status, d.currency, {ctx.conversion_day("d.closed_at")}, count(*), sum(d.amount)
-        FROM deals d {sql.join_sql}
-        WHERE {sql.where_sql} AND d.status IN ('won', 'lost') AND {CLOSED_IN_PERIOD}
-        GROUP BY 1, 2, 3, 4""",
+        SELECT {rollup_group(query.group_by)}, r.status, r.currency, {conv_day}, sum(r.n), sum(r.amount)
+        FROM deal_closed_rollup r {sql.join_sql}
+        WHERE {sql.where_sql} AND r.day >= :d0 AND r.day < :d1
+        GROUP BY 1, 2, 3, 4
+        HAVING sum(r.n) <> 0""",
         {**ctx.base_params(), **sql.params},
     )
     won: dict[Any, int] = defaultdict(int)
@@ -161,20 +164,22 @@ async def velocity(
         session, principal, query, group_by=(GroupBy.owner, GroupBy.team, GroupBy.source), convertible=False
     )
     sql = deal_sql(principal, query)
-    params = {**ctx.base_params(), **sql.params}
     group = group_expr(query.group_by, anchor="d.closed_at", owner="d.owner_id", source="sl.source")
+    closed_sql = rollup_sql(principal, query)
     closed = await fetch(
         session,
         f"""
-        SELECT {group}, d.currency, count(*) FILTER (WHERE d.status = 'won'),
-               count(*) FILTER (WHERE d.status = 'lost'),
-               sum(d.amount) FILTER (WHERE d.status = 'won'),
-               count(d.amount) FILTER (WHERE d.status = 'won'),
-               sum(EXTRACT(EPOCH FROM d.closed_at - d.created_at)) FILTER (WHERE d.status = 'won')
-        FROM deals d {sql.join_sql}
-        WHERE {sql.where_sql} AND d.status IN ('won', 'lost') AND {CLOSED_IN_PERIOD}
-        GROUP BY 1, 2""",
-        params,
+        SELECT {rollup_group(query.group_by)}, r.currency,
+               COALESCE(sum(r.n) FILTER (WHERE r.status = 'won'), 0),
+               COALESCE(sum(r.n) FILTER (WHERE r.status = 'lost'), 0),
+               sum(r.amount) FILTER (WHERE r.status = 'won'),
+               COALESCE(sum(r.amount_n) FILTER (WHERE r.status = 'won'), 0),
+               sum(r.cycle_seconds) FILTER (WHERE r.status = 'won')
+        FROM deal_closed_rollup r {closed_sql.join_sql}
+        WHERE {closed_sql.where_sql} AND r.day >= :d0 AND r.day < :d1
+        GROUP BY 1, 2
+        HAVING sum(r.n) <> 0""",
+        {**ctx.base_params(), **closed_sql.params},
     )
     last_day = ctx.period.end - timedelta(days=1)
     at = end_of_day(last_day, ctx.tz)
