@@ -7,18 +7,18 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from pydantic import ConfigDict
 from sqlalchemy import Numeric
 from sqlmodel import Field, SQLModel
 
-from app.models.base import IdMixin, JsonField, TenantMixin, TimestampsMixin, VersionMixin
-from app.models.common import CountryCode, CurrencyCode, EmailAddress
+from app.models.base import IdMixin, JsonField, TenantMixin, TimestampsMixin, VersionMixin, tenant_fk
+from app.models.common import CountryCode, CurrencyCode, EmailAddress, Input, Patch
 
 
 class Account(IdMixin, TenantMixin, TimestampsMixin, VersionMixin, table=True):
     """A customer company. Every member of the organisation may read accounts (they are shared)."""
 
     __tablename__ = "accounts"
+    __table_args__ = (tenant_fk("accounts", "owner_id", "users", ondelete="SET NULL"),)
 
     name: str = Field(max_length=300, index=True)
     domain: str | None = Field(default=None, max_length=255)
@@ -26,17 +26,15 @@ class Account(IdMixin, TenantMixin, TimestampsMixin, VersionMixin, table=True):
     country: str | None = Field(default=None, max_length=2)
     phone: str | None = Field(default=None, max_length=32)
     address: str | None = Field(default=None, max_length=1000)
-    owner_id: uuid.UUID | None = Field(default=None, foreign_key="users.id", index=True, ondelete="SET NULL")
+    owner_id: uuid.UUID | None = Field(default=None, index=True)
     credit_limit: Decimal | None = Field(default=None, sa_type=Numeric(18, 4))
     credit_currency: str | None = Field(default=None, max_length=3)
     credit_rating: str | None = Field(default=None, max_length=16)
     attributes: dict[str, Any] = JsonField()
 
 
-class AccountCreate(SQLModel):
+class AccountCreate(Input):
     """POST /v1/accounts."""
-
-    model_config = ConfigDict(extra="forbid")  # type: ignore[assignment]
 
     name: str = Field(min_length=1, max_length=300)
     domain: str | None = Field(default=None, max_length=255)
@@ -51,10 +49,10 @@ class AccountCreate(SQLModel):
     attributes: dict[str, Any] = Field(default_factory=dict)
 
 
-class AccountUpdate(SQLModel):
+class AccountUpdate(Patch):
     """PATCH /v1/accounts/{id}: only what is sent changes."""
 
-    model_config = ConfigDict(extra="forbid")  # type: ignore[assignment]
+    not_null = ("name", "attributes")
 
     name: str | None = Field(default=None, min_length=1, max_length=300)
     domain: str | None = Field(default=None, max_length=255)
@@ -94,22 +92,22 @@ class Contact(IdMixin, TenantMixin, TimestampsMixin, VersionMixin, table=True):
     """A person, usually at an account."""
 
     __tablename__ = "contacts"
-
-    account_id: uuid.UUID | None = Field(
-        default=None, foreign_key="accounts.id", index=True, ondelete="SET NULL"
+    __table_args__ = (
+        tenant_fk("contacts", "account_id", "accounts", ondelete="SET NULL"),
+        tenant_fk("contacts", "owner_id", "users", ondelete="SET NULL"),
     )
+
+    account_id: uuid.UUID | None = Field(default=None, index=True)
     name: str = Field(max_length=300)
     email: str | None = Field(default=None, max_length=320, index=True)
     phone: str | None = Field(default=None, max_length=32)
     title: str | None = Field(default=None, max_length=200)
-    owner_id: uuid.UUID | None = Field(default=None, foreign_key="users.id", index=True, ondelete="SET NULL")
+    owner_id: uuid.UUID | None = Field(default=None, index=True)
     attributes: dict[str, Any] = JsonField()
 
 
-class ContactCreate(SQLModel):
+class ContactCreate(Input):
     """POST /v1/contacts."""
-
-    model_config = ConfigDict(extra="forbid")  # type: ignore[assignment]
 
     name: str = Field(min_length=1, max_length=300)
     account_id: uuid.UUID | None = None
@@ -120,10 +118,10 @@ class ContactCreate(SQLModel):
     attributes: dict[str, Any] = Field(default_factory=dict)
 
 
-class ContactUpdate(SQLModel):
+class ContactUpdate(Patch):
     """PATCH /v1/contacts/{id}."""
 
-    model_config = ConfigDict(extra="forbid")  # type: ignore[assignment]
+    not_null = ("name", "attributes")
 
     name: str | None = Field(default=None, min_length=1, max_length=300)
     account_id: uuid.UUID | None = None

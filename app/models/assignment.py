@@ -6,21 +6,28 @@ import uuid
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, field_validator
+from pydantic import BaseModel, field_validator
 from sqlalchemy import String, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
-from app.models.base import IdMixin, JsonField, TenantMixin, TimestampField, TimestampsMixin, VersionMixin
+from app.models.base import (
+    IdMixin,
+    JsonField,
+    TenantMixin,
+    TimestampField,
+    TimestampsMixin,
+    VersionMixin,
+    tenant_fk,
+)
+from app.models.common import Input, Patch
 from app.models.durations import parse_duration
 
 Strategy = Literal["round_robin", "weighted", "least_loaded"]
 Operator = Literal["eq", "ne", "in", "not_in", "contains", "gte", "lte", "exists"]
 
 
-class Condition(BaseModel):
+class Condition(Input):
     """One test on a lead field: `score gte 50`, `country in [CN, HK]`, `attributes.plan eq pro`."""
-
-    model_config = ConfigDict(extra="forbid")
 
     field: str = Field(min_length=1, max_length=100)
     op: Operator
@@ -31,12 +38,13 @@ class AssignmentRule(IdMixin, TenantMixin, TimestampsMixin, VersionMixin, table=
     """Leads matching every condition go to the target users by the strategy; first match wins."""
 
     __tablename__ = "assignment_rules"
+    __table_args__ = (tenant_fk("assignment_rules", "target_team_id", "teams", ondelete="SET NULL"),)
 
     name: str = Field(max_length=200)
     position: int = Field(default=0, index=True)
     active: bool = Field(default=True)
     conditions: list[dict[str, Any]] = JsonField(default_factory=list)
-    target_team_id: uuid.UUID | None = Field(default=None, foreign_key="teams.id", ondelete="SET NULL")
+    target_team_id: uuid.UUID | None = Field(default=None)
     target_user_ids: list[str] = JsonField(default_factory=list)
     strategy: str = Field(default="round_robin", sa_type=String(16))
     respect_working_hours: bool = Field(default=False)
@@ -48,8 +56,9 @@ class AssignmentCursor(TenantMixin, table=True):
     """Strategy state of one rule, locked (FOR UPDATE) for the length of one assignment."""
 
     __tablename__ = "assignment_cursors"
+    __table_args__ = (tenant_fk("assignment_cursors", "rule_id", "assignment_rules", ondelete="CASCADE"),)
 
-    rule_id: uuid.UUID = Field(primary_key=True, foreign_key="assignment_rules.id", ondelete="CASCADE")
+    rule_id: uuid.UUID = Field(primary_key=True)
     state: dict[str, Any] = JsonField()
     updated_at: datetime = TimestampField()
 
@@ -58,9 +67,12 @@ class AssignmentDecision(IdMixin, TenantMixin, table=True):
     """Why a lead went where it went: the rule, every candidate with why it was or wasn't chosen."""
 
     __tablename__ = "assignment_decisions"
-    __table_args__ = (UniqueConstraint("org_id", "trigger_key"),)
+    __table_args__ = (
+        UniqueConstraint("org_id", "trigger_key"),
+        tenant_fk("assignment_decisions", "lead_id", "leads", ondelete="CASCADE"),
+    )
 
-    lead_id: uuid.UUID = Field(foreign_key="leads.id", index=True, ondelete="CASCADE")
+    lead_id: uuid.UUID = Field(index=True)
     trigger: str = Field(max_length=32)
     trigger_key: str = Field(max_length=200)
     outcome: str = Field(max_length=16)
@@ -85,10 +97,8 @@ def _durations(value: str | None) -> str | None:
     return value
 
 
-class AssignmentRuleCreate(SQLModel):
+class AssignmentRuleCreate(Input):
     """POST /v1/assignment-rules; target is a team or a list of users (not both)."""
-
-    model_config = ConfigDict(extra="forbid")  # type: ignore[assignment]
 
     name: str = Field(min_length=1, max_length=200)
     position: int | None = None
@@ -104,10 +114,10 @@ class AssignmentRuleCreate(SQLModel):
     _sla = field_validator("contact_sla")(_durations)
 
 
-class AssignmentRuleUpdate(SQLModel):
+class AssignmentRuleUpdate(Patch):
     """PATCH /v1/assignment-rules/{id}."""
 
-    model_config = ConfigDict(extra="forbid")  # type: ignore[assignment]
+    not_null = ("name", "position", "active", "strategy", "respect_working_hours", "sla_action")
 
     name: str | None = Field(default=None, min_length=1, max_length=200)
     position: int | None = None
@@ -174,10 +184,8 @@ class AssignmentDecisionRead(SQLModel):
     created_at: datetime
 
 
-class PreviewRequest(BaseModel):
+class PreviewRequest(Input):
     """A hypothetical lead: the fields rules look at."""
-
-    model_config = ConfigDict(extra="forbid")
 
     lead: dict[str, Any]
 

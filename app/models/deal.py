@@ -8,8 +8,8 @@ from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
-from pydantic import ConfigDict, model_validator
-from sqlalchemy import Index, Numeric, String, UniqueConstraint
+from pydantic import model_validator
+from sqlalchemy import Index, Numeric, String
 from sqlmodel import Field, SQLModel
 
 from app.models.base import (
@@ -19,8 +19,9 @@ from app.models.base import (
     TimestampField,
     TimestampsMixin,
     VersionMixin,
+    tenant_fk,
 )
-from app.models.common import CurrencyCode
+from app.models.common import CurrencyCode, Input, Patch
 from app.models.pipeline import StageRead
 from app.money import round_money
 
@@ -46,21 +47,21 @@ class Deal(IdMixin, TenantMixin, TimestampsMixin, VersionMixin, table=True):
         Index("ix_deals_org_id_status_closed_at", "org_id", "status", "closed_at"),
         Index("ix_deals_org_id_created_at", "org_id", "created_at"),
         Index("ix_deals_org_id_closed_at", "org_id", "closed_at"),
-        UniqueConstraint("org_id", "id"),
+        tenant_fk("deals", "pipeline_id", "pipelines", ondelete="RESTRICT"),
+        tenant_fk("deals", "stage_id", "stages", ondelete="RESTRICT"),
+        tenant_fk("deals", "account_id", "accounts", ondelete="SET NULL"),
+        tenant_fk("deals", "contact_id", "contacts", ondelete="SET NULL"),
+        tenant_fk("deals", "owner_id", "users", ondelete="SET NULL"),
     )
 
-    pipeline_id: uuid.UUID = Field(foreign_key="pipelines.id", ondelete="RESTRICT")
-    stage_id: uuid.UUID = Field(foreign_key="stages.id", index=True, ondelete="RESTRICT")
+    pipeline_id: uuid.UUID = Field()
+    stage_id: uuid.UUID = Field(index=True)
     name: str = Field(max_length=300)
-    account_id: uuid.UUID | None = Field(
-        default=None, foreign_key="accounts.id", index=True, ondelete="SET NULL"
-    )
-    contact_id: uuid.UUID | None = Field(
-        default=None, foreign_key="contacts.id", index=True, ondelete="SET NULL"
-    )
+    account_id: uuid.UUID | None = Field(default=None, index=True)
+    contact_id: uuid.UUID | None = Field(default=None, index=True)
     # The lead this deal was converted from (the leads table lives in another domain).
     lead_id: uuid.UUID | None = Field(default=None, index=True)
-    owner_id: uuid.UUID | None = Field(default=None, foreign_key="users.id", index=True, ondelete="SET NULL")
+    owner_id: uuid.UUID | None = Field(default=None, index=True)
     amount: Decimal | None = Field(default=None, sa_type=Numeric(18, 4))
     currency: str = Field(max_length=3)
     probability: Decimal = Field(default=Decimal("0"), sa_type=Numeric(5, 2))
@@ -83,14 +84,19 @@ class DealStageHistory(IdMixin, TenantMixin, table=True):
         Index("ix_deal_stage_history_org_id_deal_id_at", "org_id", "deal_id", "at"),
         Index("ix_deal_stage_history_org_id_to_stage_id_at", "org_id", "to_stage_id", "at"),
         Index("ix_deal_stage_history_org_id_at", "org_id", "at"),
+        tenant_fk("deal_stage_history", "deal_id", "deals", ondelete="CASCADE"),
+        tenant_fk("deal_stage_history", "pipeline_id", "pipelines", ondelete="CASCADE"),
+        tenant_fk("deal_stage_history", "from_stage_id", "stages", ondelete="RESTRICT"),
+        tenant_fk("deal_stage_history", "to_stage_id", "stages", ondelete="RESTRICT"),
+        tenant_fk("deal_stage_history", "by_user_id", "users", ondelete="SET NULL"),
     )
 
-    deal_id: uuid.UUID = Field(foreign_key="deals.id", ondelete="CASCADE")
-    pipeline_id: uuid.UUID = Field(foreign_key="pipelines.id", ondelete="CASCADE")
-    from_stage_id: uuid.UUID | None = Field(default=None, foreign_key="stages.id", ondelete="RESTRICT")
-    to_stage_id: uuid.UUID = Field(foreign_key="stages.id", ondelete="RESTRICT")
+    deal_id: uuid.UUID = Field()
+    pipeline_id: uuid.UUID = Field()
+    from_stage_id: uuid.UUID | None = Field(default=None)
+    to_stage_id: uuid.UUID = Field()
     at: datetime = TimestampField()
-    by_user_id: uuid.UUID | None = Field(default=None, foreign_key="users.id", ondelete="SET NULL")
+    by_user_id: uuid.UUID | None = Field(default=None)
 
 
 class DealFieldHistory(IdMixin, TenantMixin, table=True):
@@ -100,20 +106,20 @@ class DealFieldHistory(IdMixin, TenantMixin, table=True):
     __table_args__ = (
         Index("ix_deal_field_history_org_id_deal_id_at", "org_id", "deal_id", "at"),
         Index("ix_deal_field_history_org_id_field_at", "org_id", "field", "at"),
+        tenant_fk("deal_field_history", "deal_id", "deals", ondelete="CASCADE"),
+        tenant_fk("deal_field_history", "by_user_id", "users", ondelete="SET NULL"),
     )
 
-    deal_id: uuid.UUID = Field(foreign_key="deals.id", ondelete="CASCADE")
+    deal_id: uuid.UUID = Field()
     field: str = Field(max_length=64)
     old_value: Any = JsonField(default_factory=lambda: None, nullable=True)
     new_value: Any = JsonField(default_factory=lambda: None, nullable=True)
     at: datetime = TimestampField()
-    by_user_id: uuid.UUID | None = Field(default=None, foreign_key="users.id", ondelete="SET NULL")
+    by_user_id: uuid.UUID | None = Field(default=None)
 
 
-class DealCreate(SQLModel):
+class DealCreate(Input):
     """POST /v1/deals: pipeline defaults to the organisation's default, stage to its first."""
-
-    model_config = ConfigDict(extra="forbid")  # type: ignore[assignment]
 
     name: str = Field(min_length=1, max_length=300)
     pipeline_id: uuid.UUID | None = None
@@ -129,10 +135,10 @@ class DealCreate(SQLModel):
     attributes: dict[str, Any] = Field(default_factory=dict)
 
 
-class DealUpdate(SQLModel):
+class DealUpdate(Patch):
     """PATCH /v1/deals/{id}; the stage changes only through /move, /won, /lost, /reopen."""
 
-    model_config = ConfigDict(extra="forbid")  # type: ignore[assignment]
+    not_null = ("name", "currency", "attributes", "owner_id")
 
     name: str | None = Field(default=None, min_length=1, max_length=300)
     account_id: uuid.UUID | None = None
@@ -147,28 +153,22 @@ class DealUpdate(SQLModel):
     attributes: dict[str, Any] | None = None
 
 
-class DealMove(SQLModel):
+class DealMove(Input):
     """POST /v1/deals/{id}/move."""
-
-    model_config = ConfigDict(extra="forbid")  # type: ignore[assignment]
 
     stage_id: uuid.UUID
     lost_reason: str | None = Field(default=None, max_length=200, description="needed for a lost stage")
 
 
-class DealLost(SQLModel):
+class DealLost(Input):
     """POST /v1/deals/{id}/lost: a reason from the organisation's list."""
-
-    model_config = ConfigDict(extra="forbid")  # type: ignore[assignment]
 
     reason: str = Field(min_length=1, max_length=200)
     note: str | None = Field(default=None, max_length=2000)
 
 
-class DealReopen(SQLModel):
+class DealReopen(Input):
     """POST /v1/deals/{id}/reopen: back to an open stage (default: the last open one it was in)."""
-
-    model_config = ConfigDict(extra="forbid")  # type: ignore[assignment]
 
     stage_id: uuid.UUID | None = None
 

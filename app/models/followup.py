@@ -6,11 +6,12 @@ import uuid
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import ConfigDict, field_validator
+from pydantic import field_validator
 from sqlalchemy import String, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
-from app.models.base import IdMixin, TenantMixin, TimestampsMixin, VersionMixin
+from app.models.base import IdMixin, TenantMixin, TimestampsMixin, VersionMixin, tenant_fk
+from app.models.common import Input, Patch
 from app.models.durations import parse_duration
 from app.models.lead import LeadStatus
 
@@ -20,11 +21,15 @@ class FollowupPolicy(IdMixin, TenantMixin, TimestampsMixin, VersionMixin, table=
     `interval` after each touch."""
 
     __tablename__ = "followup_policies"
-    __table_args__ = (UniqueConstraint("org_id", "lead_status"), UniqueConstraint("org_id", "deal_stage_id"))
+    __table_args__ = (
+        UniqueConstraint("org_id", "lead_status"),
+        UniqueConstraint("org_id", "deal_stage_id"),
+        tenant_fk("followup_policies", "deal_stage_id", "stages", ondelete="CASCADE"),
+    )
 
     name: str = Field(max_length=200)
     lead_status: str | None = Field(default=None, sa_type=String(16))
-    deal_stage_id: uuid.UUID | None = Field(default=None, foreign_key="stages.id", ondelete="CASCADE")
+    deal_stage_id: uuid.UUID | None = Field(default=None)
     interval: str = Field(max_length=40)
     task_subject: str = Field(max_length=500)
     active: bool = Field(default=True)
@@ -36,10 +41,8 @@ def _interval(value: str | None) -> str | None:
     return value
 
 
-class FollowupPolicyCreate(SQLModel):
+class FollowupPolicyCreate(Input):
     """POST /v1/followup-policies."""
-
-    model_config = ConfigDict(extra="forbid")  # type: ignore[assignment]
 
     name: str = Field(min_length=1, max_length=200)
     lead_status: LeadStatus | None = None
@@ -51,10 +54,8 @@ class FollowupPolicyCreate(SQLModel):
     _interval = field_validator("interval")(_interval)
 
 
-class FollowupPolicyUpdate(SQLModel):
+class FollowupPolicyUpdate(Patch):
     """PATCH /v1/followup-policies/{id}."""
-
-    model_config = ConfigDict(extra="forbid")  # type: ignore[assignment]
 
     name: str | None = Field(default=None, min_length=1, max_length=200)
     interval: str | None = None
@@ -95,10 +96,8 @@ class TaskRead(SQLModel):
     created_at: datetime
 
 
-class TaskComplete(SQLModel):
+class TaskComplete(Input):
     """POST /v1/tasks/{id}/complete: the outcome is logged as an activity of `log_as`."""
-
-    model_config = ConfigDict(extra="forbid")  # type: ignore[assignment]
 
     outcome: str = Field(min_length=1, max_length=5000)
     log_as: Literal["call", "email", "meeting", "note"] = "call"

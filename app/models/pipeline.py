@@ -8,11 +8,20 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Annotated
 
-from pydantic import ConfigDict, StringConstraints, field_validator
+from pydantic import StringConstraints, field_validator
 from sqlalchemy import Numeric, String, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
-from app.models.base import IdMixin, JsonField, TenantMixin, TimestampField, TimestampsMixin, VersionMixin
+from app.models.base import (
+    IdMixin,
+    JsonField,
+    TenantMixin,
+    TimestampField,
+    TimestampsMixin,
+    VersionMixin,
+    tenant_fk,
+)
+from app.models.common import Input, Patch
 
 # The deal fields a stage may require before a deal leaves it.
 REQUIRABLE_FIELDS = ("amount", "currency", "expected_close_date", "contact_id", "account_id")
@@ -43,7 +52,7 @@ class Pipeline(IdMixin, TenantMixin, TimestampsMixin, VersionMixin, table=True):
     """A sales process: stages in order; deals move through them."""
 
     __tablename__ = "pipelines"
-    __table_args__ = (UniqueConstraint("org_id", "name"), UniqueConstraint("org_id", "id"))
+    __table_args__ = (UniqueConstraint("org_id", "name"),)
 
     name: str = Field(max_length=200)
     is_default: bool = Field(default=False)
@@ -63,9 +72,9 @@ class Stage(IdMixin, TenantMixin, TimestampsMixin, VersionMixin, table=True):
     """One step of a pipeline. Deleted stages are kept (deleted_at) so history stays valid."""
 
     __tablename__ = "stages"
-    __table_args__ = (UniqueConstraint("org_id", "id"),)
+    __table_args__ = (tenant_fk("stages", "pipeline_id", "pipelines", ondelete="CASCADE"),)
 
-    pipeline_id: uuid.UUID = Field(foreign_key="pipelines.id", index=True, ondelete="CASCADE")
+    pipeline_id: uuid.UUID = Field(index=True)
     key: str = Field(max_length=64)
     name: str = Field(max_length=200)
     name_en: str = Field(default="", max_length=200)
@@ -81,10 +90,8 @@ class Stage(IdMixin, TenantMixin, TimestampsMixin, VersionMixin, table=True):
     deleted_at: datetime | None = TimestampField(nullable=True, default_now=False)
 
 
-class StageCreate(SQLModel):
+class StageCreate(Input):
     """A stage, when creating a pipeline or adding one to it (appended unless `position` is given)."""
-
-    model_config = ConfigDict(extra="forbid")  # type: ignore[assignment]
 
     key: StageKey | None = None
     name: str = Field(min_length=1, max_length=200)
@@ -102,10 +109,10 @@ class StageCreate(SQLModel):
     _required = field_validator("required_fields")(_check_required)
 
 
-class StageUpdate(SQLModel):
+class StageUpdate(Patch):
     """PATCH a stage: renaming keeps history (it refers to the stage by id)."""
 
-    model_config = ConfigDict(extra="forbid")  # type: ignore[assignment]
+    not_null = ("name", "name_en", "probability", "required_fields", "forecast_category")
 
     name: str | None = Field(default=None, min_length=1, max_length=200)
     name_en: str | None = Field(default=None, max_length=200)
@@ -136,18 +143,14 @@ class StageRead(SQLModel):
     version: int
 
 
-class StageOrder(SQLModel):
+class StageOrder(Input):
     """PUT the stage order: every live stage id, in the new order."""
-
-    model_config = ConfigDict(extra="forbid")  # type: ignore[assignment]
 
     stage_ids: list[uuid.UUID] = Field(min_length=1)
 
 
-class PipelineCreate(SQLModel):
+class PipelineCreate(Input):
     """POST /v1/pipelines: a name and its stages in order (at least one won and one lost stage)."""
-
-    model_config = ConfigDict(extra="forbid")  # type: ignore[assignment]
 
     name: str = Field(min_length=1, max_length=200)
     is_default: bool = False
@@ -155,10 +158,10 @@ class PipelineCreate(SQLModel):
     stages: list[StageCreate] = Field(min_length=2)
 
 
-class PipelineUpdate(SQLModel):
+class PipelineUpdate(Patch):
     """PATCH /v1/pipelines/{id}."""
 
-    model_config = ConfigDict(extra="forbid")  # type: ignore[assignment]
+    not_null = ("name", "is_default", "win_on_quote_acceptance")
 
     name: str | None = Field(default=None, min_length=1, max_length=200)
     is_default: bool | None = None

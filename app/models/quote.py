@@ -8,13 +8,21 @@ from datetime import date, datetime
 from decimal import Decimal
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, model_validator
+from pydantic import BaseModel, model_validator
 from pydantic import Field as PydanticField
 from sqlalchemy import Index, Numeric, String, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
-from app.models.base import IdMixin, JsonField, TenantMixin, TimestampField, TimestampsMixin, VersionMixin
-from app.models.common import CurrencyCode
+from app.models.base import (
+    IdMixin,
+    JsonField,
+    TenantMixin,
+    TimestampField,
+    TimestampsMixin,
+    VersionMixin,
+    tenant_fk,
+)
+from app.models.common import CurrencyCode, Input, Patch
 from app.money import plain_percent, round_money
 
 
@@ -49,9 +57,14 @@ class Quote(IdMixin, TenantMixin, TimestampsMixin, VersionMixin, table=True):
     __table_args__ = (
         UniqueConstraint("org_id", "number", "revision"),
         Index("ix_quotes_status_valid_until", "status", "valid_until"),
+        tenant_fk("quotes", "deal_id", "deals", ondelete="CASCADE"),
+        tenant_fk("quotes", "created_by_id", "users", ondelete="SET NULL"),
+        tenant_fk("quotes", "approved_by_id", "users", ondelete="SET NULL"),
+        tenant_fk("quotes", "previous_revision_id", "quotes", ondelete="SET NULL"),
+        tenant_fk("quotes", "superseded_by_id", "quotes", ondelete="SET NULL"),
     )
 
-    deal_id: uuid.UUID = Field(foreign_key="deals.id", index=True, ondelete="CASCADE")
+    deal_id: uuid.UUID = Field(index=True)
     number: str = Field(max_length=32)
     revision: int = Field(default=1)
     status: QuoteStatus = Field(default=QuoteStatus.draft, sa_type=String(20))
@@ -71,22 +84,20 @@ class Quote(IdMixin, TenantMixin, TimestampsMixin, VersionMixin, table=True):
     total: Decimal = Field(default=Decimal("0"), sa_type=Numeric(18, 4))
     is_primary: bool = Field(default=False)
     approval_reasons: list[str] = JsonField(default_factory=list)
-    created_by_id: uuid.UUID | None = Field(default=None, foreign_key="users.id", ondelete="SET NULL")
-    approved_by_id: uuid.UUID | None = Field(default=None, foreign_key="users.id", ondelete="SET NULL")
+    created_by_id: uuid.UUID | None = Field(default=None)
+    approved_by_id: uuid.UUID | None = Field(default=None)
     approved_at: datetime | None = TimestampField(nullable=True, default_now=False)
     sent_at: datetime | None = TimestampField(nullable=True, default_now=False)
     accepted_at: datetime | None = TimestampField(nullable=True, default_now=False)
     declined_at: datetime | None = TimestampField(nullable=True, default_now=False)
     expired_at: datetime | None = TimestampField(nullable=True, default_now=False)
     status_reason: str | None = Field(default=None, max_length=2000)
-    previous_revision_id: uuid.UUID | None = Field(default=None, foreign_key="quotes.id", ondelete="SET NULL")
-    superseded_by_id: uuid.UUID | None = Field(default=None, foreign_key="quotes.id", ondelete="SET NULL")
+    previous_revision_id: uuid.UUID | None = Field(default=None)
+    superseded_by_id: uuid.UUID | None = Field(default=None)
 
 
-class PaymentTerm(BaseModel):
+class PaymentTerm(Input):
     """One installment of the payment plan: a percent of the total, due on acceptance or N days after."""
-
-    model_config = ConfigDict(extra="forbid")
 
     percent: Decimal = PydanticField(gt=0, le=100, decimal_places=4)
     due: Literal["on_acceptance"] | None = None
@@ -99,10 +110,8 @@ class PaymentTerm(BaseModel):
         return self
 
 
-class QuoteLineIn(BaseModel):
+class QuoteLineIn(Input):
     """A line: a product (price, tax and name default from it) or free text; discount % or amount."""
-
-    model_config = ConfigDict(extra="forbid")
 
     product_id: uuid.UUID | None = None
     description: str | None = PydanticField(default=None, max_length=2000)
@@ -140,10 +149,8 @@ class QuoteLineRead(BaseModel):
     total: Decimal
 
 
-class QuoteCreate(SQLModel):
+class QuoteCreate(Input):
     """POST /v1/quotes: currency defaults to the deal's; the first quote of a deal becomes primary."""
-
-    model_config = ConfigDict(extra="forbid")  # type: ignore[assignment]
 
     deal_id: uuid.UUID
     currency: CurrencyCode | None = None
@@ -157,10 +164,10 @@ class QuoteCreate(SQLModel):
     is_primary: bool | None = None
 
 
-class QuoteUpdate(SQLModel):
+class QuoteUpdate(Patch):
     """PATCH /v1/quotes/{id} (draft only); `lines`, when sent, replace every line."""
 
-    model_config = ConfigDict(extra="forbid")  # type: ignore[assignment]
+    not_null = ("currency", "issue_date", "tax_inclusive", "discount_percent")
 
     currency: CurrencyCode | None = None
     issue_date: date | None = None
@@ -176,10 +183,8 @@ class QuoteRevise(QuoteUpdate):
     """POST /v1/quotes/{id}/revise: the new revision copies the old one, with these changes."""
 
 
-class QuoteReason(SQLModel):
+class QuoteReason(Input):
     """A reason, for reject (back to draft) and decline."""
-
-    model_config = ConfigDict(extra="forbid")  # type: ignore[assignment]
 
     reason: str | None = Field(default=None, max_length=2000)
 

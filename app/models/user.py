@@ -6,8 +6,8 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from pydantic import ConfigDict, field_validator
-from sqlalchemy import Column, ForeignKey, String, UniqueConstraint, Uuid
+from pydantic import field_validator
+from sqlalchemy import String, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 from app.models.base import (
@@ -17,8 +17,9 @@ from app.models.base import (
     TimestampField,
     TimestampsMixin,
     VersionMixin,
+    tenant_fk,
 )
-from app.models.common import EmailAddress, Role, TimezoneName
+from app.models.common import EmailAddress, Input, Patch, Role, TimezoneName
 
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 
@@ -46,27 +47,29 @@ class Team(IdMixin, TenantMixin, TimestampsMixin, VersionMixin, table=True):
     """A sales team: a manager and members (users whose team_id is this team)."""
 
     __tablename__ = "teams"
-    # (org_id, id) is the target of composite keys from newer tables (until the PK becomes it).
-    __table_args__ = (UniqueConstraint("org_id", "name"), UniqueConstraint("org_id", "id"))
+    __table_args__ = (
+        UniqueConstraint("org_id", "name"),
+        # use_alter: teams and users point at each other, so this key is added after both tables exist.
+        tenant_fk("teams", "manager_id", "users", ondelete="SET NULL", use_alter=True),
+    )
 
     name: str = Field(max_length=200)
-    # use_alter: teams and users point at each other, so this key is added after both tables exist.
-    manager_id: uuid.UUID | None = Field(
-        default=None,
-        sa_column=Column(Uuid, ForeignKey("users.id", ondelete="SET NULL", use_alter=True), nullable=True),
-    )
+    manager_id: uuid.UUID | None = Field(default=None)
 
 
 class User(IdMixin, TenantMixin, TimestampsMixin, VersionMixin, table=True):
     """A person who signs in: a sales rep, a manager, an admin or a read-only viewer."""
 
     __tablename__ = "users"
-    __table_args__ = (UniqueConstraint("org_id", "email"), UniqueConstraint("org_id", "id"))
+    __table_args__ = (
+        UniqueConstraint("org_id", "email"),
+        tenant_fk("users", "team_id", "teams", ondelete="SET NULL"),
+    )
 
     email: str = Field(max_length=320)
     name: str = Field(default="", max_length=200)
     role: Role = Field(default=Role.rep, sa_type=String(16))
-    team_id: uuid.UUID | None = Field(default=None, foreign_key="teams.id", index=True, ondelete="SET NULL")
+    team_id: uuid.UUID | None = Field(default=None, index=True)
     active: bool = Field(default=True)
     capacity: int | None = Field(default=None, ge=0)
     weight: int = Field(default=1, ge=0)
@@ -76,10 +79,8 @@ class User(IdMixin, TenantMixin, TimestampsMixin, VersionMixin, table=True):
     last_login_at: datetime | None = TimestampField(nullable=True, default_now=False)
 
 
-class UserCreate(SQLModel):
+class UserCreate(Input):
     """POST /v1/users."""
-
-    model_config = ConfigDict(extra="forbid")  # type: ignore[assignment]
 
     email: EmailAddress
     name: str = Field(default="", max_length=200)
@@ -95,10 +96,10 @@ class UserCreate(SQLModel):
     _hours = field_validator("working_hours")(_check_working_hours)
 
 
-class UserUpdate(SQLModel):
+class UserUpdate(Patch):
     """PATCH /v1/users/{id}: only what is sent changes."""
 
-    model_config = ConfigDict(extra="forbid")  # type: ignore[assignment]
+    not_null = ("email", "role", "active", "weight", "timezone")
 
     email: EmailAddress | None = None
     name: str | None = Field(default=None, max_length=200)
@@ -133,29 +134,25 @@ class UserRead(SQLModel):
     version: int
 
 
-class PasswordChange(SQLModel):
+class PasswordChange(Input):
     """POST /v1/users/{id}/password: your own needs the current one; an admin resets anyone's."""
-
-    model_config = ConfigDict(extra="forbid")  # type: ignore[assignment]
 
     current_password: str | None = Field(default=None, max_length=200)
     new_password: str = Field(min_length=8, max_length=200)
 
 
-class TeamCreate(SQLModel):
+class TeamCreate(Input):
     """POST /v1/teams."""
-
-    model_config = ConfigDict(extra="forbid")  # type: ignore[assignment]
 
     name: str = Field(min_length=1, max_length=200)
     manager_id: uuid.UUID | None = None
     member_ids: list[uuid.UUID] = Field(default_factory=list)
 
 
-class TeamUpdate(SQLModel):
+class TeamUpdate(Patch):
     """PATCH /v1/teams/{id}."""
 
-    model_config = ConfigDict(extra="forbid")  # type: ignore[assignment]
+    not_null = ("name",)
 
     name: str | None = Field(default=None, min_length=1, max_length=200)
     manager_id: uuid.UUID | None = None

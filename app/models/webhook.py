@@ -6,11 +6,20 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from pydantic import AnyHttpUrl, ConfigDict, field_validator
+from pydantic import AnyHttpUrl, field_validator
 from sqlalchemy import Index, UniqueConstraint, text
 from sqlmodel import Field, SQLModel
 
-from app.models.base import IdMixin, JsonField, TenantMixin, TimestampField, TimestampsMixin, VersionMixin
+from app.models.base import (
+    IdMixin,
+    JsonField,
+    TenantMixin,
+    TimestampField,
+    TimestampsMixin,
+    VersionMixin,
+    tenant_fk,
+)
+from app.models.common import Input, Patch
 
 DELIVERY_STATUSES = ("pending", "in_flight", "retrying", "succeeded", "failed")
 
@@ -37,15 +46,16 @@ class WebhookDelivery(IdMixin, TenantMixin, table=True):
 
     __tablename__ = "webhook_deliveries"
     __table_args__ = (
-        UniqueConstraint("subscription_id", "outbox_id"),
+        UniqueConstraint("org_id", "subscription_id", "outbox_id"),
         Index(
             "ix_webhook_deliveries_due",
             "next_attempt_at",
             postgresql_where=text("status IN ('pending', 'retrying', 'in_flight')"),
         ),
+        tenant_fk("webhook_deliveries", "subscription_id", "webhook_subscriptions", ondelete="CASCADE"),
     )
 
-    subscription_id: uuid.UUID = Field(foreign_key="webhook_subscriptions.id", index=True, ondelete="CASCADE")
+    subscription_id: uuid.UUID = Field(index=True)
     outbox_id: uuid.UUID = Field(index=True)
     event_type: str = Field(max_length=100)
     payload: dict[str, Any] = JsonField()
@@ -63,8 +73,9 @@ class WebhookAttempt(IdMixin, TenantMixin, table=True):
     """One HTTP try of a delivery: when, what came back, how long it took."""
 
     __tablename__ = "webhook_attempts"
+    __table_args__ = (tenant_fk("webhook_attempts", "delivery_id", "webhook_deliveries", ondelete="CASCADE"),)
 
-    delivery_id: uuid.UUID = Field(foreign_key="webhook_deliveries.id", index=True, ondelete="CASCADE")
+    delivery_id: uuid.UUID = Field(index=True)
     number: int
     at: datetime = TimestampField()
     status_code: int | None = Field(default=None)
@@ -86,10 +97,8 @@ def _check_event_types(value: list[str] | None) -> list[str] | None:
     return sorted(set(value))
 
 
-class WebhookSubscriptionCreate(SQLModel):
+class WebhookSubscriptionCreate(Input):
     """POST /v1/webhook-subscriptions."""
-
-    model_config = ConfigDict(extra="forbid")  # type: ignore[assignment]
 
     url: AnyHttpUrl
     description: str = Field(default="", max_length=500)
@@ -102,10 +111,8 @@ class WebhookSubscriptionCreate(SQLModel):
     _types = field_validator("event_types")(_check_event_types)
 
 
-class WebhookSubscriptionUpdate(SQLModel):
+class WebhookSubscriptionUpdate(Patch):
     """PATCH /v1/webhook-subscriptions/{id}; `active: true` re-enables a disabled one."""
-
-    model_config = ConfigDict(extra="forbid")  # type: ignore[assignment]
 
     url: AnyHttpUrl | None = None
     description: str | None = Field(default=None, max_length=500)

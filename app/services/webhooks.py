@@ -23,7 +23,7 @@ from standardwebhooks.webhooks import Webhook
 
 from app.errors import Forbidden
 from app.models.base import utcnow
-from app.models.events import EVENT_TYPES, envelope
+from app.models.events import EVENT_TYPES, WebhookDeliver, envelope
 from app.models.outbox import OutboxEvent
 from app.models.webhook import (
     WebhookAttempt,
@@ -209,7 +209,7 @@ async def replay_delivery(
     delivery.status = "pending"
     delivery.next_attempt_at = utcnow()
     delivery.locked_until = None
-    await outbox.emit(session, DELIVER_EVENT, {"delivery_id": str(delivery.id)})
+    await outbox.emit(session, WebhookDeliver(delivery_id=delivery.id))
     audit.record(session, actor=principal, entity="webhook_delivery", entity_id=delivery.id, action="replay")
     await session.flush()
     return delivery, (await _attempts(session, [delivery.id])).get(delivery.id, [])
@@ -255,13 +255,13 @@ async def fan_out(session: AsyncSession, event: OutboxEvent) -> list[uuid.UUID]:
                     next_attempt_at=utcnow(),
                     created_at=utcnow(),
                 )
-                .on_conflict_do_nothing(index_elements=["subscription_id", "outbox_id"])
+                .on_conflict_do_nothing(index_elements=["org_id", "subscription_id", "outbox_id"])
                 .returning(col(WebhookDelivery.id))
             )
         ).scalar_one_or_none()
         if inserted is not None:
             created.append(inserted)
-            await outbox.emit(session, DELIVER_EVENT, {"delivery_id": str(inserted)}, org_id=event.org_id)
+            await outbox.emit(session, WebhookDeliver(delivery_id=inserted), org_id=event.org_id)
     return created
 
 
@@ -277,16 +277,18 @@ class Claimed:
     attempt: int
 
 
-async def claim(session: AsyncSession, delivery_id: uuid.UUID) -> Claimed | float | None:
-    """Lease a due delivery for one attempt; a float is the seconds until it is due; None: nothing to do."""
+async def claim(
+    session: AsyncSession, delivery_id: uuid.UUID, *, org_id: uuid.UUID | None = None
+) -> Claimed | float | None:
+    """Lease a due delivery for one attempt; a float is the seconds until it is due; None: nothing to do.
+
+    With `org_id` (every job passes it) the look-up is one primary-key probe (org_id, id)."""
     now = utcnow()
+    stmt = select(WebhookDelivery).where(col(WebhookDelivery.id) == delivery_id)
+    if org_id is not None:
+        stmt = stmt.where(col(WebhookDelivery.org_id) == org_id)
     delivery = (
-        await session.execute(
-            select(WebhookDelivery)
-            .where(col(WebhookDelivery.id) == delivery_id)
-            .with_for_update(skip_locked=True)
-            .execution_options(cross_tenant=True)
-        )
+        await session.execute(stmt.with_for_update(skip_locked=True).execution_options(cross_tenant=True))
     ).scalar_one_or_none()
     if delivery is None or delivery.status in ("succeeded", "failed"):
         return None
@@ -297,7 +299,10 @@ async def claim(session: AsyncSession, delivery_id: uuid.UUID) -> Claimed | floa
     sub = (
         await session.execute(
             select(WebhookSubscription)
-            .where(col(WebhookSubscription.id) == delivery.subscription_id)
+            .where(
+                col(WebhookSubscription.org_id) == delivery.org_id,
+                col(WebhookSubscription.id) == delivery.subscription_id,
+            )
             .execution_options(cross_tenant=True)
         )
     ).scalar_one()
@@ -403,11 +408,11 @@ async def record(
 
 async def due_deliveries(
     session: AsyncSession, *, older_than: timedelta, limit: int = 500
-) -> list[tuple[uuid.UUID, int]]:
-    """Deliveries that should have been tried by now (their wake-up was lost): (id, attempts)."""
+) -> list[tuple[uuid.UUID, uuid.UUID, int]]:
+    """Deliveries that should have been tried by now (their wake-up was lost): (id, org_id, attempts)."""
     now = utcnow()
     rows = await session.execute(
-        select(col(WebhookDelivery.id), col(WebhookDelivery.attempts))
+        select(col(WebhookDelivery.id), col(WebhookDelivery.org_id), col(WebhookDelivery.attempts))
         .where(
             or_(
                 (col(WebhookDelivery.status).in_(("pending", "retrying")))
@@ -418,7 +423,18 @@ async def due_deliveries(
         .limit(limit)
         .execution_options(cross_tenant=True)
     )
-    return [(row[0], row[1]) for row in rows]
+    return [(row[0], row[1], row[2]) for row in rows]
+
+
+async def organisations_subscribed(session: AsyncSession) -> set[uuid.UUID]:
+    """Organisations with an active webhook subscription."""
+    rows = await session.execute(
+        select(col(WebhookSubscription.org_id))
+        .where(col(WebhookSubscription.active).is_(True))
+        .distinct()
+        .execution_options(cross_tenant=True)
+    )
+    return {row[0] for row in rows}
 
 
 def retry_after_seconds(value: str | None) -> float | None:

@@ -1,12 +1,10 @@
 """metrics: targets, dated exchange rates, pipeline snapshots, import keys, forecast category
 
-New tables are born with tenant keys: primary key (org_id, id), composite foreign keys. Until the
-existing tables get (org_id, id) primary keys, their `uq_<table>_org_id_id` unique constraints are
-what the composite keys point at; they are created only when missing, so the tenant-keys migration
-may create (or replace) them first.
+New tables are born with tenant keys: primary key (org_id, id), composite foreign keys
+(org_id, x_id) -> (org_id, id). Two rollups of deals are kept by triggers on deals.
 
-Revision ID: c98311194075
-Revises: a5b1dropidx01
+Revision ID: c9metrics0001
+Revises: b1c6tenantkeys
 Create Date: 2026-11-30 00:15:43.315023+00:00
 """
 
@@ -17,7 +15,7 @@ import sqlmodel
 from alembic import op
 
 revision: str = "c9metrics0001"
-down_revision: str | None = "a5b1dropidx01"
+down_revision: str | None = "b1c6tenantkeys"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
@@ -92,26 +90,7 @@ ROLLUP_SQL = [
 ]
 
 
-ORG_ID_ID_TABLES = ("users", "teams", "pipelines", "stages", "deals", "leads")
-
-
-def _unique_org_id_id(table: str) -> None:
-    """UNIQUE (org_id, id) named uq_<table>_org_id_id, unless it is there already."""
-    name = f"uq_{table}_org_id_id"
-    op.execute(
-        f"""
-        DO $$ BEGIN
-          IF NOT EXISTS (SELECT 1 FROM pg_constraint WHERE conname = '{name}') THEN
-            ALTER TABLE {table} ADD CONSTRAINT {name} UNIQUE (org_id, id);
-          END IF;
-        END $$;
-        """
-    )
-
-
 def upgrade() -> None:
-    for table in ORG_ID_ID_TABLES:
-        _unique_org_id_id(table)
     op.create_table(
         "exchange_rates",
         sa.Column("org_id", sa.Uuid(), nullable=False),
@@ -350,5 +329,4 @@ def downgrade() -> None:
     op.drop_table("pipeline_snapshots")
     op.drop_table("pipeline_snapshot_days")
     op.drop_table("exchange_rates")
-    for table in ORG_ID_ID_TABLES:
-        op.execute(f"ALTER TABLE {table} DROP CONSTRAINT IF EXISTS uq_{table}_org_id_id")
+

@@ -15,7 +15,7 @@ from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
 from tests.conftest import Org
-from tests.routers.sales import make_team
+from tests.factories import make_team
 
 TZ = "Asia/Shanghai"
 ZONE = zoneinfo.ZoneInfo(TZ)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from tests.conftest import Org
-from tests.routers.sales import make_team
+from tests.factories import make_team
 
 
 async def test_targets_by_role_scope_and_period(org: Org, other_org: Org) -> None:

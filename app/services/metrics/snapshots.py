@@ -74,10 +74,19 @@ async def take_snapshot(session: AsyncSession, org_id: uuid.UUID, day: date, tz:
     return len(result)
 
 
+async def organisation_ids(session: AsyncSession) -> list[uuid.UUID]:
+    """Every organisation (the snapshot job walks them, one transaction each)."""
+    return [r[0] for r in await fetch(session, "SELECT id FROM organisations ORDER BY id", {})]
+
+
 async def snapshot_missing_days(
     session: AsyncSession, org_id: uuid.UUID, *, days: int = BACKFILL_DAYS
 ) -> int:
-    """Snapshot the last `days` local days up to yesterday that have none; returns days taken."""
+    """Snapshot the last `days` local days up to yesterday that have none; returns days taken (0 when
+    another worker holds this organisation's snapshot lock: it is taking them)."""
+    lock = "SELECT pg_try_advisory_xact_lock(hashtext('loudou:snapshots:' || CAST(:org AS text)))"
+    if not (await fetch(session, lock, {"org": str(org_id)}))[0][0]:
+        return 0
     tz = await org_timezone(session, org_id)
     yesterday = local_today(tz) - timedelta(days=1)
     first = yesterday - timedelta(days=days - 1)
