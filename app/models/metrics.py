@@ -18,7 +18,7 @@ from sqlmodel import Field, SQLModel
 
 from app.db import TenantScoped
 from app.models.base import TimestampField, new_id
-from app.models.common import CurrencyCode
+from app.models.common import CurrencyCode, Input, Patch
 from app.money import round_money
 
 
@@ -73,10 +73,8 @@ class SalesTarget(TenantKeyMixin, table=True):
     version: int = Field(default=1)
 
 
-class SalesTargetCreate(SQLModel):
+class SalesTargetCreate(Input):
     """POST /v1/targets: one of user_id / team_id (neither: the whole organisation)."""
-
-    model_config = ConfigDict(extra="forbid")  # type: ignore[assignment]
 
     user_id: uuid.UUID | None = None
     team_id: uuid.UUID | None = None
@@ -95,10 +93,10 @@ class SalesTargetCreate(SQLModel):
         return self
 
 
-class SalesTargetUpdate(SQLModel):
+class SalesTargetUpdate(Patch):
     """PATCH /v1/targets/{id}: amount, currency, count."""
 
-    model_config = ConfigDict(extra="forbid")  # type: ignore[assignment]
+    not_null = ("amount", "currency")
 
     amount: Decimal | None = Field(default=None, ge=0, max_digits=18, decimal_places=4)
     currency: CurrencyCode | None = None
@@ -143,10 +141,8 @@ class ExchangeRate(TenantKeyMixin, table=True):
     created_at: datetime = TimestampField()
 
 
-class ExchangeRateCreate(SQLModel):
+class ExchangeRateCreate(Input):
     """POST /v1/exchange-rates: a rate for a date (posting the same date and pair again replaces it)."""
-
-    model_config = ConfigDict(extra="forbid")  # type: ignore[assignment]
 
     date: dt.date
     from_currency: CurrencyCode = Field(alias="from")

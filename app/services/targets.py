@@ -160,10 +160,7 @@ async def update_target(
     _can_write(principal)
     target = await get_target(session, target_id)
     await _check_scope(session, principal, target.user_id, target.team_id)
-    changes = data.model_dump(exclude_unset=True)
-    for name in ("amount", "currency"):
-        if name in changes and changes[name] is None:
-            raise _invalid(name, "null", f"{name} may not be null")
+    changes = data.changes()
     currency = changes.get("currency", target.currency)
     if not fits_currency(Decimal(changes.get("amount", target.amount)), currency):
         raise _invalid(
