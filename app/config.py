@@ -56,6 +56,8 @@ class Settings(BaseSettings):
     # At most this much of a receiver's answer is read (streamed); the rest is never downloaded.
     webhook_max_response_bytes: int = 4096
     assignment_concurrency: int = 2
+    # Every metrics query runs under this statement timeout (a 503 when exceeded, never a hung pool).
+    metrics_statement_timeout_ms: int = 30_000
     db_pool_size: int = 10
     db_max_overflow: int = 20
     # Server-side limits on every pooled connection (0 turns one off): a runaway statement, a lock

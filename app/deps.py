@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Annotated, Any
 
 from fastapi import Depends, Header, Query, Request
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app import ratelimit
@@ -85,6 +86,39 @@ async def get_principal(
 
 
 PrincipalDep = Annotated[Principal, Depends(get_principal)]
+
+
+async def _read_only(session: AsyncSession, timeout_ms: int) -> None:
+    await session.execute(
+        text(
+            "SELECT set_config('transaction_read_only', 'on', true), "
+            "set_config('statement_timeout', :timeout, true)"
+        ),
+        {"timeout": f"{timeout_ms}ms"},
+    )
+
+
+async def get_read_session(
+    state: StateDep, principal: PrincipalDep, session: SessionDep
+) -> AsyncIterator[AsyncSession]:
+    """A read-only session for metrics and exports, scoped to the caller's organisation, every statement
+    under LOUDOU_METRICS_STATEMENT_TIMEOUT_MS: the replica's when DATABASE_READ_URL is set, else the
+    request's own (its transaction made read-only: one connection per request, not two)."""
+    timeout_ms = state.settings.metrics_statement_timeout_ms
+    if state.read_sessions is None:
+        await _read_only(session, timeout_ms)
+        yield session
+        return
+    async with state.read_sessions() as replica:
+        scope_session(replica, principal.org_id)
+        await _read_only(replica, timeout_ms)
+        try:
+            yield replica
+        finally:
+            await replica.rollback()
+
+
+ReadSessionDep = Annotated[AsyncSession, Depends(get_read_session, scope="function")]
 
 
 def require(scope: str) -> Callable[[Principal], Coroutine[Any, Any, Principal]]:

@@ -139,6 +139,11 @@ def _sqlstate(exc: BaseException) -> str:
     return str(getattr(cause, "sqlstate", "") or "")
 
 
+def statement_timeout(exc: BaseException) -> bool:
+    """Whether a database error is a statement cancelled by statement_timeout (SQLSTATE 57014)."""
+    return _sqlstate(exc) == "57014"
+
+
 class ValidationFailed(AppError):
     status, code, title = 422, "validation_error", "Validation failed"
 
@@ -252,6 +257,14 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(DBAPIError)
     async def _database(request: Request, exc: DBAPIError) -> JSONResponse:
+        if statement_timeout(exc):
+            return problem_response(
+                503,
+                code="query_timeout",
+                title="Service unavailable",
+                detail="The query took longer than the statement timeout; narrow the period or retry.",
+                headers={"Retry-After": "5"},
+            )
         # A value PostgreSQL cannot store is the client's input; the transaction was rolled
         # back, and the answer is a 422, never a 500.
         error = unstorable(exc)

@@ -33,11 +33,14 @@ from app.routers import (
     deals,
     diagnostics,
     dunning,
+    exchange_rates,
     followups,
     health,
+    imports,
     intake,
     intake_sources,
     leads,
+    metrics,
     organisation,
     payments,
     pipelines,
@@ -45,6 +48,7 @@ from app.routers import (
     quotes,
     receivables,
     scoring,
+    targets,
     teams,
     users,
     webhooks,
@@ -87,6 +91,10 @@ ROUTERS = [
     dunning.run_router,
     dunning.log_router,
     dunning.messages_router,
+    metrics.router,
+    imports.router,
+    targets.router,
+    exchange_rates.router,
 ]
 
 
@@ -149,7 +157,7 @@ def create_app(settings: Settings | None = None, *, state: AppState | None = Non
     def limit_for(path: str) -> int:
         if path.startswith("/v1/intake/email/"):
             return settings.email_max_bytes
-        if path == "/v1/leads/import":
+        if path == "/v1/leads/import" or path.startswith("/v1/import/"):
             return settings.import_max_bytes
         return settings.max_body_bytes
 

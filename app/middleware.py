@@ -104,6 +104,8 @@ ACCEPTED_BODY_TYPES = (
     "multipart/form-data",
     "application/x-www-form-urlencoded",
     "text/csv",
+    "application/x-ndjson",
+    "application/jsonl",
 )
 # Endpoints that take a raw file and check its type themselves (PNG/JPEG logo upload).
 RAW_BODY_PATHS = frozenset({"/v1/organisation/logo"})

@@ -11,6 +11,15 @@ from app.models.followup import FollowupPolicy
 from app.models.idempotency import IdempotencyRecord
 from app.models.intake import InboundEvent, IntakeSource
 from app.models.lead import Activity, Lead
+from app.models.metrics import (
+    DealClosedRollup,
+    DealOpenRollup,
+    ExchangeRate,
+    ImportRecord,
+    PipelineSnapshot,
+    PipelineSnapshotDay,
+    SalesTarget,
+)
 from app.models.organisation import Organisation, OrganisationLogo
 from app.models.outbox import JobRun, OutboxEvent
 from app.models.payment import Payment, PaymentAllocation
@@ -34,14 +43,18 @@ __all__ = [
     "AuditEntry",
     "Contact",
     "Deal",
+    "DealClosedRollup",
     "DealFieldHistory",
+    "DealOpenRollup",
     "DealStageHistory",
     "DocumentCounter",
     "DunningLog",
     "DunningPolicy",
     "DunningStep",
+    "ExchangeRate",
     "FollowupPolicy",
     "IdempotencyRecord",
+    "ImportRecord",
     "InboundEvent",
     "Installment",
     "IntakeSource",
@@ -55,9 +68,12 @@ __all__ = [
     "Payment",
     "PaymentAllocation",
     "Pipeline",
+    "PipelineSnapshot",
+    "PipelineSnapshotDay",
     "Product",
     "Quote",
     "ReceivableRisk",
+    "SalesTarget",
     "ScoringRule",
     "Stage",
     "Team",

@@ -46,6 +46,8 @@ class Deal(IdMixin, TenantMixin, TimestampsMixin, VersionMixin, table=True):
     __table_args__ = (
         Index("ix_deals_org_id_pipeline_id_stage_id", "org_id", "pipeline_id", "stage_id"),
         Index("ix_deals_org_id_status_closed_at", "org_id", "status", "closed_at"),
+        Index("ix_deals_org_id_created_at", "org_id", "created_at"),
+        Index("ix_deals_org_id_closed_at", "org_id", "closed_at"),
         tenant_fk("deals", "pipeline_id", "pipelines", ondelete="RESTRICT"),
         tenant_fk("deals", "stage_id", "stages", ondelete="RESTRICT"),
         tenant_fk("deals", "account_id", "accounts", ondelete="SET NULL"),

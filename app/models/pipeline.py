@@ -61,6 +61,14 @@ class Pipeline(IdMixin, TenantMixin, TimestampsMixin, VersionMixin, table=True):
     win_on_quote_acceptance: bool = Field(default=True)
 
 
+class ForecastCategory(enum.StrEnum):
+    """Where a stage's open deals count in the forecast (DESIGN.md §7)."""
+
+    pipeline = "pipeline"
+    best_case = "best_case"
+    commit = "commit"
+
+
 class Stage(IdMixin, TenantMixin, TimestampsMixin, VersionMixin, table=True):
     """One step of a pipeline. Deleted stages are kept (deleted_at) so history stays valid."""
 
@@ -77,6 +85,9 @@ class Stage(IdMixin, TenantMixin, TimestampsMixin, VersionMixin, table=True):
     required_fields: list[str] = JsonField(default_factory=list)
     rotting_days: int | None = Field(default=None)
     follow_up_interval_days: int | None = Field(default=None)
+    forecast_category: ForecastCategory = Field(
+        default=ForecastCategory.pipeline, sa_type=String(16), sa_column_kwargs={"server_default": "pipeline"}
+    )
     deleted_at: datetime | None = TimestampField(nullable=True, default_now=False)
 
 
@@ -94,6 +105,9 @@ class StageCreate(Input):
     required_fields: list[str] = Field(default_factory=list)
     rotting_days: int | None = Field(default=None, ge=1)
     follow_up_interval_days: int | None = Field(default=None, ge=1)
+    forecast_category: ForecastCategory = Field(
+        default=ForecastCategory.pipeline, description="Forecast bucket of this stage's open deals"
+    )
 
     _required = field_validator("required_fields")(_check_required)
 
@@ -102,7 +116,7 @@ class StageUpdate(Patch):
     """PATCH a stage: renaming keeps history (it refers to the stage by id)."""
 
     model_config = ConfigDict(json_schema_extra=ex.examples(ex.STAGE_UPDATE))  # type: ignore[assignment]
-    not_null = ("name", "name_en", "probability", "required_fields")
+    not_null = ("name", "name_en", "probability", "required_fields", "forecast_category")
 
     name: str | None = Field(default=None, min_length=1, max_length=200)
     name_en: str | None = Field(default=None, max_length=200)
@@ -110,6 +124,7 @@ class StageUpdate(Patch):
     required_fields: list[str] | None = None
     rotting_days: int | None = Field(default=None, ge=1)
     follow_up_interval_days: int | None = Field(default=None, ge=1)
+    forecast_category: ForecastCategory | None = None
 
     _required = field_validator("required_fields")(_check_required)
 
@@ -128,6 +143,7 @@ class StageRead(SQLModel):
     required_fields: list[str]
     rotting_days: int | None
     follow_up_interval_days: int | None
+    forecast_category: ForecastCategory
     version: int
 
 

@@ -6,9 +6,10 @@ import hashlib
 import io
 import uuid
 from dataclasses import dataclass
+from datetime import date
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import select, text
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
@@ -37,6 +38,7 @@ from app.security import Principal, hash_password_async, new_api_key
 from app.services import audit
 from app.services.common import apply_changes, get_or_404
 from app.services.deals import pipelines
+from app.services.metrics import snapshots
 
 
 @dataclass(frozen=True)
@@ -113,6 +115,7 @@ async def update_organisation(
     target = principal.org_id if principal is not None else org_id
     assert target is not None
     org = await get_organisation(session, target)
+    timezone = org.typed_settings().timezone
     changes: dict[str, object] = {}
     if data.name is not None:
         changes["name"] = data.name
@@ -129,6 +132,11 @@ async def update_organisation(
             changes=diff,
             org_id=org.id,
         )
+    if org.typed_settings().timezone != timezone:
+        # Daily pipeline snapshots and the closed-deal rollup are by local day: under another
+        # timezone they are other days.
+        await snapshots.forget_from(session, org.id, date.min)
+        await session.execute(text("SELECT loudou_rebuild_deal_rollups(:org)"), {"org": org.id})
     await session.flush()
     return org
 

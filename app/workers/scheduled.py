@@ -7,6 +7,7 @@ from typing import Any
 
 from app.models.base import utcnow
 from app.services import idempotency
+from app.services.metrics import snapshots
 from app.services.quotes import workflow as quote_workflow
 from app.state import AppState
 from app.workers.jobs import job_session
@@ -34,3 +35,15 @@ async def expire_quotes(ctx: dict[str, Any]) -> int:
     """Expire sent quotes past their valid_until (UTC date); safe on several workers at once."""
     async with job_session(ctx, None) as session:
         return await quote_workflow.expire_due(session, utcnow().date())
+
+
+async def snapshot_pipelines(ctx: dict[str, Any]) -> int:
+    """Take each organisation's missing daily pipeline snapshots (yesterday and the week before);
+    one transaction per organisation, which a second worker skips (advisory lock)."""
+    async with job_session(ctx, None) as session:
+        org_ids = await snapshots.organisation_ids(session)
+    taken = 0
+    for org_id in org_ids:
+        async with job_session(ctx, org_id) as session:
+            taken += await snapshots.snapshot_missing_days(session, org_id)
+    return taken

@@ -78,6 +78,8 @@ class WorkerSettings:
         cron(scheduled.purge_idempotency_keys, minute=7, second=0, timeout=60),
         cron(scheduled.expire_quotes, minute={5, 35}, second=0, timeout=60),
         cron(receivables.collections_sweep, minute={2, 17, 32, 47}, second=0, timeout=300),
+        # Hourly: each organisation's local midnight falls on some hour; a day is taken once.
+        cron(scheduled.snapshot_pipelines, minute=12, second=0, timeout=600),
     ]
     on_startup = startup
     on_shutdown = shutdown

@@ -62,6 +62,7 @@ DEFAULT_STAGES: list[dict[str, Any]] = [
         "required_fields": ["amount", "expected_close_date"],
         "rotting_days": 14,
         "follow_up_interval_days": 3,
+        "forecast_category": "best_case",
     },
     {
         "key": "negotiation",
@@ -71,6 +72,7 @@ DEFAULT_STAGES: list[dict[str, Any]] = [
         "required_fields": ["amount", "expected_close_date"],
         "rotting_days": 10,
         "follow_up_interval_days": 2,
+        "forecast_category": "commit",
     },
     {"key": "won", "name": "成交", "name_en": "Won", "probability": "100", "kind": "won"},
     {"key": "lost", "name": "输单", "name_en": "Lost", "probability": "0", "kind": "lost"},
@@ -149,6 +151,7 @@ async def _insert_pipeline(session: AsyncSession, data: PipelineCreate) -> tuple
             required_fields=s.required_fields,
             rotting_days=s.rotting_days,
             follow_up_interval_days=s.follow_up_interval_days,
+            forecast_category=s.forecast_category,
         )
         session.add(stage)
         stages.append(stage)

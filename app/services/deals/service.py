@@ -50,6 +50,7 @@ from app.security import Principal
 from app.services import audit, outbox
 from app.services.common import check_version, get_or_404, snapshot
 from app.services.deals import pipelines as pipelines_service
+from app.services.metrics import snapshots
 
 AUDITED = ["name", "pipeline_id", "stage_id", "owner_id", "amount", "currency", "status"]
 
@@ -343,6 +344,10 @@ async def delete_deal(
         changes=snapshot(deal, AUDITED),
     )
     await outbox.emit(session, deal_event(DealDeleted, deal, principal))
+    # Its history leaves the past pipeline: the daily snapshots since it was created are retaken.
+    await snapshots.forget_from(
+        session, deal.org_id, await snapshots.local_day(session, deal.org_id, deal.created_at)
+    )
     await session.delete(deal)
     await session.flush()
     return deal

@@ -1,0 +1,530 @@
+"""Metrics on a big organisation: every endpoint over HTTP next to hand-written SQL on the base tables.
+
+    .venv/bin/python -m bench.metrics [--deals 1000000] [--leads 200000] [--runs 5]
+
+Creates a fresh database (dropped at the end), runs the migrations, creates an organisation with 20
+reps in 4 teams, and loads by COPY (not the ORM) `--deals` deals spread over the last 400 days with
+about five stage-history rows each (random walks through the default pipeline, won, lost, reopened,
+still open), the field history live changes would have written, and `--leads` leads, a third of them
+converted. It takes the daily snapshots of the last 30 days (the cron's job), then serves the API
+(`loudou serve --workers 2`) and times each metrics endpoint with its default filters (the year up to
+today; the trend over the last 30 days) — the median of `--runs` calls — next to the best SQL we could
+write by hand on the base tables for the same numbers, run over asyncpg in the same run, and prints one
+table with the ratio (endpoint / SQL) and the API processes' peak RSS. PostgreSQL and Redis: as
+bench/intake.py finds them (bench/servers.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import re
+import statistics
+import tempfile
+import time
+import uuid
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx
+
+from bench.intake import BIN, free_port, run, server
+from bench.servers import bench_servers, database_dsn
+
+OPEN = ["prospect", "first_contact", "needs_confirmed", "quote", "negotiation"]
+PROBABILITY = {"prospect": 10, "first_contact": 20, "needs_confirmed": 40, "quote": 60, "negotiation": 80}
+CHUNK = 50_000
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value)
+
+
+async def load(conn: asyncpg.Connection, org_id: uuid.UUID, args: argparse.Namespace) -> None:
+    """Users, deals with stage and field history, leads — by COPY."""
+    rng = random.Random(7)
+    pipeline_id, stage_rows = (
+        await conn.fetchval("SELECT id FROM pipelines WHERE org_id = $1 AND is_default", org_id),
+        await conn.fetch("SELECT id, key, probability FROM stages WHERE org_id = $1", org_id),
+    )
+    stage = {r["key"]: r["id"] for r in stage_rows}
+    now = datetime.now(UTC)
+    teams = [uuid.uuid4() for _ in range(4)]
+    await conn.copy_records_to_table(
+        "teams",
+        records=[(t, org_id, f"Team {i}", now, now, 1) for i, t in enumerate(teams)],
+        columns=["id", "org_id", "name", "created_at", "updated_at", "version"],
+    )
+    users = [uuid.uuid4() for _ in range(20)]
+    await conn.copy_records_to_table(
+        "users",
+        records=[
+            (u, org_id, f"rep{i}@bench.example", f"Rep {i}", "rep", teams[i % 4], True, 1, "UTC", now, now, 1)
+            for i, u in enumerate(users)
+        ],
+        columns=[
+            "id",
+            "org_id",
+            "email",
+            "name",
+            "role",
+            "team_id",
+            "active",
+            "weight",
+            "timezone",
+            "created_at",
+            "updated_at",
+            "version",
+        ],
+    )
+    deal_ids: list[tuple[uuid.UUID, datetime, str]] = []
+    deals: list[tuple[Any, ...]] = []
+    history: list[tuple[Any, ...]] = []
+    fields: list[tuple[Any, ...]] = []
+    counts = {"deals": 0, "history": 0, "fields": 0}
+
+    async def flush() -> None:
+        await conn.copy_records_to_table(
+            "deals",
+            records=deals,
+            columns=[
+                "id",
+                "org_id",
+                "pipeline_id",
+                "stage_id",
+                "name",
+                "owner_id",
+                "amount",
+                "currency",
+                "probability",
+                "probability_overridden",
+                "expected_close_date",
+                "status",
+                "lost_reason",
+                "stage_entered_at",
+                "last_activity_at",
+                "closed_at",
+                "attributes",
+                "created_at",
+                "updated_at",
+                "version",
+            ],
+        )
+        await conn.copy_records_to_table(
+            "deal_stage_history",
+            records=history,
+            columns=["id", "org_id", "deal_id", "pipeline_id", "from_stage_id", "to_stage_id", "at"],
+        )
+        await conn.copy_records_to_table(
+            "deal_field_history",
+            records=fields,
+            columns=["id", "org_id", "deal_id", "field", "old_value", "new_value", "at"],
+        )
+        counts["deals"] += len(deals)
+        counts["history"] += len(history)
+        counts["fields"] += len(fields)
+        deals.clear()
+        history.clear()
+        fields.clear()
+
+    for i in range(args.deals):
+        deal_id = uuid.uuid4()
+        created = now - timedelta(seconds=rng.uniform(3600, 400 * 86400))
+        owner = rng.choice(users)
+        currency = "CNY" if rng.random() < 0.6 else "USD"
+        amount = Decimal(rng.randint(1_000, 5_000_000)) / 100
+        path: list[tuple[str, datetime]] = [("prospect", created)]
+        t, pos = created, 0
+        for _ in range(rng.choice([1, 2, 3, 4, 4])):
+            pos = min(4, pos + rng.choice([1, 1, 1, 2]))
+            t = t + timedelta(seconds=rng.uniform(3600, 15 * 86400))
+            if t >= now:
+                break
+            path.append((OPEN[pos], t))
+        roll = rng.random()
+        status = "open"
+        t_close = t + timedelta(seconds=rng.uniform(3600, 20 * 86400))
+        if t_close < now and roll < 0.7:
+            status = "won" if roll < 0.3 else "lost"
+            if roll < 0.05 and t_close + timedelta(days=2) < now:  # lost, reopened, then won
+                path.append(("lost", t_close))
+                path.append(("negotiation", t_close + timedelta(days=1)))
+                t_close = t_close + timedelta(days=2)
+                status = "won"
+            path.append((status, t_close))
+        last_key, last_at = path[-1]
+        probability = {"won": 100, "lost": 0}.get(last_key, PROBABILITY.get(last_key, 0))
+        deals.append(
+            (
+                deal_id,
+                org_id,
+                pipeline_id,
+                stage[last_key],
+                f"Deal {i}",
+                owner,
+                amount,
+                currency,
+                Decimal(probability),
+                False,
+                (now + timedelta(days=rng.randint(-90, 180))).date(),
+                status,
+                "price" if status == "lost" else None,
+                last_at,
+                last_at,
+                last_at if status != "open" else None,
+                "{}",
+                created,
+                last_at,
+                1,
+            )
+        )
+        deal_ids.append((deal_id, created, status))
+        previous = None
+        state, prob = "open", "10"
+        for name, value in (
+            ("status", "open"),
+            ("amount", str(amount)),
+            ("currency", currency),
+            ("probability", "10"),
+            ("owner_id", str(owner)),
+        ):
+            fields.append((uuid.uuid4(), org_id, deal_id, name, "null", _json(value), created))
+        for key, at in path:
+            history.append((uuid.uuid4(), org_id, deal_id, pipeline_id, previous, stage[key], at))
+            if previous is not None:
+                new_state = key if key in ("won", "lost") else "open"
+                new_prob = str({"won": 100, "lost": 0}.get(key, PROBABILITY.get(key, 0)))
+                if new_state != state:
+                    fields.append(
+                        (uuid.uuid4(), org_id, deal_id, "status", _json(state), _json(new_state), at)
+                    )
+                if new_prob != prob:
+                    fields.append(
+                        (uuid.uuid4(), org_id, deal_id, "probability", _json(prob), _json(new_prob), at)
+                    )
+                state, prob = new_state, new_prob
+            previous = stage[key]
+        if len(deals) >= CHUNK:
+            await flush()
+    await flush()
+    leads: list[tuple[Any, ...]] = []
+    sources = ["web_form", "email", "webhook", "api", "import"]
+    for i in range(args.leads):
+        created = now - timedelta(seconds=rng.uniform(3600, 400 * 86400))
+        contacted = created + timedelta(seconds=rng.uniform(60, 3 * 86400)) if rng.random() < 0.75 else None
+        if contacted is not None and contacted >= now:
+            contacted = None
+        converted = deal_ids[rng.randrange(len(deal_ids))][0] if deal_ids and rng.random() < 0.3 else None
+        status = "converted" if converted else rng.choice(["new", "working", "qualified", "unqualified"])
+        owner = rng.choice(users) if rng.random() < 0.8 else None
+        leads.append(
+            (
+                uuid.uuid4(),
+                org_id,
+                status,
+                rng.choice(sources),
+                "{}",
+                "{}",
+                "[]",
+                0,
+                "[]",
+                owner is None,
+                0,
+                owner,
+                contacted,
+                converted,
+                f"lead{i}@bench.example",
+                created,
+                created,
+                1,
+            )
+        )
+        if len(leads) >= CHUNK:
+            await _copy_leads(conn, leads)
+            leads.clear()
+    await _copy_leads(conn, leads)
+    await conn.execute("ANALYZE")
+    print(
+        f"loaded {counts['deals']} deals, {counts['history']} stage-history rows, {counts['fields']} "
+        f"field-history rows, {args.leads} leads"
+    )
+
+
+async def _copy_leads(conn: asyncpg.Connection, leads: list[tuple[Any, ...]]) -> None:
+    await conn.copy_records_to_table(
+        "leads",
+        records=leads,
+        columns=[
+            "id",
+            "org_id",
+            "status",
+            "source",
+            "source_detail",
+            "attributes",
+            "tags",
+            "score",
+            "score_breakdown",
+            "pooled",
+            "touch_count",
+            "owner_id",
+            "first_contacted_at",
+            "converted_deal_id",
+            "email",
+            "created_at",
+            "updated_at",
+            "version",
+        ],
+    )
+
+
+SPEED = "EXTRACT(EPOCH FROM first_contacted_at - le.created_at)"
+# The best hand-written SQL on the base tables for each endpoint's numbers ($1 org, $2 from, $3 to).
+HAND_SQL: dict[str, str] = {
+    "funnel": """
+        WITH open_stages AS (
+          SELECT id, row_number() OVER (ORDER BY position) AS pos FROM stages
+          WHERE org_id = $1 AND kind = 'open'
+            AND pipeline_id = (SELECT id FROM pipelines WHERE org_id = $1 AND is_default)),
+        cohort AS (SELECT id, status, currency, amount FROM deals
+                   WHERE org_id = $1 AND created_at >= $2 AND created_at < $3),
+        reach AS (SELECT h.deal_id, max(o.pos) AS top
+                  FROM deal_stage_history h JOIN cohort c ON c.id = h.deal_id
+                  JOIN open_stages o ON o.id = h.to_stage_id WHERE h.org_id = $1 GROUP BY h.deal_id)
+        SELECT c.status, c.currency, r.top, count(*), sum(c.amount)
+        FROM cohort c LEFT JOIN reach r ON r.deal_id = c.id GROUP BY 1, 2, 3""",
+    "pipeline": """
+        SELECT stage_id, currency, count(*), sum(amount), sum(amount * probability / 100)
+        FROM deals WHERE org_id = $1 AND status = 'open' GROUP BY 1, 2""",
+    "win-rate": """
+        SELECT status, currency, count(*), sum(amount) FROM deals
+        WHERE org_id = $1 AND status IN ('won', 'lost') AND closed_at >= $2 AND closed_at < $3
+        GROUP BY 1, 2""",
+    "cycle": """
+        WITH won AS (
+          SELECT count(*), avg(EXTRACT(EPOCH FROM closed_at - created_at)),
+                 percentile_cont(0.5) WITHIN GROUP (ORDER BY EXTRACT(EPOCH FROM closed_at - created_at)),
+                 percentile_cont(0.75) WITHIN GROUP (ORDER BY EXTRACT(EPOCH FROM closed_at - created_at))
+          FROM deals WHERE org_id = $1 AND status = 'won' AND closed_at >= $2 AND closed_at < $3),
+        s AS (
+          SELECT to_stage_id, at, lead(at) OVER (PARTITION BY deal_id ORDER BY at, id) AS left_at
+          FROM deal_stage_history WHERE org_id = $1),
+        stays AS (
+          SELECT to_stage_id, count(*), avg(EXTRACT(EPOCH FROM left_at - at)),
+                 percentile_cont(0.5) WITHIN GROUP (ORDER BY EXTRACT(EPOCH FROM left_at - at))
+          FROM s WHERE left_at >= $2 AND left_at < $3 GROUP BY 1)
+        SELECT * FROM stays CROSS JOIN won""",
+    "velocity": """
+        SELECT currency, count(*) FILTER (WHERE status = 'open'),
+               count(*) FILTER (WHERE status = 'won' AND closed_at >= $2 AND closed_at < $3),
+               count(*) FILTER (WHERE status = 'lost' AND closed_at >= $2 AND closed_at < $3),
+               avg(amount) FILTER (WHERE status = 'won' AND closed_at >= $2 AND closed_at < $3),
+               avg(EXTRACT(EPOCH FROM closed_at - created_at))
+                 FILTER (WHERE status = 'won' AND closed_at >= $2 AND closed_at < $3)
+        FROM deals WHERE org_id = $1 GROUP BY 1""",
+    "forecast": """
+        SELECT to_char(d.expected_close_date, 'YYYY-MM'), s.forecast_category, d.currency, count(*),
+               sum(d.amount),
+               sum(d.amount * d.probability / 100)
+        FROM deals d JOIN stages s ON s.id = d.stage_id WHERE d.org_id = $1 AND d.status = 'open'
+        GROUP BY 1, 2, 3""",
+    "lead-funnel": f"""
+        SELECT count(*), count(first_contacted_at),
+               count(*) FILTER (WHERE le.status IN ('qualified', 'converted')),
+               count(converted_deal_id), count(*) FILTER (WHERE d.status = 'won'),
+               percentile_cont(0.5) WITHIN GROUP (ORDER BY {SPEED})
+                 FILTER (WHERE first_contacted_at IS NOT NULL),
+               percentile_cont(0.9) WITHIN GROUP (ORDER BY {SPEED})
+                 FILTER (WHERE first_contacted_at IS NOT NULL)
+        FROM leads le LEFT JOIN deals d ON d.id = le.converted_deal_id
+        WHERE le.org_id = $1 AND le.duplicate_of IS NULL AND le.created_at >= $2 AND le.created_at < $3""",
+    "reps": """
+        SELECT owner_id, status, currency, count(*), sum(amount) FROM deals
+        WHERE org_id = $1 AND status IN ('won', 'lost') AND closed_at >= $2 AND closed_at < $3
+        GROUP BY 1, 2, 3""",
+}
+# As-of reconstruction by hand: the last stage entered and the last amount/probability set before T.
+HAND_AS_OF = """
+    WITH st AS (SELECT DISTINCT ON (deal_id) deal_id, to_stage_id FROM deal_stage_history
+                WHERE org_id = $1 AND at < $2 ORDER BY deal_id, at DESC),
+    fv AS (SELECT DISTINCT ON (deal_id, field) deal_id, field, new_value FROM deal_field_history
+           WHERE org_id = $1 AND at < $2 AND field IN ('amount', 'probability', 'currency')
+           ORDER BY deal_id, field, at DESC)
+    SELECT st.to_stage_id, c.new_value #>> '{}', count(*), sum((a.new_value #>> '{}')::numeric),
+           sum((a.new_value #>> '{}')::numeric * (p.new_value #>> '{}')::numeric / 100)
+    FROM st JOIN stages s ON s.id = st.to_stage_id AND s.kind = 'open'
+    LEFT JOIN fv a ON a.deal_id = st.deal_id AND a.field = 'amount'
+    LEFT JOIN fv p ON p.deal_id = st.deal_id AND p.field = 'probability'
+    LEFT JOIN fv c ON c.deal_id = st.deal_id AND c.field = 'currency'
+    GROUP BY 1, 2"""
+HAND_TREND = """
+    SELECT day, stage_id, currency, sum(count), sum(amount), sum(weighted_amount) FROM pipeline_snapshots
+    WHERE org_id = $1 AND day >= $2 AND day < $3 GROUP BY 1, 2, 3"""
+
+
+def rss_mb(pgid: int) -> float:
+    """The largest RSS (MB) among the processes of a process group (the API's workers)."""
+    best = 0
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            if os.getpgid(int(pid)) != pgid:
+                continue
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    best = max(best, int(line.split()[1]))
+        except (OSError, ProcessLookupError):
+            continue
+    return best / 1024
+
+
+async def main() -> None:
+    """Set up, load, time, print the table, clean up."""
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--deals", type=int, default=1_000_000)
+    parser.add_argument("--leads", type=int, default=None, help="default: deals / 5")
+    parser.add_argument("--runs", type=int, default=5)
+    args = parser.parse_args()
+    if args.leads is None:
+        args.leads = args.deals // 5
+    with bench_servers() as (admin_dsn, redis_url):
+        await measure(args, admin_dsn, redis_url)
+
+
+async def _timed(call: Any, runs: int) -> float:
+    times = []
+    for _ in range(runs):
+        started = time.perf_counter()
+        await call()
+        times.append((time.perf_counter() - started) * 1000)
+    return statistics.median(times)
+
+
+async def measure(args: argparse.Namespace, admin_dsn: str, redis_url: str) -> None:
+    """Everything on a fresh database of the server at `admin_dsn`."""
+    db_name = f"loudou_bench_{uuid.uuid4().hex[:8]}"
+    dsn = database_dsn(admin_dsn, db_name)
+    admin = await asyncpg.connect(admin_dsn)
+    await admin.execute(f'CREATE DATABASE "{db_name}"')
+    await admin.close()
+    workdir = Path(tempfile.mkdtemp(prefix="loudou-bench-"))
+    env = {
+        **os.environ,
+        "DATABASE_URL": dsn,
+        "REDIS_URL": redis_url,
+        "LOUDOU_HOME": str(workdir),
+        "LOUDOU_SECRET_KEY": "bench-" + "x" * 40,
+        "LOUDOU_LOG_LEVEL": os.environ.get("BENCH_LOG_LEVEL", "WARNING"),
+        "LOUDOU_ACCESS_LOG": "false",
+        "LOUDOU_RATE_LIMIT_PER_MINUTE": "0",
+    }
+    try:
+        run([str(BIN / "loudou"), "migrate"], env)
+        created = json.loads(
+            run(
+                [
+                    str(BIN / "loudou"),
+                    "org",
+                    "create",
+                    "Bench",
+                    "--admin-email",
+                    "bench@example.com",
+                    "--json",
+                ],
+                env,
+            )
+        )
+        org_id = uuid.UUID(created["org_id"])
+        conn = await asyncpg.connect(dsn.replace("postgresql+asyncpg://", "postgresql://"))
+        started = time.perf_counter()
+        await load(conn, org_id, args)
+        print(f"load: {time.perf_counter() - started:.0f} s")
+        today = datetime.now(UTC).date()
+        start, end = today.replace(year=today.year - 1), today + timedelta(days=1)
+        t0 = datetime.combine(start, datetime.min.time(), tzinfo=UTC)
+        t1 = datetime.combine(end, datetime.min.time(), tzinfo=UTC)
+        started = time.perf_counter()
+        await _snapshots(dsn, org_id, today)
+        print(f"30 daily snapshots: {time.perf_counter() - started:.1f} s")
+        as_of = today - timedelta(days=30)
+        trend_from = today - timedelta(days=30)
+        endpoints: list[tuple[str, str, dict[str, str], str, tuple[Any, ...]]] = [
+            (name, name, {}, sql, (org_id, t0, t1)) for name, sql in HAND_SQL.items()
+        ]
+        at = datetime.combine(as_of + timedelta(days=1), datetime.min.time(), tzinfo=UTC)
+        endpoints.insert(
+            2, ("pipeline as_of", "pipeline", {"as_of": as_of.isoformat()}, HAND_AS_OF, (org_id, at))
+        )
+        endpoints.insert(
+            3,
+            (
+                "pipeline/trend 30 d",
+                "pipeline/trend",
+                {"from": trend_from.isoformat(), "to": today.isoformat()},
+                HAND_TREND,
+                (org_id, trend_from, today),
+            ),
+        )
+        endpoints.insert(0, ("definitions (no SQL)", "definitions", {}, "SELECT 1", ()))
+        port = free_port()
+        cmd = [str(BIN / "loudou"), "serve", "--workers", "2", "--port", str(port)]
+        rows = []
+        peak = 0.0
+        with server(cmd, env, port, workdir / "serve.log") as proc:
+            auth = {"Authorization": f"Bearer {created['api_key']}"}
+            async with httpx.AsyncClient(
+                base_url=f"http://127.0.0.1:{port}", timeout=600, headers=auth
+            ) as client:
+                for label, path, params, sql, sql_args in endpoints:
+
+                    async def call(path: str = path, params: dict[str, str] = params) -> None:
+                        r = await client.get(f"/v1/metrics/{path}", params=params)
+                        assert r.status_code == 200, r.text
+
+                    used = max((int(n) for n in re.findall(r"\$(\d+)", sql)), default=0)
+
+                    async def hand(sql: str = sql, sql_args: tuple[Any, ...] = sql_args[:used]) -> None:
+                        await conn.fetch(sql, *sql_args)
+
+                    await call()  # warm both up once
+                    await hand()
+                    api = await _timed(call, args.runs)
+                    base = await _timed(hand, args.runs)
+                    peak = max(peak, rss_mb(proc.pid))
+                    rows.append((label, api, base))
+        await conn.close()
+        print()
+        print(f"{'endpoint':<22}{'API ms (median)':>17}{'hand SQL ms':>14}{'ratio':>8}")
+        for label, api, base in rows:
+            print(f"{label:<22}{api:>17.1f}{base:>14.1f}{api / base if base else float('inf'):>8.2f}")
+        print(f"API process peak RSS: {peak:.0f} MB ({args.deals} deals, {args.leads} leads)")
+    finally:
+        admin = await asyncpg.connect(admin_dsn)
+        await admin.execute(f'DROP DATABASE IF EXISTS "{db_name}" WITH (FORCE)')
+        await admin.close()
+
+
+async def _snapshots(dsn: str, org_id: uuid.UUID, today: date) -> None:
+    """Take the last 30 days' snapshots the way the cron job does."""
+    from app.config import Settings
+    from app.db import create_engine, session_factory, tenant_session
+    from app.services.metrics import snapshots
+
+    engine = create_engine(Settings(database_url=dsn, redis_url="redis://unused"))
+    try:
+        async with tenant_session(session_factory(engine), org_id) as session:
+            for offset in range(30, 0, -1):
+                await snapshots.take_snapshot(session, org_id, today - timedelta(days=offset), "UTC")
+            await session.commit()
+    finally:
+        await engine.dispose()
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
