@@ -447,6 +447,14 @@ async def test_definitions_are_published_and_timeouts_answer_503(
         "lead_funnel",
         "reps",
     ]
+    collections = {m["name"] for m in body["metrics"] if m["endpoint"] == "/v1/metrics/collections"}
+    assert collections == {
+        "collections.due",
+        "collections.collected",
+        "collections.collection_rate",
+        "collections.overdue",
+        "collections.dso",
+    }
     assert body["definition_version"] == 1 and all(
         m["formula"] and m["symbols"] and m["excludes"] for m in body["metrics"]
     )

@@ -21,6 +21,7 @@ from app.models.receivable import Installment, Order
 from app.models.user import User
 from app.money import round_money
 from app.security import Principal
+from app.services.metrics import definitions as metric_definitions
 from app.services.receivables import ledger
 from app.services.receivables.access import order_clause
 from app.services.receivables.aging import DEFINITION_VERSION, group_column, group_names, open_amounts
@@ -71,6 +72,24 @@ DEFINITIONS: list[dict[str, Any]] = [
         "version": DEFINITION_VERSION,
     },
 ]
+
+
+for _definition in DEFINITIONS:
+    # Published with the funnel metrics by GET /v1/metrics/definitions.
+    metric_definitions.register(
+        metric_definitions.Definition(
+            name=_definition["name"],
+            endpoint="/v1/metrics/collections",
+            formula=_definition["formula"],
+            symbols=_definition["formula"],
+            unit=_definition["unit"],
+            counts=_definition["counted"],
+            excludes=_definition["excluded"],
+            group_by=["owner", "team", "account", "month"],
+            filters=["from", "to", "owner_id", "team_id", "account_id"],
+            version=_definition["version"],
+        )
+    )
 
 
 def _rate(numerator: Decimal, denominator: Decimal, places: str) -> Decimal | None:
