@@ -32,6 +32,7 @@ from app.routers import (
     conversion,
     deals,
     diagnostics,
+    export,
     followups,
     health,
     intake,
@@ -47,6 +48,7 @@ from app.routers import (
     users,
     webhooks,
 )
+from app.services.export.service import EXPORT_HEADERS
 from app.state import AppState
 from app.workers.registry import assignment_queue
 
@@ -76,6 +78,7 @@ ROUTERS = [
     products.router,
     quotes.router,
     receivables.router,
+    export.router,
 ]
 
 
@@ -154,7 +157,7 @@ def create_app(settings: Settings | None = None, *, state: AppState | None = Non
             allow_origins=settings.cors_origins,
             allow_methods=["*"],
             allow_headers=["*"],
-            expose_headers=["ETag", "X-Request-ID", "Retry-After", "Location"],
+            expose_headers=["ETag", "X-Request-ID", "Retry-After", "Location", "Link", *EXPORT_HEADERS],
         )
     app.add_middleware(
         CorrelationIdMiddleware,

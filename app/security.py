@@ -75,6 +75,8 @@ def decode_jwt(token: str, *, secret: str) -> tuple[uuid.UUID, uuid.UUID] | None
 
 
 READ_ONLY_ROLES = frozenset({Role.viewer})
+# Scopes that only `*` or their own name grant (a bulk export is more than reading records).
+EXPLICIT_SCOPES = frozenset({"export:read"})
 
 
 @dataclass(frozen=True)
@@ -100,6 +102,8 @@ class Principal:
             return False
         if "*" in self.scopes or scope in self.scopes:
             return True
+        if scope in EXPLICIT_SCOPES:
+            return False
         return action == "read" and ("read" in self.scopes or f"{resource}:write" in self.scopes)
 
 

@@ -6,6 +6,7 @@ from app.models.api_key import ApiKey
 from app.models.assignment import AssignmentCursor, AssignmentDecision, AssignmentRule
 from app.models.audit import AuditEntry
 from app.models.deal import Deal, DealFieldHistory, DealStageHistory
+from app.models.export import DeletedRow
 from app.models.followup import FollowupPolicy
 from app.models.idempotency import IdempotencyRecord
 from app.models.intake import InboundEvent, IntakeSource
@@ -34,6 +35,7 @@ __all__ = [
     "Deal",
     "DealFieldHistory",
     "DealStageHistory",
+    "DeletedRow",
     "DocumentCounter",
     "FollowupPolicy",
     "IdempotencyRecord",
