@@ -9,9 +9,10 @@ builds INSERTs from a table's columns must not see them) and the export reads th
 Rows deleted from an exported table leave a tombstone in `deleted_rows`, written by an AFTER
 DELETE trigger in the deleting transaction.
 
-The export orders rows by (change_xid, change_seq) and reads only rows whose writer is older
-than its snapshot's xmin: every transaction below xmin has ended, and no new transaction can get
-an id below it, so once a position has been handed out nothing can later appear before it.
+The export orders rows by (change_xid, change_seq) and reads only rows whose writer is below its
+snapshot's horizon (`loudou_export_horizon()`: xmin, less transactions of other databases): every
+transaction of this database below it has ended, and no new transaction can get an id below it,
+so once a position has been handed out nothing can later appear before it.
 """
 
 from __future__ import annotations

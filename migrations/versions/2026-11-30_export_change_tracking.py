@@ -60,6 +60,26 @@ BEGIN
 END $$;
 
 
+-- The export's horizon: rows written by transactions below it are final. It is the snapshot's
+-- xmin, except that transactions pg_stat_activity shows in another database are passed over
+-- (they cannot write here); one it cannot place (ended since, or not visible to this role) counts.
+CREATE FUNCTION loudou_export_horizon() RETURNS bigint LANGUAGE sql STABLE AS $$
+    WITH snapshot AS (SELECT pg_current_snapshot() AS snap),
+    elsewhere AS (
+        SELECT backend_xid::text::bigint AS xid32
+        FROM pg_stat_activity
+        WHERE backend_xid IS NOT NULL
+          AND datid IS NOT NULL
+          AND datid <> (SELECT oid FROM pg_database WHERE datname = current_database())
+    )
+    SELECT LEAST(
+        pg_snapshot_xmax(snap)::text::bigint,
+        (SELECT min(x::text::bigint) FROM pg_snapshot_xip(snap) AS x
+         WHERE x::text::bigint % 4294967296 NOT IN (SELECT xid32 FROM elsewhere)))
+    FROM snapshot
+$$;
+
+
 -- One tombstone; none while the organisation itself is being deleted (nothing left to sync).
 CREATE FUNCTION loudou_export_bury(org uuid, entity text, row_id uuid, reason text) RETURNS void
 LANGUAGE plpgsql AS $$
@@ -134,6 +154,7 @@ DROP_FUNCTIONS = (
     "loudou_export_tombstone()",
     "loudou_export_bury(uuid, text, uuid, text)",
     "loudou_export_restamp()",
+    "loudou_export_horizon()",
 )
 
 

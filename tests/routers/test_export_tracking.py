@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
+import random
 import uuid
 from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy.engine import make_url
 
 from tests.conftest import Org
-from tests.routers.exports import pull, pull_until, raw_connection
+from tests.routers.exports import CURSOR, apply, ndjson, pull, pull_until, raw_connection
 from tests.routers.sales import make_deal
 
 
@@ -84,6 +90,26 @@ async def test_an_open_writing_transaction_holds_the_cursor_back_until_it_ends(
     assert stamps[two["id"]][0] > stamps[one["id"]][0]
 
 
+async def test_a_writer_in_another_database_does_not_hold_the_export_back(
+    org: Org, database_url: str
+) -> None:
+    other = f"loudou_export_other_{uuid.uuid4().hex[:8]}"
+    async with raw_connection(database_url) as admin:
+        await admin.execute(f'CREATE DATABASE "{other}"')
+    try:
+        elsewhere_url = make_url(database_url).set(database=other).render_as_string(hide_password=False)
+        async with raw_connection(elsewhere_url) as elsewhere:
+            await elsewhere.execute("BEGIN")
+            await elsewhere.execute("CREATE TABLE t (x int)")  # a writing transaction, left open
+            deal = await make_deal(org)
+            got = await pull_until(org, "deals", lambda rows: deal["id"] in ids(rows), timeout=10)
+            assert deal["id"] in ids(got.rows)
+            await elsewhere.execute("ROLLBACK")
+    finally:
+        async with raw_connection(database_url) as admin:
+            await admin.execute(f'DROP DATABASE IF EXISTS "{other}" WITH (FORCE)')
+
+
 async def test_deleting_a_deal_leaves_tombstones_for_it_and_what_cascaded(org: Org) -> None:
     deal = await make_deal(org, amount="10.00", currency="CNY")
     start = await pull_until(
@@ -135,3 +161,124 @@ async def test_a_soft_deleted_lead_is_a_tombstone_and_takes_its_timeline_along(o
         org, "activities", lambda rows: activity["id"] in ids(rows), cursor=acts.cursor
     )
     assert next(x for x in timeline.rows if x["id"] == activity["id"])["reason"] == "lead_deleted"
+
+
+async def _listed(org: Org, path: str) -> dict[str, dict[str, Any]]:
+    out: dict[str, dict[str, Any]] = {}
+    cursor = None
+    while True:
+        params: dict[str, Any] = {"limit": 200} | ({"cursor": cursor} if cursor else {})
+        r = await org.client.get(path, params=params, headers=org.auth())
+        assert r.status_code == 200, r.text
+        out.update({row["id"]: row for row in r.json()["data"]})
+        cursor = r.json()["next_cursor"]
+        if not cursor:
+            return out
+
+
+async def test_pulling_while_another_client_writes_ends_with_exactly_the_current_set(org: Org) -> None:
+    h = org.auth()
+    live: dict[str, list[str]] = {"leads": [], "deals": []}
+    for i in range(8):
+        r = await org.client.post(
+            "/v1/leads", json={"email": f"seed{i}-{uuid.uuid4().hex[:6]}@example.com"}, headers=h
+        )
+        live["leads"].append(r.json()["id"])
+        live["deals"].append((await make_deal(org, amount="1.00", currency="CNY"))["id"])
+
+    copies: dict[str, dict[str, dict[str, Any]]] = {"leads": {}, "deals": {}}
+    cursors: dict[str, str | None] = {"leads": None, "deals": None}
+    pulled: dict[str, list[dict[str, Any]]] = {"leads": [], "deals": []}
+    done = asyncio.Event()
+
+    async def write() -> None:
+        rng = random.Random(13)  # noqa: S311 (a reproducible mix of writes)
+        for step in range(80):
+            entity = rng.choice(["leads", "deals"])
+            ids_ = live[entity]
+            op = rng.choice(
+                ["create", "update", "update", "delete"] + (["erase"] if entity == "leads" else [])
+            )
+            if op == "create" or not ids_:
+                if entity == "leads":
+                    r = await org.client.post(
+                        "/v1/leads", json={"email": f"w{step}-{uuid.uuid4().hex[:6]}@example.com"}, headers=h
+                    )
+                else:
+                    r = await org.client.post(
+                        "/v1/deals",
+                        json={"name": f"w{step}", "amount": f"{step}.5", "currency": "CNY"},
+                        headers=h,
+                    )
+                assert r.status_code == 201, r.text
+                ids_.append(r.json()["id"])
+            elif op == "update":
+                target = rng.choice(ids_)
+                body = (
+                    {"company": f"c{step}"}
+                    if entity == "leads"
+                    else {"name": f"n{step}", "amount": f"{step}.25"}
+                )
+                r = await org.client.patch(f"/v1/{entity}/{target}", json=body, headers=h)
+                assert r.status_code == 200, r.text
+            elif op == "delete":
+                target = ids_.pop(rng.randrange(len(ids_)))
+                assert (await org.client.delete(f"/v1/{entity}/{target}", headers=h)).status_code == 200
+            else:
+                target = ids_.pop(rng.randrange(len(ids_)))  # erased: still listed, no longer changed
+                r = await org.client.post(f"/v1/leads/{target}/erase", headers=h)
+                assert r.status_code == 200, r.text
+            await asyncio.sleep(0)
+        done.set()
+
+    async def read_once(entity: str) -> None:
+        params: dict[str, Any] = {"format": "ndjson", "limit": 3}
+        if cursors[entity]:
+            params["cursor"] = cursors[entity]
+        r = await org.client.get(f"/v1/export/{entity}", params=params, headers=h)
+        assert r.status_code == 200, r.text
+        rows = ndjson(r.content)
+        pulled[entity] += rows
+        apply(copies[entity], rows)
+        cursors[entity] = r.headers[CURSOR]
+
+    async def read() -> None:
+        while not done.is_set():
+            for entity in ("leads", "deals"):
+                await read_once(entity)
+
+    await asyncio.gather(write(), read())
+    assert all(pulled.values()), "the reader pulled while the writer wrote"
+
+    # Then pull again from the last cursors until caught up with the lists.
+    current = {"leads": await _listed(org, "/v1/leads"), "deals": await _listed(org, "/v1/deals")}
+    deadline = asyncio.get_running_loop().time() + 20
+    for entity in ("leads", "deals"):
+        while True:
+            before = cursors[entity]
+            await read_once(entity)
+            caught_up = cursors[entity] == before
+            matches = {k: v["version"] for k, v in copies[entity].items()} == {
+                k: v["version"] for k, v in current[entity].items()
+            }
+            if caught_up and matches:
+                break
+            assert asyncio.get_running_loop().time() < deadline, f"{entity} never matched the current set"
+            if caught_up:
+                await asyncio.sleep(0.1)
+        for row_id, row in current[entity].items():
+            copied = copies[entity][row_id]
+            for field in (
+                ("email", "name", "company", "erased_at") if entity == "leads" else ("name", "amount")
+            ):
+                value = copied[field]
+                if field == "amount":
+                    assert Decimal(value) == Decimal(row[field])
+                elif field.endswith("_at") and value:
+                    assert datetime.fromisoformat(value) == datetime.fromisoformat(row[field])
+                else:
+                    assert value == row[field], (entity, field)
+        positions = [r["export_cursor"] for r in pulled[entity]]
+        assert positions == sorted(positions) and len(set(positions)) == len(positions)  # no row twice
+        versions = [(r["id"], r.get("version")) for r in pulled[entity] if not r.get("deleted_at")]
+        assert len(versions) == len(set(versions)), "a version of a row came twice"

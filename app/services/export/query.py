@@ -5,11 +5,13 @@ value, and for quote lines the line's position within its quote (0 otherwise). I
 is the three as fixed-width hex (16 + 16 + 4 digits), so tokens sort as positions do: a loader
 that keeps the greatest `export_cursor` it has seen (dlt's incremental does) resumes correctly.
 
-A page is the rows after the cursor, in position order, among those whose writer is older than
-the snapshot's xmin (`pg_snapshot_xmin(pg_current_snapshot())`): every transaction below xmin has
-ended and no new one can get an id below it, so nothing can later appear before a position that
-was handed out. A transaction still writing holds the horizon back until it ends; then its rows
-follow. Tombstones of the entity (deleted_rows) are merged into the same order.
+A page is the rows after the cursor, in position order, among those whose writer is below the
+horizon: the snapshot's xmin (`pg_snapshot_xmin(pg_current_snapshot())`), or past it up to the
+first running transaction of this database (`loudou_export_horizon()`; transactions of other
+databases on the server cannot write here). Every transaction of this database below the horizon
+has ended and no new one can get an id below it, so nothing can later appear before a position
+that was handed out. A transaction still writing holds the horizon back until it ends; then its
+rows follow. Tombstones of the entity (deleted_rows) are merged into the same order.
 """
 
 from __future__ import annotations
@@ -78,8 +80,9 @@ class Position:
 
 START = Position(0, 0, 0)
 
-# Evaluated once per statement (and once per transaction under REPEATABLE READ).
-_HORIZON_SQL = literal_column("pg_snapshot_xmin(pg_current_snapshot())::text::bigint", BigInteger)
+# loudou_export_horizon() (see the migration): the snapshot's xmin, passing over transactions of
+# other databases. A scalar subquery, so it runs once per statement.
+_HORIZON_SQL = literal_column("(SELECT loudou_export_horizon())", BigInteger)
 
 # How each kind is written: JSON formats keep booleans, dates and JSON as such; CSV (and the
 # Parquet made from it) has them as text. Decimals and timestamps are text in both, so every
@@ -119,16 +122,17 @@ def output_names(entity: Entity) -> list[str]:
     return [c.name for c in entity.columns] + ["deleted_at", "reason", "export_cursor"]
 
 
+def _values(position: Position, width: int) -> Any:
+    parts = (position.xid, position.seq, position.n)[:width]
+    return tuple_(*[literal(v, BigInteger) for v in parts])
+
+
 def _after(stamps: tuple[ColumnElement[int], ...], position: Position) -> ColumnElement[bool]:
-    if len(stamps) == 3:
-        return tuple_(*stamps) > tuple_(literal(position.xid), literal(position.seq), literal(position.n))
-    return tuple_(*stamps) > tuple_(literal(position.xid), literal(position.seq))
+    return tuple_(*stamps) > _values(position, len(stamps))
 
 
 def _upto(stamps: tuple[ColumnElement[int], ...], position: Position) -> ColumnElement[bool]:
-    if len(stamps) == 3:
-        return tuple_(*stamps) <= tuple_(literal(position.xid), literal(position.seq), literal(position.n))
-    return tuple_(*stamps) <= tuple_(literal(position.xid), literal(position.seq))
+    return tuple_(*stamps) <= _values(position, len(stamps))
 
 
 @dataclass(frozen=True)
@@ -144,7 +148,7 @@ def _live_branch(
     entity: Entity, principal: Principal, bounds: PageBounds, *, keys_only: bool, tabular: bool
 ) -> Select[Any]:
     stamps = entity.stamps
-    order_n: ColumnElement[Any] = stamps[2] if len(stamps) == 3 else literal(0)
+    order_n: ColumnElement[Any] = stamps[2] if len(stamps) == 3 else literal(0, BigInteger)
     columns: list[ColumnElement[Any]] = []
     if not keys_only:
         gone = entity.soft_deleted.is_not(None) if entity.soft_deleted is not None else None
@@ -188,7 +192,7 @@ def _tombstone_branch(
             else:
                 columns.append(cast(null(), _output_type(column.kind, tabular)).label(column.name))
         columns += [when.label("deleted_at"), cast(table.c.reason, Text).label("reason")]
-    columns += [stamps[0].label("_x"), stamps[1].label("_s"), cast(literal(0), BigInteger).label("_o")]
+    columns += [stamps[0].label("_x"), stamps[1].label("_s"), literal(0, BigInteger).label("_o")]
     stmt = select(*columns).where(
         col(DeletedRow.org_id) == principal.org_id,
         col(DeletedRow.entity) == entity.name,

@@ -37,6 +37,7 @@ from sqlalchemy import (
     not_,
     or_,
     select,
+    true,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.types import TypeDecorator
@@ -261,9 +262,13 @@ NOT_ON_DELETED_LEAD = or_(
 # --- quote lines: the elements of quotes.lines ------------------------------------------------------
 
 _quote_table: Table = Quote.__table__  # type: ignore[attr-defined]
-_lines = func.jsonb_array_elements(_quote_table.c.lines).table_valued("value", with_ordinality="position")
-_lines_lateral = _lines.lateral("l")
-QUOTE_LINES_SOURCE = _quote_table.join(_lines_lateral, literal(True))
+_lines_lateral = (
+    func.jsonb_array_elements(_quote_table.c.lines)
+    .table_valued("value", with_ordinality="position", name="l")
+    .render_derived(with_types=False)
+    .lateral("l")
+)
+QUOTE_LINES_SOURCE = _quote_table.join(_lines_lateral, true())
 
 
 def _line(key: str) -> ColumnElement[str]:
