@@ -122,17 +122,19 @@ def output_names(entity: Entity) -> list[str]:
     return [c.name for c in entity.columns] + ["deleted_at", "reason", "export_cursor"]
 
 
-def _values(position: Position, width: int) -> Any:
+def _values(position: Position, width: int) -> ColumnElement[Any]:
     parts = (position.xid, position.seq, position.n)[:width]
     return tuple_(*[literal(v, BigInteger) for v in parts])
 
 
 def _after(stamps: tuple[ColumnElement[int], ...], position: Position) -> ColumnElement[bool]:
-    return tuple_(*stamps) > _values(position, len(stamps))
+    after: ColumnElement[bool] = tuple_(*stamps) > _values(position, len(stamps))
+    return after
 
 
 def _upto(stamps: tuple[ColumnElement[int], ...], position: Position) -> ColumnElement[bool]:
-    return tuple_(*stamps) <= _values(position, len(stamps))
+    upto: ColumnElement[bool] = tuple_(*stamps) <= _values(position, len(stamps))
+    return upto
 
 
 @dataclass(frozen=True)
