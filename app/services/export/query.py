@@ -26,6 +26,7 @@ from sqlalchemy import (
     Boolean,
     ColumnElement,
     Date,
+    DateTime,
     Dialect,
     Select,
     Text,
@@ -84,10 +85,20 @@ START = Position(0, 0, 0)
 # other databases. A scalar subquery, so it runs once per statement.
 _HORIZON_SQL = literal_column("(SELECT loudou_export_horizon())", BigInteger)
 
-# How each kind is written: JSON formats keep booleans, dates and JSON as such; CSV (and the
-# Parquet made from it) has them as text. Decimals and timestamps are text in both, so every
-# format carries exactly the same digits.
-TIMESTAMP_FORMAT = 'YYYY-MM-DD"T"HH24:MI:SS.US"+00:00"'
+# How each kind is written: JSON formats keep booleans, dates, timestamps and JSON as such
+# (row_to_json writes a timestamptz as RFC 3339, in UTC as the export transaction sets it); CSV
+# (and the Parquet made from it) has them as text, timestamps through to_json so that the text is
+# the very same. Decimals are text in both, so every format carries exactly the same digits.
+_JSON_TEXT: ColumnElement[Any] = literal_column("'{}'::text[]")
+
+
+def timestamp_text(expression: ColumnElement[Any]) -> ColumnElement[Any]:
+    """A timestamptz as JSON writes it (`2026-11-30T09:15:00.123456+00:00`, fraction trimmed)."""
+    return func.to_json(expression).op("#>>")(_JSON_TEXT)
+
+
+def _timestamp(expression: ColumnElement[Any], tabular: bool) -> ColumnElement[Any]:
+    return timestamp_text(expression) if tabular else expression
 
 
 def _output_type(kind: Kind, tabular: bool) -> TypeEngine[Any]:
@@ -99,6 +110,8 @@ def _output_type(kind: Kind, tabular: bool) -> TypeEngine[Any]:
         return Text() if tabular else Boolean()
     if kind == Kind.date:
         return Date()
+    if kind == Kind.timestamp and not tabular:
+        return DateTime(timezone=True)
     if kind == Kind.json:
         return JSONB()
     return Text()
@@ -107,13 +120,15 @@ def _output_type(kind: Kind, tabular: bool) -> TypeEngine[Any]:
 def formatted(column: ExportColumn, expression: ColumnElement[Any], tabular: bool) -> ColumnElement[Any]:
     """The column as the export writes it."""
     if column.kind == Kind.timestamp:
-        return func.to_char(func.timezone("UTC", expression), TIMESTAMP_FORMAT)
+        return _timestamp(expression, tabular)
     if column.kind == Kind.decimal:
         return cast(expression, Text)
     if column.kind == Kind.integer:
         return cast(expression, BigInteger)
     if column.kind == Kind.boolean and tabular:
         return cast(expression, Text)
+    if column.kind == Kind.string:
+        return cast(expression, Text)  # varchar(n) to text: every branch of the UNION the same type
     return expression
 
 
@@ -160,11 +175,10 @@ def _live_branch(
                 value = case((gone, null()), else_=value)  # a tombstone carries nothing else
             columns.append(value.label(column.name))
         if entity.soft_deleted is not None and gone is not None:
-            when = func.to_char(func.timezone("UTC", entity.soft_deleted), TIMESTAMP_FORMAT)
-            columns.append(when.label("deleted_at"))
+            columns.append(_timestamp(entity.soft_deleted, tabular).label("deleted_at"))
             columns.append(case((gone, literal("deleted")), else_=null()).label("reason"))
         else:
-            columns.append(cast(null(), Text).label("deleted_at"))
+            columns.append(cast(null(), _output_type(Kind.timestamp, tabular)).label("deleted_at"))
             columns.append(cast(null(), Text).label("reason"))
     columns += [stamps[0].label("_x"), stamps[1].label("_s"), cast(order_n, BigInteger).label("_o")]
     stmt = select(*columns).select_from(entity.source).where(entity.org_id == principal.org_id)
@@ -175,7 +189,7 @@ def _live_branch(
         stmt = stmt.where(visible)
     if bounds.since is not None:
         stmt = stmt.where(entity.updated >= bounds.since)
-    return stmt
+    return stmt.order_by(*stamps)  # so the UNION's order is a Merge Append of index scans
 
 
 def _tombstone_branch(
@@ -185,7 +199,7 @@ def _tombstone_branch(
     stamps = (table.c.change_xid, table.c.change_seq)
     columns: list[ColumnElement[Any]] = []
     if not keys_only:
-        when = func.to_char(func.timezone("UTC", table.c.deleted_at), TIMESTAMP_FORMAT)
+        when = _timestamp(table.c.deleted_at, tabular)
         for column in entity.columns:
             if column.name == "id":
                 columns.append(table.c.row_id.label("id"))
@@ -203,7 +217,7 @@ def _tombstone_branch(
     )
     if bounds.since is not None:
         stmt = stmt.where(col(DeletedRow.deleted_at) >= bounds.since)
-    return stmt
+    return stmt.order_by(*stamps)
 
 
 def _union(
@@ -215,11 +229,19 @@ def _union(
     ).subquery("u")
 
 
+def _order(entity: Entity, u: Any) -> list[Any]:
+    """Position order. change_seq alone is unique, so a table entity orders by (change_xid,
+    change_seq), which both branches' indexes give; with each branch ordered too, PostgreSQL
+    merges them (Merge Append) instead of sorting the page (it does not find that plan for a
+    union of unordered branches). Quote lines add their position within the quote."""
+    return [u.c._x, u.c._s, u.c._o] if len(entity.stamps) == 3 else [u.c._x, u.c._s]
+
+
 def page_end_statement(entity: Entity, principal: Principal, bounds: PageBounds, limit: int) -> Select[Any]:
     """The last two positions of the first `limit + 1` rows after the cursor, with how many there
     are: the page's end, and whether more rows follow it."""
     u = _union(entity, principal, bounds, keys_only=True, tabular=False)
-    first = select(u.c._x, u.c._s, u.c._o).order_by(u.c._x, u.c._s, u.c._o).limit(limit + 1).subquery("k")
+    first = select(u.c._x, u.c._s, u.c._o).order_by(*_order(entity, u)).limit(limit + 1).subquery("k")
     return (
         select(first.c._x, first.c._s, first.c._o, func.count().over().label("n"))
         .order_by(first.c._x.desc(), first.c._s.desc(), first.c._o.desc())
@@ -241,7 +263,7 @@ def rows_statement(
     """The page's rows, published columns only, in position order."""
     u = _union(entity, principal, bounds, keys_only=False, tabular=tabular)
     names = [c.name for c in entity.columns] + ["deleted_at", "reason"]
-    stmt = select(*[u.c[name] for name in names], _cursor_column(u)).order_by(u.c._x, u.c._s, u.c._o)
+    stmt = select(*[u.c[name] for name in names], _cursor_column(u)).order_by(*_order(entity, u))
     return stmt.limit(limit) if limit is not None else stmt
 
 

@@ -16,8 +16,6 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.csv as pa_csv
-import pyarrow.parquet as pq
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.util import greenlet_spawn
 
@@ -33,7 +31,7 @@ from app.services.export.service import ExportFormat, PagePlan
 
 CHUNK_BYTES = 64 * 1024
 QUEUE_CHUNKS = 4
-BATCH_ROWS = 50_000
+BATCH_ROWS = 20_000
 NDJSON_COPY = {"format": "csv", "delimiter": "\x02", "quote": "\x01"}
 CSV_COPY = {"format": "csv", "header": True}
 _DONE = b""
@@ -138,6 +136,9 @@ def _json_page(plan: PagePlan) -> tuple[bytes, Callable[[bytes], bytes], Callabl
 
 
 async def _parquet(conn: Any, plan: PagePlan, dialect: Any) -> AsyncIterator[bytes]:
+    import pyarrow.csv as pa_csv  # only the Parquet path needs these (tens of MB once loaded)
+    import pyarrow.parquet as pq
+
     schema = arrow_schema(plan)
     sink = _Sink()
     writer = pq.ParquetWriter(sink, schema)
