@@ -219,6 +219,8 @@ async def measure(admin_dsn: str, redis_url: str, deals: int) -> list[Measured]:
             [str(BIN / "loudou"), "serve", "--port", str(port)], env, port, workdir / "loudou.log"
         ) as proc:
             base = f"http://127.0.0.1:{port}"
+            for fmt in ("ndjson", "csv", "parquet"):  # warm up: pool, compiled statements, imports
+                await pull(base, created["api_key"], fmt, 10, proc.pid)
             for fmt in ("ndjson", "csv", "parquet"):
                 results.append(await pull(base, created["api_key"], fmt, deals, proc.pid))
         results.append(await copy_baseline(dsn, org_id))
