@@ -48,7 +48,7 @@ from sqlmodel import col
 from app.errors import FieldError, ValidationFailed
 from app.models.export import DeletedRow
 from app.security import Principal
-from app.services.export.registry import Entity, ExportColumn, Kind
+from app.services.export.registry import TOMBSTONE_COLUMNS, Entity, ExportColumn, Kind
 
 TOKEN = re.compile(r"^[0-9a-f]{36}$")
 
@@ -270,13 +270,7 @@ def rows_statement(
 def ndjson_statement(entity: Entity, principal: Principal, bounds: PageBounds) -> Select[Any]:
     """One JSON object per row: every column, or for a tombstone only its five columns."""
     rows = rows_statement(entity, principal, bounds, tabular=False).subquery("j")
-    tombstone = func.json_build_object(
-        *[
-            part
-            for name in ("id", "deleted_at", "updated_at", "reason", "export_cursor")
-            for part in (name, rows.c[name])
-        ]
-    )
+    tombstone = func.json_build_object(*[part for name in TOMBSTONE_COLUMNS for part in (name, rows.c[name])])
     whole = func.row_to_json(literal_column("j"))
     return select(cast(case((rows.c.deleted_at.is_(None), whole), else_=tombstone), Text))
 
