@@ -35,6 +35,7 @@ from sqlalchemy import (
     literal,
     literal_column,
     not_,
+    null,
     or_,
     select,
     true,
@@ -106,6 +107,26 @@ class Entity:
 
 
 TOMBSTONE_COLUMNS = ("id", "deleted_at", "updated_at", "reason", "export_cursor")
+# The columns every entity ends with (their expressions come from the page's query).
+TRAILING_COLUMNS = (
+    ExportColumn("deleted_at", Kind.timestamp, null()),
+    ExportColumn("reason", Kind.string, null()),
+    ExportColumn("export_cursor", Kind.string, null()),
+)
+
+
+def arrow_type(column: ExportColumn) -> Any:
+    """The Parquet (Arrow) type of a published column (pyarrow is loaded on first use)."""
+    import pyarrow as pa
+
+    if column.kind == Kind.decimal:
+        return pa.decimal128(column.precision or 18, column.scale or 4)
+    return {
+        Kind.integer: pa.int64(),
+        Kind.boolean: pa.bool_(),
+        Kind.timestamp: pa.timestamp("us", tz="UTC"),
+        Kind.date: pa.date32(),
+    }.get(column.kind, pa.string())
 
 
 def kind_of(column: object) -> tuple[Kind, int | None, int | None]:

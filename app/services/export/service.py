@@ -22,7 +22,14 @@ from app.models.export import ExportCatalog, ExportChangeTracking, ExportColumnI
 from app.security import Principal
 from app.services import audit
 from app.services.export.query import START, PageBounds, Position, output_names, page_end_statement
-from app.services.export.registry import ENTITIES, TOMBSTONE_COLUMNS, Entity, ExportColumn, Kind
+from app.services.export.registry import (
+    ENTITIES,
+    TOMBSTONE_COLUMNS,
+    TRAILING_COLUMNS,
+    Entity,
+    ExportColumn,
+    arrow_type,
+)
 
 DEFINITION_VERSION = 1
 SCOPE = "export:read"
@@ -54,32 +61,14 @@ MEDIA_TYPES = {
 }
 
 
-def _parquet_type(column: ExportColumn) -> str:
-    if column.kind == Kind.decimal:
-        return f"decimal128({column.precision}, {column.scale})"
-    return {
-        Kind.integer: "int64",
-        Kind.boolean: "bool",
-        Kind.timestamp: "timestamp[us, tz=UTC]",
-        Kind.date: "date32",
-    }.get(column.kind, "string")
-
-
 def _column_info(column: ExportColumn) -> ExportColumnInfo:
     return ExportColumnInfo(
         name=column.name,
         type=column.kind.value,
         precision=column.precision,
         scale=column.scale,
-        parquet_type=_parquet_type(column),
+        parquet_type=str(arrow_type(column)),
     )
-
-
-_TRAILING = (
-    ExportColumnInfo(name="deleted_at", type="timestamp", parquet_type="timestamp[us, tz=UTC]"),
-    ExportColumnInfo(name="reason", type="string", parquet_type="string"),
-    ExportColumnInfo(name="export_cursor", type="string", parquet_type="string"),
-)
 
 
 def catalog() -> ExportCatalog:
@@ -111,7 +100,7 @@ def catalog() -> ExportCatalog:
                 name=e.name,
                 description=e.description,
                 primary_key=list(e.primary_key),
-                columns=[_column_info(c) for c in e.columns] + list(_TRAILING),
+                columns=[_column_info(c) for c in (*e.columns, *TRAILING_COLUMNS)],
             )
             for e in ENTITIES.values()
         ],

@@ -15,7 +15,6 @@ import io
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-import pyarrow as pa
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.util import greenlet_spawn
 
@@ -26,7 +25,7 @@ from app.services.export.query import (
     ndjson_statement,
     rows_statement,
 )
-from app.services.export.registry import ExportColumn, Kind
+from app.services.export.registry import TRAILING_COLUMNS, arrow_type
 from app.services.export.service import ExportFormat, PagePlan
 
 CHUNK_BYTES = 64 * 1024
@@ -37,27 +36,11 @@ CSV_COPY = {"format": "csv", "header": True}
 _DONE = b""
 
 
-def arrow_type(column: ExportColumn) -> pa.DataType:
-    """The Parquet (Arrow) type of a published column."""
-    if column.kind == Kind.decimal:
-        return pa.decimal128(column.precision or 18, column.scale or 4)
-    return {
-        Kind.integer: pa.int64(),
-        Kind.boolean: pa.bool_(),
-        Kind.timestamp: pa.timestamp("us", tz="UTC"),
-        Kind.date: pa.date32(),
-    }.get(column.kind, pa.string())
+def arrow_schema(plan: PagePlan) -> Any:
+    """Every published column with its Arrow type."""
+    import pyarrow as pa  # loaded on the first Parquet page, not with the app
 
-
-def arrow_schema(plan: PagePlan) -> pa.Schema:
-    """Every published column with its Arrow type (the trailing three are timestamp and strings)."""
-    fields = [pa.field(c.name, arrow_type(c)) for c in plan.entity.columns]
-    fields += [
-        pa.field("deleted_at", pa.timestamp("us", tz="UTC")),
-        pa.field("reason", pa.string()),
-        pa.field("export_cursor", pa.string()),
-    ]
-    return pa.schema(fields)
+    return pa.schema([pa.field(c.name, arrow_type(c)) for c in (*plan.entity.columns, *TRAILING_COLUMNS)])
 
 
 class _Sink(io.RawIOBase):
