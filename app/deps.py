@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Annotated, Any
 
 from fastapi import Depends, Header, Query, Request
-from redis.exceptions import RedisError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app import ratelimit
 from app.config import Settings
 from app.db import scope_session
-from app.errors import Forbidden, PreconditionFailed, RateLimited, Unauthorized
+from app.errors import Forbidden, PreconditionFailed, Unauthorized
 from app.pagination import PageParams
 from app.security import Principal, hash_token
 from app.services import auth as auth_service
@@ -62,29 +61,6 @@ def _bearer(authorization: str | None) -> str:
     return token.strip()
 
 
-async def _rate_limit(state: AppState, token: str) -> None:
-    """A fixed one-minute window per credential in Redis; if Redis is down, requests go through."""
-    limit = state.settings.rate_limit_per_minute
-    if limit <= 0:
-        return
-    now = time.time()
-    window = int(now // 60)
-    key = f"loudou:rl:{hash_token(token)[:24]}:{window}"
-    try:
-        async with state.redis.pipeline(transaction=False) as pipe:
-            pipe.incr(key)
-            pipe.expire(key, 61)
-            count, _ = await pipe.execute()
-    except (RedisError, OSError):
-        return
-    if int(count) > limit:
-        retry_after = max(1, int(60 - (now % 60)) + 1)
-        raise RateLimited(
-            f"More than {limit} requests a minute with this credential.",
-            headers={"Retry-After": str(retry_after)},
-        )
-
-
 async def get_principal(
     request: Request,
     state: StateDep,
@@ -93,7 +69,13 @@ async def get_principal(
 ) -> Principal:
     """Authenticate the caller and scope the request's session to their organisation."""
     token = _bearer(authorization)
-    await _rate_limit(state, token)
+    limit = state.settings.rate_limit_per_minute
+    await ratelimit.hit(
+        state.redis,
+        f"loudou:rl:{hash_token(token)[:24]}",
+        limit=limit,
+        message=f"More than {limit} requests a minute with this credential.",
+    )
     principal = await auth_service.authenticate(session, token, secret=state.settings.resolved_secret_key())
     if principal is None:
         raise Unauthorized("The API key or token is not valid.")

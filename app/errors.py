@@ -124,6 +124,11 @@ def unstorable(exc: BaseException) -> UnstorableValue | None:
 class ValidationFailed(AppError):
     status, code, title = 422, "validation_error", "Validation failed"
 
+    @classmethod
+    def on(cls, field: str, code: str, message: str) -> ValidationFailed:
+        """A 422 about one field: `message` is the detail and the field error's message."""
+        return cls(message, errors=[FieldError(field=field, code=code, message=message)])
+
 
 class RateLimited(AppError):
     status, code, title = 429, "rate_limited", "Too many requests"

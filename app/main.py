@@ -16,7 +16,6 @@ from app.config import Settings, get_settings
 from app.errors import install_error_handlers
 from app.logging import configure_logging
 from app.middleware import (
-    AccessLogMiddleware,
     ApiCORSMiddleware,
     BodyLimitMiddleware,
     ContentTypeMiddleware,
@@ -149,8 +148,6 @@ def create_app(settings: Settings | None = None, *, state: AppState | None = Non
     app.add_middleware(IdempotencyMiddleware)
     app.add_middleware(ContentTypeMiddleware)
     app.add_middleware(BodyLimitMiddleware, limit_for=limit_for)
-    if settings.access_log:
-        app.add_middleware(AccessLogMiddleware)
     if settings.cors_origins:
         app.add_middleware(
             ApiCORSMiddleware,
@@ -164,7 +161,7 @@ def create_app(settings: Settings | None = None, *, state: AppState | None = Non
         header_name="X-Request-ID",
         update_request_header=True,
     )
-    app.add_middleware(observability.HttpMetricsMiddleware)
+    app.add_middleware(observability.RequestTimingMiddleware, access_log=settings.access_log)
 
     @app.get("/metrics", include_in_schema=False)
     async def metrics(request: Request) -> Response:

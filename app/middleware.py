@@ -1,4 +1,5 @@
-"""Pure ASGI middleware: body size limits, Idempotency-Key replay, access logs.
+"""Pure ASGI middleware: body size limits, Idempotency-Key replay (timing and access logs:
+app.observability.RequestTimingMiddleware).
 
 Written as ASGI callables rather than BaseHTTPMiddleware so bodies are never buffered twice and
 streaming responses stay streaming.
@@ -7,28 +8,18 @@ streaming responses stay streaming.
 from __future__ import annotations
 
 import hashlib
-import time
-import uuid
 from collections.abc import Callable
-from datetime import timedelta
 from typing import Any
 
-import structlog
 from fastapi import HTTPException
-from sqlalchemy import delete, select, update
-from sqlalchemy.dialects.postgresql import insert
-from sqlmodel import col
 from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.errors import PayloadTooLarge, problem_response
-from app.models.base import utcnow
-from app.models.idempotency import IdempotencyRecord
+from app.services import idempotency
+from app.services.idempotency import Claim
 from app.state import AppState
 
-access_log = structlog.get_logger("loudou.access")
-
-IN_PROGRESS_LEASE = timedelta(seconds=60)
 REPLAYED_HEADERS = {"content-type", "etag", "location"}
 
 
@@ -225,82 +216,52 @@ class IdempotencyMiddleware:
     async def _claim(
         self, state: AppState, caller_hash: str, key: str, scope: Scope, request_hash: str
     ) -> Any:
-        now = utcnow()
         async with state.sessions() as session:
-            claimed = (
-                await session.execute(
-                    insert(IdempotencyRecord)
-                    .values(
-                        id=uuid.uuid4(),
-                        caller_hash=caller_hash,
-                        key=key,
-                        method=scope["method"],
-                        path=scope["path"],
-                        request_hash=request_hash,
-                        response_headers=[],
-                        created_at=now,
-                        locked_until=now + IN_PROGRESS_LEASE,
-                    )
-                    .on_conflict_do_nothing(index_elements=["caller_hash", "key"])
-                    .returning(col(IdempotencyRecord.id))
-                )
-            ).scalar_one_or_none()
-            if claimed is not None:
+            found, record = await idempotency.claim(
+                session,
+                caller_hash=caller_hash,
+                key=key,
+                method=scope["method"],
+                path=scope["path"],
+                request_hash=request_hash,
+            )
+            if found is Claim.claimed:
                 await session.commit()
                 return None
-            record = (
-                await session.execute(
-                    select(IdempotencyRecord)
-                    .where(
-                        col(IdempotencyRecord.caller_hash) == caller_hash, col(IdempotencyRecord.key) == key
-                    )
-                    .with_for_update()
-                )
-            ).scalar_one()
-            if record.request_hash != request_hash:
+            assert record is not None
+            if found is Claim.reused:
                 return problem_response(
                     422,
                     code="idempotency_key_reused",
                     title="Idempotency-Key reused",
                     detail="This Idempotency-Key was used with another request; use a new key.",
                 )
-            if record.response_status is not None:
+            if found is Claim.replay and record.response_status is not None:
                 headers = {k: v for k, v in record.response_headers if k.lower() in REPLAYED_HEADERS}
                 headers["Idempotent-Replayed"] = "true"
                 return _RawResponse(record.response_status, headers, record.response_body or b"")
-            if record.locked_until is not None and record.locked_until > now:
-                return problem_response(
-                    409,
-                    code="idempotency_in_progress",
-                    title="Request in progress",
-                    detail="A request with this Idempotency-Key is still running; retry shortly.",
-                    headers={"Retry-After": "1"},
-                )
-            # The first attempt died without an answer: this one takes over.
-            record.locked_until = now + IN_PROGRESS_LEASE
-            await session.commit()
-            return None
+            return problem_response(
+                409,
+                code="idempotency_in_progress",
+                title="Request in progress",
+                detail="A request with this Idempotency-Key is still running; retry shortly.",
+                headers={"Retry-After": "1"},
+            )
 
     async def _finish(
         self, state: AppState, caller_hash: str, key: str, scope: Scope, captured: dict[str, Any]
     ) -> None:
-        where = (col(IdempotencyRecord.caller_hash) == caller_hash, col(IdempotencyRecord.key) == key)
+        principal = scope.get("state", {}).get("principal")
         async with state.sessions() as session:
-            if captured["status"] < 400:
-                principal = scope.get("state", {}).get("principal")
-                await session.execute(
-                    update(IdempotencyRecord)
-                    .where(*where)
-                    .values(
-                        response_status=captured["status"],
-                        response_headers=captured["headers"],
-                        response_body=bytes(captured["body"]),
-                        locked_until=None,
-                        org_id=principal.org_id if principal is not None else None,
-                    )
-                )
-            else:
-                await session.execute(delete(IdempotencyRecord).where(*where))
+            await idempotency.finish(
+                session,
+                caller_hash=caller_hash,
+                key=key,
+                status=captured["status"],
+                headers=captured["headers"],
+                body=bytes(captured["body"]),
+                org_id=principal.org_id if principal is not None else None,
+            )
             await session.commit()
 
 
@@ -328,38 +289,3 @@ async def _read_body(receive: Receive) -> bytes:
         if not message.get("more_body", False):
             break
     return b"".join(chunks)
-
-
-class AccessLogMiddleware:
-    """One structured log line per request: method, route, status, duration, request id."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] in ("/healthz", "/readyz", "/metrics"):
-            await self.app(scope, receive, send)
-            return
-        started = time.perf_counter()
-        status = 500
-
-        async def tracking_send(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
-        try:
-            await self.app(scope, receive, tracking_send)
-        finally:
-            route = scope.get("route")
-            principal = scope.get("state", {}).get("principal")
-            access_log.info(
-                "request",
-                method=scope["method"],
-                path=scope["path"],
-                route=getattr(route, "path", None),
-                status=status,
-                duration_ms=round((time.perf_counter() - started) * 1000, 2),
-                org_id=str(principal.org_id) if principal is not None else None,
-            )

@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable, Iterator
 from typing import Any, ParamSpec, TypeVar
 
 import asyncpg
+import structlog
 from arq import Retry
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
@@ -25,6 +26,8 @@ from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.state import AppState
+
+access_log = structlog.get_logger("loudou.access")
 
 JOB_STATS_KEY = "loudou:metrics:jobs"
 
@@ -161,15 +164,18 @@ HTTP_LATENCY = Histogram(
 UNMEASURED_PATHS = frozenset({"/metrics", "/healthz", "/readyz"})
 
 
-class HttpMetricsMiddleware:
-    """Request count and latency per route template (never raw paths: ids stay out of labels).
+class RequestTimingMiddleware:
+    """Times each request once: its count and latency per route template (never raw paths: ids
+    stay out of labels) and, with `access_log`, one structured log line (method, route, status,
+    duration, organisation; the request id is added by app.logging).
 
     Written here rather than taken from an instrumentation package: this one observes two
     series per request, which on the intake hot path costs a tenth of what the package did.
     """
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, *, access_log: bool = True) -> None:
         self.app = app
+        self.access_log = access_log
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"] in UNMEASURED_PATHS:
@@ -187,10 +193,22 @@ class HttpMetricsMiddleware:
         try:
             await self.app(scope, receive, tracking_send)
         finally:
-            route = scope.get("route")
-            handler = getattr(route, "path", None) or "unmatched"
+            seconds = time.perf_counter() - started
+            route = getattr(scope.get("route"), "path", None)
+            handler = route or "unmatched"
             HTTP_REQUESTS.labels(handler, scope["method"], f"{status // 100}xx").inc()
-            HTTP_LATENCY.labels(handler, scope["method"]).observe(time.perf_counter() - started)
+            HTTP_LATENCY.labels(handler, scope["method"]).observe(seconds)
+            if self.access_log:
+                principal = scope.get("state", {}).get("principal")
+                access_log.info(
+                    "request",
+                    method=scope["method"],
+                    path=scope["path"],
+                    route=route,
+                    status=status,
+                    duration_ms=round(seconds * 1000, 2),
+                    org_id=str(principal.org_id) if principal is not None else None,
+                )
 
 
 COLLECTOR = QueueCollector()

@@ -25,7 +25,7 @@ import pytest
 from app.config import Settings
 from app.state import AppState
 from tests.conftest import Org, Servers, make_org
-from tests.routers.sales import make_deal, stages
+from tests.factories import make_deal, stages
 
 CURSOR = "Loudou-Next-Cursor"
 

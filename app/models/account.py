@@ -7,12 +7,11 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from pydantic import ConfigDict
 from sqlalchemy import Numeric
 from sqlmodel import Field, SQLModel
 
 from app.models.base import IdMixin, JsonField, TenantMixin, TimestampsMixin, VersionMixin
-from app.models.common import CountryCode, CurrencyCode, EmailAddress
+from app.models.common import CountryCode, CurrencyCode, EmailAddress, Input, Patch
 
 
 class Account(IdMixin, TenantMixin, TimestampsMixin, VersionMixin, table=True):
@@ -33,10 +32,8 @@ class Account(IdMixin, TenantMixin, TimestampsMixin, VersionMixin, table=True):
     attributes: dict[str, Any] = JsonField()
 
 
-class AccountCreate(SQLModel):
+class AccountCreate(Input):
     """POST /v1/accounts."""
-
-    model_config = ConfigDict(extra="forbid")  # type: ignore[assignment]
 
     name: str = Field(min_length=1, max_length=300)
     domain: str | None = Field(default=None, max_length=255)
@@ -51,10 +48,10 @@ class AccountCreate(SQLModel):
     attributes: dict[str, Any] = Field(default_factory=dict)
 
 
-class AccountUpdate(SQLModel):
+class AccountUpdate(Patch):
     """PATCH /v1/accounts/{id}: only what is sent changes."""
 
-    model_config = ConfigDict(extra="forbid")  # type: ignore[assignment]
+    not_null = ("name", "attributes")
 
     name: str | None = Field(default=None, min_length=1, max_length=300)
     domain: str | None = Field(default=None, max_length=255)
@@ -106,10 +103,8 @@ class Contact(IdMixin, TenantMixin, TimestampsMixin, VersionMixin, table=True):
     attributes: dict[str, Any] = JsonField()
 
 
-class ContactCreate(SQLModel):
+class ContactCreate(Input):
     """POST /v1/contacts."""
-
-    model_config = ConfigDict(extra="forbid")  # type: ignore[assignment]
 
     name: str = Field(min_length=1, max_length=300)
     account_id: uuid.UUID | None = None
@@ -120,10 +115,10 @@ class ContactCreate(SQLModel):
     attributes: dict[str, Any] = Field(default_factory=dict)
 
 
-class ContactUpdate(SQLModel):
+class ContactUpdate(Patch):
     """PATCH /v1/contacts/{id}."""
 
-    model_config = ConfigDict(extra="forbid")  # type: ignore[assignment]
+    not_null = ("name", "attributes")
 
     name: str | None = Field(default=None, min_length=1, max_length=300)
     account_id: uuid.UUID | None = None

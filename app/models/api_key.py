@@ -5,10 +5,10 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-from pydantic import ConfigDict
 from sqlmodel import Field, SQLModel
 
 from app.models.base import IdMixin, JsonField, TenantMixin, TimestampField, TimestampsMixin
+from app.models.common import Input
 
 SCOPES = (
     "*",
@@ -59,10 +59,8 @@ class ApiKey(IdMixin, TenantMixin, TimestampsMixin, table=True):
     revoked_at: datetime | None = TimestampField(nullable=True, default_now=False)
 
 
-class ApiKeyCreate(SQLModel):
+class ApiKeyCreate(Input):
     """POST /v1/api-keys: omitted user_id means yourself; omitted scopes mean ["*"]."""
-
-    model_config = ConfigDict(extra="forbid")  # type: ignore[assignment]
 
     name: str = Field(min_length=1, max_length=200)
     user_id: uuid.UUID | None = None

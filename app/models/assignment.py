@@ -6,21 +6,20 @@ import uuid
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, field_validator
+from pydantic import BaseModel, field_validator
 from sqlalchemy import String, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 from app.models.base import IdMixin, JsonField, TenantMixin, TimestampField, TimestampsMixin, VersionMixin
+from app.models.common import Input, Patch
 from app.models.durations import parse_duration
 
 Strategy = Literal["round_robin", "weighted", "least_loaded"]
 Operator = Literal["eq", "ne", "in", "not_in", "contains", "gte", "lte", "exists"]
 
 
-class Condition(BaseModel):
+class Condition(Input):
     """One test on a lead field: `score gte 50`, `country in [CN, HK]`, `attributes.plan eq pro`."""
-
-    model_config = ConfigDict(extra="forbid")
 
     field: str = Field(min_length=1, max_length=100)
     op: Operator
@@ -85,10 +84,8 @@ def _durations(value: str | None) -> str | None:
     return value
 
 
-class AssignmentRuleCreate(SQLModel):
+class AssignmentRuleCreate(Input):
     """POST /v1/assignment-rules; target is a team or a list of users (not both)."""
-
-    model_config = ConfigDict(extra="forbid")  # type: ignore[assignment]
 
     name: str = Field(min_length=1, max_length=200)
     position: int | None = None
@@ -104,10 +101,10 @@ class AssignmentRuleCreate(SQLModel):
     _sla = field_validator("contact_sla")(_durations)
 
 
-class AssignmentRuleUpdate(SQLModel):
+class AssignmentRuleUpdate(Patch):
     """PATCH /v1/assignment-rules/{id}."""
 
-    model_config = ConfigDict(extra="forbid")  # type: ignore[assignment]
+    not_null = ("name", "position", "active", "strategy", "respect_working_hours", "sla_action")
 
     name: str | None = Field(default=None, min_length=1, max_length=200)
     position: int | None = None
@@ -174,10 +171,8 @@ class AssignmentDecisionRead(SQLModel):
     created_at: datetime
 
 
-class PreviewRequest(BaseModel):
+class PreviewRequest(Input):
     """A hypothetical lead: the fields rules look at."""
-
-    model_config = ConfigDict(extra="forbid")
 
     lead: dict[str, Any]
 

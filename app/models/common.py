@@ -1,14 +1,16 @@
-"""Small shared types: codes, timezones, roles."""
+"""Small shared types: codes, timezones, roles, and the bases of request bodies."""
 
 from __future__ import annotations
 
 import enum
 import zoneinfo
-from typing import Annotated
+from typing import Annotated, Any, ClassVar
 
 from email_validator import EmailNotValidError, validate_email
-from pydantic import AfterValidator, StringConstraints
+from pydantic import AfterValidator, ConfigDict, StringConstraints
+from sqlmodel import SQLModel
 
+from app.errors import ValidationFailed
 from app.models.durations import parse_duration
 
 
@@ -47,3 +49,29 @@ class Role(enum.StrEnum):
     manager = "manager"
     rep = "rep"
     viewer = "viewer"
+
+
+class Input(SQLModel):
+    """Base of every request body: an unknown field is a 422, never silently dropped."""
+
+    model_config = ConfigDict(extra="forbid")  # type: ignore[assignment]
+
+
+class Patch(Input):
+    """Base of every PATCH body: every field optional, only what is sent changes. `not_null`
+    names the fields that may be left out but not sent as null (their columns are NOT NULL)."""
+
+    not_null: ClassVar[tuple[str, ...]] = ()
+
+    def changes(self, *, exclude: set[str] | None = None) -> dict[str, Any]:
+        """The fields sent (`model_dump(exclude_unset=True)`); 422 when a `not_null` one is null."""
+        changes = self.model_dump(exclude_unset=True, exclude=exclude)
+        self.refuse_nulls(changes)
+        return changes
+
+    @classmethod
+    def refuse_nulls(cls, changes: dict[str, Any]) -> None:
+        """422 naming the first `not_null` field that `changes` sets to null."""
+        for name in cls.not_null:
+            if name in changes and changes[name] is None:
+                raise ValidationFailed.on(name, "null", f"{name} may not be null")

@@ -8,7 +8,7 @@ from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
-from pydantic import ConfigDict, model_validator
+from pydantic import model_validator
 from sqlalchemy import Index, Numeric, String
 from sqlmodel import Field, SQLModel
 
@@ -20,7 +20,7 @@ from app.models.base import (
     TimestampsMixin,
     VersionMixin,
 )
-from app.models.common import CurrencyCode
+from app.models.common import CurrencyCode, Input, Patch
 from app.models.pipeline import StageRead
 from app.money import round_money
 
@@ -107,10 +107,8 @@ class DealFieldHistory(IdMixin, TenantMixin, table=True):
     by_user_id: uuid.UUID | None = Field(default=None, foreign_key="users.id", ondelete="SET NULL")
 
 
-class DealCreate(SQLModel):
+class DealCreate(Input):
     """POST /v1/deals: pipeline defaults to the organisation's default, stage to its first."""
-
-    model_config = ConfigDict(extra="forbid")  # type: ignore[assignment]
 
     name: str = Field(min_length=1, max_length=300)
     pipeline_id: uuid.UUID | None = None
@@ -126,10 +124,10 @@ class DealCreate(SQLModel):
     attributes: dict[str, Any] = Field(default_factory=dict)
 
 
-class DealUpdate(SQLModel):
+class DealUpdate(Patch):
     """PATCH /v1/deals/{id}; the stage changes only through /move, /won, /lost, /reopen."""
 
-    model_config = ConfigDict(extra="forbid")  # type: ignore[assignment]
+    not_null = ("name", "currency", "attributes", "owner_id")
 
     name: str | None = Field(default=None, min_length=1, max_length=300)
     account_id: uuid.UUID | None = None
@@ -144,28 +142,22 @@ class DealUpdate(SQLModel):
     attributes: dict[str, Any] | None = None
 
 
-class DealMove(SQLModel):
+class DealMove(Input):
     """POST /v1/deals/{id}/move."""
-
-    model_config = ConfigDict(extra="forbid")  # type: ignore[assignment]
 
     stage_id: uuid.UUID
     lost_reason: str | None = Field(default=None, max_length=200, description="needed for a lost stage")
 
 
-class DealLost(SQLModel):
+class DealLost(Input):
     """POST /v1/deals/{id}/lost: a reason from the organisation's list."""
-
-    model_config = ConfigDict(extra="forbid")  # type: ignore[assignment]
 
     reason: str = Field(min_length=1, max_length=200)
     note: str | None = Field(default=None, max_length=2000)
 
 
-class DealReopen(SQLModel):
+class DealReopen(Input):
     """POST /v1/deals/{id}/reopen: back to an open stage (default: the last open one it was in)."""
-
-    model_config = ConfigDict(extra="forbid")  # type: ignore[assignment]
 
     stage_id: uuid.UUID | None = None
 

@@ -6,11 +6,12 @@ import uuid
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import ConfigDict, field_validator
+from pydantic import field_validator
 from sqlalchemy import String, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 from app.models.base import IdMixin, TenantMixin, TimestampsMixin, VersionMixin
+from app.models.common import Input, Patch
 from app.models.durations import parse_duration
 from app.models.lead import LeadStatus
 
@@ -36,10 +37,8 @@ def _interval(value: str | None) -> str | None:
     return value
 
 
-class FollowupPolicyCreate(SQLModel):
+class FollowupPolicyCreate(Input):
     """POST /v1/followup-policies."""
-
-    model_config = ConfigDict(extra="forbid")  # type: ignore[assignment]
 
     name: str = Field(min_length=1, max_length=200)
     lead_status: LeadStatus | None = None
@@ -51,10 +50,8 @@ class FollowupPolicyCreate(SQLModel):
     _interval = field_validator("interval")(_interval)
 
 
-class FollowupPolicyUpdate(SQLModel):
+class FollowupPolicyUpdate(Patch):
     """PATCH /v1/followup-policies/{id}."""
-
-    model_config = ConfigDict(extra="forbid")  # type: ignore[assignment]
 
     name: str | None = Field(default=None, min_length=1, max_length=200)
     interval: str | None = None
@@ -95,10 +92,8 @@ class TaskRead(SQLModel):
     created_at: datetime
 
 
-class TaskComplete(SQLModel):
+class TaskComplete(Input):
     """POST /v1/tasks/{id}/complete: the outcome is logged as an activity of `log_as`."""
-
-    model_config = ConfigDict(extra="forbid")  # type: ignore[assignment]
 
     outcome: str = Field(min_length=1, max_length=5000)
     log_as: Literal["call", "email", "meeting", "note"] = "call"

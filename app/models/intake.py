@@ -7,7 +7,7 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from pydantic import ConfigDict, field_validator
+from pydantic import field_validator
 from sqlalchemy import Index, LargeBinary, String, UniqueConstraint, text
 from sqlmodel import Field, SQLModel
 
@@ -19,7 +19,7 @@ from app.models.base import (
     TimestampsMixin,
     VersionMixin,
 )
-from app.models.common import CountryCode
+from app.models.common import CountryCode, Input, Patch
 
 
 class SourceKind(enum.StrEnum):
@@ -133,10 +133,8 @@ def _origins(value: list[str] | None) -> list[str] | None:
     return [o.rstrip("/") for o in value]
 
 
-class IntakeSourceCreate(SQLModel):
+class IntakeSourceCreate(Input):
     """POST /v1/intake-sources."""
-
-    model_config = ConfigDict(extra="forbid")  # type: ignore[assignment]
 
     kind: SourceKind
     name: str = Field(min_length=1, max_length=200)
@@ -159,10 +157,10 @@ class IntakeSourceCreate(SQLModel):
     _redirect = field_validator("redirect_url")(_http_url)
 
 
-class IntakeSourceUpdate(SQLModel):
+class IntakeSourceUpdate(Patch):
     """PATCH /v1/intake-sources/{id}: only what is sent changes."""
 
-    model_config = ConfigDict(extra="forbid")  # type: ignore[assignment]
+    not_null = ("field_mapping", "allowed_origins", "tags", "active", "name", "rate_limit_per_minute")
 
     name: str | None = Field(default=None, min_length=1, max_length=200)
     active: bool | None = None
@@ -214,10 +212,8 @@ class IntakeSourceRead(SQLModel):
     version: int
 
 
-class SecretRotation(SQLModel):
+class SecretRotation(Input):
     """POST /v1/intake-sources/{id}/rotate-secret: how long the old secret keeps working."""
-
-    model_config = ConfigDict(extra="forbid")  # type: ignore[assignment]
 
     grace_hours: int = Field(default=24, ge=0, le=24 * 30)
 

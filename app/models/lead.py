@@ -7,9 +7,10 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from pydantic import ConfigDict, field_validator
-from sqlalchemy import Column, ForeignKey, Index, String, Text, Uuid, text
-from sqlmodel import Field, SQLModel
+from pydantic import field_validator
+from sqlalchemy import Column, ColumnElement, ForeignKey, Index, String, Text, Uuid, and_, text
+from sqlalchemy.dialects import postgresql
+from sqlmodel import Field, SQLModel, col
 
 from app.models.base import (
     IdMixin,
@@ -19,7 +20,7 @@ from app.models.base import (
     TimestampsMixin,
     VersionMixin,
 )
-from app.models.common import CountryCode
+from app.models.common import CountryCode, Input, Patch
 
 
 class LeadStatus(enum.StrEnum):
@@ -32,7 +33,10 @@ class LeadStatus(enum.StrEnum):
     converted = "converted"
 
 
-# A lead is "open" (dedupe target, counts against a claim limit) while in one of these.
+# What an "open" lead is (a dedupe target, claimable, assignable, convertible, counted against the
+# claim limit): one of these statuses, and not merged away, deleted or erased. Defined once here as
+# the tuple, `Lead.is_open`, `OPEN_LEAD` (SQLAlchemy) and `OPEN_LEAD_SQL` (its text); the plpgsql
+# dedupe function of migration c3b1leads0001 is checked against them by tests/models/test_lead_open.py.
 OPEN_STATUSES = (LeadStatus.new, LeadStatus.working, LeadStatus.qualified)
 
 
@@ -66,7 +70,22 @@ class Direction(enum.StrEnum):
 CONTACT_KINDS = frozenset({ActivityKind.call, ActivityKind.email, ActivityKind.meeting})
 
 
-class Lead(IdMixin, TenantMixin, TimestampsMixin, VersionMixin, table=True):
+class LeadFields(SQLModel):
+    """The lead's contact fields, one definition for the table and the bodies that write them
+    (the API's LeadRead lists them without limits, as the published document always has)."""
+
+    name: str | None = Field(default=None, max_length=300)
+    email: str | None = Field(default=None, max_length=320)
+    # As sent (spaces, dashes, a national prefix); stored normalised to E.164, which is shorter.
+    phone: str | None = Field(default=None, max_length=64)
+    company: str | None = Field(default=None, max_length=300)
+    title: str | None = Field(default=None, max_length=300)
+    country: CountryCode | None = None
+    industry: str | None = Field(default=None, max_length=200)
+    message: str | None = Field(default=None, max_length=100_000)
+
+
+class Lead(LeadFields, IdMixin, TenantMixin, TimestampsMixin, VersionMixin, table=True):
     """A person who may buy: captured, de-duplicated, pooled or owned, qualified, converted."""
 
     __tablename__ = "leads"
@@ -85,13 +104,8 @@ class Lead(IdMixin, TenantMixin, TimestampsMixin, VersionMixin, table=True):
     )
     source_detail: dict[str, Any] = JsonField()
 
-    name: str | None = Field(default=None, max_length=300)
-    email: str | None = Field(default=None, max_length=320)
-    phone: str | None = Field(default=None, max_length=32)
-    company: str | None = Field(default=None, max_length=300)
-    title: str | None = Field(default=None, max_length=300)
+    # The columns of LeadFields stored otherwise than the bodies limit them: a checked code, text.
     country: str | None = Field(default=None, max_length=2)
-    industry: str | None = Field(default=None, max_length=200)
     message: str | None = Field(default=None, sa_type=Text)
     attributes: dict[str, Any] = JsonField()
     tags: list[str] = JsonField(default_factory=list)
@@ -122,39 +136,45 @@ class Lead(IdMixin, TenantMixin, TimestampsMixin, VersionMixin, table=True):
     deleted_at: datetime | None = TimestampField(nullable=True, default_now=False)
     erased_at: datetime | None = TimestampField(nullable=True, default_now=False)
 
+    @property
+    def is_open(self) -> bool:
+        """Whether the lead is open (see OPEN_STATUSES): what `OPEN_LEAD` selects."""
+        return (
+            self.status in OPEN_STATUSES
+            and self.duplicate_of is None
+            and self.deleted_at is None
+            and self.erased_at is None
+        )
 
-class LeadCreate(SQLModel):
+
+OPEN_LEAD: ColumnElement[bool] = and_(
+    col(Lead.status).in_([s.value for s in OPEN_STATUSES]),
+    col(Lead.duplicate_of).is_(None),
+    col(Lead.deleted_at).is_(None),
+    col(Lead.erased_at).is_(None),
+)
+"""The SQL condition of an open lead (built once: expressions are immutable and cheap to reuse)."""
+
+OPEN_LEAD_SQL: str = str(
+    OPEN_LEAD.compile(dialect=postgresql.dialect(), compile_kwargs={"literal_binds": True})  # type: ignore[no-untyped-call]
+)
+"""`OPEN_LEAD` as SQL text, for raw statements over `leads`."""
+
+
+class LeadCreate(LeadFields, Input):
     """POST /v1/leads: at least an email or a phone."""
 
-    model_config = ConfigDict(extra="forbid")  # type: ignore[assignment]
-
-    name: str | None = Field(default=None, max_length=300)
-    email: str | None = Field(default=None, max_length=320)
-    phone: str | None = Field(default=None, max_length=64)
-    company: str | None = Field(default=None, max_length=300)
-    title: str | None = Field(default=None, max_length=300)
-    country: CountryCode | None = None
-    industry: str | None = Field(default=None, max_length=200)
-    message: str | None = Field(default=None, max_length=100_000)
     attributes: dict[str, Any] = Field(default_factory=dict)
     tags: list[str] = Field(default_factory=list)
     owner_id: uuid.UUID | None = None
     team_id: uuid.UUID | None = None
 
 
-class LeadUpdate(SQLModel):
+class LeadUpdate(LeadFields, Patch):
     """PATCH /v1/leads/{id}: only what is sent changes."""
 
-    model_config = ConfigDict(extra="forbid")  # type: ignore[assignment]
+    not_null = ("status",)
 
-    name: str | None = Field(default=None, max_length=300)
-    email: str | None = Field(default=None, max_length=320)
-    phone: str | None = Field(default=None, max_length=64)
-    company: str | None = Field(default=None, max_length=300)
-    title: str | None = Field(default=None, max_length=300)
-    country: CountryCode | None = None
-    industry: str | None = Field(default=None, max_length=200)
-    message: str | None = Field(default=None, max_length=100_000)
     attributes: dict[str, Any] | None = None
     tags: list[str] | None = None
     status: LeadStatus | None = None
@@ -203,27 +223,21 @@ class LeadRead(SQLModel):
     version: int
 
 
-class LeadAssign(SQLModel):
+class LeadAssign(Input):
     """POST /v1/leads/{id}/assign."""
-
-    model_config = ConfigDict(extra="forbid")  # type: ignore[assignment]
 
     owner_id: uuid.UUID
     team_id: uuid.UUID | None = None
 
 
-class LeadReason(SQLModel):
+class LeadReason(Input):
     """POST /v1/leads/{id}/disqualify (reason required) and /qualify (optional note)."""
-
-    model_config = ConfigDict(extra="forbid")  # type: ignore[assignment]
 
     reason: str | None = Field(default=None, min_length=1, max_length=500)
 
 
-class LeadMerge(SQLModel):
+class LeadMerge(Input):
     """POST /v1/leads/{id}/merge: fold `duplicate_id` into this lead."""
-
-    model_config = ConfigDict(extra="forbid")  # type: ignore[assignment]
 
     duplicate_id: uuid.UUID
 
@@ -266,10 +280,8 @@ class Activity(IdMixin, TenantMixin, TimestampsMixin, VersionMixin, table=True):
     deal_id: uuid.UUID | None = Field(default=None, foreign_key="deals.id", index=True, ondelete="CASCADE")
 
 
-class ActivityCreate(SQLModel):
+class ActivityCreate(Input):
     """POST /v1/leads/{id}/activities."""
-
-    model_config = ConfigDict(extra="forbid")  # type: ignore[assignment]
 
     kind: ActivityKind
     direction: Direction = Direction.outbound

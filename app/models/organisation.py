@@ -12,7 +12,7 @@ from pydantic import Field as PydanticField
 from sqlmodel import Field, SQLModel
 
 from app.models.base import IdMixin, JsonField, TimestampsMixin, VersionMixin
-from app.models.common import CountryCode, CurrencyCode, DurationText, TimezoneName
+from app.models.common import CountryCode, CurrencyCode, DurationText, Patch, TimezoneName
 
 DEFAULT_LOST_REASONS = ["price", "competitor", "no_budget", "no_decision", "timing", "other"]
 
@@ -45,10 +45,8 @@ class OrganisationSettings(BaseModel):
         return cleaned
 
 
-class OrganisationSettingsUpdate(BaseModel):
+class OrganisationSettingsUpdate(Patch):
     """Partial settings; only what is sent changes."""
-
-    model_config = ConfigDict(extra="forbid")
 
     timezone: TimezoneName | None = None
     base_currency: CurrencyCode | None = None
@@ -86,10 +84,8 @@ class OrganisationRead(SQLModel):
     version: int
 
 
-class OrganisationUpdate(SQLModel):
+class OrganisationUpdate(Patch):
     """PATCH /v1/organisation."""
-
-    model_config = ConfigDict(extra="forbid")  # type: ignore[assignment]
 
     name: str | None = Field(default=None, min_length=1, max_length=200)
     settings: OrganisationSettingsUpdate | None = None

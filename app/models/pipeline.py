@@ -8,11 +8,12 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Annotated
 
-from pydantic import ConfigDict, StringConstraints, field_validator
+from pydantic import StringConstraints, field_validator
 from sqlalchemy import Numeric, String, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 from app.models.base import IdMixin, JsonField, TenantMixin, TimestampField, TimestampsMixin, VersionMixin
+from app.models.common import Input, Patch
 
 # The deal fields a stage may require before a deal leaves it.
 REQUIRABLE_FIELDS = ("amount", "currency", "expected_close_date", "contact_id", "account_id")
@@ -69,10 +70,8 @@ class Stage(IdMixin, TenantMixin, TimestampsMixin, VersionMixin, table=True):
     deleted_at: datetime | None = TimestampField(nullable=True, default_now=False)
 
 
-class StageCreate(SQLModel):
+class StageCreate(Input):
     """A stage, when creating a pipeline or adding one to it (appended unless `position` is given)."""
-
-    model_config = ConfigDict(extra="forbid")  # type: ignore[assignment]
 
     key: StageKey | None = None
     name: str = Field(min_length=1, max_length=200)
@@ -87,10 +86,10 @@ class StageCreate(SQLModel):
     _required = field_validator("required_fields")(_check_required)
 
 
-class StageUpdate(SQLModel):
+class StageUpdate(Patch):
     """PATCH a stage: renaming keeps history (it refers to the stage by id)."""
 
-    model_config = ConfigDict(extra="forbid")  # type: ignore[assignment]
+    not_null = ("name", "name_en", "probability", "required_fields")
 
     name: str | None = Field(default=None, min_length=1, max_length=200)
     name_en: str | None = Field(default=None, max_length=200)
@@ -119,18 +118,14 @@ class StageRead(SQLModel):
     version: int
 
 
-class StageOrder(SQLModel):
+class StageOrder(Input):
     """PUT the stage order: every live stage id, in the new order."""
-
-    model_config = ConfigDict(extra="forbid")  # type: ignore[assignment]
 
     stage_ids: list[uuid.UUID] = Field(min_length=1)
 
 
-class PipelineCreate(SQLModel):
+class PipelineCreate(Input):
     """POST /v1/pipelines: a name and its stages in order (at least one won and one lost stage)."""
-
-    model_config = ConfigDict(extra="forbid")  # type: ignore[assignment]
 
     name: str = Field(min_length=1, max_length=200)
     is_default: bool = False
@@ -138,10 +133,10 @@ class PipelineCreate(SQLModel):
     stages: list[StageCreate] = Field(min_length=2)
 
 
-class PipelineUpdate(SQLModel):
+class PipelineUpdate(Patch):
     """PATCH /v1/pipelines/{id}."""
 
-    model_config = ConfigDict(extra="forbid")  # type: ignore[assignment]
+    not_null = ("name", "is_default", "win_on_quote_acceptance")
 
     name: str | None = Field(default=None, min_length=1, max_length=200)
     is_default: bool | None = None

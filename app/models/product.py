@@ -6,12 +6,12 @@ import uuid
 from datetime import datetime
 from decimal import Decimal
 
-from pydantic import ConfigDict, model_validator
+from pydantic import model_validator
 from sqlalchemy import Numeric, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 from app.models.base import IdMixin, TenantMixin, TimestampsMixin, VersionMixin
-from app.models.common import CurrencyCode
+from app.models.common import CurrencyCode, Input, Patch
 from app.money import plain_percent, round_money
 
 
@@ -30,10 +30,8 @@ class Product(IdMixin, TenantMixin, TimestampsMixin, VersionMixin, table=True):
     active: bool = Field(default=True)
 
 
-class ProductCreate(SQLModel):
+class ProductCreate(Input):
     """POST /v1/products."""
-
-    model_config = ConfigDict(extra="forbid")  # type: ignore[assignment]
 
     sku: str = Field(min_length=1, max_length=64)
     name: str = Field(min_length=1, max_length=300)
@@ -44,10 +42,10 @@ class ProductCreate(SQLModel):
     active: bool = True
 
 
-class ProductUpdate(SQLModel):
+class ProductUpdate(Patch):
     """PATCH /v1/products/{id}."""
 
-    model_config = ConfigDict(extra="forbid")  # type: ignore[assignment]
+    not_null = ("sku", "name", "unit_price", "currency", "tax_rate", "active")
 
     sku: str | None = Field(default=None, min_length=1, max_length=64)
     name: str | None = Field(default=None, min_length=1, max_length=300)

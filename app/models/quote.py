@@ -8,13 +8,13 @@ from datetime import date, datetime
 from decimal import Decimal
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, model_validator
+from pydantic import BaseModel, model_validator
 from pydantic import Field as PydanticField
 from sqlalchemy import Index, Numeric, String, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 from app.models.base import IdMixin, JsonField, TenantMixin, TimestampField, TimestampsMixin, VersionMixin
-from app.models.common import CurrencyCode
+from app.models.common import CurrencyCode, Input, Patch
 from app.money import plain_percent, round_money
 
 
@@ -83,10 +83,8 @@ class Quote(IdMixin, TenantMixin, TimestampsMixin, VersionMixin, table=True):
     superseded_by_id: uuid.UUID | None = Field(default=None, foreign_key="quotes.id", ondelete="SET NULL")
 
 
-class PaymentTerm(BaseModel):
+class PaymentTerm(Input):
     """One installment of the payment plan: a percent of the total, due on acceptance or N days after."""
-
-    model_config = ConfigDict(extra="forbid")
 
     percent: Decimal = PydanticField(gt=0, le=100, decimal_places=4)
     due: Literal["on_acceptance"] | None = None
@@ -99,10 +97,8 @@ class PaymentTerm(BaseModel):
         return self
 
 
-class QuoteLineIn(BaseModel):
+class QuoteLineIn(Input):
     """A line: a product (price, tax and name default from it) or free text; discount % or amount."""
-
-    model_config = ConfigDict(extra="forbid")
 
     product_id: uuid.UUID | None = None
     description: str | None = PydanticField(default=None, max_length=2000)
@@ -140,10 +136,8 @@ class QuoteLineRead(BaseModel):
     total: Decimal
 
 
-class QuoteCreate(SQLModel):
+class QuoteCreate(Input):
     """POST /v1/quotes: currency defaults to the deal's; the first quote of a deal becomes primary."""
-
-    model_config = ConfigDict(extra="forbid")  # type: ignore[assignment]
 
     deal_id: uuid.UUID
     currency: CurrencyCode | None = None
@@ -157,10 +151,10 @@ class QuoteCreate(SQLModel):
     is_primary: bool | None = None
 
 
-class QuoteUpdate(SQLModel):
+class QuoteUpdate(Patch):
     """PATCH /v1/quotes/{id} (draft only); `lines`, when sent, replace every line."""
 
-    model_config = ConfigDict(extra="forbid")  # type: ignore[assignment]
+    not_null = ("currency", "issue_date", "tax_inclusive", "discount_percent")
 
     currency: CurrencyCode | None = None
     issue_date: date | None = None
@@ -176,10 +170,8 @@ class QuoteRevise(QuoteUpdate):
     """POST /v1/quotes/{id}/revise: the new revision copies the old one, with these changes."""
 
 
-class QuoteReason(SQLModel):
+class QuoteReason(Input):
     """A reason, for reject (back to draft) and decline."""
-
-    model_config = ConfigDict(extra="forbid")  # type: ignore[assignment]
 
     reason: str | None = Field(default=None, max_length=2000)
 

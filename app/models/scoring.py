@@ -7,11 +7,11 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from pydantic import ConfigDict
 from sqlalchemy import String
 from sqlmodel import Field, SQLModel
 
 from app.models.base import IdMixin, JsonField, TenantMixin, TimestampsMixin, VersionMixin
+from app.models.common import Input, Patch
 
 
 class ScoringOperator(enum.StrEnum):
@@ -42,11 +42,9 @@ class ScoringRule(IdMixin, TenantMixin, TimestampsMixin, VersionMixin, table=Tru
     active: bool = Field(default=True)
 
 
-class ScoringRuleCreate(SQLModel):
+class ScoringRuleCreate(Input):
     """POST /v1/scoring-rules. `field` is a lead field (email, title, source, country, industry,
     company, phone, name, message) or `attributes.<key>`."""
-
-    model_config = ConfigDict(extra="forbid")  # type: ignore[assignment]
 
     name: str = Field(min_length=1, max_length=200)
     field: str = Field(min_length=1, max_length=200)
@@ -56,10 +54,8 @@ class ScoringRuleCreate(SQLModel):
     active: bool = True
 
 
-class ScoringRuleUpdate(SQLModel):
+class ScoringRuleUpdate(Patch):
     """PATCH /v1/scoring-rules/{id}."""
-
-    model_config = ConfigDict(extra="forbid")  # type: ignore[assignment]
 
     name: str | None = Field(default=None, min_length=1, max_length=200)
     field: str | None = Field(default=None, min_length=1, max_length=200)

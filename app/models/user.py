@@ -6,7 +6,7 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from pydantic import ConfigDict, field_validator
+from pydantic import field_validator
 from sqlalchemy import Column, ForeignKey, String, UniqueConstraint, Uuid
 from sqlmodel import Field, SQLModel
 
@@ -18,7 +18,7 @@ from app.models.base import (
     TimestampsMixin,
     VersionMixin,
 )
-from app.models.common import EmailAddress, Role, TimezoneName
+from app.models.common import EmailAddress, Input, Patch, Role, TimezoneName
 
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 
@@ -75,10 +75,8 @@ class User(IdMixin, TenantMixin, TimestampsMixin, VersionMixin, table=True):
     last_login_at: datetime | None = TimestampField(nullable=True, default_now=False)
 
 
-class UserCreate(SQLModel):
+class UserCreate(Input):
     """POST /v1/users."""
-
-    model_config = ConfigDict(extra="forbid")  # type: ignore[assignment]
 
     email: EmailAddress
     name: str = Field(default="", max_length=200)
@@ -94,10 +92,10 @@ class UserCreate(SQLModel):
     _hours = field_validator("working_hours")(_check_working_hours)
 
 
-class UserUpdate(SQLModel):
+class UserUpdate(Patch):
     """PATCH /v1/users/{id}: only what is sent changes."""
 
-    model_config = ConfigDict(extra="forbid")  # type: ignore[assignment]
+    not_null = ("email", "role", "active", "weight", "timezone")
 
     email: EmailAddress | None = None
     name: str | None = Field(default=None, max_length=200)
@@ -132,29 +130,25 @@ class UserRead(SQLModel):
     version: int
 
 
-class PasswordChange(SQLModel):
+class PasswordChange(Input):
     """POST /v1/users/{id}/password: your own needs the current one; an admin resets anyone's."""
-
-    model_config = ConfigDict(extra="forbid")  # type: ignore[assignment]
 
     current_password: str | None = Field(default=None, max_length=200)
     new_password: str = Field(min_length=8, max_length=200)
 
 
-class TeamCreate(SQLModel):
+class TeamCreate(Input):
     """POST /v1/teams."""
-
-    model_config = ConfigDict(extra="forbid")  # type: ignore[assignment]
 
     name: str = Field(min_length=1, max_length=200)
     manager_id: uuid.UUID | None = None
     member_ids: list[uuid.UUID] = Field(default_factory=list)
 
 
-class TeamUpdate(SQLModel):
+class TeamUpdate(Patch):
     """PATCH /v1/teams/{id}."""
 
-    model_config = ConfigDict(extra="forbid")  # type: ignore[assignment]
+    not_null = ("name",)
 
     name: str | None = Field(default=None, min_length=1, max_length=200)
     manager_id: uuid.UUID | None = None

@@ -6,11 +6,12 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from pydantic import AnyHttpUrl, ConfigDict, field_validator
+from pydantic import AnyHttpUrl, field_validator
 from sqlalchemy import Index, UniqueConstraint, text
 from sqlmodel import Field, SQLModel
 
 from app.models.base import IdMixin, JsonField, TenantMixin, TimestampField, TimestampsMixin, VersionMixin
+from app.models.common import Input, Patch
 
 DELIVERY_STATUSES = ("pending", "in_flight", "retrying", "succeeded", "failed")
 
@@ -86,10 +87,8 @@ def _check_event_types(value: list[str] | None) -> list[str] | None:
     return sorted(set(value))
 
 
-class WebhookSubscriptionCreate(SQLModel):
+class WebhookSubscriptionCreate(Input):
     """POST /v1/webhook-subscriptions."""
-
-    model_config = ConfigDict(extra="forbid")  # type: ignore[assignment]
 
     url: AnyHttpUrl
     description: str = Field(default="", max_length=500)
@@ -102,10 +101,8 @@ class WebhookSubscriptionCreate(SQLModel):
     _types = field_validator("event_types")(_check_event_types)
 
 
-class WebhookSubscriptionUpdate(SQLModel):
+class WebhookSubscriptionUpdate(Patch):
     """PATCH /v1/webhook-subscriptions/{id}; `active: true` re-enables a disabled one."""
-
-    model_config = ConfigDict(extra="forbid")  # type: ignore[assignment]
 
     url: AnyHttpUrl | None = None
     description: str | None = Field(default=None, max_length=500)

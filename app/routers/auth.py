@@ -6,11 +6,11 @@ import uuid
 from typing import Literal
 
 from fastapi import APIRouter
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
 from app.deps import PrincipalDep, SessionDep, SettingsDep
 from app.errors import problem_responses
-from app.models.common import Role
+from app.models.common import Input, Role
 from app.models.organisation import OrganisationRead
 from app.models.user import UserRead
 from app.routers import COMMON_ERRORS
@@ -21,10 +21,8 @@ from app.services import users as user_service
 router = APIRouter(prefix="/v1", tags=["auth"], responses=COMMON_ERRORS)
 
 
-class TokenRequest(BaseModel):
+class TokenRequest(Input):
     """Email and password; organisation_id only when the email exists in several organisations."""
-
-    model_config = ConfigDict(extra="forbid")
 
     email: str = Field(min_length=3, max_length=320)
     password: str = Field(min_length=1, max_length=200)

@@ -11,6 +11,7 @@ from pydantic import BaseModel
 
 from app.deps import SessionDep, require
 from app.errors import Forbidden, problem_responses
+from app.models.events import Ping
 from app.routers import COMMON_ERRORS
 from app.security import Principal
 from app.services import outbox
@@ -51,7 +52,7 @@ async def ping(principal: Admin, session: SessionDep) -> OutboxEventRead:
     """Writes a `ping` outbox event; its job records each run (see GET …/outbox/{id})."""
     if not principal.is_admin:
         raise Forbidden("Only an admin can run diagnostics.")
-    event = await outbox.emit(session, "ping", {"requested_by": str(principal.user_id)})
+    event = await outbox.emit(session, Ping(requested_by=str(principal.user_id)))
     await session.flush()
     return OutboxEventRead(
         id=event.id,

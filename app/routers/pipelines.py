@@ -23,6 +23,7 @@ from app.routers import COMMON_ERRORS, set_etag
 from app.security import Principal
 from app.services.deals import pipelines as service
 from app.services.deals import queries as deal_queries
+from app.services.deals import stages as deal_stages
 
 router = APIRouter(prefix="/v1/pipelines", tags=["pipelines"], responses=COMMON_ERRORS)
 
@@ -155,7 +156,7 @@ async def delete_stage(
     ] = None,
 ) -> PipelineRead:
     """Admins: delete an open stage; its deals move to `target_stage_id`, recorded as stage changes."""
-    pipeline, stages = await service.delete_stage(
+    pipeline, stages = await deal_stages.delete_stage(
         session, principal, pipeline_id, stage_id, target_stage_id=target_stage_id
     )
     return service.read_model(pipeline, stages)

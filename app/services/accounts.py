@@ -40,15 +40,6 @@ async def _check_ref(
         )
 
 
-def _not_null(changes: dict[str, object], names: tuple[str, ...]) -> None:
-    for name in names:
-        if name in changes and changes[name] is None:
-            raise ValidationFailed(
-                f"{name} cannot be null.",
-                errors=[FieldError(field=name, code="null", message="may not be null")],
-            )
-
-
 async def create_account(session: AsyncSession, principal: Principal, data: AccountCreate) -> Account:
     """A new account; the owner defaults to the caller."""
     await _check_ref(session, User, data.owner_id, "owner_id")
@@ -101,8 +92,7 @@ async def update_account(
 ) -> Account:
     """Change an account (If-Match for optimistic concurrency)."""
     account = await get_account(session, account_id)
-    changes = data.model_dump(exclude_unset=True)
-    _not_null(changes, ("name", "attributes"))
+    changes = data.changes()
     if "owner_id" in changes:
         await _check_ref(session, User, changes["owner_id"], "owner_id")
     diff = apply_changes(account, changes, expected_version=expected_version)
@@ -174,8 +164,7 @@ async def update_contact(
 ) -> Contact:
     """Change a contact (If-Match for optimistic concurrency)."""
     contact = await get_contact(session, contact_id)
-    changes = data.model_dump(exclude_unset=True)
-    _not_null(changes, ("name", "attributes"))
+    changes = data.changes()
     if changes.get("email") is not None:
         changes["email"] = str(changes["email"]).lower()
     if "account_id" in changes:

@@ -16,9 +16,12 @@ from app.models.base import utcnow
 M = TypeVar("M", bound=SQLModel)
 
 
-async def get_or_404(session: AsyncSession, model: type[M], obj_id: uuid.UUID, *, what: str) -> M:
-    """The row with this id in the caller's organisation, else NotFound (another org's rows too)."""
-    obj = await session.get(model, obj_id)
+async def get_or_404(
+    session: AsyncSession, model: type[M], obj_id: uuid.UUID, *, what: str, lock: bool = False
+) -> M:
+    """The row with this id in the caller's organisation (locked FOR UPDATE with `lock`), else
+    NotFound (another org's rows too)."""
+    obj = await session.get(model, obj_id, with_for_update=lock or None)
     if obj is None:
         raise NotFound(f"No {what} with id {obj_id}.")
     return obj

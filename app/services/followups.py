@@ -19,6 +19,7 @@ from app.models.base import utcnow
 from app.models.common import Role
 from app.models.deal import Deal
 from app.models.durations import parse_duration
+from app.models.events import TaskCompleted, TaskOverdue
 from app.models.followup import FollowupPolicy, FollowupPolicyCreate, FollowupPolicyUpdate, TaskComplete
 from app.models.lead import Activity, ActivityCreate, ActivityKind, Lead
 from app.models.pipeline import Stage
@@ -215,6 +216,31 @@ async def schedule_next_for_deal(
     return task
 
 
+async def schedule_after(
+    session: AsyncSession, *, lead_id: uuid.UUID | None, deal_id: uuid.UUID | None, since: datetime
+) -> Activity | None:
+    """The next follow-up task after an event about a lead (else a deal), which is loaded and
+    locked here; NotFound when it is gone."""
+    if lead_id is not None:
+        lead = await get_or_404(session, Lead, lead_id, what="lead", lock=True)
+        return await schedule_next(session, lead, since=since)
+    if deal_id is None:
+        return None
+    deal = await get_or_404(session, Deal, deal_id, what="deal", lock=True)
+    return await schedule_next_for_deal(session, deal, since=since)
+
+
+async def organisations_with_followups(session: AsyncSession) -> set[uuid.UUID]:
+    """Organisations with an active follow-up policy or a stage with a follow-up interval."""
+    rows = await session.execute(
+        select(col(FollowupPolicy.org_id))
+        .where(col(FollowupPolicy.active).is_(True))
+        .union(select(col(Stage.org_id)).where(col(Stage.follow_up_interval_days).is_not(None)))
+        .execution_options(cross_tenant=True)
+    )
+    return {row[0] for row in rows}
+
+
 def _task_filter(principal: Principal, owner: str | None) -> list[object]:
     conditions: list[object] = [col(Activity.kind) == ActivityKind.task.value]
     if owner == "me":
@@ -305,9 +331,7 @@ async def complete_task(
     task.updated_at = now
     task.version += 1
     task.details = {**task.details, "outcome": data.outcome, "logged_activity_id": str(logged.id)}
-    await outbox.emit(
-        session, "task.completed", {"task_id": task.id, "lead_id": task.lead_id, "deal_id": task.deal_id}
-    )
+    await outbox.emit(session, TaskCompleted(task_id=task.id, lead_id=task.lead_id, deal_id=task.deal_id))
     await session.flush()
     return task, logged
 
@@ -335,14 +359,13 @@ async def flag_overdue(session: AsyncSession, *, limit: int = 500) -> int:
         task.details = {**task.details, "overdue_at": now.isoformat()}
         await outbox.emit(
             session,
-            "task.overdue",
-            {
-                "task_id": task.id,
-                "lead_id": task.lead_id,
-                "deal_id": task.deal_id,
-                "owner_id": task.owner_id,
-                "due_at": task.due_at,
-            },
+            TaskOverdue(
+                task_id=task.id,
+                lead_id=task.lead_id,
+                deal_id=task.deal_id,
+                owner_id=task.owner_id,
+                due_at=task.due_at,
+            ),
             org_id=task.org_id,
         )
     await session.flush()

@@ -9,14 +9,13 @@ from __future__ import annotations
 import time
 import uuid
 from datetime import datetime
-from typing import Any
 
-from fastapi.encoders import jsonable_encoder
 from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
 from app.models.base import utcnow
+from app.models.events import EventData
 from app.models.outbox import JobRun, OutboxEvent
 from app.services.common import get_or_404
 
@@ -42,16 +41,16 @@ def notify_due() -> bool:
 
 async def emit(
     session: AsyncSession,
-    event_type: str,
-    payload: dict[str, Any],
+    data: EventData,
     *,
     org_id: uuid.UUID | None = None,
     available_at: datetime | None = None,
 ) -> OutboxEvent:
-    """Write an outbox event in the current transaction and wake the relay when it commits."""
+    """Write an outbox event (its type from the payload's class) in the current transaction and
+    wake the relay when it commits."""
     event = OutboxEvent(
-        event_type=event_type,
-        payload=jsonable_encoder(payload),
+        event_type=data.event_type,
+        payload=data.payload(),
         available_at=available_at or utcnow(),
     )
     if org_id is not None:
@@ -61,6 +60,15 @@ async def emit(
         # NOTIFY is transactional: listeners hear it only if and when this transaction commits.
         await session.execute(text("SELECT pg_notify(:channel, '')"), {"channel": NOTIFY_CHANNEL})
     return event
+
+
+async def get_event(session: AsyncSession, event_id: uuid.UUID) -> OutboxEvent | None:
+    """An outbox event of any organisation, for the job it became (None if it was deleted)."""
+    return (
+        await session.execute(
+            select(OutboxEvent).where(col(OutboxEvent.id) == event_id).execution_options(cross_tenant=True)
+        )
+    ).scalar_one_or_none()
 
 
 async def status(session: AsyncSession, event_id: uuid.UUID) -> tuple[OutboxEvent, list[JobRun]]:

@@ -95,13 +95,7 @@ async def update_product(
     """Change a product; quotes already made keep the price they were made with."""
     _may_write(principal)
     product = await get_product(session, product_id)
-    changes = data.model_dump(exclude_unset=True)
-    for name in ("sku", "name", "unit_price", "currency", "tax_rate", "active"):
-        if name in changes and changes[name] is None:
-            raise ValidationFailed(
-                f"{name} cannot be null.",
-                errors=[FieldError(field=name, code="null", message="may not be null")],
-            )
+    changes = data.changes()
     _check_price(changes.get("unit_price", product.unit_price), changes.get("currency", product.currency))
     diff = apply_changes(product, changes, expected_version=expected_version)
     if diff:

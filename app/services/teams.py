@@ -113,9 +113,7 @@ async def update_team(
     if not principal.is_admin:
         raise Forbidden("Only an admin can change teams.")
     team = await get_team(session, team_id)
-    changes = data.model_dump(exclude_unset=True, exclude={"member_ids"})
-    if "name" in changes and changes["name"] is None:
-        raise ValidationFailed("name cannot be null.")
+    changes = data.changes(exclude={"member_ids"})
     if changes.get("manager_id"):
         await _check_users(session, [changes["manager_id"]], "manager_id")
     diff = apply_changes(team, changes, expected_version=expected_version)

@@ -107,12 +107,7 @@ async def update_user(
             raise Forbidden(f"Only an admin can change {', '.join(sorted(refused))}.")
     if "email" in changes and changes["email"] is not None:
         changes["email"] = str(changes["email"]).lower()
-    for name in ("email", "role", "active", "weight", "timezone"):
-        if name in changes and changes[name] is None:
-            raise ValidationFailed(
-                f"{name} cannot be null.",
-                errors=[FieldError(field=name, code="null", message="may not be null")],
-            )
+    data.refuse_nulls(changes)
     if "team_id" in changes:
         await _check_team(session, changes["team_id"])
     if (

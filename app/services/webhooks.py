@@ -23,7 +23,7 @@ from standardwebhooks.webhooks import Webhook
 
 from app.errors import Forbidden
 from app.models.base import utcnow
-from app.models.events import EVENT_TYPES, envelope
+from app.models.events import EVENT_TYPES, WebhookDeliver, envelope
 from app.models.outbox import OutboxEvent
 from app.models.webhook import (
     WebhookAttempt,
@@ -209,7 +209,7 @@ async def replay_delivery(
     delivery.status = "pending"
     delivery.next_attempt_at = utcnow()
     delivery.locked_until = None
-    await outbox.emit(session, DELIVER_EVENT, {"delivery_id": str(delivery.id)})
+    await outbox.emit(session, WebhookDeliver(delivery_id=delivery.id))
     audit.record(session, actor=principal, entity="webhook_delivery", entity_id=delivery.id, action="replay")
     await session.flush()
     return delivery, (await _attempts(session, [delivery.id])).get(delivery.id, [])
@@ -261,7 +261,7 @@ async def fan_out(session: AsyncSession, event: OutboxEvent) -> list[uuid.UUID]:
         ).scalar_one_or_none()
         if inserted is not None:
             created.append(inserted)
-            await outbox.emit(session, DELIVER_EVENT, {"delivery_id": str(inserted)}, org_id=event.org_id)
+            await outbox.emit(session, WebhookDeliver(delivery_id=inserted), org_id=event.org_id)
     return created
 
 
@@ -419,6 +419,17 @@ async def due_deliveries(
         .execution_options(cross_tenant=True)
     )
     return [(row[0], row[1]) for row in rows]
+
+
+async def organisations_subscribed(session: AsyncSession) -> set[uuid.UUID]:
+    """Organisations with an active webhook subscription."""
+    rows = await session.execute(
+        select(col(WebhookSubscription.org_id))
+        .where(col(WebhookSubscription.active).is_(True))
+        .distinct()
+        .execution_options(cross_tenant=True)
+    )
+    return {row[0] for row in rows}
 
 
 def retry_after_seconds(value: str | None) -> float | None:

@@ -1,48 +1,55 @@
-"""Job functions. Thin: reload state by id, call a service, commit. Each may run twice."""
+"""Job functions. Thin: open a `job_session`, call one service, let the session commit. Each may
+run twice; services load and lock their rows by id and raise NotFound when one is gone."""
 
 from __future__ import annotations
 
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import structlog
-from sqlalchemy import select
-from sqlmodel import col
+from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.db import scope_session
 from app.models.outbox import OutboxEvent
+from app.services import outbox
 from app.services.jobs import record_run
 from app.state import AppState
 
 log = structlog.get_logger("loudou.jobs")
 
 
-async def load_event(state: AppState, outbox_id: str) -> OutboxEvent | None:
-    """The outbox event a job was enqueued for (None if it was deleted meanwhile)."""
+@asynccontextmanager
+async def job_session(ctx: dict[str, Any], org_id: uuid.UUID | None) -> AsyncIterator[AsyncSession]:
+    """A session for one unit of a job's work, bound to `org_id` (None: unbound, for the queries
+    marked cross-tenant); committed when the block ends, rolled back when it raises."""
+    state: AppState = ctx["state"]
     async with state.sessions() as session:
-        return (
-            await session.execute(
-                select(OutboxEvent)
-                .where(col(OutboxEvent.id) == uuid.UUID(outbox_id))
-                .execution_options(cross_tenant=True)
-            )
-        ).scalar_one_or_none()
+        if org_id is not None:
+            scope_session(session, org_id)
+        try:
+            yield session
+        except BaseException:
+            await session.rollback()
+            raise
+        await session.commit()
+
+
+async def load_event(ctx: dict[str, Any], outbox_id: str) -> OutboxEvent | None:
+    """The outbox event a job was enqueued for (None if it was deleted meanwhile)."""
+    async with job_session(ctx, None) as session:
+        return await outbox.get_event(session, uuid.UUID(outbox_id))
 
 
 async def ping(ctx: dict[str, Any], outbox_id: str) -> int:
     """Diagnostic job: counts its runs in job_runs, so tests can prove a job ran exactly once."""
-    state: AppState = ctx["state"]
-    event = await load_event(state, outbox_id)
+    event = await load_event(ctx, outbox_id)
     if event is None:
         return 0
-    async with state.sessions() as session:
-        session.info["org_id"] = event.org_id
+    async with job_session(ctx, event.org_id) as session:
         runs = await record_run(
-            session,
-            job_key=f"ping:{outbox_id}",
-            job_name="ping",
-            org_id=event.org_id,
-            outbox_id=event.id,
+            session, job_key=f"ping:{outbox_id}", job_name="ping", org_id=event.org_id, outbox_id=event.id
         )
-        await session.commit()
     log.info("job.ping", outbox_id=outbox_id, runs=runs)
     return runs

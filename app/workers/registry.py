@@ -6,8 +6,14 @@ enqueued once while arq still remembers it. Later domains add their event types 
 
 from __future__ import annotations
 
+import uuid
+from collections.abc import Awaitable, Callable
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
 from app.config import Settings
 from app.models.events import EVENT_TYPES
+from app.services import followups, webhooks
 
 # Internal events and their jobs; every public event type (app.models.events) also fans out
 # to the webhook subscriptions that want it.
@@ -24,12 +30,10 @@ EVENT_JOBS: dict[str, tuple[str, ...]] = {
 
 # Jobs that only matter where an organisation has configured something: the relay skips them
 # elsewhere (one query per batch), so an organisation without webhooks pays nothing for them.
-OPTIONAL_JOBS: dict[str, str] = {
-    "fan_out_webhooks": "SELECT DISTINCT org_id FROM webhook_subscriptions WHERE active",
-    "schedule_followup": (
-        "SELECT org_id FROM followup_policies WHERE active "
-        "UNION SELECT org_id FROM stages WHERE follow_up_interval_days IS NOT NULL"
-    ),
+# Each names the service function that answers which organisations want it.
+OPTIONAL_JOBS: dict[str, Callable[[AsyncSession], Awaitable[set[uuid.UUID]]]] = {
+    "fan_out_webhooks": webhooks.organisations_subscribed,
+    "schedule_followup": followups.organisations_with_followups,
 }
 
 # Assignment has its own queue, so a backlog of reminders or webhooks never delays it.

@@ -15,7 +15,7 @@ from typing import Any
 import asyncpg
 import structlog
 from redis.exceptions import RedisError
-from sqlalchemy import select, text, update
+from sqlalchemy import select, update
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
@@ -84,8 +84,7 @@ async def _orgs_wanting(session: AsyncSession, jobs: set[str]) -> dict[str, set[
     """For the batch's optional jobs, the organisations that have anything for them to do."""
     wanted: dict[str, set[uuid.UUID]] = {}
     for job in jobs & OPTIONAL_JOBS.keys():
-        rows = await session.execute(text(OPTIONAL_JOBS[job]))
-        wanted[job] = {row[0] for row in rows}
+        wanted[job] = await OPTIONAL_JOBS[job](session)
     return wanted
 
 

@@ -5,13 +5,11 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import delete
-from sqlmodel import col
-
 from app.models.base import utcnow
-from app.models.idempotency import IdempotencyRecord
+from app.services import idempotency
 from app.services.quotes import workflow as quote_workflow
 from app.state import AppState
+from app.workers.jobs import job_session
 from app.workers.relay import RedisUnavailable, relay_once
 
 
@@ -28,18 +26,11 @@ async def purge_idempotency_keys(ctx: dict[str, Any]) -> int:
     """Forget Idempotency-Key records older than the TTL."""
     state: AppState = ctx["state"]
     cutoff = utcnow() - timedelta(hours=state.settings.idempotency_ttl_hours)
-    async with state.sessions() as session:
-        result = await session.execute(
-            delete(IdempotencyRecord).where(col(IdempotencyRecord.created_at) < cutoff)
-        )
-        await session.commit()
-    return int(getattr(result, "rowcount", 0) or 0)
+    async with job_session(ctx, None) as session:
+        return await idempotency.purge_older_than(session, cutoff)
 
 
 async def expire_quotes(ctx: dict[str, Any]) -> int:
     """Expire sent quotes past their valid_until (UTC date); safe on several workers at once."""
-    state: AppState = ctx["state"]
-    async with state.sessions() as session:
-        count = await quote_workflow.expire_due(session, utcnow().date())
-        await session.commit()
-    return count
+    async with job_session(ctx, None) as session:
+        return await quote_workflow.expire_due(session, utcnow().date())

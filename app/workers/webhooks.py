@@ -14,53 +14,48 @@ from arq import Retry
 from app.models.base import utcnow
 from app.services import webhooks as webhooks_out
 from app.state import AppState
-from app.workers.jobs import load_event
+from app.workers.jobs import job_session, load_event
 
 log = structlog.get_logger("loudou.webhooks")
 
 
 async def fan_out_webhooks(ctx: dict[str, Any], outbox_id: str) -> int:
     """Create the deliveries of one outbox event (each then gets its own deliver job)."""
-    state: AppState = ctx["state"]
-    event = await load_event(state, outbox_id)
+    event = await load_event(ctx, outbox_id)
     if event is None:
         return 0
-    async with state.sessions() as session:
-        session.info["org_id"] = event.org_id
+    async with job_session(ctx, event.org_id) as session:
         created = await webhooks_out.fan_out(session, event)
-        await session.commit()
     return len(created)
 
 
 async def deliver_webhook(ctx: dict[str, Any], outbox_id: str) -> str:
     """Deliver the webhook named by a `webhook.deliver` outbox event; retried via arq's Retry."""
-    state: AppState = ctx["state"]
-    event = await load_event(state, outbox_id)
+    event = await load_event(ctx, outbox_id)
     if event is None:
         return "gone"
-    return await attempt(state, uuid.UUID(event.payload["delivery_id"]))
+    return await attempt(ctx, uuid.UUID(event.payload["delivery_id"]))
 
 
 async def retry_webhook(ctx: dict[str, Any], delivery_id: str) -> str:
     """Deliver a webhook the sweep found due (its first wake-up was lost with Redis)."""
-    return await attempt(ctx["state"], uuid.UUID(delivery_id))
+    return await attempt(ctx, uuid.UUID(delivery_id))
 
 
-async def attempt(state: AppState, delivery_id: uuid.UUID) -> str:
+async def attempt(ctx: dict[str, Any], delivery_id: uuid.UUID) -> str:
     """Claim, POST outside any transaction, record; raise Retry for the next try."""
-    async with state.sessions() as session:
+    state: AppState = ctx["state"]
+    async with job_session(ctx, None) as session:
         claimed = await webhooks_out.claim(session, delivery_id)
-        await session.commit()
     if claimed is None:
         return "nothing to do"
     if isinstance(claimed, float):
         raise Retry(defer=max(claimed, 0.05))
     outcome = await _post(state, claimed)
-    async with state.sessions() as session:
+    async with job_session(ctx, None) as session:
         delay = await webhooks_out.record(
             session, claimed, outcome, schedule=state.settings.webhook_retry_schedule
         )
-        await session.commit()
     log.info(
         "webhook.attempt",
         delivery_id=str(delivery_id),
@@ -102,8 +97,7 @@ async def _post(state: AppState, claimed: webhooks_out.Claimed) -> webhooks_out.
 
 async def sweep_webhooks(ctx: dict[str, Any]) -> int:
     """Re-send deliveries whose wake-up never came (Redis lost it, or arq gave up retrying)."""
-    state: AppState = ctx["state"]
-    async with state.sessions() as session:
+    async with job_session(ctx, None) as session:
         due = await webhooks_out.due_deliveries(session, older_than=timedelta(seconds=30))
     redis = ctx["redis"]
     for delivery_id, attempts in due:

@@ -19,7 +19,8 @@ depends_on: str | Sequence[str] | None = None
 
 # Intake dedupe in one round trip (app.services.leads.ingest.lock_and_find): advisory locks on the
 # email/phone keys, then the oldest open lead with the email, else the phone. plpgsql and
-# VOLATILE, so its lookups take a fresh snapshot after the locks are granted.
+# VOLATILE, so its lookups take a fresh snapshot after the locks are granted. Its "open lead"
+# condition is app.models.lead.OPEN_LEAD_SQL; tests/models/test_lead_open.py checks they agree.
 LOCK_OPEN_LEAD = """
 CREATE OR REPLACE FUNCTION loudou_lock_open_lead(p_org uuid, p_email text, p_phone text, p_keys text[])
 RETURNS uuid LANGUAGE plpgsql VOLATILE AS $$

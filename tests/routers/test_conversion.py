@@ -2,19 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from tests.conftest import Org
-
-
-async def _lead(org: Org, key: str | None = None, **body: Any) -> dict[str, Any]:
-    r = await org.client.post("/v1/leads", json=body, headers=org.auth(key))
-    assert r.status_code == 201, r.text
-    return dict(r.json())
+from tests.factories import make_lead
 
 
 async def test_convert_creates_account_contact_and_deal_linked_back(org: Org) -> None:
-    lead = await _lead(
+    lead = await make_lead(
         org,
         name="王芳",
         email="wang.fang@acme-sh.cn",
@@ -51,7 +44,7 @@ async def test_convert_creates_account_contact_and_deal_linked_back(org: Org) ->
 
 async def test_convert_onto_an_existing_account_without_a_deal(org: Org) -> None:
     account = (await org.client.post("/v1/accounts", json={"name": "Existing Co"}, headers=org.auth())).json()
-    lead = await _lead(org, name="Ann", email="ann@existing.example")
+    lead = await make_lead(org, name="Ann", email="ann@existing.example")
     r = await org.client.post(
         f"/v1/leads/{lead['id']}/convert",
         json={"account_id": account["id"], "create_deal": False},
@@ -65,7 +58,7 @@ async def test_convert_checks_roles_versions_and_organisations(org: Org, other_o
     owner, owner_key = await org.add_user("rep")
     _, other_rep_key = await org.add_user("rep")
     _, viewer_key = await org.add_user("viewer")
-    lead = await _lead(org, email="owned@example.com", owner_id=owner)
+    lead = await make_lead(org, email="owned@example.com", owner_id=owner)
     url = f"/v1/leads/{lead['id']}/convert"
     assert (await org.client.post(url, json={}, headers=org.auth(viewer_key))).status_code == 403
     assert (await org.client.post(url, json={}, headers=org.auth(other_rep_key))).status_code in (403, 404)

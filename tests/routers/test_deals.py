@@ -13,7 +13,7 @@ from app.models.base import utcnow
 from app.models.deal import Deal, DealFieldHistory, DealStageHistory
 from app.state import AppState
 from tests.conftest import Org
-from tests.routers.sales import events, make_deal, make_team, stages
+from tests.factories import events, make_deal, make_team, stages
 
 
 async def test_a_deal_walks_from_prospect_to_won_with_complete_history(org: Org, state: AppState) -> None:

@@ -13,8 +13,8 @@ from typing import Any
 import pyarrow.parquet as pq
 
 from tests.conftest import Org
+from tests.factories import make_deal, make_team
 from tests.routers.exports import CURSOR, apply, ndjson, pull, pull_until
-from tests.routers.sales import make_deal, make_team
 from tests.routers.test_quotes import _sent_quote, make_quote
 
 

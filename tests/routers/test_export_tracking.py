@@ -12,8 +12,8 @@ from typing import Any
 from sqlalchemy.engine import make_url
 
 from tests.conftest import Org
+from tests.factories import make_deal
 from tests.routers.exports import CURSOR, apply, ndjson, pull, pull_until, raw_connection
-from tests.routers.sales import make_deal
 
 
 def ids(rows: list[dict[str, object]]) -> list[object]:

@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
+import uuid
+
 import httpx
+import pytest
+
+from app.config import Settings
+from app.main import create_app
+from app.state import AppState
 
 
 async def test_healthz(client: httpx.AsyncClient) -> None:
@@ -42,3 +49,25 @@ async def test_request_id_is_echoed(client: httpx.AsyncClient) -> None:
     r = await client.get("/v1/me", headers={"X-Request-ID": rid})
     assert r.headers["x-request-id"] == rid
     assert r.json()["request_id"] == rid
+
+
+async def test_one_timing_wrapper_counts_and_logs_each_request(
+    settings: Settings, state: AppState, capsys: pytest.CaptureFixture[str]
+) -> None:
+    app = create_app(settings, state=state)
+    path = f"/v1/timing-{uuid.uuid4().hex}"
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as c:
+        before = _sample((await c.get("/metrics")).text, 'handler="unmatched"')
+        assert (await c.get(path)).status_code == 404
+        after = _sample((await c.get("/metrics")).text, 'handler="unmatched"')
+    assert after == before + 1
+    lines = [line for line in capsys.readouterr().out.splitlines() if path in line]
+    assert len(lines) == 1 and "404" in lines[0]
+
+
+def _sample(text: str, label: str) -> float:
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith("http_requests_total{") and label in line
+    )

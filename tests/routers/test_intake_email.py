@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.conftest import Org
+from tests.factories import lead_of, make_source
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "emails"
 MAILGUN_KEY = "key-" + "a1" * 16
@@ -20,22 +21,6 @@ MAILGUN_KEY = "key-" + "a1" * 16
 def fixture(name: str) -> Any:
     path = FIXTURES / name
     return json.loads(path.read_text()) if name.endswith(".json") else path.read_bytes()
-
-
-async def make_source(org: Org, provider: str, **fields: Any) -> dict[str, Any]:
-    body = {"kind": "email", "name": f"{provider} inbox", "provider": provider, **fields}
-    r = await org.client.post("/v1/intake-sources", json=body, headers=org.auth())
-    assert r.status_code == 201, r.text
-    data: dict[str, Any] = r.json()
-    assert data["endpoint"] == f"/v1/intake/email/{data['key']}"
-    return data
-
-
-async def lead_of(org: Org, lead_id: str) -> dict[str, Any]:
-    r = await org.client.get(f"/v1/leads/{lead_id}", headers=org.auth())
-    assert r.status_code == 200, r.text
-    data: dict[str, Any] = r.json()
-    return data
 
 
 async def timeline(org: Org, lead_id: str) -> list[dict[str, Any]]:
@@ -52,7 +37,7 @@ def mailgun_signed(fields: dict[str, str], *, key: str = MAILGUN_KEY, age: int =
 
 
 async def test_sendgrid_parsed_post_creates_a_lead_with_signature_phone(org: Org) -> None:
-    source = await make_source(org, "sendgrid")
+    source = await make_source(org, "email", provider="sendgrid")
     r = await org.client.post(
         source["endpoint"], data=fixture("sendgrid_parsed.json"), files={"x": ("", b"")}
     )
@@ -68,7 +53,7 @@ async def test_sendgrid_parsed_post_creates_a_lead_with_signature_phone(org: Org
 
 
 async def test_sendgrid_raw_mode_of_two_mib_is_accepted(org: Org) -> None:
-    source = await make_source(org, "sendgrid")
+    source = await make_source(org, "email", provider="sendgrid")
     form = fixture("sendgrid_raw.json")
     padding = "\n\n" + ("x" * 76 + "\n") * (2 * 1024 * 1024 // 77)
     form["email"] = form["email"].replace("In-Reply-To:", "X-Pad: 1\nIn-Reply-To:") + padding
@@ -78,7 +63,7 @@ async def test_sendgrid_raw_mode_of_two_mib_is_accepted(org: Org) -> None:
 
 
 async def test_mailgun_with_valid_signature_creates_a_lead_and_bad_ones_are_401(org: Org) -> None:
-    source = await make_source(org, "mailgun", signing_key=MAILGUN_KEY)
+    source = await make_source(org, "email", provider="mailgun", signing_key=MAILGUN_KEY)
     assert source["signing_key_set"] is True and "signing_key" not in source
     fields = {
         k: v for k, v in fixture("mailgun_route.json").items() if k not in ("timestamp", "token", "signature")
@@ -104,7 +89,9 @@ async def test_mailgun_with_valid_signature_creates_a_lead_and_bad_ones_are_401(
 
 
 async def test_postmark_with_basic_auth(org: Org) -> None:
-    source = await make_source(org, "postmark", basic_auth_username="pm", basic_auth_password="s3cret-pw")
+    source = await make_source(
+        org, "email", provider="postmark", basic_auth_username="pm", basic_auth_password="s3cret-pw"
+    )
     payload = fixture("postmark_inbound.json")
     wrong = "Basic " + base64.b64encode(b"pm:nope").decode()
     r = await org.client.post(source["endpoint"], json=payload, headers={"Authorization": wrong})
@@ -125,7 +112,7 @@ async def test_postmark_with_basic_auth(org: Org) -> None:
 
 
 async def test_raw_mime_then_a_reply_lands_on_the_same_lead(org: Org) -> None:
-    source = await make_source(org, "mime")
+    source = await make_source(org, "email", provider="mime")
     r = await org.client.post(
         source["endpoint"], content=fixture("signature.eml"), headers={"Content-Type": "message/rfc822"}
     )
@@ -157,7 +144,7 @@ async def test_reply_to_an_outbound_email_logged_on_a_lead_threads_onto_it(org: 
         headers=org.auth(),
     )
     assert r.status_code == 201 and r.json()["message_id"].startswith("0f3c9a52")
-    source = await make_source(org, "mime")
+    source = await make_source(org, "email", provider="mime")
     r = await org.client.post(
         source["endpoint"], content=fixture("reply.eml"), headers={"Content-Type": "message/rfc822"}
     )
@@ -173,7 +160,7 @@ async def test_form_then_email_from_the_same_address_is_one_lead_with_two_touche
     )
     assert r.status_code == 201
     lead_id = r.json()["lead_id"]
-    source = await make_source(org, "mime")
+    source = await make_source(org, "email", provider="mime")
     r = await org.client.post(
         source["endpoint"], content=fixture("signature.eml"), headers={"Content-Type": "message/rfc822"}
     )
@@ -185,7 +172,7 @@ async def test_form_then_email_from_the_same_address_is_one_lead_with_two_touche
 
 
 async def test_bad_email_posts_are_recorded_and_replayable(org: Org) -> None:
-    source = await make_source(org, "mime")
+    source = await make_source(org, "email", provider="mime")
     r = await org.client.post(
         source["endpoint"], content=b"hello", headers={"Content-Type": "application/json"}
     )
@@ -195,16 +182,16 @@ async def test_bad_email_posts_are_recorded_and_replayable(org: Org) -> None:
     assert event["status"] == "rejected" and event["kind"] == "email"
     r = await org.client.post(f"/v1/inbound-events/{event_id}/replay", headers=org.auth())
     assert r.status_code == 200 and r.json()["status"] == "rejected"
-    pm = await make_source(org, "postmark")
+    pm = await make_source(org, "email", provider="postmark")
     r = await org.client.post(pm["endpoint"], json={"nothing": "here"})
     assert r.status_code == 422
-    sg = await make_source(org, "sendgrid")
+    sg = await make_source(org, "email", provider="sendgrid")
     r = await org.client.post(sg["endpoint"], json={"from": "x"})
     assert r.status_code == 422
 
 
 async def test_email_over_the_email_limit_is_413_and_recorded(org: Org) -> None:
-    source = await make_source(org, "mime")
+    source = await make_source(org, "email", provider="mime")
 
     async def stream() -> Any:
         chunk = b"x" * (1024 * 1024)

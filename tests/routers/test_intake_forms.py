@@ -10,23 +10,9 @@ from app.config import Settings
 from app.main import create_app
 from app.state import AppState
 from tests.conftest import Org, make_org
+from tests.factories import lead_of, make_source
 
 MAPPING = {"your-email": "email", "your-name": "name", "org": "company", "tel": "phone"}
-
-
-async def make_source(org: Org, **fields: Any) -> dict[str, Any]:
-    body = {"kind": "form", "name": "Contact us", "field_mapping": MAPPING, **fields}
-    r = await org.client.post("/v1/intake-sources", json=body, headers=org.auth())
-    assert r.status_code == 201, r.text
-    data: dict[str, Any] = r.json()
-    return data
-
-
-async def lead_of(org: Org, lead_id: str) -> dict[str, Any]:
-    r = await org.client.get(f"/v1/leads/{lead_id}", headers=org.auth())
-    assert r.status_code == 200, r.text
-    data: dict[str, Any] = r.json()
-    return data
 
 
 async def event_of(org: Org, event_id: str) -> dict[str, Any]:
@@ -37,7 +23,7 @@ async def event_of(org: Org, event_id: str) -> dict[str, Any]:
 
 
 async def test_json_post_creates_a_mapped_lead_with_utm_and_attributes(org: Org) -> None:
-    source = await make_source(org, tags=["web"], default_country="GB")
+    source = await make_source(org, "form", field_mapping=MAPPING, tags=["web"], default_country="GB")
     assert source["endpoint"] == f"/v1/intake/forms/{source['key']}" and source["secret"] is None
     r = await org.client.post(
         source["endpoint"],
@@ -71,7 +57,7 @@ async def test_json_post_creates_a_mapped_lead_with_utm_and_attributes(org: Org)
 
 
 async def test_plain_html_post_is_redirected_with_303(org: Org) -> None:
-    source = await make_source(org, redirect_url="https://example.com/thanks")
+    source = await make_source(org, "form", field_mapping=MAPPING, redirect_url="https://example.com/thanks")
     r = await org.client.post(
         source["endpoint"],
         content="your-email=bob%40example.com&your-name=Bob+Builder&utm_medium=cpc&extra=1",
@@ -93,7 +79,7 @@ async def test_plain_html_post_is_redirected_with_303(org: Org) -> None:
 
 
 async def test_multipart_post_creates_a_lead(org: Org) -> None:
-    source = await make_source(org)
+    source = await make_source(org, "form", field_mapping=MAPPING)
     r = await org.client.post(
         source["endpoint"],
         data={"your-email": "dan@example.com", "your-name": "Dan", "utm_source": "newsletter", "size": "50"},
@@ -110,7 +96,7 @@ async def test_multipart_post_creates_a_lead(org: Org) -> None:
 
 
 async def test_filled_honeypot_is_accepted_silently_and_marked_spam(org: Org) -> None:
-    source = await make_source(org, honeypot_field="website")
+    source = await make_source(org, "form", field_mapping=MAPPING, honeypot_field="website")
     r = await org.client.post(
         source["endpoint"], json={"your-email": "bot@spam.example", "website": "http://x"}
     )
@@ -127,7 +113,7 @@ async def test_filled_honeypot_is_accepted_silently_and_marked_spam(org: Org) ->
 
 
 async def test_bad_requests_get_problem_json_and_are_recorded(org: Org) -> None:
-    source = await make_source(org)
+    source = await make_source(org, "form", field_mapping=MAPPING)
     url = source["endpoint"]
     cases = [
         (dict(content=b'{"your-email": ', headers={"Content-Type": "application/json"}), 400, "bad_request"),
@@ -152,7 +138,7 @@ async def test_bad_requests_get_problem_json_and_are_recorded(org: Org) -> None:
 
 
 async def test_oversize_body_is_413_and_recorded_without_body(org: Org) -> None:
-    source = await make_source(org)
+    source = await make_source(org, "form", field_mapping=MAPPING)
     big = b'{"your-email": "big@example.com", "pad": "' + b"x" * (2 * 1024 * 1024) + b'"}'
     r = await org.client.post(source["endpoint"], content=big, headers={"Content-Type": "application/json"})
     assert r.status_code == 413 and r.headers["content-type"] == "application/problem+json"
@@ -173,7 +159,7 @@ async def test_oversize_body_is_413_and_recorded_without_body(org: Org) -> None:
 
 
 async def test_unknown_field_is_kept_and_replayed_after_fixing_the_mapping(org: Org) -> None:
-    source = await make_source(org)
+    source = await make_source(org, "form", field_mapping=MAPPING)
     r = await org.client.post(source["endpoint"], json={"correo": "eva@example.com", "nombre": "Eva"})
     assert r.status_code == 422
     assert "correo" in r.json()["detail"]
@@ -197,7 +183,9 @@ async def test_unknown_field_is_kept_and_replayed_after_fixing_the_mapping(org: 
 
 
 async def test_cors_preflight_and_origin_check(org: Org) -> None:
-    source = await make_source(org, allowed_origins=["https://www.example.com"])
+    source = await make_source(
+        org, "form", field_mapping=MAPPING, allowed_origins=["https://www.example.com"]
+    )
     url = source["endpoint"]
     r = await org.client.options(
         url,
@@ -225,7 +213,7 @@ async def test_cors_preflight_and_origin_check(org: Org) -> None:
 
 
 async def test_form_touch_merges_and_phone_formats_match(org: Org) -> None:
-    source = await make_source(org)
+    source = await make_source(org, "form", field_mapping=MAPPING)
     r1 = await org.client.post(source["endpoint"], json={"tel": "(415) 555-0100", "your-name": "Pat"})
     r2 = await org.client.post(source["endpoint"], json={"tel": "+1 415 555 0100", "org": "Acme"})
     assert r1.status_code == 201 and r2.status_code == 200
@@ -237,7 +225,7 @@ async def test_form_touch_merges_and_phone_formats_match(org: Org) -> None:
 
 
 async def test_rate_limit_per_source(org: Org) -> None:
-    source = await make_source(org, rate_limit_per_minute=2)
+    source = await make_source(org, "form", field_mapping=MAPPING, rate_limit_per_minute=2)
     answers = [
         await org.client.post(source["endpoint"], json={"your-email": f"r{i}@example.com"}) for i in range(3)
     ]
@@ -250,7 +238,7 @@ async def test_rate_limit_per_source(org: Org) -> None:
 
 
 async def test_retired_or_inactive_source_is_404(org: Org) -> None:
-    source = await make_source(org)
+    source = await make_source(org, "form", field_mapping=MAPPING)
     r = await org.client.patch(
         f"/v1/intake-sources/{source['id']}", json={"active": False}, headers=org.auth()
     )
@@ -264,7 +252,7 @@ async def test_retired_or_inactive_source_is_404(org: Org) -> None:
 
 
 async def test_sources_and_events_are_admin_or_manager_and_tenant_scoped(org: Org, other_org: Org) -> None:
-    source = await make_source(org)
+    source = await make_source(org, "form", field_mapping=MAPPING)
     r = await org.client.post(source["endpoint"], json={"your-email": "iso@example.com"})
     event_id = r.json()["inbound_event_id"]
     _, rep_key = await org.add_user("rep")
@@ -321,7 +309,9 @@ async def test_app_wide_cors_leaves_forms_to_their_source(settings: Settings) ->
         app = create_app(own, state=state)
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client:
             org = await make_org(state, client)
-            source = await make_source(org, allowed_origins=["https://shop.example"])
+            source = await make_source(
+                org, "form", field_mapping=MAPPING, allowed_origins=["https://shop.example"]
+            )
             preflight = {
                 "Access-Control-Request-Method": "POST",
                 "Access-Control-Request-Headers": "content-type",

@@ -13,22 +13,14 @@ from app.db import DriverStatements
 from app.services.intake import service as intake_service
 from app.state import AppState
 from tests.conftest import Org
-
-
-async def make_form(org: Org, **fields: Any) -> dict[str, Any]:
-    r = await org.client.post(
-        "/v1/intake-sources", json={"kind": "form", "name": "site", **fields}, headers=org.auth()
-    )
-    assert r.status_code == 201
-    data: dict[str, Any] = r.json()
-    return data
+from tests.factories import make_source
 
 
 async def warm_form(org: Org) -> dict[str, Any]:
     """A form whose source, settings and scoring rules this process has cached (by one post), so
     the next new lead takes the direct one-statement write: a cache miss reads through the
     request's session, which then has a transaction and writes through it instead."""
-    source = await make_form(org)
+    source = await make_source(org, "form")
     r = await org.client.post(source["endpoint"], json={"email": "warm-up@example.com"})
     assert r.status_code == 201
     return source
@@ -37,7 +29,7 @@ async def warm_form(org: Org) -> dict[str, Any]:
 async def test_intake_answers_when_redis_is_down(
     org: Org, state: AppState, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    source = await make_form(org, rate_limit_per_minute=5)
+    source = await make_source(org, "form", rate_limit_per_minute=5)
     dead = ArqRedis.from_url("redis://127.0.0.1:1/0", socket_connect_timeout=0.2, socket_timeout=0.2)
     monkeypatch.setattr(state, "redis", dead)
     try:
@@ -51,7 +43,7 @@ async def test_intake_answers_when_redis_is_down(
 
 
 async def test_simultaneous_posts_of_one_address_make_one_lead(org: Org) -> None:
-    source = await make_form(org)
+    source = await make_source(org, "form")
     results = await asyncio.gather(
         *[org.client.post(source["endpoint"], json={"email": "Same@Example.com"}) for _ in range(6)]
     )
@@ -64,7 +56,7 @@ async def test_simultaneous_posts_of_one_address_make_one_lead(org: Org) -> None
 async def test_a_failure_while_making_the_lead_keeps_the_event_for_replay(
     org: Org, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    source = await make_form(org)
+    source = await make_source(org, "form")
 
     async def broken(*args: Any, **kwargs: Any) -> Any:
         raise RuntimeError("database hiccup")

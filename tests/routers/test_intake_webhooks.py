@@ -10,14 +10,7 @@ from typing import Any
 from standardwebhooks.webhooks import Webhook
 
 from tests.conftest import Org
-
-
-async def make_source(org: Org, **fields: Any) -> dict[str, Any]:
-    body = {"kind": "webhook", "name": "Marketing tool", **fields}
-    r = await org.client.post("/v1/intake-sources", json=body, headers=org.auth())
-    assert r.status_code == 201, r.text
-    data: dict[str, Any] = r.json()
-    return data
+from tests.factories import make_source
 
 
 def signed(
@@ -37,7 +30,7 @@ def signed(
 
 
 async def test_signed_post_creates_a_lead_and_a_repeat_creates_nothing(org: Org) -> None:
-    source = await make_source(org, field_mapping={"contact.mail": "email"})
+    source = await make_source(org, "webhook", field_mapping={"contact.mail": "email"})
     assert source["secret"].startswith("whsec_")
     payload = {"contact": {"mail": "Zed@Example.com"}, "full_name": "Zed Zero", "campaign": "q4"}
     body, headers = signed(source["secret"], payload, msg_id="msg_1")
@@ -61,7 +54,7 @@ async def test_signed_post_creates_a_lead_and_a_repeat_creates_nothing(org: Org)
 
 
 async def test_envelope_data_is_read_and_generic_aliases_map(org: Org) -> None:
-    source = await make_source(org)
+    source = await make_source(org, "webhook")
     payload = {
         "type": "form.submitted",
         "timestamp": "2026-11-22T10:00:00Z",
@@ -81,8 +74,8 @@ async def test_envelope_data_is_read_and_generic_aliases_map(org: Org) -> None:
 
 
 async def test_wrong_signature_stale_timestamp_and_missing_headers_are_401(org: Org) -> None:
-    source = await make_source(org)
-    other_secret = (await make_source(org))["secret"]
+    source = await make_source(org, "webhook")
+    other_secret = (await make_source(org, "webhook"))["secret"]
     payload = {"email": "sig@example.com"}
     cases = [
         signed(other_secret, payload),
@@ -116,8 +109,8 @@ async def test_wrong_signature_stale_timestamp_and_missing_headers_are_401(org: 
 
 
 async def test_a_bad_post_does_not_block_the_real_webhook_id(org: Org) -> None:
-    source = await make_source(org)
-    other_secret = (await make_source(org))["secret"]
+    source = await make_source(org, "webhook")
+    other_secret = (await make_source(org, "webhook"))["secret"]
     body, headers = signed(other_secret, {"email": "block@example.com"}, msg_id="msg_same")
     assert (await org.client.post(source["endpoint"], content=body, headers=headers)).status_code == 401
     body, headers = signed(source["secret"], {"email": "block@example.com"}, msg_id="msg_same")
@@ -126,7 +119,7 @@ async def test_a_bad_post_does_not_block_the_real_webhook_id(org: Org) -> None:
 
 
 async def test_rotation_keeps_the_previous_secret_for_the_grace_period(org: Org) -> None:
-    source = await make_source(org)
+    source = await make_source(org, "webhook")
     old = source["secret"]
     r = await org.client.post(
         f"/v1/intake-sources/{source['id']}/rotate-secret", json={"grace_hours": 1}, headers=org.auth()
@@ -154,7 +147,7 @@ async def test_rotation_keeps_the_previous_secret_for_the_grace_period(org: Org)
 
 
 async def test_non_json_webhook_is_415_and_malformed_json_400(org: Org) -> None:
-    source = await make_source(org)
+    source = await make_source(org, "webhook")
     body, headers = signed(source["secret"], {"email": "x@example.com"})
     r = await org.client.post(
         source["endpoint"], content=body, headers={**headers, "content-type": "text/plain"}
@@ -174,9 +167,9 @@ async def test_non_json_webhook_is_415_and_malformed_json_400(org: Org) -> None:
 
 
 async def test_a_rolled_back_repeat_does_not_poison_the_source_cache(org: Org) -> None:
-    from app.services.intake import cache as intake_cache
+    from app.services import cache as intake_cache
 
-    source = await make_source(org)
+    source = await make_source(org, "webhook")
     body, headers = signed(source["secret"], {"email": "first@example.com"}, msg_id="msg_cache")
     assert (await org.client.post(source["endpoint"], content=body, headers=headers)).status_code == 201
     intake_cache.forget_source(source["key"])
@@ -191,7 +184,7 @@ async def test_a_rolled_back_repeat_does_not_poison_the_source_cache(org: Org) -
 async def test_simultaneous_deliveries_of_one_webhook_id_make_one_lead(org: Org) -> None:
     import asyncio
 
-    source = await make_source(org)
+    source = await make_source(org, "webhook")
     deliveries = [
         signed(source["secret"], {"email": "race@example.com"}, msg_id="msg_race") for _ in range(4)
     ]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from typing import Any
 
 from sqlalchemy import select
 from sqlmodel import col
@@ -14,14 +13,7 @@ from app.models.audit import AuditEntry
 from app.models.outbox import OutboxEvent
 from app.state import AppState
 from tests.conftest import Org
-
-
-async def make_lead(org: Org, key: str | None = None, **fields: Any) -> dict[str, Any]:
-    body = {"email": f"lead-{uuid.uuid4().hex[:8]}@acme.example", **fields}
-    r = await org.client.post("/v1/leads", json=body, headers=org.auth(key))
-    assert r.status_code == 201, r.text
-    data: dict[str, Any] = r.json()
-    return data
+from tests.factories import make_lead
 
 
 async def test_create_normalises_email_and_phone_and_emits_lead_created(org: Org, state: AppState) -> None:

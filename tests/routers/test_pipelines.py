@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from tests.conftest import Org
-from tests.routers.sales import make_deal, stages
+from tests.factories import make_deal, stages
 
 
 async def test_a_new_organisation_has_the_default_pipeline(org: Org) -> None:

@@ -15,7 +15,7 @@ from app.state import AppState
 from app.workers.scheduled import expire_quotes
 from app.workers.settings import WorkerSettings
 from tests.conftest import Org
-from tests.routers.sales import events, make_deal, make_team
+from tests.factories import events, make_deal, make_team
 
 
 def _q(value: Decimal, exp: str) -> Decimal:

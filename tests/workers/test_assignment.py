@@ -8,16 +8,11 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from tests.conftest import Org, wait_for
+from tests.factories import make_lead
 
 
 async def _rule(org: Org, **body: Any) -> dict[str, Any]:
     r = await org.client.post("/v1/assignment-rules", json={"name": "R", **body}, headers=org.auth())
-    assert r.status_code == 201, r.text
-    return dict(r.json())
-
-
-async def _lead(org: Org, **body: Any) -> dict[str, Any]:
-    r = await org.client.post("/v1/leads", json=body, headers=org.auth())
     assert r.status_code == 201, r.text
     return dict(r.json())
 
@@ -31,7 +26,7 @@ async def test_round_robin_spreads_concurrent_leads_evenly(org: Org, worker: Non
     reps = [(await org.add_user("rep"))[0] for _ in range(3)]
     await _rule(org, target_user_ids=reps, strategy="round_robin")
     leads = await asyncio.gather(
-        *[_lead(org, name=f"Lead {i}", email=f"lead{i}@example.com") for i in range(30)]
+        *[make_lead(org, name=f"Lead {i}", email=f"lead{i}@example.com") for i in range(30)]
     )
 
     async def all_decided() -> list[dict[str, Any]] | None:
@@ -57,7 +52,7 @@ async def test_inactive_and_full_reps_are_skipped_with_reasons(org: Org, worker:
         target_user_ids=[inactive, full, ok],
         conditions=[{"field": "country", "op": "eq", "value": "CN"}],
     )
-    lead = await _lead(org, name="张伟", email="zhang@example.cn", country="CN")
+    lead = await make_lead(org, name="张伟", email="zhang@example.cn", country="CN")
     decision = await wait_for(lambda: _decision(org, lead["id"]))
     assert decision["chosen_user_id"] == ok
     reasons = {c["user_id"]: c["reason"] for c in decision["candidates"]}
@@ -65,7 +60,7 @@ async def test_inactive_and_full_reps_are_skipped_with_reasons(org: Org, worker:
     assert reasons[full] == "at capacity (0/0 open leads)"
     assert reasons[ok] == "chosen by round_robin"
 
-    other = await _lead(org, name="Bob", email="bob@example.com", country="US")
+    other = await make_lead(org, name="Bob", email="bob@example.com", country="US")
     pooled = await wait_for(lambda: _decision(org, other["id"]))
     assert pooled["outcome"] == "pooled" and pooled["chosen_user_id"] is None
     assert "No rule matched" in pooled["explanation"]
@@ -78,7 +73,7 @@ async def test_no_eligible_user_falls_through_to_the_next_rule(org: Org, worker:
     backup, _ = await org.add_user("rep")
     await _rule(org, name="First", target_user_ids=[full], position=1)
     await _rule(org, name="Backup", target_user_ids=[backup], position=2)
-    lead = await _lead(org, email="fall@example.com")
+    lead = await make_lead(org, email="fall@example.com")
     decision = await wait_for(lambda: _decision(org, lead["id"]))
     assert decision["rule_name"] == "Backup" and decision["chosen_user_id"] == backup
     assert decision["rules_considered"][0]["result"] == "no eligible candidate"
@@ -88,7 +83,7 @@ async def test_missed_contact_sla_moves_the_lead_and_a_call_prevents_it(org: Org
     a, _ = await org.add_user("rep", name="A")
     b, _ = await org.add_user("rep", name="B")
     await _rule(org, target_user_ids=[a, b], contact_sla="PT2S")
-    first = await _lead(org, email="sla1@example.com")
+    first = await make_lead(org, email="sla1@example.com")
     d1 = await wait_for(lambda: _decision(org, first["id"]))
     assert d1["chosen_user_id"] == a and d1["sla_due_at"]
 
@@ -108,7 +103,7 @@ async def test_missed_contact_sla_moves_the_lead_and_a_call_prevents_it(org: Org
         f"/v1/assignment-rules/{rule['id']}", json={"contact_sla": "PT6S"}, headers=org.auth()
     )
     assert r.status_code == 200
-    second = await _lead(org, email="sla2@example.com")
+    second = await make_lead(org, email="sla2@example.com")
     d3 = await wait_for(lambda: _decision(org, second["id"]))
     r = await org.client.post(
         f"/v1/leads/{second['id']}/activities",
@@ -202,7 +197,7 @@ async def test_missed_sla_can_escalate_to_the_team_manager(org: Org, worker: Non
         )
     ).json()
     await _rule(org, target_user_ids=[rep], contact_sla="PT2S", sla_action="escalate")
-    lead = await _lead(org, email="escalate@example.com")
+    lead = await make_lead(org, email="escalate@example.com")
     first = await wait_for(lambda: _decision(org, lead["id"]))
     assert first["chosen_user_id"] == rep
 

@@ -13,6 +13,7 @@ from sqlmodel import col
 
 from app.config import Settings
 from app.main import create_app
+from app.models.events import Ping
 from app.models.outbox import JobRun, OutboxEvent
 from app.services import outbox
 from app.state import AppState
@@ -44,7 +45,7 @@ async def test_committed_event_runs_its_job_exactly_once(org: Org, worker: None)
 async def test_rolled_back_event_never_becomes_a_job(org: Org, state: AppState, worker: None) -> None:
     async with state.sessions() as session:
         session.info["org_id"] = uuid.UUID(org.id)
-        event = await outbox.emit(session, "ping", {})
+        event = await outbox.emit(session, Ping())
         await session.flush()
         event_id = event.id
         await session.rollback()

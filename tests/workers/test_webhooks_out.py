@@ -10,6 +10,7 @@ import httpx
 import respx
 from standardwebhooks.webhooks import Webhook
 
+from app.models.events import DealLost, DealWon, EventData, LeadAssigned, LeadCreated, LeadRecycled, Ping
 from app.services import outbox
 from app.state import AppState
 from tests.conftest import Org, wait_for
@@ -17,10 +18,10 @@ from tests.conftest import Org, wait_for
 RECEIVER = "https://receiver.example/hooks"
 
 
-async def _emit(state: AppState, org: Org, event_type: str, payload: dict[str, Any]) -> str:
+async def _emit(state: AppState, org: Org, data: EventData) -> str:
     async with state.sessions() as session:
         session.info["org_id"] = uuid.UUID(org.id)
-        event = await outbox.emit(session, event_type, payload)
+        event = await outbox.emit(session, data)
         await session.commit()
         return str(event.id)
 
@@ -52,7 +53,7 @@ async def test_delivery_is_signed_and_retried_until_it_succeeds(
         route = mock.post(RECEIVER).mock(
             side_effect=[httpx.Response(500), httpx.Response(500), httpx.Response(200)]
         )
-        await _emit(state, org, "lead.created", {"lead_id": lead_id, "source": "web_form"})
+        await _emit(state, org, LeadCreated(lead_id=lead_id, source="web_form"))
 
         async def succeeded() -> bool:
             rows = await _deliveries(org, sub["id"])
@@ -75,7 +76,7 @@ async def test_410_disables_the_subscription(org: Org, state: AppState, worker: 
     sub = await _subscribe(org)
     with respx.mock(assert_all_called=False) as mock:
         mock.post(RECEIVER).mock(return_value=httpx.Response(410))
-        await _emit(state, org, "deal.won", {"deal_id": str(uuid.uuid4())})
+        await _emit(state, org, DealWon(deal_id=uuid.uuid4()))
 
         async def disabled() -> bool:
             r = await org.client.get(f"/v1/webhook-subscriptions/{sub['id']}", headers=org.auth())
@@ -92,7 +93,7 @@ async def test_4xx_is_final_and_replay_sends_again(org: Org, state: AppState, wo
     sub = await _subscribe(org, event_types=["lead.assigned"])
     with respx.mock(assert_all_called=False) as mock:
         route = mock.post(RECEIVER).mock(side_effect=[httpx.Response(400), httpx.Response(204)])
-        await _emit(state, org, "lead.assigned", {"lead_id": str(uuid.uuid4())})
+        await _emit(state, org, LeadAssigned(lead_id=uuid.uuid4()))
 
         async def failed() -> dict[str, Any] | None:
             rows = await _deliveries(org, sub["id"])
@@ -118,8 +119,8 @@ async def test_event_types_and_filter_select_deliveries(org: Org, state: AppStat
     everything = await _subscribe(org)
     with respx.mock(assert_all_called=False) as mock:
         mock.post(RECEIVER).mock(return_value=httpx.Response(200))
-        await _emit(state, org, "lead.created", {"lead_id": str(uuid.uuid4()), "source": "web_form"})
-        await _emit(state, org, "ping", {})  # internal: never delivered
+        await _emit(state, org, LeadCreated(lead_id=uuid.uuid4(), source="web_form"))
+        await _emit(state, org, Ping())  # internal: never delivered
 
         async def delivered() -> bool:
             rows = await _deliveries(org, everything["id"])
@@ -140,7 +141,7 @@ async def test_rotated_secret_signs_with_both_for_a_while(org: Org, state: AppSt
     assert new_secret != sub["secret"]
     with respx.mock(assert_all_called=False) as mock:
         route = mock.post(RECEIVER).mock(return_value=httpx.Response(200))
-        await _emit(state, org, "lead.recycled", {"lead_id": str(uuid.uuid4())})
+        await _emit(state, org, LeadRecycled(lead_id=uuid.uuid4()))
 
         async def called() -> bool:
             return route.call_count >= 1
@@ -171,7 +172,7 @@ async def test_other_organisations_events_and_subscriptions_stay_apart(
     assert [s["id"] for s in listed] == [theirs["id"]]
     with respx.mock(assert_all_called=False) as mock:
         mock.post(RECEIVER).mock(return_value=httpx.Response(200))
-        await _emit(state, org, "deal.lost", {"deal_id": str(uuid.uuid4())})
+        await _emit(state, org, DealLost(deal_id=uuid.uuid4()))
 
         async def delivered() -> bool:
             rows = await _deliveries(org, sub["id"])

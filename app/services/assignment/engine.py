@@ -26,10 +26,10 @@ from sqlmodel import col
 from app.models.assignment import AssignmentCursor, AssignmentDecision, AssignmentRule
 from app.models.base import utcnow
 from app.models.durations import parse_duration
-from app.models.lead import Lead
+from app.models.lead import OPEN_LEAD, Lead
 from app.models.user import Team, User
-from app.services import outbox
-from app.services.leads.ingest import open_lead_filter
+from app.services.common import get_or_404
+from app.services.leads.owner import set_owner
 
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 
@@ -190,7 +190,7 @@ async def load_candidates(session: AsyncSession, rule: AssignmentRule) -> list[C
     if ids:
         rows = await session.execute(
             select(col(Lead.owner_id), func.count(), func.max(col(Lead.assigned_at)))
-            .where(col(Lead.owner_id).in_(ids), *open_lead_filter())
+            .where(col(Lead.owner_id).in_(ids), OPEN_LEAD)
             .group_by(col(Lead.owner_id))
         )
         load = {row[0]: (int(row[1]), row[2]) for row in rows if row[0] is not None}
@@ -349,9 +349,7 @@ async def assign(
         return existing
     now = utcnow()
     previous_owner = lead.owner_id
-    if trigger == "lead.created" and (
-        lead.owner_id is not None or lead.status not in ("new", "working", "qualified")
-    ):
+    if trigger == "lead.created" and (lead.owner_id is not None or not lead.is_open):
         decision = AssignmentDecision(
             lead_id=lead.id,
             trigger=trigger,
@@ -373,35 +371,22 @@ async def assign(
         cursor.state = evaluation.state_after
         cursor.updated_at = now
         owner = await session.get(User, evaluation.chosen.user_id)
-        lead.owner_id = evaluation.chosen.user_id
-        lead.team_id = evaluation.rule.target_team_id or (owner.team_id if owner else None)
-        lead.pooled = False
-        lead.assigned_at = now
-        lead.updated_at = now
-        lead.version += 1
         if evaluation.rule.contact_sla:
             sla_due_at = now + parse_duration(evaluation.rule.contact_sla)
-        await outbox.emit(
+        await set_owner(
             session,
-            "lead.assigned",
-            {
-                "lead_id": lead.id,
-                "owner_id": lead.owner_id,
-                "team_id": lead.team_id,
-                "by": trigger,
-                "rule_id": evaluation.rule.id,
-            },
+            lead,
+            evaluation.chosen.user_id,
+            team_id=evaluation.rule.target_team_id or (owner.team_id if owner else None),
+            actor=None,
+            action="auto_assign",
+            by=trigger,
+            rule_id=evaluation.rule.id,
         )
     elif previous_owner is not None:
         # Nobody else could take it (an SLA reassignment): back to the pool rather than stay stale.
-        lead.owner_id = None
-        lead.pooled = True
-        lead.updated_at = now
-        lead.version += 1
-        await outbox.emit(
-            session,
-            "lead.recycled",
-            {"lead_id": lead.id, "previous_owner_id": previous_owner, "reason": trigger},
+        await set_owner(
+            session, lead, None, team_id=lead.team_id, actor=None, action="return_to_pool", reason=trigger
         )
     decision = AssignmentDecision(
         lead_id=lead.id,
@@ -423,6 +408,14 @@ async def assign(
     session.add(decision)
     await session.flush()
     return decision
+
+
+async def assign_created_lead(
+    session: AsyncSession, *, lead_id: uuid.UUID, trigger_key: str
+) -> AssignmentDecision:
+    """Lock a new lead and assign it by the rules (`lead.created`); NotFound when it is gone."""
+    lead = await get_or_404(session, Lead, lead_id, what="lead", lock=True)
+    return await assign(session, lead, trigger="lead.created", trigger_key=trigger_key)
 
 
 async def latest_decision(session: AsyncSession, lead_id: uuid.UUID) -> AssignmentDecision | None:
@@ -448,18 +441,8 @@ async def escalate(
     team = await session.get(Team, team_id) if team_id else None
     manager_id = team.manager_id if team else None
     previous = lead.owner_id
-    now = utcnow()
     if manager_id is not None:
-        lead.owner_id = manager_id
-        lead.pooled = False
-        lead.assigned_at = now
-        lead.updated_at = now
-        lead.version += 1
-        await outbox.emit(
-            session,
-            "lead.assigned",
-            {"lead_id": lead.id, "owner_id": manager_id, "team_id": team_id, "by": "sla"},
-        )
+        await set_owner(session, lead, manager_id, team_id=team_id, actor=None, action="escalate", by="sla")
     decision = AssignmentDecision(
         lead_id=lead.id,
         trigger="sla",

@@ -20,10 +20,11 @@ from sqlmodel import col
 from app.models.assignment import AssignmentDecision
 from app.models.base import new_id, utcnow
 from app.models.durations import parse_duration
-from app.models.lead import Activity, ActivityKind, Direction, Lead
+from app.models.events import LeadRecycleWarning
+from app.models.lead import OPEN_LEAD, Activity, ActivityKind, Direction, Lead
 from app.models.organisation import Organisation
 from app.services import outbox
-from app.services.leads.ingest import open_lead_filter
+from app.services.leads.owner import set_owner
 
 FOLLOW_UP_KINDS = [
     ActivityKind.call.value,
@@ -74,9 +75,7 @@ async def quiet_leads(
     """Owned open leads whose last follow-up is before `older_than`, with that time."""
     last = _last_follow_up().label("last_follow_up")
     rows = await session.execute(
-        select(Lead, last)
-        .where(col(Lead.owner_id).is_not(None), *open_lead_filter(), last < older_than)
-        .limit(limit)
+        select(Lead, last).where(col(Lead.owner_id).is_not(None), OPEN_LEAD, last < older_than).limit(limit)
     )
     return [(lead, when) for lead, when in rows]
 
@@ -121,15 +120,8 @@ async def sweep_organisation(
         text = f"No follow-up since {last.isoformat()} (more than {recycle_after}); back to the pool."
         if not await _once(session, lead, trigger="recycle", key=key, outcome="recycled", explanation=text):
             continue
-        previous = lead.owner_id
-        lead.owner_id = None
-        lead.pooled = True
-        lead.updated_at = now
-        lead.version += 1
-        await outbox.emit(
-            session,
-            "lead.recycled",
-            {"lead_id": lead.id, "previous_owner_id": previous, "reason": "no_follow_up"},
+        await set_owner(
+            session, lead, None, team_id=lead.team_id, actor=None, action="recycle", reason="no_follow_up"
         )
         recycled += 1
     warned = 0
@@ -140,11 +132,10 @@ async def sweep_organisation(
             if await _once(
                 session, lead, trigger="recycle_warning", key=key, outcome="warned", explanation=text
             ):
-                await outbox.emit(
-                    session,
-                    "lead.recycle_warning",
-                    {"lead_id": lead.id, "owner_id": lead.owner_id, "recycle_at": last + recycle_after},
+                warning = LeadRecycleWarning(
+                    lead_id=lead.id, owner_id=lead.owner_id, recycle_at=last + recycle_after
                 )
+                await outbox.emit(session, warning)
                 warned += 1
     await session.flush()
     return warned, recycled

@@ -130,14 +130,11 @@ async def update_rule(
 ) -> AssignmentRule:
     """Change a rule; its strategy cursor is kept."""
     rule = await get_rule(session, principal, rule_id)
-    changes: dict[str, Any] = data.model_dump(exclude_unset=True)
+    changes: dict[str, Any] = data.changes()
     if "conditions" in changes:
         changes["conditions"] = [c.model_dump() for c in data.conditions or []]
     if "target_user_ids" in changes:
         changes["target_user_ids"] = [str(u) for u in data.target_user_ids or []]
-    for name in ("name", "position", "active", "strategy", "respect_working_hours", "sla_action"):
-        if name in changes and changes[name] is None:
-            raise ValidationFailed(f"{name} cannot be null.")
     team = changes.get("target_team_id", rule.target_team_id)
     users = [uuid.UUID(u) for u in changes.get("target_user_ids", rule.target_user_ids)]
     await _check_target(session, team, users)

@@ -1,7 +1,8 @@
-"""Pipelines and stages: the default pipeline every organisation gets, admin edits, stage deletion.
+"""Pipelines and stages: the default pipeline every organisation gets, admin edits, stage removal.
 
 Every member reads pipelines; only admins change them. Stages are never erased: a deleted stage
-gets `deleted_at` (its deals move to a target stage first), so stage history keeps pointing at it.
+gets `deleted_at` (its deals move to a target stage first, in `deals.stages.delete_stage`), so
+stage history keeps pointing at it.
 """
 
 from __future__ import annotations
@@ -14,9 +15,8 @@ from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
-from app.errors import Conflict, FieldError, Forbidden, NotFound, ValidationFailed
+from app.errors import Conflict, Forbidden, NotFound, ValidationFailed
 from app.models.base import utcnow
-from app.models.deal import Deal
 from app.models.pipeline import (
     Pipeline,
     PipelineCreate,
@@ -82,10 +82,6 @@ def _admin_only(principal: Principal) -> None:
         raise Forbidden("Only an admin can change pipelines.")
 
 
-def _invalid(field: str, code: str, message: str) -> ValidationFailed:
-    return ValidationFailed(message, errors=[FieldError(field=field, code=code, message=message)])
-
-
 async def live_stages(session: AsyncSession, pipeline_id: uuid.UUID) -> list[Stage]:
     """The pipeline's stages that are not deleted, in order."""
     stmt = (
@@ -106,9 +102,11 @@ def read_model(pipeline: Pipeline, stages: list[Stage]) -> PipelineRead:
 def _check_stage_set(stages: list[StageCreate]) -> None:
     kinds = [s.kind for s in stages]
     if StageKind.open not in kinds:
-        raise _invalid("stages", "no_open_stage", "a pipeline needs at least one open stage")
+        raise ValidationFailed.on("stages", "no_open_stage", "a pipeline needs at least one open stage")
     if kinds.count(StageKind.won) != 1 or kinds.count(StageKind.lost) != 1:
-        raise _invalid("stages", "won_lost_stages", "a pipeline needs exactly one won and one lost stage")
+        raise ValidationFailed.on(
+            "stages", "won_lost_stages", "a pipeline needs exactly one won and one lost stage"
+        )
 
 
 def _stage_key(data: StageCreate, index: int) -> str:
@@ -125,7 +123,7 @@ async def _insert_pipeline(session: AsyncSession, data: PipelineCreate) -> tuple
     _check_stage_set(data.stages)
     keys = [_stage_key(s, i) for i, s in enumerate(data.stages)]
     if len(set(keys)) != len(keys):
-        raise _invalid("stages", "duplicate_key", "stage keys must be unique within a pipeline")
+        raise ValidationFailed.on("stages", "duplicate_key", "stage keys must be unique within a pipeline")
     has_default = (
         await session.execute(select(func.count()).select_from(Pipeline).where(col(Pipeline.is_default)))
     ).scalar_one()
@@ -225,10 +223,7 @@ async def update_pipeline(
     """Rename, make default, or change what quote acceptance does (admins)."""
     _admin_only(principal)
     pipeline = await get_or_404(session, Pipeline, pipeline_id, what="pipeline")
-    changes = data.model_dump(exclude_unset=True)
-    for name in ("name", "is_default", "win_on_quote_acceptance"):
-        if name in changes and changes[name] is None:
-            raise _invalid(name, "null", f"{name} may not be null")
+    changes = data.changes()
     if changes.get("is_default") is False and pipeline.is_default:
         raise Conflict("Make another pipeline the default instead.")
     diff = apply_changes(pipeline, changes, expected_version=expected_version)
@@ -265,7 +260,9 @@ async def add_stage(
     _admin_only(principal)
     pipeline = await get_or_404(session, Pipeline, pipeline_id, what="pipeline")
     if data.kind != StageKind.open:
-        raise _invalid("kind", "one_won_one_lost", "a pipeline has exactly one won and one lost stage")
+        raise ValidationFailed.on(
+            "kind", "one_won_one_lost", "a pipeline has exactly one won and one lost stage"
+        )
     stages = await live_stages(session, pipeline.id)
     key = data.key or f"stage_{uuid.uuid4().hex[:8]}"
     if any(s.key == key for s in stages):
@@ -304,10 +301,7 @@ async def update_stage(
     """Rename a stage or change its probability, exit criteria, rotting or follow-up interval."""
     _admin_only(principal)
     stage = await get_stage(session, pipeline_id, stage_id)
-    changes = data.model_dump(exclude_unset=True)
-    for name in ("name", "name_en", "probability", "required_fields"):
-        if name in changes and changes[name] is None:
-            raise _invalid(name, "null", f"{name} may not be null")
+    changes = data.changes()
     diff = apply_changes(stage, changes, expected_version=expected_version)
     if diff:
         audit.record(
@@ -326,14 +320,14 @@ async def reorder_stages(
     stages = await live_stages(session, pipeline.id)
     by_id = {s.id: s for s in stages}
     if sorted(map(str, stage_ids)) != sorted(map(str, by_id)):
-        raise _invalid(
+        raise ValidationFailed.on(
             "stage_ids", "not_a_permutation", "give every live stage id of the pipeline exactly once"
         )
     ordered = [by_id[i] for i in stage_ids]
     kinds = [s.kind for s in ordered]
     first_closed = next((i for i, k in enumerate(kinds) if k != StageKind.open), len(kinds))
     if any(k == StageKind.open for k in kinds[first_closed:]):
-        raise _invalid(
+        raise ValidationFailed.on(
             "stage_ids", "closed_before_open", "the won and lost stages come after every open stage"
         )
     await _renumber(ordered)
@@ -349,18 +343,11 @@ async def reorder_stages(
     return pipeline, ordered
 
 
-async def delete_stage(
-    session: AsyncSession,
-    principal: Principal,
-    pipeline_id: uuid.UUID,
-    stage_id: uuid.UUID,
-    *,
-    target_stage_id: uuid.UUID | None,
-) -> tuple[Pipeline, list[Stage]]:
-    """Delete an open stage; its deals first move to `target_stage_id` (required when it holds deals)."""
-    # deal_stages imports pipelines; this is the one way back
-    from app.services.deals import stages as deal_stages
-
+async def stage_to_delete(
+    session: AsyncSession, principal: Principal, pipeline_id: uuid.UUID, stage_id: uuid.UUID
+) -> tuple[Pipeline, Stage, list[Stage]]:
+    """The pipeline, the open stage an admin may delete, and the pipeline's live stages (409 when it
+    is a closing stage or the last open one)."""
     _admin_only(principal)
     pipeline = await get_or_404(session, Pipeline, pipeline_id, what="pipeline")
     stage = await get_stage(session, pipeline_id, stage_id)
@@ -369,19 +356,37 @@ async def delete_stage(
     stages = await live_stages(session, pipeline.id)
     if sum(1 for s in stages if s.kind == StageKind.open) <= 1:
         raise Conflict("A pipeline keeps at least one open stage.")
-    holding = list((await session.execute(select(Deal).where(col(Deal.stage_id) == stage.id))).scalars())
-    if holding:
-        if target_stage_id is None:
-            raise _invalid(
-                "target_stage_id",
-                "required",
-                f"the stage holds {len(holding)} deal(s); name a target stage to move them to",
-            )
-        target = await get_stage(session, pipeline_id, target_stage_id)
-        if target.id == stage.id or target.kind != StageKind.open:
-            raise _invalid("target_stage_id", "invalid_target", "the target must be another open stage")
-        for deal in holding:
-            await deal_stages.enter_stage(session, principal, deal, target, reason="stage_deleted")
+    return pipeline, stage, stages
+
+
+async def deal_target_stage(
+    session: AsyncSession,
+    pipeline_id: uuid.UUID,
+    stage: Stage,
+    target_stage_id: uuid.UUID | None,
+    *,
+    holding: int,
+) -> Stage:
+    """The open stage that takes the `holding` deals of `stage` before it is deleted (422 when it
+    is missing or not another open stage)."""
+    if target_stage_id is None:
+        raise ValidationFailed.on(
+            "target_stage_id",
+            "required",
+            f"the stage holds {holding} deal(s); name a target stage to move them to",
+        )
+    target = await get_stage(session, pipeline_id, target_stage_id)
+    if target.id == stage.id or target.kind != StageKind.open:
+        raise ValidationFailed.on(
+            "target_stage_id", "invalid_target", "the target must be another open stage"
+        )
+    return target
+
+
+async def remove_stage(
+    session: AsyncSession, principal: Principal, stage: Stage, stages: list[Stage], *, moved_deals: int
+) -> list[Stage]:
+    """Mark an emptied stage deleted and renumber the rest; answers the remaining live stages."""
     stage.deleted_at = utcnow()
     stage.version += 1
     remaining = [s for s in stages if s.id != stage.id]
@@ -392,10 +397,10 @@ async def delete_stage(
         entity="stage",
         entity_id=stage.id,
         action="delete",
-        changes={"moved_deals": [None, len(holding)]},
+        changes={"moved_deals": [None, moved_deals]},
     )
     await session.flush()
-    return pipeline, remaining
+    return remaining
 
 
 def stage_probability(stage: Stage) -> Decimal:

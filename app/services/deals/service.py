@@ -21,13 +21,13 @@ import enum
 import uuid
 from datetime import date, datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import ColumnElement, or_, select, true
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
-from app.errors import Conflict, FieldError, Forbidden, NotFound, ValidationFailed
+from app.errors import Conflict, Forbidden, NotFound, ValidationFailed
 from app.models.account import Account, Contact
 from app.models.base import utcnow
 from app.models.common import Role
@@ -39,6 +39,7 @@ from app.models.deal import (
     DealStageHistory,
     DealUpdate,
 )
+from app.models.events import DealCreated, DealDeleted, DealEvent
 from app.models.organisation import Organisation
 from app.models.pipeline import Pipeline, Stage, StageKind
 from app.models.receivable import Order
@@ -52,9 +53,7 @@ from app.services.deals import pipelines as pipelines_service
 AUDITED = ["name", "pipeline_id", "stage_id", "owner_id", "amount", "currency", "status"]
 
 
-def invalid(field: str, code: str, message: str) -> ValidationFailed:
-    """A 422 naming one field."""
-    return ValidationFailed(message, errors=[FieldError(field=field, code=code, message=message)])
+E = TypeVar("E", bound=DealEvent)
 
 
 # --- visibility -------------------------------------------------------------------------------
@@ -92,7 +91,7 @@ async def _check_owner(session: AsyncSession, principal: Principal, owner_id: uu
     """Reps own their deals; managers give deals to their team; admins to anyone active."""
     owner = await session.get(User, owner_id)
     if owner is None or not owner.active:
-        raise invalid("owner_id", "not_found", "no such active user")
+        raise ValidationFailed.on("owner_id", "not_found", "no such active user")
     if principal.is_admin or owner_id == principal.user_id:
         return
     if (
@@ -173,14 +172,14 @@ async def _check_links(
     session: AsyncSession, account_id: uuid.UUID | None, contact_id: uuid.UUID | None
 ) -> None:
     if account_id is not None and await session.get(Account, account_id) is None:
-        raise invalid("account_id", "not_found", "no such account")
+        raise ValidationFailed.on("account_id", "not_found", "no such account")
     if contact_id is not None and await session.get(Contact, contact_id) is None:
-        raise invalid("contact_id", "not_found", "no such contact")
+        raise ValidationFailed.on("contact_id", "not_found", "no such contact")
 
 
 def _check_amount(amount: Decimal | None, currency: str) -> None:
     if amount is not None and not fits_currency(amount, currency):
-        raise invalid(
+        raise ValidationFailed.on(
             "amount", "too_many_decimals", f"{currency} amounts have at most the currency's minor-unit digits"
         )
 
@@ -200,7 +199,7 @@ async def create_deal(session: AsyncSession, principal: Principal, data: DealCre
     elif data.stage_id is not None:
         stage_row = await session.get(Stage, data.stage_id)
         if stage_row is None:
-            raise invalid("stage_id", "not_found", "no such stage")
+            raise ValidationFailed.on("stage_id", "not_found", "no such stage")
         pipeline = await get_or_404(session, Pipeline, stage_row.pipeline_id, what="pipeline")
     else:
         pipeline = await pipelines_service.default_pipeline(session)
@@ -208,7 +207,7 @@ async def create_deal(session: AsyncSession, principal: Principal, data: DealCre
     if data.stage_id is not None:
         stage = next((s for s in stages if s.id == data.stage_id), None)
         if stage is None or stage.kind != StageKind.open:
-            raise invalid("stage_id", "not_an_open_stage", "an open stage of the deal's pipeline")
+            raise ValidationFailed.on("stage_id", "not_an_open_stage", "an open stage of the deal's pipeline")
     else:
         stage = next(s for s in stages if s.kind == StageKind.open)
     owner_id = data.owner_id or principal.user_id
@@ -257,24 +256,24 @@ async def create_deal(session: AsyncSession, principal: Principal, data: DealCre
         action="create",
         changes=snapshot(deal, AUDITED),
     )
-    await outbox.emit(session, "deal.created", event_payload(deal, principal))
+    await outbox.emit(session, deal_event(DealCreated, deal, principal))
     await session.flush()
     return deal
 
 
-def event_payload(deal: Deal, principal: Principal | None, **extra: Any) -> dict[str, Any]:
-    """The payload of a deal event."""
-    return {
-        "deal_id": deal.id,
-        "pipeline_id": deal.pipeline_id,
-        "stage_id": deal.stage_id,
-        "status": deal.status,
-        "owner_id": deal.owner_id,
-        "amount": None if deal.amount is None else str(round_money(Decimal(deal.amount), deal.currency)),
-        "currency": deal.currency,
-        "by_user_id": principal.user_id if principal else None,
+def deal_event(kind: type[E], deal: Deal, principal: Principal | None, **extra: Any) -> E:
+    """A deal event of type `kind`: the deal as it is now, who changed it, and `extra` fields."""
+    return kind(
+        deal_id=deal.id,
+        pipeline_id=deal.pipeline_id,
+        stage_id=deal.stage_id,
+        status=deal.status,
+        owner_id=deal.owner_id,
+        amount=None if deal.amount is None else str(round_money(Decimal(deal.amount), deal.currency)),
+        currency=deal.currency,
+        by_user_id=principal.user_id if principal else None,
         **extra,
-    }
+    )
 
 
 async def update_deal(
@@ -288,10 +287,7 @@ async def update_deal(
     """Change a deal's fields (not its stage); tracked fields go to the field history."""
     deal = await get_deal(session, principal, deal_id, lock=True)
     check_version(deal, expected_version)
-    changes = data.model_dump(exclude_unset=True)
-    for name in ("name", "currency", "attributes", "owner_id"):
-        if name in changes and changes[name] is None:
-            raise invalid(name, "null", f"{name} may not be null")
+    changes = data.changes()
     if "owner_id" in changes and changes["owner_id"] != deal.owner_id:
         await _check_owner(session, principal, changes["owner_id"])
     await _check_links(session, changes.get("account_id"), changes.get("contact_id"))
@@ -342,7 +338,7 @@ async def delete_deal(
         action="delete",
         changes=snapshot(deal, AUDITED),
     )
-    await outbox.emit(session, "deal.deleted", event_payload(deal, principal))
+    await outbox.emit(session, deal_event(DealDeleted, deal, principal))
     await session.delete(deal)
     await session.flush()
     return deal

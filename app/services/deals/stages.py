@@ -1,4 +1,5 @@
-"""Deal stage changes: move (with exit criteria), won, lost, reopen; each writes the stage history.
+"""Deal stage changes: move (with exit criteria), won, lost, reopen, and deleting a pipeline stage
+(its deals move first); each writes the stage history.
 
 Every stage change appends a `deal_stage_history` row (from, to, at, by), the field-history rows of
 what the change moved (status, probability), an audit entry, and the outbox events
@@ -16,13 +17,14 @@ from sqlmodel import col
 from app.errors import FieldError, InvalidTransition, ValidationFailed
 from app.models.base import utcnow
 from app.models.deal import Deal, DealStageHistory, DealStatus
+from app.models.events import DealLost, DealStageChanged, DealWon
 from app.models.organisation import Organisation
-from app.models.pipeline import Stage, StageKind
+from app.models.pipeline import Pipeline, Stage, StageKind
 from app.security import Principal
 from app.services import audit, outbox
 from app.services.common import check_version, get_or_404
 from app.services.deals import pipelines as pipelines_service
-from app.services.deals.service import event_payload, get_deal, invalid, touch, track_changes, tracked_values
+from app.services.deals.service import deal_event, get_deal, touch, track_changes, tracked_values
 
 
 async def enter_stage(
@@ -79,13 +81,19 @@ async def enter_stage(
     )
     await outbox.emit(
         session,
-        "deal.stage_changed",
-        event_payload(deal, principal, from_stage_id=from_stage_id, to_stage_id=stage.id, reason=reason),
+        deal_event(
+            DealStageChanged,
+            deal,
+            principal,
+            from_stage_id=from_stage_id,
+            to_stage_id=stage.id,
+            reason=reason,
+        ),
     )
     if status == DealStatus.won:
-        await outbox.emit(session, "deal.won", event_payload(deal, principal))
+        await outbox.emit(session, deal_event(DealWon, deal, principal))
     elif status == DealStatus.lost:
-        await outbox.emit(session, "deal.lost", event_payload(deal, principal, lost_reason=lost_reason))
+        await outbox.emit(session, deal_event(DealLost, deal, principal, lost_reason=lost_reason))
     await session.flush()
 
 
@@ -140,7 +148,7 @@ async def move_deal(
     stages, current = await _load_stage_context(session, deal)
     target = next((s for s in stages if s.id == stage_id), None)
     if target is None:
-        raise invalid("stage_id", "not_in_pipeline", "not a stage of the deal's pipeline")
+        raise ValidationFailed.on("stage_id", "not_in_pipeline", "not a stage of the deal's pipeline")
     if target.id == current.id:
         return deal
     if target.kind == StageKind.lost:
@@ -193,9 +201,9 @@ async def _lose(
 ) -> Deal:
     reasons = await _lost_reasons(session, deal.org_id)
     if not reason:
-        raise invalid("lost_reason", "required", "a lost deal needs a reason")
+        raise ValidationFailed.on("lost_reason", "required", "a lost deal needs a reason")
     if reason not in reasons:
-        raise invalid("reason", "unknown_reason", f"one of: {', '.join(reasons)}")
+        raise ValidationFailed.on("reason", "unknown_reason", f"one of: {', '.join(reasons)}")
     await enter_stage(
         session,
         principal,
@@ -244,7 +252,7 @@ async def reopen_deal(
     open_stages = {s.id: s for s in stages if s.kind == StageKind.open}
     if stage_id is not None:
         if stage_id not in open_stages:
-            raise invalid("stage_id", "not_an_open_stage", "an open stage of the deal's pipeline")
+            raise ValidationFailed.on("stage_id", "not_an_open_stage", "an open stage of the deal's pipeline")
         target = open_stages[stage_id]
     else:
         rows = (
@@ -258,3 +266,28 @@ async def reopen_deal(
         target = last_open or next(iter(open_stages.values()))
     await enter_stage(session, principal, deal, target, reason="reopen", status=DealStatus.open)
     return deal
+
+
+async def delete_stage(
+    session: AsyncSession,
+    principal: Principal,
+    pipeline_id: uuid.UUID,
+    stage_id: uuid.UUID,
+    *,
+    target_stage_id: uuid.UUID | None,
+) -> tuple[Pipeline, list[Stage]]:
+    """Delete an open stage; its deals first move to `target_stage_id` (required when it holds deals)."""
+    pipeline, stage, stages = await pipelines_service.stage_to_delete(
+        session, principal, pipeline_id, stage_id
+    )
+    holding = list((await session.execute(select(Deal).where(col(Deal.stage_id) == stage.id))).scalars())
+    if holding:
+        target = await pipelines_service.deal_target_stage(
+            session, pipeline_id, stage, target_stage_id, holding=len(holding)
+        )
+        for deal in holding:
+            await enter_stage(session, principal, deal, target, reason="stage_deleted")
+    remaining = await pipelines_service.remove_stage(
+        session, principal, stage, stages, moved_deals=len(holding)
+    )
+    return pipeline, remaining

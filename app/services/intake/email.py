@@ -20,7 +20,7 @@ from app.errors import AppError, FieldError, Unauthorized, ValidationFailed
 from app.models.base import utcnow
 from app.models.intake import EventStatus, InboundEvent, IntakeResult, IntakeSource, SignatureVerdict
 from app.models.lead import Activity, ActivityKind, Direction, Lead, LeadSource
-from app.services.intake import cache as intake_cache
+from app.services import cache as intake_cache
 from app.services.intake.email_inbound import (
     EmailParseError,
     EmailSignatureError,

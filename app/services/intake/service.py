@@ -10,33 +10,31 @@ rejected with the error, ready for replay.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 import structlog
-from redis.exceptions import RedisError
 from sqlalchemy import inspect, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 from standardwebhooks.webhooks import Webhook
 
+from app import ratelimit
 from app.db import scope_session
 from app.errors import (
     AppError,
     Forbidden,
     NotFound,
     PayloadTooLarge,
-    RateLimited,
     Unauthorized,
     UnsupportedMediaType,
     ValidationFailed,
     unstorable,
 )
-from app.models.base import build, utcnow
+from app.models.base import utcnow
 from app.models.intake import (
     EventStatus,
     InboundEvent,
@@ -46,9 +44,10 @@ from app.models.intake import (
     SourceKind,
 )
 from app.models.lead import LeadSource
-from app.services.intake import cache as intake_cache
+from app.services import cache as intake_cache
 from app.services.intake.payloads import JSON_TYPES, media_type, parse_body, parse_json
-from app.services.leads.ingest import ingest
+from app.services.leads.direct import build
+from app.services.leads.ingest import ingest, ingest_direct
 from app.services.leads.normalise import LeadInput, map_payload, normalise
 from app.state import AppState
 
@@ -125,22 +124,12 @@ async def open_source(session: AsyncSession, key: str, kind: SourceKind) -> Inta
 async def rate_limit(state: AppState, source: IntakeSource) -> None:
     """A one-minute window per source in Redis (429 + Retry-After); if Redis is down, intake goes on."""
     limit = source.rate_limit_per_minute
-    if limit <= 0:
-        return
-    now = time.time()
-    key = f"loudou:rl:src:{source.id}:{int(now // 60)}"
-    try:
-        async with state.redis.pipeline(transaction=False) as pipe:
-            pipe.incr(key)
-            pipe.expire(key, 61)
-            count, _ = await pipe.execute()
-    except (RedisError, OSError):
-        return
-    if int(count) > limit:
-        raise RateLimited(
-            f"This source accepts {limit} requests a minute.",
-            headers={"Retry-After": str(max(1, int(60 - (now % 60)) + 1))},
-        )
+    await ratelimit.hit(
+        state.redis,
+        f"loudou:rl:src:{source.id}",
+        limit=limit,
+        message=f"This source accepts {limit} requests a minute.",
+    )
 
 
 def start_event(
@@ -261,15 +250,15 @@ async def process(
             detail += f" Fields the mapping does not know: {', '.join(unmapped)}; fix the mapping and replay."
         return reject(event, ValidationFailed(detail, errors=errors))
     try:
-        done = await ingest(
-            session,
-            data,
-            org_id=source.org_id,
-            settings=settings,
-            actor=None,
-            inbound_event_id=event.id,
-            inbound_event=event if inspect(event).transient else None,
-        )
+        done = None
+        if inspect(event).transient:  # not written yet: it can go in with a new lead
+            done = await ingest_direct(
+                session, data, org_id=source.org_id, settings=settings, inbound_event=event
+            )
+        if done is None:
+            done = await ingest(
+                session, data, org_id=source.org_id, settings=settings, actor=None, inbound_event_id=event.id
+            )
     except Exception as exc:  # the event must survive whatever went wrong with the lead
         log.exception("intake processing failed", inbound_event_id=str(event.id))
         copy = clone(event)

@@ -26,8 +26,8 @@ from app.models.user import Team, User
 from app.pagination import PageParams, paginate
 from app.security import Principal
 from app.services import audit
+from app.services import cache as intake_cache
 from app.services.common import apply_changes, get_or_404
-from app.services.intake import cache as intake_cache
 
 ENDPOINTS = {SourceKind.form: "forms", SourceKind.email: "email", SourceKind.webhook: "webhooks"}
 SECRET_FIELDS = {"signing_key", "basic_auth_password", "secret", "previous_secret"}
@@ -148,13 +148,7 @@ async def update_source(
     """Change a source (its mapping, origins, credentials …); the key stays."""
     _require_admin(principal)
     source = await get_source(session, principal, source_id)
-    changes = data.model_dump(exclude_unset=True)
-    for name in ("field_mapping", "allowed_origins", "tags", "active", "name", "rate_limit_per_minute"):
-        if name in changes and changes[name] is None:
-            raise ValidationFailed(
-                f"{name} cannot be null.",
-                errors=[FieldError(field=name, code="null", message="may not be null")],
-            )
+    changes = data.changes()
     await _check_refs(session, changes.get("default_owner_id"), changes.get("default_team_id"))
     diff = apply_changes(source, changes, expected_version=expected_version)
     intake_cache.forget_source(source.key)

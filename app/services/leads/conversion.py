@@ -11,16 +11,16 @@ from dataclasses import dataclass
 from datetime import date
 from decimal import Decimal
 
-from pydantic import ConfigDict
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlmodel import Field, SQLModel
+from sqlmodel import Field
 
 from app.errors import Conflict, Forbidden
 from app.models.account import Account, AccountCreate, Contact, ContactCreate
 from app.models.base import utcnow
-from app.models.common import CurrencyCode
+from app.models.common import CurrencyCode, Input
 from app.models.deal import Deal, DealCreate
-from app.models.lead import OPEN_STATUSES, Lead, LeadStatus
+from app.models.events import LeadConverted
+from app.models.lead import Lead, LeadStatus
 from app.security import Principal
 from app.services import accounts, audit, outbox
 from app.services.common import check_version, get_or_404
@@ -28,10 +28,8 @@ from app.services.deals import service as deals
 from app.services.leads import service as lead_service
 
 
-class LeadConvert(SQLModel):
+class LeadConvert(Input):
     """POST /v1/leads/{id}/convert: everything optional; defaults come from the lead."""
-
-    model_config = ConfigDict(extra="forbid")  # type: ignore[assignment]
 
     account_id: uuid.UUID | None = Field(
         default=None, description="Attach to this account instead of a new one"
@@ -68,7 +66,7 @@ async def convert_lead(
     if not await lead_service.can_write(session, principal, lead):
         raise Forbidden("You cannot convert a lead that is not yours.")
     check_version(lead, expected_version)
-    if lead.status not in OPEN_STATUSES or lead.duplicate_of is not None or lead.erased_at is not None:
+    if not lead.is_open:
         raise Conflict(f"Only open leads can be converted; this one is {lead.status}.")
     owner_id = lead.owner_id or principal.user_id
     if data.account_id is not None:
@@ -137,13 +135,9 @@ async def convert_lead(
     )
     await outbox.emit(
         session,
-        "lead.converted",
-        {
-            "lead_id": lead.id,
-            "account_id": account.id,
-            "contact_id": contact.id,
-            "deal_id": deal.id if deal else None,
-        },
+        LeadConverted(
+            lead_id=lead.id, account_id=account.id, contact_id=contact.id, deal_id=deal.id if deal else None
+        ),
     )
     await session.flush()
     return Converted(lead=lead, account=account, contact=contact, deal=deal)

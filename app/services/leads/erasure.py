@@ -16,6 +16,7 @@ from sqlmodel import col
 
 from app.errors import Conflict, Forbidden
 from app.models.base import utcnow
+from app.models.events import LeadErased
 from app.models.intake import InboundEvent
 from app.models.lead import Activity, Lead
 from app.security import Principal
@@ -66,6 +67,6 @@ async def erase_lead(session: AsyncSession, principal: Principal, lead_id: uuid.
             "inbound_events": getattr(events, "rowcount", 0),
         },
     )
-    await outbox.emit(session, "lead.erased", {"lead_id": lead.id})
+    await outbox.emit(session, LeadErased(lead_id=lead.id))
     await session.flush()
     return lead

@@ -13,21 +13,22 @@ from datetime import datetime
 from typing import Any
 
 from rapidfuzz import fuzz
-from sqlalchemy import Dialect, Table, TextClause, bindparam, func, select, text
-from sqlalchemy.dialects import postgresql
+from sqlalchemy import Table, func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlmodel import SQLModel, col
+from sqlmodel import col
 
 from app.db import SessionStatements, Statements, direct_statements
-from app.models.base import build, column_values, utcnow
+from app.models.base import utcnow
+from app.models.events import LeadCreated
 from app.models.intake import EventStatus, InboundEvent
-from app.models.lead import OPEN_STATUSES, Activity, ActivityKind, Direction, Lead
+from app.models.lead import OPEN_LEAD, OPEN_LEAD_SQL, Activity, ActivityKind, Direction, Lead
 from app.models.organisation import OrganisationSettings
 from app.models.outbox import OutboxEvent
 from app.models.scoring import ScoringRule
 from app.security import Principal
 from app.services import audit, outbox
-from app.services.intake import cache as intake_cache
+from app.services import cache as intake_cache
+from app.services.leads.direct import as_row, build, insert_together, lock_keys, new_row
 from app.services.leads.normalise import TEXT_FIELDS, LeadInput
 from app.services.leads.scoring import rescore, score
 
@@ -45,31 +46,8 @@ class Ingested:
     event_written: bool = False
 
 
-_OPEN: tuple[Any, ...] = ()
-
-
-def open_lead_filter() -> tuple[Any, ...]:
-    """Leads that can still absorb a new touch: not converted, merged, deleted or erased."""
-    global _OPEN
-    if not _OPEN:  # built once: SQL expressions are immutable and cheap to reuse, not to build
-        _OPEN = (
-            col(Lead.status).in_([s.value for s in OPEN_STATUSES]),
-            col(Lead.duplicate_of).is_(None),
-            col(Lead.deleted_at).is_(None),
-            col(Lead.erased_at).is_(None),
-        )
-    return _OPEN
-
-
 _LOCK_CALL = "loudou_lock_open_lead(:org, :email, :phone, :keys)"
 _LOCK_AND_FIND = text(f"SELECT {_LOCK_CALL}")
-
-
-def lock_keys(org_id: uuid.UUID, email: str | None, phone: str | None) -> list[str]:
-    """The advisory lock keys of an email/phone in an organisation, sorted (no deadlocks)."""
-    return sorted(
-        f"lead:{org_id}:{name}:{value}" for name, value in (("email", email), ("phone", phone)) if value
-    )
 
 
 async def lock_and_find(
@@ -95,7 +73,7 @@ async def find_exact(session: AsyncSession, *, email: str | None, phone: str | N
         found = (
             await session.execute(
                 select(Lead)
-                .where(col(column) == value, *open_lead_filter())
+                .where(col(column) == value, OPEN_LEAD)
                 .order_by(col(Lead.created_at), col(Lead.id))
                 .limit(1)
             )
@@ -109,8 +87,7 @@ _FUZZY_CANDIDATES = text(
     "SELECT id, name, company FROM leads"
     " WHERE org_id = :org AND id <> :exclude"
     " AND (company ILIKE :company ESCAPE '\\' OR name ILIKE :name ESCAPE '\\')"
-    f" AND status IN ({', '.join(repr(s.value) for s in OPEN_STATUSES)})"
-    " AND duplicate_of IS NULL AND deleted_at IS NULL AND erased_at IS NULL"
+    f" AND {OPEN_LEAD_SQL}"
     f" ORDER BY created_at LIMIT {FUZZY_CANDIDATES}"
 )
 
@@ -186,21 +163,6 @@ def touch_activity(
     return build(Activity, **_touch_fields(lead, data, inbound_event_id=inbound_event_id, details=details))
 
 
-def new_row(model: type[SQLModel], **values: Any) -> tuple[Table, dict[str, Any]]:
-    """A new row of `model` as (table, column values) with the model's defaults filled in, for
-    `insert_together`; much cheaper than an instrumented ORM object on the intake hot path."""
-    table: Table = model.__table__  # type: ignore[attr-defined]
-    return table, column_values(model, values)
-
-
-def as_row(obj: Any) -> tuple[Table, dict[str, Any]]:
-    """An ORM object's table and column values, for `insert_together` (read from the instance's
-    dict where they are, as they are for an object from `build`)."""
-    table: Table = obj.__table__
-    stored = obj.__dict__
-    return table, {c.name: stored[c.key] if c.key in stored else getattr(obj, c.key) for c in table.columns}
-
-
 def fill_empty(lead: Lead, data: LeadInput) -> tuple[dict[str, Any], dict[str, Any]]:
     """Fill fields that are empty on the lead; report (filled, conflicting) values."""
     filled: dict[str, Any] = {}
@@ -225,6 +187,34 @@ def fill_empty(lead: Lead, data: LeadInput) -> tuple[dict[str, Any], dict[str, A
     return filled, conflicts
 
 
+async def ingest_direct(
+    session: AsyncSession,
+    data: LeadInput,
+    *,
+    org_id: uuid.UUID,
+    settings: OrganisationSettings,
+    inbound_event: InboundEvent,
+) -> Ingested | None:
+    """Take a new lead from intake the fast way (`leads.direct`): lock, look up and insert the
+    lead, its touch, its lead.created event and `inbound_event` (marked created) in one statement
+    that is its own transaction. None when it must fall back to `ingest`: the session has begun
+    a transaction, or an open lead has the email or phone (a merge)."""
+    rules = await intake_cache.scoring_rules(session, org_id)
+    async with direct_statements(session) as run:
+        if run is None:
+            return None
+        new = await new_lead(
+            run, data, org_id=org_id, settings=settings, rules=rules, inbound_event_id=inbound_event.id
+        )
+        table, event = as_row(inbound_event)
+        rows = [*new.rows(), (table, {**event, **new.event_outcome()})]
+        if not await insert_together(run, rows, notify=_notify(), unless_open_lead=(data.email, data.phone)):
+            return None
+    for name, value in new.event_outcome().items():
+        setattr(inbound_event, name, value)
+    return new.ingested(event_written=True)
+
+
 async def ingest(
     session: AsyncSession,
     data: LeadInput,
@@ -233,38 +223,12 @@ async def ingest(
     settings: OrganisationSettings,
     actor: Principal | None,
     inbound_event_id: uuid.UUID | None = None,
-    inbound_event: InboundEvent | None = None,
     record_touch: bool = True,
 ) -> Ingested:
     """Create the lead, or merge it into the open lead with the same email/phone (fill empty
     fields, keep the rest, record the touch); flag a fuzzy name+company match; emit lead.created.
-
-    A new lead from intake whose request has sent nothing to the database yet (the usual web
-    form post) is written without the ORM, in one statement that is its own transaction: lock,
-    look up, and insert the lead, its touch, its outbox event and its inbound event unless an
-    open lead has the email or phone (`insert_together`, `direct_statements`). Everything else,
-    and every merge, goes through the session."""
+    Everything through the session, in its transaction (intake tries `ingest_direct` first)."""
     now = utcnow()
-    if inbound_event is not None:
-        inbound_event_id = inbound_event.id
-    if inbound_event is not None and actor is None and record_touch:
-        rules = await intake_cache.scoring_rules(session, org_id)
-        async with direct_statements(session) as direct:
-            if direct is not None:
-                new = await new_lead(
-                    direct,
-                    data,
-                    org_id=org_id,
-                    settings=settings,
-                    rules=rules,
-                    now=now,
-                    inbound_event_id=inbound_event_id,
-                )
-                rows = new.rows(inbound_event)
-                contact = (data.email, data.phone)
-                if await insert_together(direct, rows, notify=_notify(), unless_open_lead=contact):
-                    return new.ingested(inbound_event)
-                # An open lead has this email or phone: merged below, in the session's transaction.
     run = SessionStatements(session)
     existing_id = await lock_and_find(run, org_id, email=data.email, phone=data.phone)
     existing = await session.get(Lead, existing_id) if existing_id is not None else None
@@ -281,10 +245,13 @@ async def ingest(
         inbound_event_id=inbound_event_id,
         record_touch=record_touch,
     )
-    await insert_together(run, new.rows(inbound_event), notify=_notify())
-    done = new.ingested(inbound_event)
+    lead = new.lead
+    session.add(lead)
+    await session.flush()  # the lead first: its touch and later rows point at it
+    if new.touch is not None:
+        session.add(build(Activity, **new.touch[1]))
+    await outbox.emit(session, new.created, org_id=org_id, available_at=now)
     if actor is not None:  # a lead from intake is recorded by its inbound event
-        lead = done.lead
         audit.record(
             session,
             actor=actor,
@@ -294,7 +261,8 @@ async def ingest(
             changes={name: [None, getattr(lead, name)] for name in TEXT_FIELDS if getattr(lead, name)},
             org_id=org_id,
         )
-    return done
+    await session.flush()
+    return new.ingested(event_written=False)
 
 
 async def merge(
@@ -336,11 +304,11 @@ async def merge(
 
 @dataclass
 class NewLead:
-    """A new lead's rows, built before they are inserted: the lead, its touch, its outbox event."""
+    """A new lead, built before it is written: the lead, its touch, its lead.created event."""
 
     lead: Lead
-    lead_rows: list[tuple[Table, dict[str, Any]]]
-    touch_id: uuid.UUID | None
+    touch: tuple[Table, dict[str, Any]] | None  # as a row: the cheapest form for the fast path
+    created: LeadCreated
     now: datetime
 
     def event_outcome(self) -> dict[str, Any]:
@@ -352,24 +320,28 @@ class NewLead:
             "processed_at": self.now,
         }
 
-    def rows(self, inbound_event: InboundEvent | None) -> list[tuple[Table, dict[str, Any]]]:
-        """All rows to insert, the inbound event (marked created) last when there is one."""
-        if inbound_event is None:
-            return self.lead_rows
-        table, event = as_row(inbound_event)
-        return [*self.lead_rows, (table, {**event, **self.event_outcome()})]
+    def rows(self) -> list[tuple[Table, dict[str, Any]]]:
+        """The rows to insert without the ORM: the lead, its touch, its outbox event."""
+        rows = [as_row(self.lead)]
+        if self.touch is not None:
+            rows.append(self.touch)
+        outbox_row = new_row(
+            OutboxEvent,
+            org_id=self.lead.org_id,
+            event_type=self.created.event_type,
+            payload=self.created.payload(),
+            available_at=self.now,
+        )
+        return [*rows, outbox_row]
 
-    def ingested(self, inbound_event: InboundEvent | None) -> Ingested:
-        """What `ingest` reports once the rows are in (the event object updated to match)."""
-        if inbound_event is not None:
-            for name, value in self.event_outcome().items():
-                setattr(inbound_event, name, value)
+    def ingested(self, *, event_written: bool) -> Ingested:
+        """What `ingest` reports once the rows are in."""
         return Ingested(
             lead=self.lead,
             created=True,
-            activity_id=self.touch_id,
+            activity_id=self.touch[1]["id"] if self.touch is not None else None,
             possible_duplicate_of=self.lead.possible_duplicate_of,
-            event_written=inbound_event is not None,
+            event_written=event_written,
         )
 
 
@@ -380,12 +352,13 @@ async def new_lead(
     org_id: uuid.UUID,
     settings: OrganisationSettings,
     rules: list[ScoringRule],
-    now: datetime,
+    now: datetime | None = None,
     inbound_event_id: uuid.UUID | None = None,
     record_touch: bool = True,
 ) -> NewLead:
     """Build a new lead (scored, flagged when its name and company look like another open
-    lead's) with its touch and its lead.created outbox event; nothing is written."""
+    lead's) with its touch and its lead.created event; nothing is written."""
+    now = now or utcnow()
     lead = build(
         Lead,
         org_id=org_id,
@@ -411,109 +384,26 @@ async def new_lead(
         exclude=lead.id,
     )
     score(lead, rules)
-    rows = [as_row(lead)]
-    touch_id: uuid.UUID | None = None
+    touch = None
     if record_touch:
         fields = _touch_fields(
             lead, data, inbound_event_id=inbound_event_id, details={"source": data.source_detail}
         )
-        table, touch = new_row(Activity, **fields)
-        touch_id = touch["id"]
-        rows.append((table, touch))
-    rows.append(
-        new_row(
-            OutboxEvent,
-            org_id=org_id,
-            event_type="lead.created",
-            payload={
-                "lead_id": str(lead.id),
-                "org_id": str(org_id),
-                "source": str(lead.source),
-                "source_id": _str_or_none(lead.source_id),
-                "owner_id": _str_or_none(lead.owner_id),
-                "team_id": _str_or_none(lead.team_id),
-                "pooled": lead.pooled,
-            },
-            available_at=now,
-        )
+        touch = new_row(Activity, **fields)
+    created = LeadCreated(
+        lead_id=lead.id,
+        org_id=org_id,
+        source=str(lead.source),
+        source_id=lead.source_id,
+        owner_id=lead.owner_id,
+        team_id=lead.team_id,
+        pooled=lead.pooled,
     )
-    return NewLead(lead=lead, lead_rows=rows, touch_id=touch_id, now=now)
-
-
-def _str_or_none(value: uuid.UUID | None) -> str | None:
-    return str(value) if value is not None else None
+    return NewLead(lead=lead, touch=touch, created=created, now=now)
 
 
 def _notify() -> str | None:
     return outbox.NOTIFY_CHANNEL if outbox.notify_due() else None
-
-
-_TOGETHER: dict[tuple[tuple[str, ...], bool, bool], TextClause] = {}
-_SQL_TYPES: Dialect = postgresql.dialect()  # type: ignore[no-untyped-call]
-
-
-def _together_statement(tables: tuple[Table, ...], notify: bool, unless_open_lead: bool) -> TextClause:
-    """`WITH new_0 AS (INSERT …), new_1 AS (INSERT …) SELECT pg_notify(…)`, built once per set of
-    tables (building SQLAlchemy insert constructs per request costs more than the round trip).
-
-    `unless_open_lead`: the statement first takes the lead locks and looks for an open lead
-    (`loudou_lock_open_lead`, whose look-up sees what committed before it got the locks), inserts
-    only when there is none, and answers the open lead's id (NULL when it inserted): lock, check
-    and insert in one statement, which in autocommit is its own transaction, the locks held to
-    its end."""
-    key = (tuple(t.name for t in tables), notify, unless_open_lead)
-    stmt = _TOGETHER.get(key)
-    if stmt is None:
-        parts: list[str] = []
-        binds = []
-        if unless_open_lead:
-            parts.append(
-                "found AS MATERIALIZED (SELECT loudou_lock_open_lead(:org, :email, :phone, :keys) AS id)"
-            )
-        for i, table in enumerate(tables):
-            columns = list(table.columns)
-            names = ", ".join(f'"{c.name}"' for c in columns)
-            if unless_open_lead:  # INSERT … SELECT: each value typed, as VALUES would infer them
-                values = ", ".join(f"CAST(:r{i}_{c.name} AS {c.type.compile(_SQL_TYPES)})" for c in columns)
-                rows = f"SELECT {values} WHERE (SELECT id FROM found) IS NULL"
-            else:
-                rows = "VALUES (" + ", ".join(f":r{i}_{c.name}" for c in columns) + ")"
-            parts.append(f'new_{i} AS (INSERT INTO "{table.name}" ({names}) {rows})')
-            binds += [bindparam(f"r{i}_{c.name}", type_=c.type) for c in columns]
-        wake = "pg_notify(:notify_channel, '')" if notify else "NULL"
-        final = f"SELECT id, {wake} FROM found" if unless_open_lead else f"SELECT NULL, {wake}"
-        stmt = text("WITH " + ", ".join(parts) + " " + final).bindparams(*binds)
-        _TOGETHER[key] = stmt
-    return stmt
-
-
-async def insert_together(
-    run: Statements,
-    rows: list[tuple[Table, dict[str, Any]]],
-    *,
-    notify: str | None = None,
-    unless_open_lead: tuple[str | None, str | None] | None = None,
-) -> bool:
-    """INSERT new rows of several tables in one round trip (data-modifying CTEs); foreign keys
-    are checked at the end of the statement, so the order of `rows` does not matter. The rows
-    stay outside the session (they are not tracked afterwards).
-
-    With `unless_open_lead=(email, phone)` (the first row being the new lead), nothing is
-    inserted when the organisation has an open lead with that email or phone; False then."""
-    tables = tuple(table for table, _ in rows)
-    params: dict[str, Any] = {
-        f"r{i}_{c.name}": values[c.name] for i, (table, values) in enumerate(rows) for c in table.columns
-    }
-    if notify:
-        params["notify_channel"] = notify
-    if unless_open_lead is not None:
-        org_id = rows[0][1]["org_id"]
-        email, phone = unless_open_lead
-        params.update(org=org_id, email=email, phone=phone, keys=lock_keys(org_id, email, phone))
-    found = await run.fetchval(
-        _together_statement(tables, bool(notify), unless_open_lead is not None), params
-    )
-    return found is None
 
 
 async def count_open_owned(session: AsyncSession, owner_id: uuid.UUID) -> int:
@@ -521,9 +411,7 @@ async def count_open_owned(session: AsyncSession, owner_id: uuid.UUID) -> int:
     return int(
         (
             await session.execute(
-                select(func.count())
-                .select_from(Lead)
-                .where(col(Lead.owner_id) == owner_id, *open_lead_filter())
+                select(func.count()).select_from(Lead).where(col(Lead.owner_id) == owner_id, OPEN_LEAD)
             )
         ).scalar_one()
     )

@@ -15,8 +15,8 @@ from app.models.scoring import ScoringOperator, ScoringRule, ScoringRuleCreate, 
 from app.pagination import PageParams, paginate
 from app.security import Principal
 from app.services import audit
+from app.services import cache as intake_cache
 from app.services.common import apply_changes, get_or_404
-from app.services.intake import cache as intake_cache
 
 FREE_MAIL_DOMAINS = frozenset(
     {

@@ -19,6 +19,7 @@ from sqlmodel import col
 from app.errors import Conflict, FieldError, Forbidden, InvalidTransition, NotFound, ValidationFailed
 from app.models.base import utcnow
 from app.models.common import Role
+from app.models.events import LEAD_STATUS_EVENTS, LeadContacted
 from app.models.lead import (
     CONTACT_KINDS,
     Activity,
@@ -38,6 +39,7 @@ from app.services import audit, outbox
 from app.services.common import apply_changes, check_version
 from app.services.leads.ingest import Ingested, count_open_owned, ingest
 from app.services.leads.normalise import LeadInput, normalise
+from app.services.leads.owner import set_owner
 from app.services.leads.scoring import rescore
 
 TRANSITIONS: dict[LeadStatus, frozenset[LeadStatus]] = {
@@ -220,15 +222,9 @@ async def update_lead(
     """Change fields (normalised again), or the status along the allowed transitions."""
     lead = await writable(session, principal, lead_id)
     check_version(lead, expected_version)
-    changes = data.model_dump(exclude_unset=True)
+    changes = data.changes()
     if "status" in changes:
-        new = changes["status"]
-        if new is not None:
-            new = changes["status"] = LeadStatus(new)
-        if new is None:
-            raise ValidationFailed(
-                "status cannot be null.", errors=[FieldError(field="status", code="null", message="required")]
-            )
+        new = changes["status"] = LeadStatus(changes["status"])
         if new != lead.status and new not in TRANSITIONS[lead.status]:
             raise InvalidTransition(f"A lead cannot go from {lead.status} to {new} this way.")
     for name in ("attributes", "tags"):
@@ -277,23 +273,7 @@ async def _set_owner(
     *,
     action: str,
 ) -> Lead:
-    now = utcnow()
-    diff = apply_changes(
-        lead,
-        {
-            "owner_id": owner_id,
-            "team_id": team_id,
-            "pooled": owner_id is None,
-            "assigned_at": now if owner_id else None,
-        },
-    )
-    audit.record(session, actor=principal, entity="lead", entity_id=lead.id, action=action, changes=diff)
-    if owner_id is not None:
-        await outbox.emit(
-            session,
-            "lead.assigned",
-            {"lead_id": lead.id, "owner_id": owner_id, "team_id": team_id, "by": action},
-        )
+    await set_owner(session, lead, owner_id, team_id=team_id, actor=principal, action=action)
     await session.flush()
     return lead
 
@@ -333,7 +313,7 @@ async def claim_lead(session: AsyncSession, principal: Principal, lead_id: uuid.
     lead = await get_lead(session, principal, lead_id, lock=True)
     if not lead.pooled or lead.owner_id is not None:
         raise Conflict("This lead is not in the pool.")
-    if lead.status not in (LeadStatus.new, LeadStatus.working, LeadStatus.qualified) or lead.duplicate_of:
+    if not lead.is_open:
         raise Conflict("Only open leads can be claimed.")
     org = await session.get(Organisation, principal.org_id)
     assert org is not None
@@ -368,7 +348,7 @@ async def set_status(
     audit.record(
         session, actor=principal, entity="lead", entity_id=lead.id, action=status.value, changes=diff
     )
-    await outbox.emit(session, f"lead.{status.value}", {"lead_id": lead.id, "reason": reason})
+    await outbox.emit(session, LEAD_STATUS_EVENTS[status.value](lead_id=lead.id, reason=reason))
     await session.flush()
     return lead
 
@@ -396,7 +376,7 @@ async def add_activity(
         audit.record(
             session, actor=principal, entity="lead", entity_id=lead.id, action="contacted", changes=diff
         )
-        await outbox.emit(session, "lead.contacted", {"lead_id": lead.id, "at": activity.occurred_at})
+        await outbox.emit(session, LeadContacted(lead_id=lead.id, at=activity.occurred_at))
     await session.flush()
     return activity
 

@@ -15,7 +15,7 @@ from sqlalchemy import Select, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
-from app.errors import FieldError, InvalidTransition, NotFound, ValidationFailed
+from app.errors import InvalidTransition, NotFound, ValidationFailed
 from app.models.base import utcnow
 from app.models.deal import Deal, DealStatus
 from app.models.product import Product
@@ -53,10 +53,6 @@ ALLOWED: dict[QuoteStatus, frozenset[QuoteStatus]] = {
 # Money columns are NUMERIC(18, 4): 14 digits before the point.
 MAX_AMOUNT = Decimal(10) ** 14
 DEFAULT_TERMS = [PaymentTerm(percent=HUNDRED, due="on_acceptance")]
-
-
-def _invalid(field: str, code: str, message: str) -> ValidationFailed:
-    return ValidationFailed(message, errors=[FieldError(field=field, code=code, message=message)])
 
 
 def check_transition(quote: Quote, to: QuoteStatus) -> None:
@@ -137,9 +133,9 @@ async def _resolve_lines(session: AsyncSession, lines: list[QuoteLineIn], curren
         if line.product_id is not None:
             product = await session.get(Product, line.product_id)
             if product is None:
-                raise _invalid(f"lines.{index}.product_id", "not_found", "no such product")
+                raise ValidationFailed.on(f"lines.{index}.product_id", "not_found", "no such product")
             if line.unit_price is None and product.currency != currency:
-                raise _invalid(
+                raise ValidationFailed.on(
                     f"lines.{index}.product_id",
                     "currency_mismatch",
                     f"the product is priced in {product.currency}; give a unit_price in {currency}",
@@ -148,10 +144,12 @@ async def _resolve_lines(session: AsyncSession, lines: list[QuoteLineIn], curren
             line.unit_price if line.unit_price is not None else (product.unit_price if product else None)
         )
         if unit_price is None:
-            raise _invalid(f"lines.{index}.unit_price", "required", "a free-text line needs a unit_price")
+            raise ValidationFailed.on(
+                f"lines.{index}.unit_price", "required", "a free-text line needs a unit_price"
+            )
         unit_price = Decimal(unit_price)
         if not fits_currency(unit_price, currency):
-            raise _invalid(
+            raise ValidationFailed.on(
                 f"lines.{index}.unit_price", "too_many_decimals", f"too many digits for {currency}"
             )
         tax_rate = (
@@ -178,7 +176,9 @@ def _check_terms(terms: list[PaymentTerm]) -> list[PaymentTerm]:
     if not terms:
         return list(DEFAULT_TERMS)
     if sum((t.percent for t in terms), Decimal(0)) != HUNDRED:
-        raise _invalid("payment_terms", "must_sum_to_100", "the payment terms' percents must add up to 100")
+        raise ValidationFailed.on(
+            "payment_terms", "must_sum_to_100", "the payment terms' percents must add up to 100"
+        )
     return terms
 
 
@@ -191,7 +191,9 @@ async def _compute_into(session: AsyncSession, quote: Quote, lines: list[QuoteLi
         tax_inclusive=quote.tax_inclusive,
     )
     if totals.subtotal >= MAX_AMOUNT or totals.total >= MAX_AMOUNT:
-        raise _invalid("lines", "amount_too_large", f"quote amounts must stay below {MAX_AMOUNT:,}")
+        raise ValidationFailed.on(
+            "lines", "amount_too_large", f"quote amounts must stay below {MAX_AMOUNT:,}"
+        )
     quote.lines = [line_json(i + 1, r) for i, r in enumerate(totals.lines)]
     quote.subtotal = totals.subtotal
     quote.discount_total = totals.discount_total
@@ -286,14 +288,11 @@ async def create_quote(session: AsyncSession, principal: Principal, data: QuoteC
 
 def _check_validity(quote: Quote) -> None:
     if quote.valid_until is not None and quote.valid_until < quote.issue_date:
-        raise _invalid("valid_until", "before_issue_date", "valid_until is before issue_date")
+        raise ValidationFailed.on("valid_until", "before_issue_date", "valid_until is before issue_date")
 
 
 async def _apply_update(session: AsyncSession, quote: Quote, data: QuoteUpdate) -> dict[str, Any]:
-    changes = data.model_dump(exclude_unset=True, exclude={"lines", "payment_terms"})
-    for name in ("currency", "issue_date", "tax_inclusive", "discount_percent"):
-        if name in changes and changes[name] is None:
-            raise _invalid(name, "null", f"{name} may not be null")
+    changes = data.changes(exclude={"lines", "payment_terms"})
     diff: dict[str, Any] = {}
     for name, value in changes.items():
         old = getattr(quote, name)

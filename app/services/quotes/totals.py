@@ -16,7 +16,7 @@ import uuid
 from dataclasses import dataclass
 from decimal import Decimal
 
-from app.errors import FieldError, ValidationFailed
+from app.errors import ValidationFailed
 from app.money import HUNDRED, fits_currency, percent_of, plain_percent, round_money
 
 ZERO = Decimal(0)
@@ -61,10 +61,6 @@ class QuoteTotals:
     total: Decimal
 
 
-def _invalid(field: str, code: str, message: str) -> ValidationFailed:
-    return ValidationFailed(message, errors=[FieldError(field=field, code=code, message=message)])
-
-
 def compute(
     lines: list[LineInput], *, currency: str, discount_percent: Decimal = ZERO, tax_inclusive: bool = False
 ) -> QuoteTotals:
@@ -77,11 +73,11 @@ def compute(
         elif line.discount_amount is not None:
             discount = line.discount_amount
             if not fits_currency(discount, currency):
-                raise _invalid(
+                raise ValidationFailed.on(
                     f"lines.{index}.discount_amount", "too_many_decimals", f"too many digits for {currency}"
                 )
             if discount > gross:
-                raise _invalid(
+                raise ValidationFailed.on(
                     f"lines.{index}.discount_amount", "exceeds_line", "the discount exceeds the line amount"
                 )
         else:

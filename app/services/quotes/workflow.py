@@ -22,6 +22,7 @@ from app.errors import Forbidden
 from app.models.base import utcnow
 from app.models.common import Role
 from app.models.deal import DealStatus
+from app.models.events import QuoteAccepted
 from app.models.organisation import Organisation, OrganisationSettings
 from app.models.pipeline import Pipeline
 from app.models.quote import Quote, QuoteStatus
@@ -190,17 +191,16 @@ async def accept_quote(
     )
     await outbox.emit(
         session,
-        "quote.accepted",
-        {
-            "quote_id": quote.id,
-            "number": quote.number,
-            "revision": quote.revision,
-            "deal_id": deal.id,
-            "order_id": order.id,
-            "total": str(round_money(Decimal(quote.total), quote.currency)),
-            "currency": quote.currency,
-            "by_user_id": principal.user_id,
-        },
+        QuoteAccepted(
+            quote_id=quote.id,
+            number=quote.number,
+            revision=quote.revision,
+            deal_id=deal.id,
+            order_id=order.id,
+            total=str(round_money(Decimal(quote.total), quote.currency)),
+            currency=quote.currency,
+            by_user_id=principal.user_id,
+        ),
     )
     await session.flush()
     return quote, order

@@ -1,8 +1,8 @@
-"""Short-lived per-process caches for the intake hot path: sources by key, organisation settings,
-scoring rules. Each entry lives `TTL` seconds; a write made through this process forgets the
-entry at once, so other processes see a change within `TTL` seconds. Cached rows are detached
-from the session that loaded them (read-only snapshots). Hand-written because the cached
-values are ORM rows that must be loaded through the caller's session on a miss.
+"""Short-lived per-process caches for the intake hot path, shared by intake and leads: sources by
+key, organisation settings, scoring rules. Each entry lives `TTL` seconds; a write made through
+this process forgets the entry at once, so other processes see a change within `TTL` seconds.
+Cached rows are detached from the session that loaded them (read-only snapshots). Hand-written
+because the cached values are ORM rows that must be loaded through the caller's session on a miss.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Helpers for the deals/quotes tests: the default pipeline's stages, deals, teams, outbox events."""
+"""Test data made through the API, one helper per thing: organisations come from conftest."""
 
 from __future__ import annotations
 
@@ -11,6 +11,32 @@ from sqlmodel import col
 from app.models.outbox import OutboxEvent
 from app.state import AppState
 from tests.conftest import Org
+
+
+async def make_lead(org: Org, key: str | None = None, **fields: Any) -> dict[str, Any]:
+    """A lead created through the API (as the key's user, the admin by default); a fresh email
+    unless one is given."""
+    body = {"email": f"lead-{uuid.uuid4().hex[:8]}@acme.example", **fields}
+    r = await org.client.post("/v1/leads", json=body, headers=org.auth(key))
+    assert r.status_code == 201, r.text
+    return dict(r.json())
+
+
+async def lead_of(org: Org, lead_id: str) -> dict[str, Any]:
+    """A lead as the admin reads it."""
+    r = await org.client.get(f"/v1/leads/{lead_id}", headers=org.auth())
+    assert r.status_code == 200, r.text
+    return dict(r.json())
+
+
+async def make_source(org: Org, kind: str, **fields: Any) -> dict[str, Any]:
+    """An intake source of `kind` (form, email, webhook) created by the admin."""
+    body = {"kind": kind, "name": f"{kind} source", **fields}
+    r = await org.client.post("/v1/intake-sources", json=body, headers=org.auth())
+    assert r.status_code == 201, r.text
+    data = dict(r.json())
+    assert data["endpoint"].endswith(f"/{data['key']}")
+    return data
 
 
 async def stages(org: Org, key: str | None = None) -> dict[str, str]:

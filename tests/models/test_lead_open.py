@@ -1,0 +1,78 @@
+"""One definition of an open lead: one lead in every state, through every place that asks."""
+
+from __future__ import annotations
+
+import itertools
+import uuid
+
+from sqlalchemy import select, text
+
+from app.db import SessionStatements, tenant_session
+from app.models.base import utcnow
+from app.models.lead import OPEN_LEAD, OPEN_LEAD_SQL, Lead, LeadStatus
+from app.services.leads.ingest import count_open_owned, find_exact, find_fuzzy, lock_and_find
+from app.state import AppState
+from tests.conftest import Org
+
+# Written out here on purpose, not imported: the rule the code must agree with.
+EXPECTED_OPEN = {"new", "working", "qualified"}
+
+
+async def test_every_definition_of_an_open_lead_agrees(state: AppState, org: Org) -> None:
+    org_id = uuid.UUID(org.id)
+    owner = uuid.UUID(org.admin_id)
+    expected: dict[uuid.UUID, bool] = {}
+    leads: list[Lead] = []
+    async with tenant_session(state.sessions, org_id) as session:
+        anchor = Lead(status=LeadStatus.converted, email="anchor@example.com")
+        session.add(anchor)
+        await session.flush()
+        expected[anchor.id] = False
+        states = itertools.product(LeadStatus, (False, True), (False, True), (False, True))
+        for i, (status, merged, deleted, erased) in enumerate(states):
+            lead = Lead(
+                status=status,
+                email=f"state{i}@example.com",
+                phone=f"+86138000{i:05d}",
+                name=f"Person{i:03d} Zhang",
+                company=f"Company{i:03d} Ltd",
+                owner_id=owner,
+                pooled=False,
+                duplicate_of=anchor.id if merged else None,
+                deleted_at=utcnow() if deleted else None,
+                erased_at=utcnow() if erased else None,
+            )
+            leads.append(lead)
+            expected[lead.id] = str(status) in EXPECTED_OPEN and not (merged or deleted or erased)
+        session.add_all(leads)
+        await session.commit()
+    assert sum(expected.values()) == 3  # each open status once, in its one clean combination
+
+    async with tenant_session(state.sessions, org_id) as session:
+        run = SessionStatements(session)
+        # The model's predicate
+        loaded = (await session.execute(select(Lead))).scalars().all()
+        assert {lead.id: lead.is_open for lead in loaded} == expected
+        # The SQLAlchemy clause and its SQL text
+        open_ids = {i for i, is_open in expected.items() if is_open}
+        assert set((await session.execute(select(Lead.id).where(OPEN_LEAD))).scalars()) == open_ids
+        by_text = await run.fetch(
+            text(f"SELECT id FROM leads WHERE org_id = :org AND {OPEN_LEAD_SQL}"), {"org": org_id}
+        )
+        assert {row[0] for row in by_text} == open_ids
+        # The claim limit's count
+        assert await count_open_owned(session, owner) == len(open_ids)
+        for lead in leads:
+            want = lead.id if expected[lead.id] else None
+            # The plpgsql dedupe function of the migration, by email and by phone
+            assert await lock_and_find(run, org_id, email=lead.email, phone=None) == want, lead.email
+            assert await lock_and_find(run, org_id, email=None, phone=lead.phone) == want, lead.phone
+            # The ORM dedupe look-up
+            found = await find_exact(session, email=lead.email, phone=None)
+            assert (found.id if found else None) == want
+            # The fuzzy duplicate candidates (raw SQL text)
+            fuzzy = await find_fuzzy(
+                run, org_id, name=lead.name, company=lead.company, threshold=100, exclude=uuid.uuid4()
+            )
+            assert fuzzy == want, (lead.name, lead.status)
+        await session.rollback()

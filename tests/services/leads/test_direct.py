@@ -1,0 +1,139 @@
+"""The intake fast path writes exactly what the session path writes, server defaults included."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from sqlalchemy import MetaData, select, text
+from sqlmodel import Field, SQLModel, col
+
+from app.db import direct_statements, tenant_session
+from app.models.intake import EventStatus, InboundEvent, SourceKind
+from app.models.lead import Activity, Lead, LeadSource
+from app.models.organisation import OrganisationSettings
+from app.models.outbox import OutboxEvent
+from app.services import cache
+from app.services.leads.direct import as_row, build, insert_together
+from app.services.leads.ingest import ingest, ingest_direct
+from app.services.leads.normalise import LeadInput, normalise
+from app.state import AppState
+from tests.conftest import Org
+
+
+class _ProbeBase(SQLModel):
+    metadata = MetaData()  # not the app's: the migrations know nothing of this table
+
+
+class _Probe(_ProbeBase, table=True):
+    __tablename__ = "fast_path_probe"
+
+    id: uuid.UUID = Field(default_factory=uuid.uuid4, primary_key=True)
+    label: str | None = Field(default=None, sa_column_kwargs={"server_default": text("'from the server'")})
+    note: str | None = None
+
+
+async def test_a_column_with_a_server_default_keeps_it_on_the_fast_path(state: AppState) -> None:
+    async with state.engine.begin() as conn:
+        await conn.run_sync(_ProbeBase.metadata.create_all)
+    try:
+        fast, fast_given, orm = build(_Probe), build(_Probe, label="given"), build(_Probe)
+        async with state.sessions() as session:
+            async with direct_statements(session) as run:
+                assert run is not None
+                assert await insert_together(run, [as_row(fast)])
+                assert await insert_together(run, [as_row(fast_given)])
+            session.add(orm)
+            await session.commit()
+            rows = {r[0]: r[1] for r in await session.execute(select(_Probe.id, _Probe.label))}
+        assert rows == {fast.id: "from the server", fast_given.id: "given", orm.id: "from the server"}
+    finally:
+        async with state.engine.begin() as conn:
+            await conn.run_sync(_ProbeBase.metadata.drop_all)
+
+
+def _input() -> LeadInput:
+    data = LeadInput(
+        source=LeadSource.web_form,
+        name="  Wang Fang ",
+        email="Wang.Fang@Example.com",
+        phone="138 0013 8000",
+        company="Acme 机器人",
+        country="cn",
+        message="Please call me back.",
+        attributes={"plan": "pro"},
+        tags=["web", "web", "expo"],
+        source_detail={"source_name": "Contact us", "utm_source": "expo"},
+    )
+    assert normalise(data, default_regions=["CN"]) == []
+    return data
+
+
+_SKIP = {
+    "id",
+    "org_id",
+    "lead_id",
+    "created_at",
+    "updated_at",
+    "last_touch_at",
+    "occurred_at",
+    "available_at",
+}
+
+
+def _columns(obj: Any, skip: set[str] = _SKIP) -> dict[str, Any]:
+    return {c.name: getattr(obj, c.key) for c in obj.__table__.columns if c.name not in skip}
+
+
+async def _stored(state: AppState, org_id: uuid.UUID, lead_id: uuid.UUID) -> dict[str, Any]:
+    async with tenant_session(state.sessions, org_id) as s:
+        lead = await s.get(Lead, lead_id)
+        touches = (await s.execute(select(Activity).where(col(Activity.lead_id) == lead_id))).scalars().all()
+        events = (
+            (await s.execute(select(OutboxEvent).where(col(OutboxEvent.event_type) == "lead.created")))
+            .scalars()
+            .all()
+        )
+        inbound = (await s.execute(select(InboundEvent))).scalars().all()
+    assert lead is not None and len(touches) == 1 and len(events) == 1 and len(inbound) == 1
+    assert touches[0].inbound_event_id == inbound[0].id
+    assert events[0].payload["lead_id"] == str(lead_id) and events[0].payload["org_id"] == str(org_id)
+    payload = {k: v for k, v in events[0].payload.items() if k not in ("lead_id", "org_id")}
+    return {
+        "lead": _columns(lead, _SKIP | {"assigned_at"}),
+        "touch": _columns(touches[0], _SKIP | {"inbound_event_id"}),
+        "event": {**_columns(events[0], _SKIP | {"payload"}), "payload": payload},
+        "inbound": {k: v for k, v in _columns(inbound[0], _SKIP | {"received_at", "processed_at"}).items()},
+    }
+
+
+async def test_fast_and_session_paths_store_identical_rows(state: AppState, org: Org, other_org: Org) -> None:
+    settings = OrganisationSettings()
+    stored = []
+    for org_id, fast in ((uuid.UUID(org.id), True), (uuid.UUID(other_org.id), False)):
+        async with tenant_session(state.sessions, org_id) as s:
+            await cache.scoring_rules(s, org_id)  # warm, as intake's caches are: no transaction begun
+        async with tenant_session(state.sessions, org_id) as s:
+            event = build(
+                InboundEvent, org_id=org_id, kind=SourceKind.form, headers={"user-agent": "test"}, body=b"x"
+            )
+            data = _input()
+            data.source_detail["inbound_event_id"] = "fixed"  # the real one differs per event
+            if fast:
+                done = await ingest_direct(s, data, org_id=org_id, settings=settings, inbound_event=event)
+                assert done is not None and done.event_written
+            else:
+                done = await ingest(
+                    s, data, org_id=org_id, settings=settings, actor=None, inbound_event_id=event.id
+                )
+                assert not done.event_written
+                event.lead_id, event.status, event.http_status = done.lead.id, EventStatus.created, 201
+                s.add(event)
+                await s.commit()
+        stored.append(await _stored(state, org_id, done.lead.id))
+    fast_rows, session_rows = stored
+    assert fast_rows["lead"]["email"] == "wang.fang@example.com" and fast_rows["lead"]["tags"] == [
+        "web",
+        "expo",
+    ]
+    assert fast_rows == session_rows
