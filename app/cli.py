@@ -1,4 +1,4 @@
-"""The `loudou` command: dev, serve, worker, migrate, org create, demo, openapi."""
+"""The `loudou` command: dev, serve, worker, migrate, org create, demo, openapi, schema plan."""
 
 from __future__ import annotations
 
@@ -44,14 +44,15 @@ def _raise_on_sigterm(signum: int, frame: Any) -> None:
 
 
 @contextlib.contextmanager
-def embedded_if_needed(*, announce: bool = False) -> Iterator[Settings]:
-    """Settings whose DATABASE_URL / REDIS_URL point at embedded servers when they were unset.
+def embedded_if_needed(*, announce: bool = False, redis: bool = True) -> Iterator[Settings]:
+    """Settings whose DATABASE_URL / REDIS_URL point at embedded servers when they were unset
+    (Redis only when the command needs it).
 
     The servers are stopped on the way out, whether by return, Ctrl-C or SIGTERM (uvicorn
     re-raises SIGTERM after its own shutdown; our handler turns it into SystemExit here).
     """
     settings = get_settings()
-    need_db, need_redis = not settings.database_url, not settings.redis_url
+    need_db, need_redis = not settings.database_url, redis and not settings.redis_url
     if not (need_db or need_redis):
         yield settings
         return
@@ -301,3 +302,26 @@ def openapi(
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(json.dumps(openapi_document(), indent=2, ensure_ascii=False) + "\n")
     typer.echo(f"wrote {output}")
+
+
+schema_cli = typer.Typer(help="The database schema.", no_args_is_help=True)
+cli.add_typer(schema_cli, name="schema")
+
+
+async def _schema_plan(settings: Settings) -> str:
+    from app.db import create_engine
+    from app.distribution import plan, read_catalog, render
+
+    engine = create_engine(settings, pool_size=1)
+    try:
+        async with engine.connect() as conn:
+            return render(plan(await read_catalog(conn)))
+    finally:
+        await engine.dispose()
+
+
+@schema_cli.command("plan")
+def schema_plan() -> None:
+    """Print the Citus distribution plan of the migrated schema (docs/scale.md), from its catalog."""
+    with embedded_if_needed(redis=False) as settings:
+        typer.echo(asyncio.run(_schema_plan(settings)), nl=False)

@@ -7,6 +7,10 @@ including `session.get`. A statement on a session with no organisation fails lou
 is explicitly marked cross-tenant with `execution_options(cross_tenant=True)` (used by auth
 look-ups and by worker sweeps). New tenant rows get the session's organisation on flush; a row
 of another organisation cannot be flushed through it.
+
+Every tenant table's primary key is `(org_id, id)` (docs/scale.md), so `session.get(Model, id)`
+is completed with the session's organisation (`TenantSession.get`): the look-up is one primary
+key probe in the caller's organisation, and another organisation's id finds nothing.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import asyncpg
 from sqlalchemy import Dialect, TextClause, event
 from sqlalchemy import column as sql_column
+from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -77,9 +82,30 @@ def create_engine(settings: Settings, *, url: str | None = None, pool_size: int 
     )
 
 
+class TenantSession(Session):
+    """A Session whose `get` of a tenant row by its id adds the session's organisation, the
+    first column of every tenant primary key: `get(Lead, lead_id)` looks up `(org_id, lead_id)`."""
+
+    def get(self, entity: Any, ident: Any, **kwargs: Any) -> Any:
+        """`Session.get`, with a tenant table's bare id completed by the session's organisation."""
+        if (
+            isinstance(entity, type)
+            and issubclass(entity, TenantScoped)
+            and not isinstance(ident, dict | tuple)
+        ):
+            org_id = self.info.get("org_id")
+            if org_id is None:
+                raise TenancyError("get() of a tenant row from a session without an organisation")
+            keys = [column.key for column in sa_inspect(entity).primary_key]
+            ident = {"org_id": org_id, next(k for k in keys if k != "org_id"): ident}
+        return super().get(entity, ident, **kwargs)
+
+
 def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
-    """Sessions that keep loaded objects usable after commit."""
-    return async_sessionmaker(engine, class_=AsyncSession, expire_on_commit=False)
+    """Sessions that keep loaded objects usable after commit, with the tenant-scoped `get`."""
+    return async_sessionmaker(
+        engine, class_=AsyncSession, sync_session_class=TenantSession, expire_on_commit=False
+    )
 
 
 @asynccontextmanager

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
+from alembic.script import ScriptDirectory
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 
@@ -41,3 +42,27 @@ async def upgrade(url: str, revision: str = "heads") -> None:
             await connection.run_sync(_upgrade, revision)
     finally:
         await engine.dispose()
+
+
+def _downgrade(connection: Connection, revision: str) -> None:
+    cfg = alembic_config()
+    cfg.attributes["connection"] = connection
+    command.downgrade(cfg, revision)
+
+
+async def downgrade(url: str, revision: str) -> None:
+    """Take the database at `url` back to `revision`, on a connection of our own."""
+    engine = create_async_engine(url)
+    try:
+        async with engine.begin() as connection:
+            await connection.run_sync(_downgrade, revision)
+    finally:
+        await engine.dispose()
+
+
+def revision_before(revision: str) -> str:
+    """The revision `revision` upgrades from (its single down_revision)."""
+    down = ScriptDirectory.from_config(alembic_config()).get_revision(revision).down_revision
+    if not isinstance(down, str):
+        raise RuntimeError(f"{revision} does not have exactly one down revision")
+    return down

@@ -42,7 +42,8 @@ def test_org_create_rejects_a_bad_email(settings: Settings) -> None:
 
 
 @pytest.mark.parametrize(
-    "command", [[], ["dev"], ["serve"], ["worker"], ["migrate"], ["org", "create"], ["openapi"]]
+    "command",
+    [[], ["dev"], ["serve"], ["worker"], ["migrate"], ["org", "create"], ["openapi"], ["schema", "plan"]],
 )
 def test_every_command_has_help(settings: Settings, command: list[str]) -> None:
     done = _run([*command, "--help"], settings)

@@ -10,7 +10,7 @@ from typing import Any
 from sqlalchemy import Numeric
 from sqlmodel import Field, SQLModel
 
-from app.models.base import IdMixin, JsonField, TenantMixin, TimestampsMixin, VersionMixin
+from app.models.base import IdMixin, JsonField, TenantMixin, TimestampsMixin, VersionMixin, tenant_fk
 from app.models.common import CountryCode, CurrencyCode, EmailAddress, Input, Patch
 
 
@@ -18,6 +18,7 @@ class Account(IdMixin, TenantMixin, TimestampsMixin, VersionMixin, table=True):
     """A customer company. Every member of the organisation may read accounts (they are shared)."""
 
     __tablename__ = "accounts"
+    __table_args__ = (tenant_fk("accounts", "owner_id", "users", ondelete="SET NULL"),)
 
     name: str = Field(max_length=300, index=True)
     domain: str | None = Field(default=None, max_length=255)
@@ -25,7 +26,7 @@ class Account(IdMixin, TenantMixin, TimestampsMixin, VersionMixin, table=True):
     country: str | None = Field(default=None, max_length=2)
     phone: str | None = Field(default=None, max_length=32)
     address: str | None = Field(default=None, max_length=1000)
-    owner_id: uuid.UUID | None = Field(default=None, foreign_key="users.id", index=True, ondelete="SET NULL")
+    owner_id: uuid.UUID | None = Field(default=None, index=True)
     credit_limit: Decimal | None = Field(default=None, sa_type=Numeric(18, 4))
     credit_currency: str | None = Field(default=None, max_length=3)
     credit_rating: str | None = Field(default=None, max_length=16)
@@ -91,15 +92,17 @@ class Contact(IdMixin, TenantMixin, TimestampsMixin, VersionMixin, table=True):
     """A person, usually at an account."""
 
     __tablename__ = "contacts"
-
-    account_id: uuid.UUID | None = Field(
-        default=None, foreign_key="accounts.id", index=True, ondelete="SET NULL"
+    __table_args__ = (
+        tenant_fk("contacts", "account_id", "accounts", ondelete="SET NULL"),
+        tenant_fk("contacts", "owner_id", "users", ondelete="SET NULL"),
     )
+
+    account_id: uuid.UUID | None = Field(default=None, index=True)
     name: str = Field(max_length=300)
     email: str | None = Field(default=None, max_length=320, index=True)
     phone: str | None = Field(default=None, max_length=32)
     title: str | None = Field(default=None, max_length=200)
-    owner_id: uuid.UUID | None = Field(default=None, foreign_key="users.id", index=True, ondelete="SET NULL")
+    owner_id: uuid.UUID | None = Field(default=None, index=True)
     attributes: dict[str, Any] = JsonField()
 
 

@@ -10,7 +10,15 @@ from pydantic import BaseModel, field_validator
 from sqlalchemy import String, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
-from app.models.base import IdMixin, JsonField, TenantMixin, TimestampField, TimestampsMixin, VersionMixin
+from app.models.base import (
+    IdMixin,
+    JsonField,
+    TenantMixin,
+    TimestampField,
+    TimestampsMixin,
+    VersionMixin,
+    tenant_fk,
+)
 from app.models.common import Input, Patch
 from app.models.durations import parse_duration
 
@@ -30,12 +38,13 @@ class AssignmentRule(IdMixin, TenantMixin, TimestampsMixin, VersionMixin, table=
     """Leads matching every condition go to the target users by the strategy; first match wins."""
 
     __tablename__ = "assignment_rules"
+    __table_args__ = (tenant_fk("assignment_rules", "target_team_id", "teams", ondelete="SET NULL"),)
 
     name: str = Field(max_length=200)
     position: int = Field(default=0, index=True)
     active: bool = Field(default=True)
     conditions: list[dict[str, Any]] = JsonField(default_factory=list)
-    target_team_id: uuid.UUID | None = Field(default=None, foreign_key="teams.id", ondelete="SET NULL")
+    target_team_id: uuid.UUID | None = Field(default=None)
     target_user_ids: list[str] = JsonField(default_factory=list)
     strategy: str = Field(default="round_robin", sa_type=String(16))
     respect_working_hours: bool = Field(default=False)
@@ -47,8 +56,9 @@ class AssignmentCursor(TenantMixin, table=True):
     """Strategy state of one rule, locked (FOR UPDATE) for the length of one assignment."""
 
     __tablename__ = "assignment_cursors"
+    __table_args__ = (tenant_fk("assignment_cursors", "rule_id", "assignment_rules", ondelete="CASCADE"),)
 
-    rule_id: uuid.UUID = Field(primary_key=True, foreign_key="assignment_rules.id", ondelete="CASCADE")
+    rule_id: uuid.UUID = Field(primary_key=True)
     state: dict[str, Any] = JsonField()
     updated_at: datetime = TimestampField()
 
@@ -57,9 +67,12 @@ class AssignmentDecision(IdMixin, TenantMixin, table=True):
     """Why a lead went where it went: the rule, every candidate with why it was or wasn't chosen."""
 
     __tablename__ = "assignment_decisions"
-    __table_args__ = (UniqueConstraint("org_id", "trigger_key"),)
+    __table_args__ = (
+        UniqueConstraint("org_id", "trigger_key"),
+        tenant_fk("assignment_decisions", "lead_id", "leads", ondelete="CASCADE"),
+    )
 
-    lead_id: uuid.UUID = Field(foreign_key="leads.id", index=True, ondelete="CASCADE")
+    lead_id: uuid.UUID = Field(index=True)
     trigger: str = Field(max_length=32)
     trigger_key: str = Field(max_length=200)
     outcome: str = Field(max_length=16)

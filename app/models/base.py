@@ -6,7 +6,7 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import DateTime
+from sqlalchemy import DateTime, ForeignKeyConstraint
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlmodel import Field, SQLModel
 
@@ -55,7 +55,28 @@ class VersionMixin(SQLModel):
 
 
 class TenantMixin(TenantScoped, SQLModel):
-    """org_id on a tenant table; queries are scoped by it (see app.db)."""
+    """org_id on a tenant table, first column of its primary key `(org_id, id)`; queries are
+    scoped by it (see app.db), and on Citus it is the distribution column (docs/scale.md)."""
 
     # Filled from the session's organisation on flush (app.db), so constructors need not pass it.
-    org_id: uuid.UUID = Field(default=None, foreign_key="organisations.id", index=True, ondelete="CASCADE")
+    # No index of its own: the primary key (org_id, id) starts with it.
+    org_id: uuid.UUID = Field(
+        default=None, primary_key=True, foreign_key="organisations.id", ondelete="CASCADE"
+    )
+
+
+def tenant_fk(table: str, column: str, target: str, *, ondelete: str, **options: Any) -> ForeignKeyConstraint:
+    """The foreign key `table (org_id, column) -> target (org_id, id)`: a row can only point at a
+    row of its own organisation, which the database checks (and Citus co-locates).
+
+    A nullable `column` with a NULL value skips the check (MATCH SIMPLE). `SET NULL` clears
+    `column` alone, never org_id (`ON DELETE SET NULL (column)`, PostgreSQL 15+). The name is the
+    one the single-column key had (`fk_<table>_<column>_<target>`)."""
+    action = f"SET NULL ({column})" if ondelete == "SET NULL" else ondelete
+    return ForeignKeyConstraint(
+        ["org_id", column],
+        [f"{target}.org_id", f"{target}.id"],
+        name=f"fk_{table}_{column}_{target}",
+        ondelete=action,
+        **options,
+    )

@@ -19,6 +19,7 @@ from app.models.base import (
     TimestampField,
     TimestampsMixin,
     VersionMixin,
+    tenant_fk,
 )
 from app.models.common import CurrencyCode, Input, Patch
 from app.models.pipeline import StageRead
@@ -44,20 +45,21 @@ class Deal(IdMixin, TenantMixin, TimestampsMixin, VersionMixin, table=True):
     __table_args__ = (
         Index("ix_deals_org_id_pipeline_id_stage_id", "org_id", "pipeline_id", "stage_id"),
         Index("ix_deals_org_id_status_closed_at", "org_id", "status", "closed_at"),
+        tenant_fk("deals", "pipeline_id", "pipelines", ondelete="RESTRICT"),
+        tenant_fk("deals", "stage_id", "stages", ondelete="RESTRICT"),
+        tenant_fk("deals", "account_id", "accounts", ondelete="SET NULL"),
+        tenant_fk("deals", "contact_id", "contacts", ondelete="SET NULL"),
+        tenant_fk("deals", "owner_id", "users", ondelete="SET NULL"),
     )
 
-    pipeline_id: uuid.UUID = Field(foreign_key="pipelines.id", ondelete="RESTRICT")
-    stage_id: uuid.UUID = Field(foreign_key="stages.id", index=True, ondelete="RESTRICT")
+    pipeline_id: uuid.UUID = Field()
+    stage_id: uuid.UUID = Field(index=True)
     name: str = Field(max_length=300)
-    account_id: uuid.UUID | None = Field(
-        default=None, foreign_key="accounts.id", index=True, ondelete="SET NULL"
-    )
-    contact_id: uuid.UUID | None = Field(
-        default=None, foreign_key="contacts.id", index=True, ondelete="SET NULL"
-    )
+    account_id: uuid.UUID | None = Field(default=None, index=True)
+    contact_id: uuid.UUID | None = Field(default=None, index=True)
     # The lead this deal was converted from (the leads table lives in another domain).
     lead_id: uuid.UUID | None = Field(default=None, index=True)
-    owner_id: uuid.UUID | None = Field(default=None, foreign_key="users.id", index=True, ondelete="SET NULL")
+    owner_id: uuid.UUID | None = Field(default=None, index=True)
     amount: Decimal | None = Field(default=None, sa_type=Numeric(18, 4))
     currency: str = Field(max_length=3)
     probability: Decimal = Field(default=Decimal("0"), sa_type=Numeric(5, 2))
@@ -80,14 +82,19 @@ class DealStageHistory(IdMixin, TenantMixin, table=True):
         Index("ix_deal_stage_history_org_id_deal_id_at", "org_id", "deal_id", "at"),
         Index("ix_deal_stage_history_org_id_to_stage_id_at", "org_id", "to_stage_id", "at"),
         Index("ix_deal_stage_history_org_id_at", "org_id", "at"),
+        tenant_fk("deal_stage_history", "deal_id", "deals", ondelete="CASCADE"),
+        tenant_fk("deal_stage_history", "pipeline_id", "pipelines", ondelete="CASCADE"),
+        tenant_fk("deal_stage_history", "from_stage_id", "stages", ondelete="RESTRICT"),
+        tenant_fk("deal_stage_history", "to_stage_id", "stages", ondelete="RESTRICT"),
+        tenant_fk("deal_stage_history", "by_user_id", "users", ondelete="SET NULL"),
     )
 
-    deal_id: uuid.UUID = Field(foreign_key="deals.id", ondelete="CASCADE")
-    pipeline_id: uuid.UUID = Field(foreign_key="pipelines.id", ondelete="CASCADE")
-    from_stage_id: uuid.UUID | None = Field(default=None, foreign_key="stages.id", ondelete="RESTRICT")
-    to_stage_id: uuid.UUID = Field(foreign_key="stages.id", ondelete="RESTRICT")
+    deal_id: uuid.UUID = Field()
+    pipeline_id: uuid.UUID = Field()
+    from_stage_id: uuid.UUID | None = Field(default=None)
+    to_stage_id: uuid.UUID = Field()
     at: datetime = TimestampField()
-    by_user_id: uuid.UUID | None = Field(default=None, foreign_key="users.id", ondelete="SET NULL")
+    by_user_id: uuid.UUID | None = Field(default=None)
 
 
 class DealFieldHistory(IdMixin, TenantMixin, table=True):
@@ -97,14 +104,16 @@ class DealFieldHistory(IdMixin, TenantMixin, table=True):
     __table_args__ = (
         Index("ix_deal_field_history_org_id_deal_id_at", "org_id", "deal_id", "at"),
         Index("ix_deal_field_history_org_id_field_at", "org_id", "field", "at"),
+        tenant_fk("deal_field_history", "deal_id", "deals", ondelete="CASCADE"),
+        tenant_fk("deal_field_history", "by_user_id", "users", ondelete="SET NULL"),
     )
 
-    deal_id: uuid.UUID = Field(foreign_key="deals.id", ondelete="CASCADE")
+    deal_id: uuid.UUID = Field()
     field: str = Field(max_length=64)
     old_value: Any = JsonField(default_factory=lambda: None, nullable=True)
     new_value: Any = JsonField(default_factory=lambda: None, nullable=True)
     at: datetime = TimestampField()
-    by_user_id: uuid.UUID | None = Field(default=None, foreign_key="users.id", ondelete="SET NULL")
+    by_user_id: uuid.UUID | None = Field(default=None)
 
 
 class DealCreate(Input):

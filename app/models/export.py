@@ -24,8 +24,7 @@ from typing import Any
 from sqlalchemy import BigInteger, Index, text
 from sqlmodel import Field, SQLModel
 
-from app.db import TenantScoped
-from app.models.base import TimestampField, new_id
+from app.models.base import TenantMixin, TimestampField, new_id
 
 CHANGE_SEQUENCE = "export_change_seq"
 CHANGE_XID_DEFAULT = "(pg_current_xact_id())::text::bigint"
@@ -57,7 +56,7 @@ def change_index_name(table: str) -> str:
     return f"ix_{table}_org_id_change_xid_change_seq"
 
 
-class DeletedRow(TenantScoped, SQLModel, table=True):
+class DeletedRow(TenantMixin, table=True):
     """A tombstone: a row of an exported entity that was deleted, stamped like a change."""
 
     __tablename__ = "deleted_rows"
@@ -71,8 +70,7 @@ class DeletedRow(TenantScoped, SQLModel, table=True):
         ),
     )
 
-    org_id: uuid.UUID = Field(foreign_key="organisations.id", primary_key=True, ondelete="CASCADE")
-    id: uuid.UUID = Field(default_factory=new_id, primary_key=True)
+    id: uuid.UUID = Field(default_factory=new_id, primary_key=True)  # the key is (org_id, id)
     entity: str = Field(max_length=64)
     row_id: uuid.UUID
     deleted_at: datetime = TimestampField()

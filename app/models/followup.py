@@ -10,7 +10,7 @@ from pydantic import field_validator
 from sqlalchemy import String, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
-from app.models.base import IdMixin, TenantMixin, TimestampsMixin, VersionMixin
+from app.models.base import IdMixin, TenantMixin, TimestampsMixin, VersionMixin, tenant_fk
 from app.models.common import Input, Patch
 from app.models.durations import parse_duration
 from app.models.lead import LeadStatus
@@ -21,11 +21,15 @@ class FollowupPolicy(IdMixin, TenantMixin, TimestampsMixin, VersionMixin, table=
     `interval` after each touch."""
 
     __tablename__ = "followup_policies"
-    __table_args__ = (UniqueConstraint("org_id", "lead_status"), UniqueConstraint("org_id", "deal_stage_id"))
+    __table_args__ = (
+        UniqueConstraint("org_id", "lead_status"),
+        UniqueConstraint("org_id", "deal_stage_id"),
+        tenant_fk("followup_policies", "deal_stage_id", "stages", ondelete="CASCADE"),
+    )
 
     name: str = Field(max_length=200)
     lead_status: str | None = Field(default=None, sa_type=String(16))
-    deal_stage_id: uuid.UUID | None = Field(default=None, foreign_key="stages.id", ondelete="CASCADE")
+    deal_stage_id: uuid.UUID | None = Field(default=None)
     interval: str = Field(max_length=40)
     task_subject: str = Field(max_length=500)
     active: bool = Field(default=True)

@@ -6,7 +6,7 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import LargeBinary, UniqueConstraint
+from sqlalchemy import LargeBinary, PrimaryKeyConstraint, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 from app.models.base import IdMixin, JsonField, TimestampField
@@ -16,13 +16,15 @@ class IdempotencyRecord(IdMixin, SQLModel, table=True):
     """Keyed by (caller, key): the caller is the SHA-256 of its credential, known before auth runs.
 
     org_id is filled in once the request has been authenticated (it is null for requests that
-    never got that far); the record is infrastructure of the HTTP layer, not tenant data.
+    never got that far); the record is infrastructure of the HTTP layer, not tenant data. So its
+    keys carry the caller, not the organisation: every key starts with caller_hash, which is its
+    distribution column on Citus (docs/scale.md), and every look-up names it.
     """
 
     __tablename__ = "idempotency_keys"
-    __table_args__ = (UniqueConstraint("caller_hash", "key"),)
+    __table_args__ = (PrimaryKeyConstraint("caller_hash", "id"), UniqueConstraint("caller_hash", "key"))
 
-    caller_hash: str = Field(max_length=64)
+    caller_hash: str = Field(max_length=64, primary_key=True)
     key: str = Field(max_length=255)
     org_id: uuid.UUID | None = Field(
         default=None, foreign_key="organisations.id", index=True, ondelete="CASCADE"

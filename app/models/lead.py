@@ -8,7 +8,7 @@ from datetime import datetime
 from typing import Any
 
 from pydantic import field_validator
-from sqlalchemy import Column, ColumnElement, ForeignKey, Index, String, Text, Uuid, and_, text
+from sqlalchemy import ColumnElement, Index, String, Text, and_, text
 from sqlalchemy.dialects import postgresql
 from sqlmodel import Field, SQLModel, col
 
@@ -19,6 +19,7 @@ from app.models.base import (
     TimestampField,
     TimestampsMixin,
     VersionMixin,
+    tenant_fk,
 )
 from app.models.common import CountryCode, Input, Patch
 
@@ -92,6 +93,11 @@ class Lead(LeadFields, IdMixin, TenantMixin, TimestampsMixin, VersionMixin, tabl
     __table_args__ = (
         Index("ix_leads_org_email", "org_id", "email"),
         Index("ix_leads_org_phone", "org_id", "phone"),
+        tenant_fk("leads", "source_id", "intake_sources", ondelete="SET NULL"),
+        tenant_fk("leads", "owner_id", "users", ondelete="SET NULL"),
+        tenant_fk("leads", "team_id", "teams", ondelete="SET NULL"),
+        tenant_fk("leads", "duplicate_of", "leads", ondelete="SET NULL"),
+        tenant_fk("leads", "possible_duplicate_of", "leads", ondelete="SET NULL"),
     )
 
     # status, source and pooled are not indexed: lists filter them within an organisation (few
@@ -99,9 +105,7 @@ class Lead(LeadFields, IdMixin, TenantMixin, TimestampsMixin, VersionMixin, tabl
     status: LeadStatus = Field(default=LeadStatus.new, sa_type=String(16))
     status_reason: str | None = Field(default=None, max_length=500)
     source: LeadSource = Field(default=LeadSource.api, sa_type=String(16))
-    source_id: uuid.UUID | None = Field(
-        default=None, foreign_key="intake_sources.id", index=True, ondelete="SET NULL"
-    )
+    source_id: uuid.UUID | None = Field(default=None, index=True)
     source_detail: dict[str, Any] = JsonField()
 
     # The columns of LeadFields stored otherwise than the bodies limit them: a checked code, text.
@@ -113,20 +117,16 @@ class Lead(LeadFields, IdMixin, TenantMixin, TimestampsMixin, VersionMixin, tabl
     score: int = Field(default=0)
     score_breakdown: list[dict[str, Any]] = JsonField(default_factory=list)
 
-    owner_id: uuid.UUID | None = Field(default=None, foreign_key="users.id", index=True, ondelete="SET NULL")
-    team_id: uuid.UUID | None = Field(default=None, foreign_key="teams.id", index=True, ondelete="SET NULL")
+    owner_id: uuid.UUID | None = Field(default=None, index=True)
+    team_id: uuid.UUID | None = Field(default=None, index=True)
     pooled: bool = Field(default=True)
     assigned_at: datetime | None = TimestampField(nullable=True, default_now=False)
     first_contacted_at: datetime | None = TimestampField(nullable=True, default_now=False)
     last_touch_at: datetime | None = TimestampField(nullable=True, default_now=False)
     touch_count: int = Field(default=0)
 
-    duplicate_of: uuid.UUID | None = Field(
-        default=None, sa_column=Column(Uuid, ForeignKey("leads.id", ondelete="SET NULL"), nullable=True)
-    )
-    possible_duplicate_of: uuid.UUID | None = Field(
-        default=None, sa_column=Column(Uuid, ForeignKey("leads.id", ondelete="SET NULL"), nullable=True)
-    )
+    duplicate_of: uuid.UUID | None = Field(default=None)
+    possible_duplicate_of: uuid.UUID | None = Field(default=None)
     # Filled by conversion (another domain); plain ids until those tables exist on this branch.
     converted_at: datetime | None = TimestampField(nullable=True, default_now=False)
     converted_account_id: uuid.UUID | None = Field(default=None)
@@ -253,9 +253,22 @@ class Activity(IdMixin, TenantMixin, TimestampsMixin, VersionMixin, table=True):
             "message_id",
             postgresql_where=text("message_id IS NOT NULL"),
         ),
+        tenant_fk("activities", "lead_id", "leads", ondelete="CASCADE"),
+        tenant_fk("activities", "owner_id", "users", ondelete="SET NULL"),
+        tenant_fk("activities", "created_by", "users", ondelete="SET NULL"),
+        # Deferred: intake writes the touch before its inbound event row, in the same transaction.
+        tenant_fk(
+            "activities",
+            "inbound_event_id",
+            "inbound_events",
+            ondelete="SET NULL",
+            deferrable=True,
+            initially="DEFERRED",
+        ),
+        tenant_fk("activities", "deal_id", "deals", ondelete="CASCADE"),
     )
 
-    lead_id: uuid.UUID | None = Field(default=None, foreign_key="leads.id", index=True, ondelete="CASCADE")
+    lead_id: uuid.UUID | None = Field(default=None, index=True)
     kind: ActivityKind = Field(sa_type=String(16))
     direction: Direction = Field(default=Direction.outbound, sa_type=String(16))
     subject: str | None = Field(default=None, max_length=500)
@@ -263,21 +276,13 @@ class Activity(IdMixin, TenantMixin, TimestampsMixin, VersionMixin, table=True):
     occurred_at: datetime = TimestampField()
     due_at: datetime | None = TimestampField(nullable=True, default_now=False)
     done_at: datetime | None = TimestampField(nullable=True, default_now=False)
-    owner_id: uuid.UUID | None = Field(default=None, foreign_key="users.id", ondelete="SET NULL")
-    created_by: uuid.UUID | None = Field(default=None, foreign_key="users.id", ondelete="SET NULL")
-    # Deferred: intake writes the touch before its inbound event row, in the same transaction.
-    inbound_event_id: uuid.UUID | None = Field(
-        default=None,
-        sa_column=Column(
-            Uuid,
-            ForeignKey("inbound_events.id", ondelete="SET NULL", deferrable=True, initially="DEFERRED"),
-            nullable=True,
-        ),
-    )
+    owner_id: uuid.UUID | None = Field(default=None)
+    created_by: uuid.UUID | None = Field(default=None)
+    inbound_event_id: uuid.UUID | None = Field(default=None)
     message_id: str | None = Field(default=None, max_length=998)
     details: dict[str, Any] = JsonField()
     # Follow-up tasks and their logged outcomes can be about a deal rather than a lead.
-    deal_id: uuid.UUID | None = Field(default=None, foreign_key="deals.id", index=True, ondelete="CASCADE")
+    deal_id: uuid.UUID | None = Field(default=None, index=True)
 
 
 class ActivityCreate(Input):

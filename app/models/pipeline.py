@@ -12,7 +12,15 @@ from pydantic import StringConstraints, field_validator
 from sqlalchemy import Numeric, String, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
-from app.models.base import IdMixin, JsonField, TenantMixin, TimestampField, TimestampsMixin, VersionMixin
+from app.models.base import (
+    IdMixin,
+    JsonField,
+    TenantMixin,
+    TimestampField,
+    TimestampsMixin,
+    VersionMixin,
+    tenant_fk,
+)
 from app.models.common import Input, Patch
 
 # The deal fields a stage may require before a deal leaves it.
@@ -56,8 +64,9 @@ class Stage(IdMixin, TenantMixin, TimestampsMixin, VersionMixin, table=True):
     """One step of a pipeline. Deleted stages are kept (deleted_at) so history stays valid."""
 
     __tablename__ = "stages"
+    __table_args__ = (tenant_fk("stages", "pipeline_id", "pipelines", ondelete="CASCADE"),)
 
-    pipeline_id: uuid.UUID = Field(foreign_key="pipelines.id", index=True, ondelete="CASCADE")
+    pipeline_id: uuid.UUID = Field(index=True)
     key: str = Field(max_length=64)
     name: str = Field(max_length=200)
     name_en: str = Field(default="", max_length=200)

@@ -13,7 +13,15 @@ from pydantic import Field as PydanticField
 from sqlalchemy import Index, Numeric, String, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
-from app.models.base import IdMixin, JsonField, TenantMixin, TimestampField, TimestampsMixin, VersionMixin
+from app.models.base import (
+    IdMixin,
+    JsonField,
+    TenantMixin,
+    TimestampField,
+    TimestampsMixin,
+    VersionMixin,
+    tenant_fk,
+)
 from app.models.common import CurrencyCode, Input, Patch
 from app.money import plain_percent, round_money
 
@@ -49,9 +57,14 @@ class Quote(IdMixin, TenantMixin, TimestampsMixin, VersionMixin, table=True):
     __table_args__ = (
         UniqueConstraint("org_id", "number", "revision"),
         Index("ix_quotes_status_valid_until", "status", "valid_until"),
+        tenant_fk("quotes", "deal_id", "deals", ondelete="CASCADE"),
+        tenant_fk("quotes", "created_by_id", "users", ondelete="SET NULL"),
+        tenant_fk("quotes", "approved_by_id", "users", ondelete="SET NULL"),
+        tenant_fk("quotes", "previous_revision_id", "quotes", ondelete="SET NULL"),
+        tenant_fk("quotes", "superseded_by_id", "quotes", ondelete="SET NULL"),
     )
 
-    deal_id: uuid.UUID = Field(foreign_key="deals.id", index=True, ondelete="CASCADE")
+    deal_id: uuid.UUID = Field(index=True)
     number: str = Field(max_length=32)
     revision: int = Field(default=1)
     status: QuoteStatus = Field(default=QuoteStatus.draft, sa_type=String(20))
@@ -71,16 +84,16 @@ class Quote(IdMixin, TenantMixin, TimestampsMixin, VersionMixin, table=True):
     total: Decimal = Field(default=Decimal("0"), sa_type=Numeric(18, 4))
     is_primary: bool = Field(default=False)
     approval_reasons: list[str] = JsonField(default_factory=list)
-    created_by_id: uuid.UUID | None = Field(default=None, foreign_key="users.id", ondelete="SET NULL")
-    approved_by_id: uuid.UUID | None = Field(default=None, foreign_key="users.id", ondelete="SET NULL")
+    created_by_id: uuid.UUID | None = Field(default=None)
+    approved_by_id: uuid.UUID | None = Field(default=None)
     approved_at: datetime | None = TimestampField(nullable=True, default_now=False)
     sent_at: datetime | None = TimestampField(nullable=True, default_now=False)
     accepted_at: datetime | None = TimestampField(nullable=True, default_now=False)
     declined_at: datetime | None = TimestampField(nullable=True, default_now=False)
     expired_at: datetime | None = TimestampField(nullable=True, default_now=False)
     status_reason: str | None = Field(default=None, max_length=2000)
-    previous_revision_id: uuid.UUID | None = Field(default=None, foreign_key="quotes.id", ondelete="SET NULL")
-    superseded_by_id: uuid.UUID | None = Field(default=None, foreign_key="quotes.id", ondelete="SET NULL")
+    previous_revision_id: uuid.UUID | None = Field(default=None)
+    superseded_by_id: uuid.UUID | None = Field(default=None)
 
 
 class PaymentTerm(Input):

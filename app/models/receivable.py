@@ -11,7 +11,7 @@ from pydantic import model_validator
 from sqlalchemy import Index, Numeric, String, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
-from app.models.base import IdMixin, TenantMixin, TimestampField, TimestampsMixin, VersionMixin
+from app.models.base import IdMixin, TenantMixin, TimestampField, TimestampsMixin, VersionMixin, tenant_fk
 from app.money import plain_percent, round_money
 
 
@@ -37,15 +37,20 @@ class Order(IdMixin, TenantMixin, TimestampsMixin, VersionMixin, table=True):
     """The order an accepted quote became: its total in the quote's currency, and installments."""
 
     __tablename__ = "orders"
-    __table_args__ = (UniqueConstraint("org_id", "number"), UniqueConstraint("org_id", "quote_id"))
+    __table_args__ = (
+        UniqueConstraint("org_id", "number"),
+        UniqueConstraint("org_id", "quote_id"),
+        tenant_fk("orders", "deal_id", "deals", ondelete="RESTRICT"),
+        tenant_fk("orders", "quote_id", "quotes", ondelete="RESTRICT"),
+        tenant_fk("orders", "account_id", "accounts", ondelete="SET NULL"),
+        tenant_fk("orders", "owner_id", "users", ondelete="SET NULL"),
+    )
 
     number: str = Field(max_length=32)
-    deal_id: uuid.UUID = Field(foreign_key="deals.id", index=True, ondelete="RESTRICT")
-    quote_id: uuid.UUID = Field(foreign_key="quotes.id", ondelete="RESTRICT")
-    account_id: uuid.UUID | None = Field(
-        default=None, foreign_key="accounts.id", index=True, ondelete="SET NULL"
-    )
-    owner_id: uuid.UUID | None = Field(default=None, foreign_key="users.id", index=True, ondelete="SET NULL")
+    deal_id: uuid.UUID = Field(index=True)
+    quote_id: uuid.UUID = Field()
+    account_id: uuid.UUID | None = Field(default=None, index=True)
+    owner_id: uuid.UUID | None = Field(default=None, index=True)
     currency: str = Field(max_length=3)
     total: Decimal = Field(sa_type=Numeric(18, 4))
     status: OrderStatus = Field(default=OrderStatus.open, sa_type=String(16))
@@ -57,11 +62,12 @@ class Installment(IdMixin, TenantMixin, TimestampsMixin, VersionMixin, table=Tru
 
     __tablename__ = "installments"
     __table_args__ = (
-        UniqueConstraint("order_id", "sequence"),
+        UniqueConstraint("org_id", "order_id", "sequence"),
         Index("ix_installments_org_id_status_due_date", "org_id", "status", "due_date"),
+        tenant_fk("installments", "order_id", "orders", ondelete="CASCADE"),
     )
 
-    order_id: uuid.UUID = Field(foreign_key="orders.id", index=True, ondelete="CASCADE")
+    order_id: uuid.UUID = Field(index=True)
     sequence: int
     percent: Decimal = Field(sa_type=Numeric(7, 4))
     due_date: date

@@ -7,7 +7,7 @@ from datetime import datetime
 from typing import Any
 
 from pydantic import field_validator
-from sqlalchemy import Column, ForeignKey, String, UniqueConstraint, Uuid
+from sqlalchemy import String, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 from app.models.base import (
@@ -17,6 +17,7 @@ from app.models.base import (
     TimestampField,
     TimestampsMixin,
     VersionMixin,
+    tenant_fk,
 )
 from app.models.common import EmailAddress, Input, Patch, Role, TimezoneName
 
@@ -46,26 +47,29 @@ class Team(IdMixin, TenantMixin, TimestampsMixin, VersionMixin, table=True):
     """A sales team: a manager and members (users whose team_id is this team)."""
 
     __tablename__ = "teams"
-    __table_args__ = (UniqueConstraint("org_id", "name"),)
+    __table_args__ = (
+        UniqueConstraint("org_id", "name"),
+        # use_alter: teams and users point at each other, so this key is added after both tables exist.
+        tenant_fk("teams", "manager_id", "users", ondelete="SET NULL", use_alter=True),
+    )
 
     name: str = Field(max_length=200)
-    # use_alter: teams and users point at each other, so this key is added after both tables exist.
-    manager_id: uuid.UUID | None = Field(
-        default=None,
-        sa_column=Column(Uuid, ForeignKey("users.id", ondelete="SET NULL", use_alter=True), nullable=True),
-    )
+    manager_id: uuid.UUID | None = Field(default=None)
 
 
 class User(IdMixin, TenantMixin, TimestampsMixin, VersionMixin, table=True):
     """A person who signs in: a sales rep, a manager, an admin or a read-only viewer."""
 
     __tablename__ = "users"
-    __table_args__ = (UniqueConstraint("org_id", "email"),)
+    __table_args__ = (
+        UniqueConstraint("org_id", "email"),
+        tenant_fk("users", "team_id", "teams", ondelete="SET NULL"),
+    )
 
     email: str = Field(max_length=320)
     name: str = Field(default="", max_length=200)
     role: Role = Field(default=Role.rep, sa_type=String(16))
-    team_id: uuid.UUID | None = Field(default=None, foreign_key="teams.id", index=True, ondelete="SET NULL")
+    team_id: uuid.UUID | None = Field(default=None, index=True)
     active: bool = Field(default=True)
     capacity: int | None = Field(default=None, ge=0)
     weight: int = Field(default=1, ge=0)

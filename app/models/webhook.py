@@ -10,7 +10,15 @@ from pydantic import AnyHttpUrl, field_validator
 from sqlalchemy import Index, UniqueConstraint, text
 from sqlmodel import Field, SQLModel
 
-from app.models.base import IdMixin, JsonField, TenantMixin, TimestampField, TimestampsMixin, VersionMixin
+from app.models.base import (
+    IdMixin,
+    JsonField,
+    TenantMixin,
+    TimestampField,
+    TimestampsMixin,
+    VersionMixin,
+    tenant_fk,
+)
 from app.models.common import Input, Patch
 
 DELIVERY_STATUSES = ("pending", "in_flight", "retrying", "succeeded", "failed")
@@ -38,15 +46,16 @@ class WebhookDelivery(IdMixin, TenantMixin, table=True):
 
     __tablename__ = "webhook_deliveries"
     __table_args__ = (
-        UniqueConstraint("subscription_id", "outbox_id"),
+        UniqueConstraint("org_id", "subscription_id", "outbox_id"),
         Index(
             "ix_webhook_deliveries_due",
             "next_attempt_at",
             postgresql_where=text("status IN ('pending', 'retrying', 'in_flight')"),
         ),
+        tenant_fk("webhook_deliveries", "subscription_id", "webhook_subscriptions", ondelete="CASCADE"),
     )
 
-    subscription_id: uuid.UUID = Field(foreign_key="webhook_subscriptions.id", index=True, ondelete="CASCADE")
+    subscription_id: uuid.UUID = Field(index=True)
     outbox_id: uuid.UUID = Field(index=True)
     event_type: str = Field(max_length=100)
     payload: dict[str, Any] = JsonField()
@@ -64,8 +73,9 @@ class WebhookAttempt(IdMixin, TenantMixin, table=True):
     """One HTTP try of a delivery: when, what came back, how long it took."""
 
     __tablename__ = "webhook_attempts"
+    __table_args__ = (tenant_fk("webhook_attempts", "delivery_id", "webhook_deliveries", ondelete="CASCADE"),)
 
-    delivery_id: uuid.UUID = Field(foreign_key="webhook_deliveries.id", index=True, ondelete="CASCADE")
+    delivery_id: uuid.UUID = Field(index=True)
     number: int
     at: datetime = TimestampField()
     status_code: int | None = Field(default=None)

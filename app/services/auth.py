@@ -49,7 +49,7 @@ async def _from_api_key(session: AsyncSession, token: str) -> Principal | None:
     row = (
         await session.execute(
             select(ApiKey, User)
-            .join(User, col(User.id) == ApiKey.user_id)
+            .join(User, (col(User.org_id) == ApiKey.org_id) & (col(User.id) == ApiKey.user_id))
             .where(col(ApiKey.key_hash) == hash_token(token))
             .execution_options(cross_tenant=True)
         )
@@ -64,7 +64,7 @@ async def _from_api_key(session: AsyncSession, token: str) -> Principal | None:
         # Written at most once a minute per key, so reads stay cheap.
         await session.execute(
             update(ApiKey)
-            .where(col(ApiKey.id) == key.id)
+            .where(col(ApiKey.org_id) == key.org_id, col(ApiKey.id) == key.id)
             .values(last_used_at=now)
             .execution_options(cross_tenant=True)
         )
@@ -101,7 +101,7 @@ async def login(
         raise Unauthorized("This user is deactivated.")
     await session.execute(
         update(User)
-        .where(col(User.id) == user.id)
+        .where(col(User.org_id) == user.org_id, col(User.id) == user.id)
         .values(last_login_at=utcnow())
         .execution_options(cross_tenant=True)
     )

@@ -32,7 +32,7 @@ async def record_run(
         last_run_at=now,
     )
     upsert = stmt.on_conflict_do_update(
-        index_elements=["job_key"],
+        index_elements=["org_id", "job_key"],
         set_={"runs": table.c.runs + 1, "last_run_at": now},
     ).returning(table.c.runs)
     return int((await session.execute(upsert)).scalar_one())

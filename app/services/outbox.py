@@ -62,13 +62,15 @@ async def emit(
     return event
 
 
-async def get_event(session: AsyncSession, event_id: uuid.UUID) -> OutboxEvent | None:
-    """An outbox event of any organisation, for the job it became (None if it was deleted)."""
-    return (
-        await session.execute(
-            select(OutboxEvent).where(col(OutboxEvent.id) == event_id).execution_options(cross_tenant=True)
-        )
-    ).scalar_one_or_none()
+async def get_event(
+    session: AsyncSession, event_id: uuid.UUID, *, org_id: uuid.UUID | None = None
+) -> OutboxEvent | None:
+    """An outbox event of any organisation, for the job it became (None if it was deleted); with
+    its `org_id`, one probe of the primary key (org_id, id)."""
+    stmt = select(OutboxEvent).where(col(OutboxEvent.id) == event_id)
+    if org_id is not None:
+        stmt = stmt.where(col(OutboxEvent.org_id) == org_id)
+    return (await session.execute(stmt.execution_options(cross_tenant=True))).scalar_one_or_none()
 
 
 async def status(session: AsyncSession, event_id: uuid.UUID) -> tuple[OutboxEvent, list[JobRun]]:

@@ -120,7 +120,11 @@ def read_model(order: Order, installments: list[Installment]) -> OrderRead:
 
 
 def _visible_orders(principal: Principal) -> Any:
-    return select(Order).join(Deal, col(Deal.id) == col(Order.deal_id)).where(visibility_clause(principal))
+    return (
+        select(Order)
+        .join(Deal, (col(Deal.org_id) == col(Order.org_id)) & (col(Deal.id) == col(Order.deal_id)))
+        .where(visibility_clause(principal))
+    )
 
 
 async def get_order(

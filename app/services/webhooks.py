@@ -255,7 +255,7 @@ async def fan_out(session: AsyncSession, event: OutboxEvent) -> list[uuid.UUID]:
                     next_attempt_at=utcnow(),
                     created_at=utcnow(),
                 )
-                .on_conflict_do_nothing(index_elements=["subscription_id", "outbox_id"])
+                .on_conflict_do_nothing(index_elements=["org_id", "subscription_id", "outbox_id"])
                 .returning(col(WebhookDelivery.id))
             )
         ).scalar_one_or_none()
@@ -277,16 +277,18 @@ class Claimed:
     attempt: int
 
 
-async def claim(session: AsyncSession, delivery_id: uuid.UUID) -> Claimed | float | None:
-    """Lease a due delivery for one attempt; a float is the seconds until it is due; None: nothing to do."""
+async def claim(
+    session: AsyncSession, delivery_id: uuid.UUID, *, org_id: uuid.UUID | None = None
+) -> Claimed | float | None:
+    """Lease a due delivery for one attempt; a float is the seconds until it is due; None: nothing to do.
+
+    With `org_id` (every job passes it) the look-up is one primary-key probe (org_id, id)."""
     now = utcnow()
+    stmt = select(WebhookDelivery).where(col(WebhookDelivery.id) == delivery_id)
+    if org_id is not None:
+        stmt = stmt.where(col(WebhookDelivery.org_id) == org_id)
     delivery = (
-        await session.execute(
-            select(WebhookDelivery)
-            .where(col(WebhookDelivery.id) == delivery_id)
-            .with_for_update(skip_locked=True)
-            .execution_options(cross_tenant=True)
-        )
+        await session.execute(stmt.with_for_update(skip_locked=True).execution_options(cross_tenant=True))
     ).scalar_one_or_none()
     if delivery is None or delivery.status in ("succeeded", "failed"):
         return None
@@ -297,7 +299,10 @@ async def claim(session: AsyncSession, delivery_id: uuid.UUID) -> Claimed | floa
     sub = (
         await session.execute(
             select(WebhookSubscription)
-            .where(col(WebhookSubscription.id) == delivery.subscription_id)
+            .where(
+                col(WebhookSubscription.org_id) == delivery.org_id,
+                col(WebhookSubscription.id) == delivery.subscription_id,
+            )
             .execution_options(cross_tenant=True)
         )
     ).scalar_one()
@@ -403,11 +408,11 @@ async def record(
 
 async def due_deliveries(
     session: AsyncSession, *, older_than: timedelta, limit: int = 500
-) -> list[tuple[uuid.UUID, int]]:
-    """Deliveries that should have been tried by now (their wake-up was lost): (id, attempts)."""
+) -> list[tuple[uuid.UUID, uuid.UUID, int]]:
+    """Deliveries that should have been tried by now (their wake-up was lost): (id, org_id, attempts)."""
     now = utcnow()
     rows = await session.execute(
-        select(col(WebhookDelivery.id), col(WebhookDelivery.attempts))
+        select(col(WebhookDelivery.id), col(WebhookDelivery.org_id), col(WebhookDelivery.attempts))
         .where(
             or_(
                 (col(WebhookDelivery.status).in_(("pending", "retrying")))
@@ -418,7 +423,7 @@ async def due_deliveries(
         .limit(limit)
         .execution_options(cross_tenant=True)
     )
-    return [(row[0], row[1]) for row in rows]
+    return [(row[0], row[1], row[2]) for row in rows]
 
 
 async def organisations_subscribed(session: AsyncSession) -> set[uuid.UUID]:

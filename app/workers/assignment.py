@@ -10,9 +10,9 @@ from app.services.assignment import engine, recycling, sla
 from app.workers.jobs import job_session, load_event
 
 
-async def assign_lead(ctx: dict[str, Any], outbox_id: str) -> str:
+async def assign_lead(ctx: dict[str, Any], outbox_id: str, org_id: str | None = None) -> str:
     """Run the rules for a `lead.created` event; the decision's trigger key makes a re-run a no-op."""
-    event = await load_event(ctx, outbox_id)
+    event = await load_event(ctx, outbox_id, org_id)
     if event is None:
         return "gone"
     try:

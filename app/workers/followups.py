@@ -15,9 +15,9 @@ def _id(value: Any) -> uuid.UUID | None:
     return uuid.UUID(str(value)) if value else None
 
 
-async def schedule_followup(ctx: dict[str, Any], outbox_id: str) -> str:
+async def schedule_followup(ctx: dict[str, Any], outbox_id: str, org_id: str | None = None) -> str:
     """Create the next follow-up task of the event's lead (else deal) if a policy asks for one."""
-    event = await load_event(ctx, outbox_id)
+    event = await load_event(ctx, outbox_id, org_id)
     if event is None:
         return "nothing to do"
     lead_id, deal_id = _id(event.payload.get("lead_id")), _id(event.payload.get("deal_id"))

@@ -36,15 +36,21 @@ async def job_session(ctx: dict[str, Any], org_id: uuid.UUID | None) -> AsyncIte
         await session.commit()
 
 
-async def load_event(ctx: dict[str, Any], outbox_id: str) -> OutboxEvent | None:
-    """The outbox event a job was enqueued for (None if it was deleted meanwhile)."""
+async def load_event(ctx: dict[str, Any], outbox_id: str, org_id: str | None = None) -> OutboxEvent | None:
+    """The outbox event a job was enqueued for (None if it was deleted meanwhile).
+
+    The relay passes the event's organisation with its id: the look-up is then one probe of the
+    outbox's primary key (org_id, id), and one shard on Citus. Jobs enqueued before jobs carried
+    it (org_id None) are still found, by id alone (a scan)."""
     async with job_session(ctx, None) as session:
-        return await outbox.get_event(session, uuid.UUID(outbox_id))
+        return await outbox.get_event(
+            session, uuid.UUID(outbox_id), org_id=uuid.UUID(org_id) if org_id is not None else None
+        )
 
 
-async def ping(ctx: dict[str, Any], outbox_id: str) -> int:
+async def ping(ctx: dict[str, Any], outbox_id: str, org_id: str | None = None) -> int:
     """Diagnostic job: counts its runs in job_runs, so tests can prove a job ran exactly once."""
-    event = await load_event(ctx, outbox_id)
+    event = await load_event(ctx, outbox_id, org_id)
     if event is None:
         return 0
     async with job_session(ctx, event.org_id) as session:

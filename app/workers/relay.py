@@ -15,7 +15,7 @@ from typing import Any
 import asyncpg
 import structlog
 from redis.exceptions import RedisError
-from sqlalchemy import select, update
+from sqlalchemy import select, tuple_, update
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
@@ -63,16 +63,17 @@ async def relay_once(state: AppState, *, batch: int = BATCH) -> int:
                     await state.redis.enqueue_job(
                         job,
                         str(row.id),
+                        str(row.org_id),
                         _job_id=job_id(job, str(row.id)),
                         _queue_name=queue_for(job, state.settings),
                     )
         except (RedisError, OSError) as exc:
             await session.rollback()
-            await _note_failure(state, [r.id for r in rows], exc)
+            await _note_failure(state, [(r.org_id, r.id) for r in rows], exc)
             raise RedisUnavailable(str(exc)) from exc
         await session.execute(
             update(OutboxEvent)
-            .where(col(OutboxEvent.id).in_([r.id for r in rows]))
+            .where(tuple_(col(OutboxEvent.org_id), col(OutboxEvent.id)).in_([(r.org_id, r.id) for r in rows]))
             .values(dispatched_at=utcnow(), attempts=col(OutboxEvent.attempts) + 1)
             .execution_options(cross_tenant=True)
         )
@@ -88,11 +89,11 @@ async def _orgs_wanting(session: AsyncSession, jobs: set[str]) -> dict[str, set[
     return wanted
 
 
-async def _note_failure(state: AppState, ids: list[Any], exc: Exception) -> None:
+async def _note_failure(state: AppState, keys: list[tuple[Any, Any]], exc: Exception) -> None:
     async with state.sessions() as session:
         await session.execute(
             update(OutboxEvent)
-            .where(col(OutboxEvent.id).in_(ids))
+            .where(tuple_(col(OutboxEvent.org_id), col(OutboxEvent.id)).in_(keys))
             .values(attempts=col(OutboxEvent.attempts) + 1, last_error=str(exc)[:2000])
             .execution_options(cross_tenant=True)
         )

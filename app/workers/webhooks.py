@@ -19,9 +19,9 @@ from app.workers.jobs import job_session, load_event
 log = structlog.get_logger("loudou.webhooks")
 
 
-async def fan_out_webhooks(ctx: dict[str, Any], outbox_id: str) -> int:
+async def fan_out_webhooks(ctx: dict[str, Any], outbox_id: str, org_id: str | None = None) -> int:
     """Create the deliveries of one outbox event (each then gets its own deliver job)."""
-    event = await load_event(ctx, outbox_id)
+    event = await load_event(ctx, outbox_id, org_id)
     if event is None:
         return 0
     async with job_session(ctx, event.org_id) as session:
@@ -29,24 +29,24 @@ async def fan_out_webhooks(ctx: dict[str, Any], outbox_id: str) -> int:
     return len(created)
 
 
-async def deliver_webhook(ctx: dict[str, Any], outbox_id: str) -> str:
+async def deliver_webhook(ctx: dict[str, Any], outbox_id: str, org_id: str | None = None) -> str:
     """Deliver the webhook named by a `webhook.deliver` outbox event; retried via arq's Retry."""
-    event = await load_event(ctx, outbox_id)
+    event = await load_event(ctx, outbox_id, org_id)
     if event is None:
         return "gone"
-    return await attempt(ctx, uuid.UUID(event.payload["delivery_id"]))
+    return await attempt(ctx, uuid.UUID(event.payload["delivery_id"]), event.org_id)
 
 
-async def retry_webhook(ctx: dict[str, Any], delivery_id: str) -> str:
+async def retry_webhook(ctx: dict[str, Any], delivery_id: str, org_id: str | None = None) -> str:
     """Deliver a webhook the sweep found due (its first wake-up was lost with Redis)."""
-    return await attempt(ctx, uuid.UUID(delivery_id))
+    return await attempt(ctx, uuid.UUID(delivery_id), uuid.UUID(org_id) if org_id else None)
 
 
-async def attempt(ctx: dict[str, Any], delivery_id: uuid.UUID) -> str:
+async def attempt(ctx: dict[str, Any], delivery_id: uuid.UUID, org_id: uuid.UUID | None = None) -> str:
     """Claim, POST outside any transaction, record; raise Retry for the next try."""
     state: AppState = ctx["state"]
     async with job_session(ctx, None) as session:
-        claimed = await webhooks_out.claim(session, delivery_id)
+        claimed = await webhooks_out.claim(session, delivery_id, org_id=org_id)
     if claimed is None:
         return "nothing to do"
     if isinstance(claimed, float):
@@ -100,8 +100,8 @@ async def sweep_webhooks(ctx: dict[str, Any]) -> int:
     async with job_session(ctx, None) as session:
         due = await webhooks_out.due_deliveries(session, older_than=timedelta(seconds=30))
     redis = ctx["redis"]
-    for delivery_id, attempts in due:
+    for delivery_id, org_id, attempts in due:
         await redis.enqueue_job(
-            "retry_webhook", str(delivery_id), _job_id=f"retry_webhook:{delivery_id}:{attempts}"
+            "retry_webhook", str(delivery_id), str(org_id), _job_id=f"retry_webhook:{delivery_id}:{attempts}"
         )
     return len(due)

@@ -72,3 +72,13 @@ async def test_scoped_session_filters_get_and_refuses_foreign_writes(
         with pytest.raises(TenancyError):
             await session.flush()
         await session.rollback()
+
+
+async def test_get_by_id_completes_the_key_with_the_sessions_organisation(state: AppState, org: Org) -> None:
+    async with state.sessions() as session:
+        with pytest.raises(TenancyError):
+            await session.get(User, uuid.UUID(org.admin_id))
+        session.info["org_id"] = uuid.UUID(org.id)
+        user = await session.get(User, uuid.UUID(org.admin_id))
+        assert user is not None and (user.org_id, user.id) == (uuid.UUID(org.id), uuid.UUID(org.admin_id))
+        assert await session.get(User, {"org_id": uuid.UUID(org.id), "id": uuid.UUID(org.admin_id)}) is user

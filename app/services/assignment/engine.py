@@ -226,7 +226,7 @@ async def _lock_cursor(session: AsyncSession, rule: AssignmentRule) -> Assignmen
     await session.execute(
         insert(AssignmentCursor)
         .values(rule_id=rule.id, org_id=rule.org_id, state={}, updated_at=utcnow())
-        .on_conflict_do_nothing(index_elements=["rule_id"])
+        .on_conflict_do_nothing(index_elements=["org_id", "rule_id"])
     )
     cursor = (
         await session.execute(

@@ -60,6 +60,7 @@ def _last_follow_up() -> Any:
     latest_touch = (
         select(func.max(col(Activity.occurred_at)))
         .where(
+            col(Activity.org_id) == col(Lead.org_id),
             col(Activity.lead_id) == col(Lead.id),
             col(Activity.direction) == Direction.outbound.value,
             col(Activity.kind).in_(FOLLOW_UP_KINDS),

@@ -77,6 +77,7 @@ def filtered_deals(
     if rotting is not None:
         # Rotting: an open deal without activity for longer than its stage's rotting threshold.
         stale = select(col(Stage.id)).where(
+            col(Stage.org_id) == col(Deal.org_id),
             col(Stage.id) == col(Deal.stage_id),
             col(Stage.rotting_days).is_not(None),
             col(Deal.last_activity_at) < func.now() - func.make_interval(0, 0, 0, col(Stage.rotting_days)),

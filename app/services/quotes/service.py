@@ -79,7 +79,9 @@ def read_model(quote: Quote) -> QuoteRead:
 
 def _visible(principal: Principal) -> Select[Any]:
     return (
-        select(Quote).join(Deal, col(Deal.id) == col(Quote.deal_id)).where(deals.visibility_clause(principal))
+        select(Quote)
+        .join(Deal, (col(Deal.org_id) == col(Quote.org_id)) & (col(Deal.id) == col(Quote.deal_id)))
+        .where(deals.visibility_clause(principal))
     )
 
 
