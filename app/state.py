@@ -21,6 +21,13 @@ class AppState:
     sessions: async_sessionmaker[AsyncSession]
     redis: ArqRedis
     http: httpx.AsyncClient
+    # DATABASE_READ_URL's engine (a replica for BI reads), when it is set.
+    read_engine: AsyncEngine | None = None
+
+    @property
+    def reads(self) -> AsyncEngine:
+        """Where bulk reads (exports) go: the replica when DATABASE_READ_URL is set, else the primary."""
+        return self.read_engine or self.engine
 
     @classmethod
     def open(cls, settings: Settings) -> AppState:
@@ -35,6 +42,9 @@ class AppState:
             sessions=session_factory(engine),
             redis=redis,
             http=httpx.AsyncClient(timeout=10.0),
+            read_engine=create_engine(settings, url=settings.database_read_url)
+            if settings.database_read_url
+            else None,
         )
 
     async def close(self) -> None:
@@ -42,3 +52,5 @@ class AppState:
         await self.http.aclose()
         await self.redis.aclose()
         await self.engine.dispose()
+        if self.read_engine is not None:
+            await self.read_engine.dispose()

@@ -82,7 +82,7 @@ async def export_entity(
     """Rows changed after the cursor in commit-safe order, deletions as tombstones; audited."""
     plan = await service.plan_page(
         session,
-        state.engine,
+        state.reads,
         principal,
         entity,
         export_format=export_format,
@@ -102,5 +102,5 @@ async def export_entity(
     if export_format in (ExportFormat.csv, ExportFormat.parquet):
         headers["Content-Disposition"] = f'attachment; filename="{plan.entity.name}.{export_format.value}"'
     return StreamingResponse(
-        page_body(state.engine, plan), media_type=MEDIA_TYPES[export_format], headers=headers
+        page_body(state.reads, plan), media_type=MEDIA_TYPES[export_format], headers=headers
     )

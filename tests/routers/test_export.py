@@ -10,9 +10,13 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
+import httpx
 import pyarrow.parquet as pq
 
-from tests.conftest import Org
+from app.config import Settings
+from app.main import create_app
+from app.state import AppState
+from tests.conftest import Org, Servers, fresh_database
 from tests.factories import make_deal, make_team
 from tests.routers.exports import CURSOR, apply, ndjson, pull, pull_until
 from tests.routers.test_quotes import _sent_quote, make_quote
@@ -353,3 +357,26 @@ async def test_a_draft_edited_down_to_fewer_lines_tombstones_the_lines_it_lost(o
     copy = apply(apply({}, start.rows), later.rows)
     assert [(x["position"], x["description"]) for x in copy.values()] == [(1, "line 0")]
     assert sorted(r["reason"] for r in later.rows if r.get("deleted_at")) == ["line_removed", "line_removed"]
+
+
+async def test_exports_read_from_database_read_url_when_it_is_set(
+    org: Org, settings: Settings, servers: Servers
+) -> None:
+    deal = await make_deal(org)
+    await pull_until(org, "deals", lambda rows: deal["id"] in ids(rows))
+    # A "replica" that has the schema but not this organisation's rows: what the export says must
+    # come from it, while everything else still reads and writes the primary.
+    async with fresh_database(servers) as replica_url:
+        state = AppState.open(settings.model_copy(update={"database_read_url": replica_url}))
+        try:
+            assert state.reads is state.read_engine and state.reads is not state.engine
+            app = create_app(settings, state=state)
+            async with httpx.AsyncClient(
+                transport=httpx.ASGITransport(app=app), base_url="http://t"
+            ) as client:
+                listed = await client.get("/v1/deals", headers=org.auth())
+                assert [d["id"] for d in listed.json()["data"]] == [deal["id"]]
+                r = await client.get("/v1/export/deals", headers=org.auth())
+                assert r.status_code == 200 and r.content == b""
+        finally:
+            await state.close()
