@@ -7,7 +7,7 @@ triggers). The export reads rows below its snapshot's xmin in (change_xid, chang
 a transaction that commits late can never land behind a position already handed out.
 
 Revision ID: b1e7export001
-Revises: b1c6tenantkeys
+Revises: b6c1hostile001
 Create Date: 2026-11-30 00:30:00.000000+00:00
 """
 
@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "b1e7export001"
-down_revision: str | None = "b1c6tenantkeys"
+down_revision: str | None = "b6c1hostile001"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
