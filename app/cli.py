@@ -1,4 +1,4 @@
-"""The `loudou` command: dev, serve, worker, migrate, org create, org update, openapi, schema plan."""
+"""The `loudou` command: dev, serve, worker, migrate, org create, org update, demo, openapi, schema plan."""
 
 from __future__ import annotations
 
@@ -410,6 +410,34 @@ def org_update(
         typer.echo(json.dumps(changed, ensure_ascii=False))
     else:
         typer.echo(" ".join(f"{k}={v}" for k, v in changed.items()))
+
+
+@cli.command()
+def demo(
+    org: Annotated[str, typer.Option("--org", help="Name of the new organisation.")] = "Demo",
+    seed: Annotated[int, typer.Option(help="The same seed gives the same counts of everything.")] = 1,
+    months: Annotated[int, typer.Option(min=1, max=12, help="Months of leads (12 a month).")] = 3,
+    as_json: Annotated[bool, typer.Option("--json", help='Print {"org_id", "api_key"}.')] = False,
+) -> None:
+    """Create a demo organisation filled through the API: teams, reps, leads from every channel,
+    conversions, deals at every stage, quotes and orders; prints its admin key."""
+    from app.demo import load_demo
+
+    with embedded_if_needed() as settings:
+        asyncio.run(_migrate(settings))
+        result = asyncio.run(load_demo(settings, name=org, seed=seed, months=months))
+    if as_json:
+        typer.echo(json.dumps({"org_id": result.org_id, "api_key": result.api_key}))
+        return
+    typer.echo(f"organisation {result.org_id} ({org})")
+    typer.echo(f"admin API key (shown once): {result.api_key}")
+    typer.echo("rows: " + ", ".join(f"{k} {v}" for k, v in result.counts.items()))
+    typer.echo(
+        "try:\n"
+        f'  curl -H "Authorization: Bearer {result.api_key}" localhost:8000/v1/deals\n'
+        f'  curl -H "Authorization: Bearer {result.api_key}" "localhost:8000/v1/export/deals?format=csv"\n'
+        f'  curl -H "Authorization: Bearer {result.api_key}" localhost:8000/v1/export'
+    )
 
 
 @cli.command()

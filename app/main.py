@@ -34,6 +34,7 @@ from app.routers import (
     diagnostics,
     dunning,
     exchange_rates,
+    export,
     followups,
     health,
     imports,
@@ -53,6 +54,7 @@ from app.routers import (
     users,
     webhooks,
 )
+from app.services.export.service import EXPORT_HEADERS
 from app.state import AppState
 from app.workers.registry import assignment_queue
 
@@ -95,6 +97,7 @@ ROUTERS = [
     imports.router,
     targets.router,
     exchange_rates.router,
+    export.router,
 ]
 
 
@@ -171,7 +174,7 @@ def create_app(settings: Settings | None = None, *, state: AppState | None = Non
             allow_origins=settings.cors_origins,
             allow_methods=["*"],
             allow_headers=["*"],
-            expose_headers=["ETag", "X-Request-ID", "Retry-After", "Location"],
+            expose_headers=["ETag", "X-Request-ID", "Retry-After", "Location", "Link", *EXPORT_HEADERS],
         )
     app.add_middleware(
         CorrelationIdMiddleware,

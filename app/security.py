@@ -129,6 +129,8 @@ def jwt_claims(token: str, *, secret: str) -> tuple[uuid.UUID, uuid.UUID, str | 
 
 
 READ_ONLY_ROLES = frozenset({Role.viewer})
+# Scopes that only `*` or their own name grant (a bulk export is more than reading records).
+EXPLICIT_SCOPES = frozenset({"export:read"})
 
 
 @dataclass(frozen=True)
@@ -161,6 +163,8 @@ class Principal:
             return False
         if "*" in self.scopes or scope in self.scopes:
             return True
+        if scope in EXPLICIT_SCOPES:
+            return False
         return action == "read" and ("read" in self.scopes or f"{resource}:write" in self.scopes)
 
 

@@ -29,6 +29,11 @@ class AppState:
         """Sessions for metrics and exports (the replica's when there is one)."""
         return self.read_sessions or self.sessions
 
+    @property
+    def reads(self) -> AsyncEngine:
+        """Where bulk reads (exports) go: the replica when DATABASE_READ_URL is set, else the primary."""
+        return self.read_engine or self.engine
+
     @classmethod
     def open(cls, settings: Settings) -> AppState:
         """Create the resources; nothing connects until first use, so a Redis outage is survivable."""

@@ -7,6 +7,7 @@ from app.models.assignment import AssignmentCursor, AssignmentDecision, Assignme
 from app.models.audit import AuditEntry
 from app.models.deal import Deal, DealFieldHistory, DealStageHistory
 from app.models.dunning import DunningLog, DunningPolicy, DunningStep, OutboundMessage, ReceivableRisk
+from app.models.export import DeletedRow
 from app.models.followup import FollowupPolicy
 from app.models.idempotency import IdempotencyRecord
 from app.models.intake import InboundEvent, IntakeSource
@@ -47,6 +48,7 @@ __all__ = [
     "DealFieldHistory",
     "DealOpenRollup",
     "DealStageHistory",
+    "DeletedRow",
     "DocumentCounter",
     "DunningLog",
     "DunningPolicy",
