@@ -23,7 +23,8 @@ INNER_DEADLINE_SECONDS = 3.0
 MAX_TRIES = 5
 # Leads older than this without any decision are assigned by the sweep (their job was lost or
 # gave up); younger ones are left to their job.
-SWEEP_AFTER = timedelta(seconds=60)
+SWEEP_AFTER = timedelta(minutes=10)  # well past arq's retries and the relay's re-sends
+SWEEP_BATCH = 50
 SWEEP_WINDOW = timedelta(hours=6)
 
 
@@ -62,7 +63,9 @@ async def unassigned_sweep(ctx: dict[str, Any]) -> int:
     """Assign the leads whose `lead.created` job never decided (lost, or out of tries)."""
     now = utcnow()
     async with job_session(ctx, None) as session:
-        stuck = await engine.undecided_leads(session, since=now - SWEEP_WINDOW, until=now - SWEEP_AFTER)
+        stuck = await engine.undecided_leads(
+            session, since=now - SWEEP_WINDOW, until=now - SWEEP_AFTER, limit=SWEEP_BATCH
+        )
     done = 0
     for org_id, lead_id in stuck:
         try:

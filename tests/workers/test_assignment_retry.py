@@ -41,7 +41,12 @@ async def _setup(org: Org, state: AppState) -> tuple[str, str, str]:
         await session.execute(
             update(Lead)
             .where(Lead.id == uuid.UUID(lead_id))  # type: ignore[arg-type]
-            .values(owner_id=None, pooled=True, assigned_at=None, created_at=utcnow() - timedelta(minutes=5))
+            .values(
+                owner_id=None,
+                pooled=True,
+                assigned_at=None,
+                created_at=utcnow() - timedelta(hours=5, minutes=50),
+            )
         )
         outbox_id = (
             await session.execute(
