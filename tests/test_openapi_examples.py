@@ -38,9 +38,7 @@ def _model_of(component: dict[str, Any], candidates: list[type[BaseModel]]) -> t
     """The class a component schema was made from (two classes may share a name: the one whose
     fields are the component's)."""
     fields = set(component.get("properties", {}))
-    matching = [
-        c for c in candidates if {f.alias or n for n, f in c.model_fields.items()} == fields
-    ]
+    matching = [c for c in candidates if {f.alias or n for n, f in c.model_fields.items()} == fields]
     assert len(matching) == 1, (component.get("title"), candidates)
     return matching[0]
 

@@ -9,7 +9,7 @@ import uuid
 from collections.abc import AsyncIterator
 
 import httpx
-from sqlalchemy import func, select, text
+from sqlalchemy import func, select
 from sqlmodel import col
 
 from app.config import Settings
@@ -232,15 +232,6 @@ async def _bulk_import(org: Org, other_org: Org, state: AppState) -> None:
             )
         ).scalar_one()
     assert count == rows
-    # This session's worker would otherwise work through 20,000 lead.created jobs and sweeps
-    # before the worker tests' own leads: settle them here.
-    async with state.sessions() as s:
-        for statement in (
-            "UPDATE outbox SET dispatched_at = now() WHERE org_id = :org AND dispatched_at IS NULL",
-            "UPDATE leads SET deleted_at = now() WHERE org_id = :org",
-        ):
-            await s.execute(text(statement).execution_options(cross_tenant=True), {"org": uuid.UUID(org.id)})
-        await s.commit()
 
 
 async def test_erase_reaches_audit_diffs_duplicates_unlinked_events_the_contact_and_webhook_logs(
