@@ -203,6 +203,9 @@ def dev(
     from app.main import create_app
     from app.workers.runner import run_worker
 
+    # A developer's receivers live on localhost; production keeps the SSRF guard on.
+    os.environ.setdefault("LOUDOU_WEBHOOK_ALLOW_PRIVATE", "true")
+    get_settings.cache_clear()
     base = get_settings()
     fmt = choose_format(base.log_format, for_people=True, terminal=on_terminal())
     configure_logging(base.log_level, fmt, quiet_libraries=True)
@@ -256,6 +259,11 @@ def serve(
 
     base = get_settings()
     configure_logging(base.log_level, choose_format(base.log_format, for_people=False, terminal=False))
+    if base.secret_key is None:
+        if base.env == "production":
+            # Every process and host must sign and check tokens with the same key.
+            raise typer.BadParameter("LOUDOU_SECRET_KEY must be set when LOUDOU_ENV=production")
+        base.resolved_secret_key()  # made once here, before the workers start, so they all share it
     if workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         # Each worker process writes its metrics here; /metrics merges them.
         metrics_dir = (base.home / "prometheus").resolve()

@@ -28,6 +28,8 @@ class Settings(BaseSettings):
         default=None, validation_alias=AliasChoices("REDIS_URL", "LOUDOU_REDIS_URL")
     )
     home: Path = Path(".loudou")
+    # "production" turns on the checks a public deployment needs (https-only webhook targets).
+    env: Literal["development", "production"] = "development"
     secret_key: SecretStr | None = None
 
     log_level: str = "INFO"
@@ -38,6 +40,7 @@ class Settings(BaseSettings):
     max_body_bytes: int = 1 * MIB
     email_max_bytes: int = 25 * MIB
     import_max_bytes: int = 100 * MIB
+    import_max_rows: int = 50_000
     page_size_default: int = 50
     page_size_max: int = 200
     rate_limit_per_minute: int = 1200
@@ -48,13 +51,24 @@ class Settings(BaseSettings):
     # Seconds between outbound webhook tries: 7 tries over ~1.7 h by default (tests use "1,1,1").
     webhook_retry_schedule: Annotated[list[float], NoDecode] = [5, 30, 120, 600, 1800, 3600]
     webhook_timeout_seconds: float = 10.0
+    # Outbound webhooks go to globally routable addresses only, unless this is set (`loudou dev`, tests).
+    webhook_allow_private: bool = False
+    # At most this much of a receiver's answer is read (streamed); the rest is never downloaded.
+    webhook_max_response_bytes: int = 4096
     assignment_concurrency: int = 2
     db_pool_size: int = 10
     db_max_overflow: int = 20
+    # Server-side limits on every pooled connection (0 turns one off): a runaway statement, a lock
+    # wait or a transaction left idle can never hold a connection or a lock for long.
+    db_statement_timeout_ms: int = 30_000
+    db_lock_timeout_ms: int = 5_000
+    db_idle_in_transaction_timeout_ms: int = 60_000
     # A pre-ping costs a round trip on every checkout; stale connections are recycled after 30 min
     # and a dropped server invalidates the pool on the first error anyway.
     db_pre_ping: bool = False
     access_log: bool = True
+    # GET /metrics needs `Authorization: Bearer <token>` when set; in production without one it is off.
+    metrics_token: SecretStr | None = None
 
     @field_validator("cors_origins", mode="before")
     @classmethod

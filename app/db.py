@@ -79,7 +79,19 @@ def create_engine(settings: Settings, *, url: str | None = None, pool_size: int 
         max_overflow=settings.db_max_overflow,
         pool_pre_ping=settings.db_pre_ping,
         pool_recycle=1800,
+        connect_args={"server_settings": server_settings(settings)},
     )
+
+
+def server_settings(settings: Settings) -> dict[str, str]:
+    """The session settings every connection starts with (timeouts in milliseconds). Behind
+    pgbouncer in transaction mode, add these to `ignore_startup_parameters` or set them on the
+    database role (ALTER ROLE … SET statement_timeout = …) instead."""
+    return {
+        "statement_timeout": str(settings.db_statement_timeout_ms),
+        "lock_timeout": str(settings.db_lock_timeout_ms),
+        "idle_in_transaction_session_timeout": str(settings.db_idle_in_transaction_timeout_ms),
+    }
 
 
 class TenantSession(Session):

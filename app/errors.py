@@ -17,6 +17,9 @@ from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 PROBLEM_JSON = "application/problem+json"
+STANDARD_MEMBERS = frozenset(
+    {"type", "title", "status", "detail", "instance", "code", "request_id", "errors"}
+)
 PROBLEM_BASE = "https://loudou.dev/problems/"
 
 log = logging.getLogger("loudou.errors")
@@ -89,6 +92,12 @@ class Conflict(AppError):
     status, code, title = 409, "conflict", "Conflict"
 
 
+class DuplicateExists(Conflict):
+    """The same email or phone belongs to an open lead the caller may not see: nothing about it is said."""
+
+    code, title = "duplicate_exists", "A duplicate exists"
+
+
 class InvalidTransition(Conflict):
     code, title = "invalid_transition", "Transition not allowed"
 
@@ -119,6 +128,15 @@ def unstorable(exc: BaseException) -> UnstorableValue | None:
     if not str(getattr(cause, "sqlstate", "") or "").startswith("22"):
         return None
     return UnstorableValue(f"A value cannot be stored: {str(cause).split(':', 1)[-1].strip()[:200]}")
+
+
+# lock_not_available (lock_timeout), query_canceled (statement_timeout), deadlock_detected
+BUSY_SQLSTATES = frozenset({"55P03", "57014", "40P01"})
+
+
+def _sqlstate(exc: BaseException) -> str:
+    cause = exc.orig if isinstance(exc, DBAPIError) else exc
+    return str(getattr(cause, "sqlstate", "") or "")
 
 
 class ValidationFailed(AppError):
@@ -160,7 +178,8 @@ def problem_response(
         request_id=request_id,
         errors=list(errors) if errors else None,
     ).model_dump(exclude_none=True)
-    body.update(extra or {})
+    # Extension members never overwrite the standard ones (a quote's `status` is not the HTTP status).
+    body.update({k: v for k, v in (extra or {}).items() if k not in STANDARD_MEMBERS})
     return JSONResponse(body, status_code=status, headers=dict(headers or {}), media_type=PROBLEM_JSON)
 
 
@@ -238,6 +257,16 @@ def install_error_handlers(app: FastAPI) -> None:
         error = unstorable(exc)
         if error is not None:
             return problem_response(error.status, code=error.code, title=error.title, detail=error.detail)
+        if _sqlstate(exc) in BUSY_SQLSTATES:
+            # A lock wait or a statement past its server-side timeout: busy, not broken.
+            log.warning("database busy: %s", _sqlstate(exc))
+            return problem_response(
+                503,
+                code="database_busy",
+                title="Service unavailable",
+                detail="The database was too busy to answer in time; retry shortly.",
+                headers={"Retry-After": "1"},
+            )
         log.exception("database error", exc_info=exc)
         return problem_response(
             500,

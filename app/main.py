@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hmac
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -13,7 +14,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from app import observability
 from app.config import Settings, get_settings
-from app.errors import install_error_handlers
+from app.errors import NotFound, Unauthorized, install_error_handlers
 from app.logging import choose_format, configure_logging
 from app.middleware import (
     ApiCORSMiddleware,
@@ -163,11 +164,24 @@ def create_app(settings: Settings | None = None, *, state: AppState | None = Non
     @app.get("/metrics", include_in_schema=False)
     async def metrics(request: Request) -> Response:
         """Prometheus text: HTTP metrics, job outcomes, queue depth and lag, outbox backlog."""
+        check_metrics_access(settings, request.headers.get("authorization"))
         state: AppState = request.app.state.loudou
         await observability.refresh(state, [settings.queue_name, assignment_queue(settings)])
         return Response(generate_latest(observability.registry()), media_type=CONTENT_TYPE_LATEST)
 
     return app
+
+
+def check_metrics_access(settings: Settings, authorization: str | None) -> None:
+    """Queue names, volumes and error rates are for the operator: a bearer token when one is
+    configured; in production without one, /metrics is off (404)."""
+    token = settings.metrics_token.get_secret_value() if settings.metrics_token else None
+    if token is None:
+        if settings.env == "production":
+            raise NotFound("Metrics are off: set LOUDOU_METRICS_TOKEN to scrape them.")
+        return
+    if not hmac.compare_digest((authorization or "").encode(), f"Bearer {token}".encode()):
+        raise Unauthorized("/metrics needs `Authorization: Bearer <LOUDOU_METRICS_TOKEN>`.")
 
 
 def app_factory() -> FastAPI:

@@ -8,6 +8,7 @@ streaming responses stay streaming.
 from __future__ import annotations
 
 import hashlib
+import hmac
 from collections.abc import Callable
 from typing import Any
 
@@ -21,6 +22,8 @@ from app.services.idempotency import Claim
 from app.state import AppState
 
 REPLAYED_HEADERS = {"content-type", "etag", "location"}
+# Public endpoints dedupe on their own (webhook-id, Message-ID) and login must never be stored.
+NO_IDEMPOTENCY_PREFIXES = ("/v1/intake/", "/v1/auth/")
 
 
 def _header(scope: Scope, name: bytes) -> str | None:
@@ -145,6 +148,11 @@ class IdempotencyMiddleware:
     the stored response, with `Idempotent-Replayed: true`; same key with another body -> 422;
     while the first is still running -> 409. Only 2xx/3xx answers are kept, so a request that
     failed can be corrected and retried under the same key. Kept 24 h (LOUDOU_IDEMPOTENCY_TTL_HOURS).
+
+    Never stored: unauthenticated requests, login and public intake (the key is ignored there),
+    and responses marked `Cache-Control: no-store` (the ones carrying a new API key, webhook
+    secret or token), so no secret sits in the table. Caller and request are HMACs under the
+    server's secret key, so the table cannot be used to test guesses of a request body.
     """
 
     def __init__(self, app: ASGIApp) -> None:
@@ -155,7 +163,8 @@ class IdempotencyMiddleware:
             await self.app(scope, receive, send)
             return
         key = _header(scope, b"idempotency-key")
-        if key is None:
+        credential = _header(scope, b"authorization")
+        if key is None or credential is None or scope["path"].startswith(NO_IDEMPOTENCY_PREFIXES):
             await self.app(scope, receive, send)
             return
         if not 1 <= len(key) <= 255:
@@ -174,9 +183,10 @@ class IdempotencyMiddleware:
             )
             return
         state: AppState = scope["app"].state.loudou
-        credential = _header(scope, b"authorization") or f"public:{scope['path']}"
-        caller_hash = hashlib.sha256(credential.encode()).hexdigest()
-        request_hash = hashlib.sha256(
+        secret = state.settings.resolved_secret_key().encode()
+        caller_hash = hmac.new(secret, b"caller\n" + credential.encode(), hashlib.sha256).hexdigest()
+        request_hash = hmac.new(
+            secret,
             b"\n".join(
                 [
                     scope["method"].encode(),
@@ -184,7 +194,8 @@ class IdempotencyMiddleware:
                     scope.get("query_string", b""),
                     body,
                 ]
-            )
+            ),
+            hashlib.sha256,
         ).hexdigest()
         replay = await self._claim(state, caller_hash, key, scope, request_hash)
         if replay is not None:
@@ -257,11 +268,15 @@ class IdempotencyMiddleware:
     ) -> None:
         principal = scope.get("state", {}).get("principal")
         async with state.sessions() as session:
+            no_store = any(
+                k.lower() == "cache-control" and "no-store" in v.lower() for k, v in captured["headers"]
+            )
             await idempotency.finish(
                 session,
                 caller_hash=caller_hash,
                 key=key,
-                status=captured["status"],
+                # An answer carrying a secret (Cache-Control: no-store) is forgotten like a failure.
+                status=captured["status"] if not no_store else 599,
                 headers=captured["headers"],
                 body=bytes(captured["body"]),
                 org_id=principal.org_id if principal is not None else None,

@@ -203,12 +203,22 @@ class RequestTimingMiddleware:
                 access_log.info(
                     "request",
                     method=scope["method"],
-                    path=scope["path"],
+                    path=loggable_path(scope["path"]),
                     route=route,
                     status=status,
                     duration_ms=round(seconds * 1000, 2),
                     org_id=str(principal.org_id) if principal is not None else None,
                 )
+
+
+def loggable_path(path: str) -> str:
+    """The path for logs: an intake source's key is a credential, so it is never written out."""
+    if path.startswith("/v1/intake/"):
+        parts = path.split("/")
+        if len(parts) >= 5 and parts[4]:
+            parts[4] = "***"
+        return "/".join(parts)
+    return path
 
 
 COLLECTOR = QueueCollector()

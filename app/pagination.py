@@ -6,7 +6,7 @@ import base64
 import json
 import uuid
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 from decimal import Decimal
 from typing import Any, Generic, TypeVar
 
@@ -38,6 +38,8 @@ class PageParams:
 def _encode(value: Any) -> Any:
     if isinstance(value, datetime):
         return {"t": value.isoformat()}
+    if isinstance(value, date):
+        return {"D": value.isoformat()}
     if isinstance(value, uuid.UUID):
         return {"u": str(value)}
     if isinstance(value, Decimal):
@@ -49,6 +51,8 @@ def _decode(value: Any) -> Any:
     if isinstance(value, dict):
         if "t" in value:
             return datetime.fromisoformat(value["t"])
+        if "D" in value:
+            return date.fromisoformat(value["D"])
         if "u" in value:
             return uuid.UUID(value["u"])
         if "d" in value:
@@ -62,17 +66,52 @@ def encode_cursor(sort: str, key: Any, row_id: uuid.UUID) -> str:
     return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
 
 
+def _bad_cursor() -> ValidationFailed:
+    return ValidationFailed(
+        "The cursor is not one this API issued.",
+        errors=[FieldError(field="cursor", code="invalid_cursor", message="malformed cursor")],
+    )
+
+
 def decode_cursor(cursor: str) -> tuple[str, Any, uuid.UUID]:
     """The inverse of encode_cursor; a tampered cursor is a 422."""
     try:
         padded = cursor + "=" * (-len(cursor) % 4)
         sort, key, row_id = json.loads(base64.urlsafe_b64decode(padded))
-        return str(sort), _decode(key), uuid.UUID(row_id)
-    except (ValueError, TypeError, json.JSONDecodeError) as exc:
-        raise ValidationFailed(
-            "The cursor is not one this API issued.",
-            errors=[FieldError(field="cursor", code="invalid_cursor", message="malformed cursor")],
-        ) from exc
+        return str(sort), _decode(key), uuid.UUID(str(row_id))
+    except (ValueError, TypeError, RecursionError) as exc:
+        raise _bad_cursor() from exc
+
+
+def _nullable(column: Any) -> bool:
+    expression = getattr(column, "expression", column)
+    return bool(getattr(expression, "nullable", True))
+
+
+def _check_key(column: Any, key: Any) -> None:
+    """A cursor key must have the column's type, else the database would fail on it (a 500)."""
+    if key is None:
+        return
+    sql_type = getattr(column, "type", None)
+    sql_type = getattr(sql_type, "impl_instance", sql_type)  # a TypeDecorator (sqlmodel's AutoString)
+    try:
+        expected: type = sql_type.python_type if sql_type is not None else object
+    except (AttributeError, NotImplementedError):
+        expected = object
+    if expected is datetime:
+        ok = isinstance(key, datetime) and key.tzinfo is not None
+    elif expected is date:
+        ok = isinstance(key, date) and not isinstance(key, datetime)
+    elif expected is int:
+        ok = isinstance(key, int) and not isinstance(key, bool)
+    elif expected is Decimal:
+        ok = isinstance(key, Decimal) and key.is_finite()
+    elif expected is str:
+        ok = isinstance(key, str)
+    else:
+        ok = isinstance(key, str | int | float | bool | uuid.UUID) and not isinstance(key, dict | list)
+    if not ok:
+        raise _bad_cursor()
 
 
 async def paginate(
@@ -89,6 +128,7 @@ async def paginate(
     Columns are model attributes (typed loosely: SQLModel declares them as their Python types).
 
     `sort` is a field name, prefixed with `-` for descending; only `sortable` names are allowed.
+    Rows whose sort key is NULL come last in either direction and are paged by id.
     """
     sort = page.sort or default_sort
     descending = sort.startswith("-")
@@ -105,6 +145,7 @@ async def paginate(
             ],
         )
     column = sortable[name]
+    nullable = _nullable(column)
     if page.cursor:
         cursor_sort, key, last_id = decode_cursor(page.cursor)
         if cursor_sort != sort:
@@ -112,11 +153,20 @@ async def paginate(
                 "The cursor belongs to another ordering; keep `sort` the same while paging.",
                 errors=[FieldError(field="cursor", code="cursor_mismatch", message="sort changed")],
             )
-        if descending:
-            stmt = stmt.where(or_(column < key, and_(column == key, id_column < last_id)))
+        _check_key(column, key)
+        after_id = id_column < last_id if descending else id_column > last_id
+        if key is None:  # among the NULLs, which come last in both directions
+            stmt = stmt.where(column.is_(None), after_id)
         else:
-            stmt = stmt.where(or_(column > key, and_(column == key, id_column > last_id)))
-    order = (column.desc(), id_column.desc()) if descending else (column.asc(), id_column.asc())
+            beyond = column < key if descending else column > key
+            later = [beyond, and_(column == key, after_id)]
+            stmt = stmt.where(or_(*later, column.is_(None)) if nullable else or_(*later))
+    if descending:
+        # NULLs last whichever the direction, so a page after the last value still reaches them;
+        # a NOT NULL column keeps the plain order its index serves.
+        order = (column.desc().nulls_last() if nullable else column.desc(), id_column.desc())
+    else:
+        order = (column.asc(), id_column.asc())  # PostgreSQL puts NULLs last when ascending
     rows = list((await session.execute(stmt.order_by(*order).limit(page.limit + 1))).scalars())
     next_cursor = None
     if len(rows) > page.limit:

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import hmac
 import secrets
 import uuid
+import weakref
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
@@ -47,11 +50,44 @@ def verify_password(password: str, password_hash: str | None) -> bool:
 
 _DUMMY_HASH = _passwords.hash(secrets.token_urlsafe(16))
 
+# Argon2 takes 64 MiB and tens of milliseconds per call: run it in a thread so the event loop keeps
+# serving, and at most this many at once per process so a login flood cannot exhaust CPU or memory.
+HASH_CONCURRENCY = 2
+_hash_slots: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _slots() -> asyncio.Semaphore:
+    loop = asyncio.get_running_loop()
+    slots = _hash_slots.get(loop)
+    if slots is None:
+        slots = _hash_slots[loop] = asyncio.Semaphore(HASH_CONCURRENCY)
+    return slots
+
+
+async def hash_password_async(password: str) -> str:
+    """hash_password off the event loop, behind the per-process hashing semaphore."""
+    async with _slots():
+        return await asyncio.to_thread(hash_password, password)
+
+
+async def verify_password_async(password: str, password_hash: str | None) -> bool:
+    """verify_password off the event loop, behind the per-process hashing semaphore."""
+    async with _slots():
+        return await asyncio.to_thread(verify_password, password, password_hash)
+
 
 def issue_jwt(
-    *, user_id: uuid.UUID, org_id: uuid.UUID, secret: str, ttl_seconds: int
+    *,
+    user_id: uuid.UUID,
+    org_id: uuid.UUID,
+    secret: str,
+    ttl_seconds: int,
+    password_hash: str | None = None,
 ) -> tuple[str, datetime]:
-    """A signed access token for a user, and when it expires."""
+    """A signed access token for a user, and when it expires; it carries a fingerprint of the
+    user's password hash, so changing the password ends the tokens issued before."""
     now = datetime.now(UTC)
     expires = now + timedelta(seconds=ttl_seconds)
     claims = {
@@ -61,16 +97,34 @@ def issue_jwt(
         "iat": int(now.timestamp()),
         "exp": int(expires.timestamp()),
         "jti": secrets.token_hex(8),
+        "pwd": password_fingerprint(password_hash, secret=secret),
     }
     return jwt.encode(claims, secret, algorithm=JWT_ALGORITHM), expires
 
 
+def password_fingerprint(password_hash: str | None, *, secret: str) -> str:
+    """A short keyed digest of a password hash (the hash itself never goes into a token)."""
+    digest = hmac.new(secret.encode(), (password_hash or "").encode(), hashlib.sha256).hexdigest()
+    return digest[:16]
+
+
 def decode_jwt(token: str, *, secret: str) -> tuple[uuid.UUID, uuid.UUID] | None:
     """(user_id, org_id) from a valid token, else None."""
+    claims = jwt_claims(token, secret=secret)
+    return (claims[0], claims[1]) if claims else None
+
+
+def jwt_claims(token: str, *, secret: str) -> tuple[uuid.UUID, uuid.UUID, str | None] | None:
+    """(user_id, org_id, password fingerprint) from a valid token, else None."""
     try:
         claims = jwt.decode(token, secret, algorithms=[JWT_ALGORITHM], audience=JWT_AUDIENCE)
-        return uuid.UUID(claims["sub"]), uuid.UUID(claims["org"])
-    except (jwt.PyJWTError, KeyError, ValueError):
+        fingerprint = claims.get("pwd")
+        return (
+            uuid.UUID(claims["sub"]),
+            uuid.UUID(claims["org"]),
+            str(fingerprint) if fingerprint is not None else None,
+        )
+    except (jwt.PyJWTError, KeyError, ValueError, TypeError):
         return None
 
 

@@ -98,6 +98,7 @@ def settings(servers: Servers, database_url: str) -> Settings:
         queue_name=f"loudou-test:{uuid.uuid4().hex[:8]}",
         rate_limit_per_minute=100_000,
         webhook_retry_schedule=[0.3, 0.3, 0.3],
+        webhook_allow_private=True,
         db_pool_size=5,
     )
 

@@ -138,3 +138,19 @@ def test_every_command_has_help(settings: Settings, command: list[str]) -> None:
     done = _run([*command, "--help"], settings)
     assert done.returncode == 0
     assert "Usage" in done.stdout
+
+
+def test_serve_in_production_needs_a_secret_key(settings: Settings, tmp_path: Path) -> None:
+    env = {
+        **os.environ,
+        "DATABASE_URL": settings.database_url or "",
+        "REDIS_URL": settings.redis_url or "",
+        "LOUDOU_ENV": "production",
+        "LOUDOU_HOME": str(tmp_path),
+    }
+    env.pop("LOUDOU_SECRET_KEY", None)
+    done = subprocess.run(
+        [LOUDOU, "serve", "--workers", "2"], env=env, capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode != 0 and "LOUDOU_SECRET_KEY" in done.stderr
+    assert not (tmp_path / "secret_key").exists()

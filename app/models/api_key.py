@@ -23,6 +23,8 @@ SCOPES = (
     "api_keys:write",
     "organisation:read",
     "organisation:write",
+    "settings:read",
+    "settings:write",  # routing and scoring rules: who gets which lead, how it is ranked
     "leads:read",
     "leads:write",
     "accounts:read",

@@ -7,7 +7,7 @@ from datetime import datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, field_validator
-from sqlalchemy import String, UniqueConstraint
+from sqlalchemy import Index, String, UniqueConstraint, text
 from sqlmodel import Field, SQLModel
 
 from app.models import examples as ex
@@ -71,6 +71,12 @@ class AssignmentDecision(IdMixin, TenantMixin, table=True):
     __table_args__ = (
         UniqueConstraint("org_id", "trigger_key"),
         tenant_fk("assignment_decisions", "lead_id", "leads", ondelete="CASCADE"),
+        # The SLA sweep reads only decisions still waiting, so its cost does not grow with history.
+        Index(
+            "ix_assignment_decisions_sla_pending",
+            "sla_due_at",
+            postgresql_where=text("sla_handled_at IS NULL AND sla_due_at IS NOT NULL"),
+        ),
     )
 
     lead_id: uuid.UUID = Field(index=True)
@@ -87,7 +93,7 @@ class AssignmentDecision(IdMixin, TenantMixin, table=True):
     candidates: list[dict[str, Any]] = JsonField(default_factory=list)
     state_before: dict[str, Any] = JsonField()
     state_after: dict[str, Any] = JsonField()
-    sla_due_at: datetime | None = TimestampField(nullable=True, default_now=False, index=True)
+    sla_due_at: datetime | None = TimestampField(nullable=True, default_now=False)
     sla_handled_at: datetime | None = TimestampField(nullable=True, default_now=False)
     created_at: datetime = TimestampField(index=True)
 

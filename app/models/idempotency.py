@@ -13,7 +13,7 @@ from app.models.base import IdMixin, JsonField, TimestampField
 
 
 class IdempotencyRecord(IdMixin, SQLModel, table=True):
-    """Keyed by (caller, key): the caller is the SHA-256 of its credential, known before auth runs.
+    """Keyed by (caller, key): the caller is an HMAC of its credential, known before auth runs.
 
     org_id is filled in once the request has been authenticated (it is null for requests that
     never got that far); the record is infrastructure of the HTTP layer, not tenant data. So its

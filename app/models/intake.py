@@ -196,7 +196,7 @@ class IntakeSourceUpdate(Patch):
 
 
 class IntakeSourceRead(SQLModel):
-    """A source as the API shows it: the public `key`, the webhook `secret`, never the other secrets."""
+    """A source as the API shows it: the public `key`; secrets are only said to be set."""
 
     id: uuid.UUID
     org_id: uuid.UUID
@@ -213,7 +213,7 @@ class IntakeSourceRead(SQLModel):
     signing_key_set: bool
     basic_auth_username: str | None
     basic_auth_password_set: bool
-    secret: str | None
+    secret_set: bool
     previous_secret_expires_at: datetime | None
     default_owner_id: uuid.UUID | None
     default_team_id: uuid.UUID | None
@@ -223,6 +223,12 @@ class IntakeSourceRead(SQLModel):
     created_at: datetime
     updated_at: datetime
     version: int
+
+
+class IntakeSourceWithSecret(IntakeSourceRead):
+    """The answer to create and rotate-secret: the only time a webhook source's `secret` is shown."""
+
+    secret: str | None
 
 
 class SecretRotation(Input):

@@ -40,6 +40,12 @@ class LeadStatus(enum.StrEnum):
 # the tuple, `Lead.is_open`, `OPEN_LEAD` (SQLAlchemy) and `OPEN_LEAD_SQL` (its text); the plpgsql
 # dedupe function of migration c3b1leads0001 is checked against them by tests/models/test_lead_open.py.
 OPEN_STATUSES = (LeadStatus.new, LeadStatus.working, LeadStatus.qualified)
+# OPEN_LEAD_SQL without the table name, usable inside the table's own definition (the predicate
+# of the partial index ix_leads_owned_open); tests/models/test_lead_open.py keeps them equal.
+OWNED_OPEN_SQL = (
+    "status IN (" + ", ".join(f"'{s.value}'" for s in OPEN_STATUSES) + ")"
+    " AND duplicate_of IS NULL AND deleted_at IS NULL AND erased_at IS NULL"
+)
 
 
 class LeadSource(enum.StrEnum):
@@ -123,6 +129,12 @@ class Lead(LeadFields, IdMixin, TenantMixin, TimestampsMixin, VersionMixin, tabl
         tenant_fk("leads", "team_id", "teams", ondelete="SET NULL"),
         tenant_fk("leads", "duplicate_of", "leads", ondelete="SET NULL"),
         tenant_fk("leads", "possible_duplicate_of", "leads", ondelete="SET NULL"),
+        # The recycle sweep reads owned open leads only, not every lead ever converted or merged.
+        Index(
+            "ix_leads_owned_open",
+            "org_id",
+            postgresql_where=text(f"owner_id IS NOT NULL AND {OWNED_OPEN_SQL}"),
+        ),
     )
 
     # status, source and pooled are not indexed: lists filter them within an organisation (few
@@ -293,6 +305,12 @@ class Activity(IdMixin, TenantMixin, TimestampsMixin, VersionMixin, table=True):
 
     __tablename__ = "activities"
     __table_args__ = (
+        # The overdue sweep reads open tasks with a due time only, not every task ever done.
+        Index(
+            "ix_activities_open_due",
+            "due_at",
+            postgresql_where=text("done_at IS NULL AND due_at IS NOT NULL"),
+        ),
         Index(
             "ix_activities_org_message_id",
             "org_id",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, status
+from fastapi import APIRouter, Depends, Response, status
 
 from app.deps import PageDep, SessionDep, require
 from app.errors import problem_responses
@@ -43,9 +43,13 @@ async def list_api_keys(
     summary="Create an API key",
     responses=problem_responses(404),
 )
-async def create_api_key(body: ApiKeyCreate, principal: Writer, session: SessionDep) -> ApiKeyCreated:
-    """The token is in this response only. Omitted scopes mean all the user's role allows."""
+async def create_api_key(
+    body: ApiKeyCreate, principal: Writer, session: SessionDep, response: Response
+) -> ApiKeyCreated:
+    """The token is in this response only (never stored for an Idempotency-Key replay). Omitted
+    scopes mean all the user's role allows."""
     key, token = await service.create_key(session, principal, body)
+    response.headers["Cache-Control"] = "no-store"
     return ApiKeyCreated.model_validate({**key.model_dump(), "key": token})
 
 

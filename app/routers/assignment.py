@@ -26,7 +26,7 @@ from app.services.assignment import rules as service
 router = APIRouter(tags=["assignment"], responses=COMMON_ERRORS)
 
 Reader = Annotated[Principal, Depends(require("leads:read"))]
-Writer = Annotated[Principal, Depends(require("leads:write"))]
+Writer = Annotated[Principal, Depends(require("settings:write"))]
 
 
 def _read(rule: AssignmentRule) -> AssignmentRuleRead:

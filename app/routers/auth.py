@@ -5,10 +5,10 @@ from __future__ import annotations
 import uuid
 from typing import Literal
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from app.deps import PrincipalDep, SessionDep, SettingsDep
+from app.deps import PrincipalDep, SessionDep, StateDep
 from app.errors import problem_responses
 from app.models import examples as ex
 from app.models.common import Input, Role
@@ -18,6 +18,7 @@ from app.routers import COMMON_ERRORS
 from app.services import auth as auth_service
 from app.services import organisation as org_service
 from app.services import users as user_service
+from app.services.login_guard import LoginGuard
 
 router = APIRouter(prefix="/v1", tags=["auth"], responses=COMMON_ERRORS)
 
@@ -50,9 +51,19 @@ class Me(BaseModel):
     scopes: list[str]
 
 
-@router.post("/auth/token", response_model=TokenResponse, summary="Log in with a password")
-async def issue_token(body: TokenRequest, session: SessionDep, settings: SettingsDep) -> TokenResponse:
-    """Exchange email and password for a JWT access token."""
+@router.post(
+    "/auth/token",
+    response_model=TokenResponse,
+    summary="Log in with a password",
+    responses=problem_responses(429),
+)
+async def issue_token(
+    body: TokenRequest, request: Request, response: Response, session: SessionDep, state: StateDep
+) -> TokenResponse:
+    """Exchange email and password for a JWT access token; repeated failures for an email or from
+    an address are refused for a growing time (429 with Retry-After)."""
+    settings = state.settings
+    guard = LoginGuard(state.redis, email=body.email, address=request.client.host if request.client else None)
     token, ttl = await auth_service.login(
         session,
         email=body.email,
@@ -60,7 +71,9 @@ async def issue_token(body: TokenRequest, session: SessionDep, settings: Setting
         org_id=body.organisation_id,
         secret=settings.resolved_secret_key(),
         ttl_seconds=settings.jwt_ttl_seconds,
+        guard=guard,
     )
+    response.headers["Cache-Control"] = "no-store"  # RFC 6749 §5.1
     return TokenResponse(access_token=token, expires_in=ttl)
 
 

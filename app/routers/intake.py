@@ -91,6 +91,7 @@ def wants_json(request: Request) -> bool:
 async def submit_form(key: str, request: Request, session: SessionDep, state: StateDep) -> Response:
     """JSON, urlencoded or multipart; 303 to `redirect_url` for plain form posts, else JSON."""
     source = await service.open_source(session, key, SourceKind.form)
+    await session.commit()  # only read so far: no connection is held while Redis and the body are awaited
     await service.rate_limit(state, source)
     meta = request_meta(request)
     limit = state.settings.max_body_bytes
@@ -139,6 +140,7 @@ async def receive_webhook(key: str, request: Request, session: SessionDep, state
     """Standard Webhooks (`webhook-id`, `webhook-timestamp`, `webhook-signature`); a repeated id
     answers the first result and creates nothing."""
     source = await service.open_source(session, key, SourceKind.webhook)
+    await session.commit()  # only read so far: no connection is held while Redis and the body are awaited
     await service.rate_limit(state, source)
     meta = request_meta(request)
     limit = state.settings.max_body_bytes
@@ -161,6 +163,7 @@ async def receive_email(key: str, request: Request, session: SessionDep, state: 
     """SendGrid Inbound Parse, Mailgun routes, Postmark inbound JSON or raw `message/rfc822`, per the
     source's provider; a reply or mail from a known lead becomes an activity on that lead."""
     source = await service.open_source(session, key, SourceKind.email)
+    await session.commit()  # only read so far: no connection is held while Redis and the body are awaited
     await service.rate_limit(state, source)
     meta = request_meta(request)
     limit = state.settings.email_max_bytes

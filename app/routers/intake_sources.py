@@ -16,6 +16,7 @@ from app.models.intake import (
     IntakeSourceCreate,
     IntakeSourceRead,
     IntakeSourceUpdate,
+    IntakeSourceWithSecret,
     SecretRotation,
     SourceKind,
 )
@@ -34,17 +35,19 @@ Writer = Annotated[Principal, Depends(require("intake:write"))]
 
 @router.post(
     "",
-    response_model=IntakeSourceRead,
+    response_model=IntakeSourceWithSecret,
     status_code=status.HTTP_201_CREATED,
     summary="Add an intake source",
 )
 async def create_source(
     body: IntakeSourceCreate, principal: Writer, session: SessionDep, response: Response
-) -> IntakeSourceRead:
-    """A form, email or webhook source; the answer carries its `key` and, for webhooks, `secret`."""
+) -> IntakeSourceWithSecret:
+    """A form, email or webhook source; the answer carries its `key` and, for webhooks, the
+    `secret` (shown here and on rotation only)."""
     source = await service.create_source(session, principal, body)
     set_etag(response, source)
-    return service.to_read(source)
+    response.headers["Cache-Control"] = "no-store"
+    return service.to_read_with_secret(source)
 
 
 @router.get("", response_model=Page[IntakeSourceRead], summary="List intake sources")
@@ -108,7 +111,7 @@ async def delete_source(
 
 @router.post(
     "/{source_id}/rotate-secret",
-    response_model=IntakeSourceRead,
+    response_model=IntakeSourceWithSecret,
     summary="Rotate a webhook secret",
     responses=problem_responses(404),
 )
@@ -118,12 +121,13 @@ async def rotate_secret(
     session: SessionDep,
     response: Response,
     body: SecretRotation | None = None,
-) -> IntakeSourceRead:
+) -> IntakeSourceWithSecret:
     """A new `secret`; the previous one still verifies for `grace_hours` (default 24)."""
     grace = body.grace_hours if body else 24
     source = await service.rotate_secret(session, principal, source_id, grace_hours=grace)
     set_etag(response, source)
-    return service.to_read(source)
+    response.headers["Cache-Control"] = "no-store"
+    return service.to_read_with_secret(source)
 
 
 @events_router.get("", response_model=Page[InboundEventRead], summary="List inbound events")
@@ -163,10 +167,16 @@ async def get_event(
     event_id: uuid.UUID,
     principal: Reader,
     session: SessionDep,
-    include_body: Annotated[bool, Query(description="Include the raw body as text")] = False,
+    include_body: Annotated[
+        bool, Query(description="Include the raw body as text (admins, or a lead the caller can see)")
+    ] = False,
 ) -> InboundEventRead:
-    """One event, with its raw body when asked for."""
-    return inbox.to_read(await inbox.get_event(session, principal, event_id), include_body=include_body)
+    """One event, with its raw body when asked for: admins always, managers when the event made
+    or touched a lead they can see (403 otherwise)."""
+    event = await inbox.get_event(session, principal, event_id)
+    if include_body:
+        await inbox.check_body_access(session, principal, event)
+    return inbox.to_read(event, include_body=include_body)
 
 
 @events_router.post(

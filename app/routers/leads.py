@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from datetime import datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, File, Form, Query, Response, UploadFile, status
+from fastapi import APIRouter, Depends, Query, Request, Response, status
+from starlette.datastructures import UploadFile
+from starlette.formparsers import MultiPartException
 
-from app.deps import IfMatchDep, PageDep, SessionDep, require
-from app.errors import problem_responses
+from app.deps import IfMatchDep, PageDep, SessionDep, StateDep, require
+from app.errors import BadRequest, FieldError, ValidationFailed, problem_responses
 from app.models import examples as ex
 from app.models.lead import (
     ActivityCreate,
@@ -47,12 +50,16 @@ def _read(response: Response, lead: object) -> LeadRead:
     response_model=LeadRead,
     status_code=status.HTTP_201_CREATED,
     summary="Create a lead",
-    responses={200: {"model": LeadRead, "description": "Merged into an existing open lead"}},
+    responses={
+        200: {"model": LeadRead, "description": "Merged into an existing open lead"},
+        **problem_responses(409),
+    },
 )
 async def create_lead(
     body: LeadCreate, principal: Writer, session: SessionDep, response: Response
 ) -> LeadRead:
-    """201 with a new lead, or 200 with the open lead of the same email/phone it was merged into."""
+    """201 with a new lead, or 200 with the open lead of the same email/phone it was merged into;
+    409 `duplicate_exists` (nothing merged, nothing shown) when that lead is not the caller's to see."""
     result = await service.create_lead(session, principal, body)
     if not result.created:
         response.status_code = status.HTTP_200_OK
@@ -60,38 +67,110 @@ async def create_lead(
     return _read(response, result.lead)
 
 
+IMPORT_FORM = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["file"],
+                    "properties": {
+                        "file": {
+                            "type": "string",
+                            "format": "binary",
+                            "description": "A UTF-8 CSV file with a header row",
+                        },
+                        "mapping": {
+                            "type": "string",
+                            "description": 'JSON {"CSV column": "lead field"}; unmapped columns use common '
+                            "aliases",
+                            "examples": [json.dumps(ex.LEAD_IMPORT_MAPPING, ensure_ascii=False)],
+                        },
+                        "dry_run": {
+                            "type": "boolean",
+                            "default": False,
+                            "description": "Report what would happen; write nothing",
+                            "examples": [True],
+                        },
+                        "default_country": {
+                            "type": "string",
+                            "pattern": "^[A-Z]{2}$",
+                            "description": "For national phones",
+                            "examples": ["CN"],
+                        },
+                    },
+                }
+            }
+        },
+    }
+}
+
+
+def _form_error(field: str, message: str) -> ValidationFailed:
+    return ValidationFailed(
+        f"{field}: {message}", errors=[FieldError(field=field, code="invalid", message=message)]
+    )
+
+
 @router.post(
     "/import",
     response_model=lead_import.ImportReport,
     summary="Import leads from CSV",
+    openapi_extra=IMPORT_FORM,
+    responses=problem_responses(400, 413, 422),
 )
 async def import_leads(
-    principal: Writer,
-    session: SessionDep,
-    file: Annotated[UploadFile, File(description="A UTF-8 CSV file with a header row")],
-    mapping: Annotated[
-        str | None,
-        Form(
-            description='JSON {"CSV column": "lead field"}; unmapped columns use common aliases',
-            examples=[json.dumps(ex.LEAD_IMPORT_MAPPING, ensure_ascii=False)],
-        ),
-    ] = None,
-    dry_run: Annotated[
-        bool, Form(description="Report what would happen; write nothing", examples=[True])
-    ] = False,
-    default_country: Annotated[
-        str | None, Form(pattern=r"^[A-Z]{2}$", description="For national phones", examples=["CN"])
-    ] = None,
+    principal: Writer, session: SessionDep, state: StateDep, request: Request
 ) -> lead_import.ImportReport:
-    """Admins and managers; per-row errors are reported, valid rows deduped like any other lead."""
-    return await lead_import.import_csv(
-        session,
-        principal,
-        file.file,
-        mapping=lead_import.parse_mapping(mapping),
-        dry_run=dry_run,
-        default_country=default_country,
-    )
+    """Admins and managers; per-row errors are reported, valid rows deduped like any other lead.
+    The caller is authenticated before the upload is read; the import commits every 200 rows and
+    refuses files over LOUDOU_IMPORT_MAX_ROWS rows (413)."""
+    lead_import.authorise(principal)
+    await session.commit()  # no transaction stays open while the upload arrives
+    try:
+        form = await request.form(max_files=1, max_fields=10, max_part_size=state.settings.import_max_bytes)
+    except MultiPartException as exc:
+        raise BadRequest(f"The multipart body cannot be read: {exc.message}.") from exc
+    try:
+        upload = form.get("file")
+        if not isinstance(upload, UploadFile):
+            raise _form_error("file", "a CSV file part is required")
+        mapping, dry_run, country = (
+            form.get("mapping"),
+            form.get("dry_run", "false"),
+            form.get("default_country"),
+        )
+        if not isinstance(dry_run, str) or dry_run.lower() not in _BOOLEANS:
+            raise _form_error("dry_run", "true or false")
+        if country is not None and (not isinstance(country, str) or not re.fullmatch(r"[A-Z]{2}", country)):
+            raise _form_error("default_country", "an ISO 3166 alpha-2 code such as DE")
+        if mapping is not None and not isinstance(mapping, str):
+            raise _form_error("mapping", "a JSON object as text")
+        return await lead_import.import_csv(
+            session,
+            principal,
+            upload.file,
+            mapping=lead_import.parse_mapping(mapping or None),
+            dry_run=_BOOLEANS[dry_run.lower()],
+            default_country=country or None,
+            max_rows=state.settings.import_max_rows,
+            commit=session.commit,
+        )
+    finally:
+        await form.close()
+
+
+_BOOLEANS = {
+    "true": True,
+    "1": True,
+    "on": True,
+    "yes": True,
+    "false": False,
+    "0": False,
+    "off": False,
+    "no": False,
+}
 
 
 @router.get("", response_model=Page[LeadRead], summary="List leads")

@@ -18,7 +18,7 @@ from app.services.leads import scoring as service
 router = APIRouter(prefix="/v1/scoring-rules", tags=["scoring-rules"], responses=COMMON_ERRORS)
 
 Reader = Annotated[Principal, Depends(require("leads:read"))]
-Writer = Annotated[Principal, Depends(require("leads:write"))]
+Writer = Annotated[Principal, Depends(require("settings:write"))]
 
 
 @router.get("", response_model=Page[ScoringRuleRead], summary="List scoring rules")

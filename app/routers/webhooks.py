@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Query, Response, status
 
-from app.deps import IfMatchDep, PageDep, SessionDep, require
+from app.deps import IfMatchDep, PageDep, SessionDep, SettingsDep, require
 from app.errors import problem_responses
 from app.models.webhook import (
     WebhookAttempt,
@@ -24,6 +24,7 @@ from app.pagination import Page
 from app.routers import COMMON_ERRORS, set_etag
 from app.security import Principal
 from app.services import webhooks as service
+from app.services.webhook_targets import TargetPolicy
 
 router = APIRouter(prefix="/v1/webhook-subscriptions", tags=["webhooks"], responses=COMMON_ERRORS)
 
@@ -49,13 +50,22 @@ def _delivery(delivery: WebhookDelivery, attempts: list[WebhookAttempt]) -> Webh
     response_model=WebhookSubscriptionWithSecret,
     status_code=status.HTTP_201_CREATED,
     summary="Subscribe a URL to events",
+    responses=problem_responses(422),
 )
 async def create_subscription(
-    body: WebhookSubscriptionCreate, principal: Writer, session: SessionDep, response: Response
+    body: WebhookSubscriptionCreate,
+    principal: Writer,
+    session: SessionDep,
+    settings: SettingsDep,
+    response: Response,
 ) -> WebhookSubscriptionWithSecret:
-    """Admins subscribe; the `secret` (whsec_…) is shown in this response only."""
-    sub = await service.create_subscription(session, principal, body)
+    """Admins subscribe; the `secret` (whsec_…) is shown in this response only. The URL must
+    reach a public address (422 `url_not_allowed` otherwise)."""
+    sub = await service.create_subscription(
+        session, principal, body, policy=TargetPolicy.from_settings(settings)
+    )
     set_etag(response, sub)
+    response.headers["Cache-Control"] = "no-store"
     return _with_secret(sub)
 
 
@@ -89,7 +99,7 @@ async def get_subscription(
     "/{sub_id}",
     response_model=WebhookSubscriptionRead,
     summary="Change a subscription",
-    responses=problem_responses(404, 412),
+    responses=problem_responses(404, 412, 422),
 )
 async def update_subscription(
     sub_id: uuid.UUID,
@@ -97,10 +107,18 @@ async def update_subscription(
     principal: Writer,
     session: SessionDep,
     version: IfMatchDep,
+    settings: SettingsDep,
     response: Response,
 ) -> WebhookSubscriptionRead:
     """URL, event types, filter; `active: true` re-enables a subscription a 410 disabled."""
-    sub = await service.update_subscription(session, principal, sub_id, body, expected_version=version)
+    sub = await service.update_subscription(
+        session,
+        principal,
+        sub_id,
+        body,
+        expected_version=version,
+        policy=TargetPolicy.from_settings(settings),
+    )
     set_etag(response, sub)
     return WebhookSubscriptionRead.model_validate(sub.model_dump())
 
@@ -126,9 +144,10 @@ async def delete_subscription(
     responses=problem_responses(404),
 )
 async def rotate_secret(
-    sub_id: uuid.UUID, principal: Writer, session: SessionDep
+    sub_id: uuid.UUID, principal: Writer, session: SessionDep, response: Response
 ) -> WebhookSubscriptionWithSecret:
     """A new secret, shown once; for 24 h each delivery is signed with the old and the new one."""
+    response.headers["Cache-Control"] = "no-store"
     return _with_secret(await service.rotate_secret(session, principal, sub_id))
 
 

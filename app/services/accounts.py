@@ -7,12 +7,13 @@ the customer to open a deal for it. Visibility of the money (deals, quotes, orde
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
 from sqlalchemy import or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
-from app.errors import FieldError, ValidationFailed
+from app.errors import FieldError, Forbidden, ValidationFailed
 from app.models.account import (
     Account,
     AccountCreate,
@@ -21,11 +22,12 @@ from app.models.account import (
     ContactCreate,
     ContactUpdate,
 )
+from app.models.common import Role
 from app.models.user import User
 from app.pagination import PageParams, paginate
 from app.security import Principal
 from app.services import audit
-from app.services.common import apply_changes, get_or_404, snapshot
+from app.services.common import apply_changes, contains, get_or_404, snapshot
 
 ACCOUNT_AUDITED = ["name", "domain", "owner_id", "credit_limit", "credit_rating"]
 CONTACT_AUDITED = ["name", "account_id", "email", "owner_id"]
@@ -40,8 +42,20 @@ async def _check_ref(
         )
 
 
+CREDIT_FIELDS = ("credit_limit", "credit_currency", "credit_rating")
+
+
+def _check_credit(principal: Principal, fields: dict[str, Any]) -> None:
+    """Credit terms are a finance decision: admins and managers set them, reps do not."""
+    if fields and principal.role not in (Role.admin, Role.manager):
+        raise Forbidden("Only admins and managers set an account's credit limit and rating.")
+
+
 async def create_account(session: AsyncSession, principal: Principal, data: AccountCreate) -> Account:
-    """A new account; the owner defaults to the caller."""
+    """A new account; the owner defaults to the caller. Credit terms: admins and managers."""
+    _check_credit(
+        principal, {k: v for k, v in data.model_dump().items() if k in CREDIT_FIELDS and v is not None}
+    )
     await _check_ref(session, User, data.owner_id, "owner_id")
     account = Account(**data.model_dump())
     account.owner_id = data.owner_id or principal.user_id
@@ -69,8 +83,9 @@ async def list_accounts(
     """Accounts, optionally searched by name/domain or filtered by owner."""
     stmt = select(Account)
     if q:
-        like = f"%{q.strip()}%"
-        stmt = stmt.where(or_(col(Account.name).ilike(like), col(Account.domain).ilike(like)))
+        stmt = stmt.where(
+            or_(contains(col(Account.name), q.strip()), contains(col(Account.domain), q.strip()))
+        )
     if owner_id is not None:
         stmt = stmt.where(col(Account.owner_id) == owner_id)
     return await paginate(
@@ -90,9 +105,10 @@ async def update_account(
     *,
     expected_version: int | None,
 ) -> Account:
-    """Change an account (If-Match for optimistic concurrency)."""
+    """Change an account (If-Match for optimistic concurrency); credit terms: admins and managers."""
     account = await get_account(session, account_id)
     changes = data.changes()
+    _check_credit(principal, {k: v for k, v in changes.items() if k in CREDIT_FIELDS})
     if "owner_id" in changes:
         await _check_ref(session, User, changes["owner_id"], "owner_id")
     diff = apply_changes(account, changes, expected_version=expected_version)
@@ -143,8 +159,9 @@ async def list_contacts(
     if account_id is not None:
         stmt = stmt.where(col(Contact.account_id) == account_id)
     if q:
-        like = f"%{q.strip()}%"
-        stmt = stmt.where(or_(col(Contact.name).ilike(like), col(Contact.email).ilike(like)))
+        stmt = stmt.where(
+            or_(contains(col(Contact.name), q.strip()), contains(col(Contact.email), q.strip()))
+        )
     return await paginate(
         session,
         stmt,

@@ -16,11 +16,13 @@ from app.models.user import User
 from app.security import (
     API_KEY_PREFIX,
     Principal,
-    decode_jwt,
     hash_token,
     issue_jwt,
-    verify_password,
+    jwt_claims,
+    password_fingerprint,
+    verify_password_async,
 )
+from app.services.login_guard import LoginGuard
 
 LAST_USED_RESOLUTION = timedelta(minutes=1)
 
@@ -29,10 +31,10 @@ async def authenticate(session: AsyncSession, token: str, *, secret: str) -> Pri
     """The principal behind an API key or a JWT, or None. Inactive users and revoked keys fail."""
     if token.startswith(API_KEY_PREFIX):
         return await _from_api_key(session, token)
-    decoded = decode_jwt(token, secret=secret)
+    decoded = jwt_claims(token, secret=secret)
     if decoded is None:
         return None
-    user_id, org_id = decoded
+    user_id, org_id, fingerprint = decoded
     user = (
         await session.execute(
             select(User)
@@ -42,6 +44,8 @@ async def authenticate(session: AsyncSession, token: str, *, secret: str) -> Pri
     ).scalar_one_or_none()
     if user is None or not user.active:
         return None
+    if fingerprint is not None and fingerprint != password_fingerprint(user.password_hash, secret=secret):
+        return None  # issued before the password last changed (tokens without one expire within the TTL)
     return Principal(user_id=user.id, org_id=user.org_id, role=user.role, team_id=user.team_id)
 
 
@@ -86,8 +90,41 @@ async def login(
     org_id: uuid.UUID | None,
     secret: str,
     ttl_seconds: int,
+    guard: LoginGuard | None = None,
 ) -> tuple[str, int]:
-    """Check a password and issue a JWT; the same email in several organisations needs org_id."""
+    """Check a password and issue a JWT; the same email in several organisations needs org_id.
+
+    With a guard, a locked email or address is refused (429) before anything is hashed, and the
+    outcome is counted for the backoff."""
+    if guard is not None:
+        await guard.check()
+    try:
+        user = await _check_password(session, email=email, password=password, org_id=org_id)
+    except Unauthorized:
+        if guard is not None:
+            await guard.failed()
+        raise
+    if guard is not None:
+        await guard.succeeded()
+    await session.execute(
+        update(User)
+        .where(col(User.org_id) == user.org_id, col(User.id) == user.id)
+        .values(last_login_at=utcnow())
+        .execution_options(cross_tenant=True)
+    )
+    token, _ = issue_jwt(
+        user_id=user.id,
+        org_id=user.org_id,
+        secret=secret,
+        ttl_seconds=ttl_seconds,
+        password_hash=user.password_hash,
+    )
+    return token, ttl_seconds
+
+
+async def _check_password(
+    session: AsyncSession, *, email: str, password: str, org_id: uuid.UUID | None
+) -> User:
     stmt = select(User).where(col(User.email) == email.strip().lower()).execution_options(cross_tenant=True)
     if org_id is not None:
         stmt = stmt.where(col(User.org_id) == org_id)
@@ -95,15 +132,8 @@ async def login(
     if len(users) > 1:
         raise ValidationFailed("This email belongs to several organisations; send `organisation_id` too.")
     user = users[0] if users else None
-    if not verify_password(password, user.password_hash if user else None) or user is None:
+    if not await verify_password_async(password, user.password_hash if user else None) or user is None:
         raise Unauthorized("Wrong email or password.")
     if not user.active:
         raise Unauthorized("This user is deactivated.")
-    await session.execute(
-        update(User)
-        .where(col(User.org_id) == user.org_id, col(User.id) == user.id)
-        .values(last_login_at=utcnow())
-        .execution_options(cross_tenant=True)
-    )
-    token, _ = issue_jwt(user_id=user.id, org_id=user.org_id, secret=secret, ttl_seconds=ttl_seconds)
-    return token, ttl_seconds
+    return user

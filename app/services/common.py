@@ -66,3 +66,12 @@ async def flush_unique(session: AsyncSession, conflict: str) -> None:
             await session.flush()
     except IntegrityError as exc:
         raise Conflict(conflict) from exc
+
+
+LIKE_ESCAPE = "\\"
+
+
+def contains(column: Any, q: str) -> Any:
+    """`column ILIKE '%q%'` with q's own `%`, `_` and `\\` taken literally (not as wildcards)."""
+    escaped = q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return column.ilike(f"%{escaped}%", escape=LIKE_ESCAPE)

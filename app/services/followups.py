@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime, timedelta
+from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import or_, select, true
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
@@ -23,6 +24,7 @@ from app.models.events import TaskCompleted, TaskOverdue
 from app.models.followup import FollowupPolicy, FollowupPolicyCreate, FollowupPolicyUpdate, TaskComplete
 from app.models.lead import Activity, ActivityCreate, ActivityKind, Lead
 from app.models.pipeline import Stage
+from app.models.user import User
 from app.pagination import PageParams, paginate
 from app.security import Principal
 from app.services import audit, outbox
@@ -253,9 +255,19 @@ def _task_filter(principal: Principal, owner: str | None) -> list[object]:
                 "owner is `me` or a user id.",
                 errors=[FieldError(field="owner", code="invalid", message="bad owner")],
             ) from exc
-    if principal.role == Role.rep:
-        conditions.append(col(Activity.owner_id) == principal.user_id)
+    conditions.append(_own_tasks(principal))
     return conditions
+
+
+def _own_tasks(principal: Principal) -> Any:
+    """Whose tasks a caller sees: reps their own, managers their team's and their own, admins
+    and viewers (read-only, as for leads) all."""
+    if principal.role == Role.rep or (principal.role == Role.manager and principal.team_id is None):
+        return col(Activity.owner_id) == principal.user_id
+    if principal.role == Role.manager:
+        team = select(col(User.id)).where(col(User.team_id) == principal.team_id)
+        return or_(col(Activity.owner_id) == principal.user_id, col(Activity.owner_id).in_(team))
+    return true()
 
 
 async def list_tasks(
@@ -294,11 +306,13 @@ async def complete_task(
     session: AsyncSession, principal: Principal, task_id: uuid.UUID, data: TaskComplete
 ) -> tuple[Activity, Activity]:
     """Mark a task done and log its outcome as an activity on the lead; the next task follows."""
-    task = await session.get(Activity, task_id)
+    task = (
+        await session.execute(
+            select(Activity).where(col(Activity.id) == task_id, _own_tasks(principal)).with_for_update()
+        )
+    ).scalar_one_or_none()
     if task is None or task.kind != ActivityKind.task:
         raise NotFound(f"No task with id {task_id}.")
-    if principal.role == Role.rep and task.owner_id != principal.user_id:
-        raise Forbidden("This task belongs to someone else.")
     if task.done_at is not None:
         raise Conflict("This task is already done.")
     now = utcnow()
@@ -336,25 +350,26 @@ async def complete_task(
     return task, logged
 
 
+def overdue_tasks_stmt(now: datetime, *, limit: int = 500) -> Any:
+    """Open tasks past due and not flagged yet, locked (read through ix_activities_open_due)."""
+    return (
+        select(Activity)
+        .where(
+            col(Activity.done_at).is_(None),
+            col(Activity.due_at) < now,
+            col(Activity.kind) == ActivityKind.task.value,
+            col(Activity.details)["overdue_at"].as_string().is_(None),
+        )
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+        .execution_options(cross_tenant=True)
+    )
+
+
 async def flag_overdue(session: AsyncSession, *, limit: int = 500) -> int:
     """Emit `task.overdue` once for each open task past its due time (across organisations)."""
     now = utcnow()
-    tasks = list(
-        (
-            await session.execute(
-                select(Activity)
-                .where(
-                    col(Activity.kind) == ActivityKind.task.value,
-                    col(Activity.done_at).is_(None),
-                    col(Activity.due_at) < now,
-                    col(Activity.details)["overdue_at"].as_string().is_(None),
-                )
-                .limit(limit)
-                .with_for_update(skip_locked=True)
-                .execution_options(cross_tenant=True)
-            )
-        ).scalars()
-    )
+    tasks = list((await session.execute(overdue_tasks_stmt(now, limit=limit))).scalars())
     for task in tasks:
         task.details = {**task.details, "overdue_at": now.isoformat()}
         await outbox.emit(

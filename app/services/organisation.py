@@ -33,7 +33,7 @@ from app.models.organisation import (
     OrganisationUpdate,
 )
 from app.models.user import User
-from app.security import Principal, hash_password, new_api_key
+from app.security import Principal, hash_password_async, new_api_key
 from app.services import audit
 from app.services.common import apply_changes, get_or_404
 from app.services.deals import pipelines
@@ -66,7 +66,7 @@ async def create_organisation(
         email=admin_email.strip().lower(),
         name=admin_name or admin_email.split("@")[0],
         role=Role.admin,
-        password_hash=hash_password(admin_password) if admin_password else None,
+        password_hash=await hash_password_async(admin_password) if admin_password else None,
     )
     session.add(admin)
     await session.flush()

@@ -16,7 +16,7 @@ from app.money import fits_currency
 from app.pagination import PageParams, paginate
 from app.security import Principal
 from app.services import audit
-from app.services.common import apply_changes, flush_unique, get_or_404, snapshot
+from app.services.common import apply_changes, contains, flush_unique, get_or_404, snapshot
 
 AUDITED = ["sku", "name", "unit_price", "currency", "tax_rate", "active"]
 
@@ -72,8 +72,7 @@ async def list_products(
     if currency is not None:
         stmt = stmt.where(col(Product.currency) == currency)
     if q:
-        like = f"%{q.strip()}%"
-        stmt = stmt.where(or_(col(Product.sku).ilike(like), col(Product.name).ilike(like)))
+        stmt = stmt.where(or_(contains(col(Product.sku), q.strip()), contains(col(Product.name), q.strip())))
     return await paginate(
         session,
         stmt,

@@ -14,9 +14,9 @@ from app.models.base import utcnow
 from app.models.common import Role
 from app.models.user import Team, User, UserCreate, UserUpdate
 from app.pagination import PageParams, paginate
-from app.security import Principal, hash_password, verify_password
+from app.security import Principal, hash_password_async, verify_password_async
 from app.services import audit
-from app.services.common import apply_changes, flush_unique, get_or_404, snapshot
+from app.services.common import apply_changes, contains, flush_unique, get_or_404, snapshot
 
 SELF_EDITABLE = frozenset({"name", "timezone", "working_hours"})
 AUDITED = ["email", "name", "role", "team_id", "active", "capacity", "weight", "timezone"]
@@ -48,8 +48,7 @@ async def list_users(
     if active is not None:
         stmt = stmt.where(col(User.active) == active)
     if q:
-        like = f"%{q.strip()}%"
-        stmt = stmt.where(or_(col(User.email).ilike(like), col(User.name).ilike(like)))
+        stmt = stmt.where(or_(contains(col(User.email), q.strip()), contains(col(User.name), q.strip())))
     return await paginate(
         session,
         stmt,
@@ -74,7 +73,7 @@ async def create_user(session: AsyncSession, principal: Principal, data: UserCre
     fields["email"] = data.email
     user = User(**fields)
     if data.password:
-        user.password_hash = hash_password(data.password)
+        user.password_hash = await hash_password_async(data.password)
     session.add(user)
     await flush_unique(session, f"A user with email {user.email} already exists.")
     audit.record(
@@ -163,9 +162,11 @@ async def change_password(
     if not own and not principal.is_admin:
         raise Forbidden("Only an admin can reset another user's password.")
     needs_current = own and user.password_hash and not principal.is_admin
-    if needs_current and not (current_password and verify_password(current_password, user.password_hash)):
+    if needs_current and not (
+        current_password and await verify_password_async(current_password, user.password_hash)
+    ):
         raise Unauthorized("The current password is wrong.")
-    user.password_hash = hash_password(new_password)
+    user.password_hash = await hash_password_async(new_password)
     user.updated_at = utcnow()
     user.version += 1
     audit.record(

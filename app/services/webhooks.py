@@ -13,7 +13,7 @@ import random
 import secrets
 import uuid
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import or_, select, update
 from sqlalchemy.dialects.postgresql import insert
@@ -34,8 +34,9 @@ from app.models.webhook import (
 )
 from app.pagination import PageParams, paginate
 from app.security import Principal
-from app.services import audit, outbox
+from app.services import audit, outbox, webhook_targets
 from app.services.common import apply_changes, get_or_404
+from app.services.webhook_targets import TargetPolicy
 
 DELIVER_EVENT = "webhook.deliver"
 LEASE = timedelta(seconds=30)
@@ -54,10 +55,11 @@ def _admin(principal: Principal) -> None:
 
 
 async def create_subscription(
-    session: AsyncSession, principal: Principal, data: WebhookSubscriptionCreate
+    session: AsyncSession, principal: Principal, data: WebhookSubscriptionCreate, *, policy: TargetPolicy
 ) -> WebhookSubscription:
     """Subscribe a URL to event types; the secret is returned once by the router."""
     _admin(principal)
+    await webhook_targets.check(str(data.url), policy)
     sub = WebhookSubscription(
         url=str(data.url),
         description=data.description,
@@ -107,12 +109,14 @@ async def update_subscription(
     data: WebhookSubscriptionUpdate,
     *,
     expected_version: int | None,
+    policy: TargetPolicy,
 ) -> WebhookSubscription:
     """Change the URL, types, filter; `active: true` re-enables one a 410 disabled."""
     sub = await get_subscription(session, principal, sub_id)
     changes = data.model_dump(exclude_unset=True)
     if "url" in changes and changes["url"] is not None:
         changes["url"] = str(changes["url"])
+        await webhook_targets.check(changes["url"], policy)
     changes = {k: v for k, v in changes.items() if v is not None}
     if changes.get("active") is True:
         changes["disabled_reason"] = None
@@ -437,17 +441,23 @@ async def organisations_subscribed(session: AsyncSession) -> set[uuid.UUID]:
     return {row[0] for row in rows}
 
 
+MAX_RETRY_AFTER = 86_400.0
+
+
 def retry_after_seconds(value: str | None) -> float | None:
-    """Retry-After as seconds (delta form; an HTTP date is read as 'not before then')."""
+    """Retry-After as seconds (delta form; an HTTP date is read as 'not before then'), at most a day:
+    a huge or zone-less value must not overflow the schedule or keep a delivery in flight."""
     if not value:
         return None
     value = value.strip()
     if value.isdigit():
-        return float(value)
+        return min(float(value[:12]), MAX_RETRY_AFTER)
     from email.utils import parsedate_to_datetime
 
     try:
         when = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, IndexError, OverflowError):
         return None
-    return max(0.0, (when - utcnow()).total_seconds())
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return min(max(0.0, (when - utcnow()).total_seconds()), MAX_RETRY_AFTER)

@@ -2,29 +2,78 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
+from datetime import timedelta
 from typing import Any
 
+import structlog
+from arq import Retry
+from sqlalchemy.exc import DBAPIError
+
 from app.errors import NotFound
+from app.models.base import utcnow
 from app.services.assignment import engine, recycling, sla
 from app.workers.jobs import job_session, load_event
 
+log = structlog.get_logger("loudou.assignment")
+
+# The job's own timeout (5 s) is final in arq: stop earlier and ask for a retry instead.
+INNER_DEADLINE_SECONDS = 3.0
+MAX_TRIES = 5
+# Leads older than this without any decision are assigned by the sweep (their job was lost or
+# gave up); younger ones are left to their job.
+SWEEP_AFTER = timedelta(seconds=60)
+SWEEP_WINDOW = timedelta(hours=6)
+
 
 async def assign_lead(ctx: dict[str, Any], outbox_id: str, org_id: str | None = None) -> str:
-    """Run the rules for a `lead.created` event; the decision's trigger key makes a re-run a no-op."""
+    """Run the rules for a `lead.created` event; a re-run (or the sweep) changes nothing more.
+
+    Bounded by an inner deadline: a slow database turns into arq Retry with backoff rather than
+    the job's final timeout; after MAX_TRIES the sweep takes the lead."""
     event = await load_event(ctx, outbox_id, org_id)
     if event is None:
         return "gone"
+    lead_id = uuid.UUID(str(event.payload["lead_id"]))
     try:
-        async with job_session(ctx, event.org_id) as session:
+        async with asyncio.timeout(INNER_DEADLINE_SECONDS):
+            return await _assign_once(ctx, event.org_id, lead_id)
+    except (TimeoutError, DBAPIError) as exc:
+        tries = int(ctx.get("job_try", 1))
+        log.warning("assignment.retry", lead_id=str(lead_id), tries=tries, error=type(exc).__name__)
+        if tries >= MAX_TRIES:
+            return "left for the sweep"
+        raise Retry(defer=min(0.5 * 2**tries, 30)) from exc
+
+
+async def _assign_once(ctx: dict[str, Any], org_id: uuid.UUID, lead_id: uuid.UUID) -> str:
+    try:
+        async with job_session(ctx, org_id) as session:
             decision = await engine.assign_created_lead(
-                session,
-                lead_id=uuid.UUID(str(event.payload["lead_id"])),
-                trigger_key=f"lead.created:{outbox_id}",
+                session, lead_id=lead_id, trigger_key=f"lead.created:{lead_id}"
             )
     except NotFound:
         return "lead gone"
     return decision.outcome
+
+
+async def unassigned_sweep(ctx: dict[str, Any]) -> int:
+    """Assign the leads whose `lead.created` job never decided (lost, or out of tries)."""
+    now = utcnow()
+    async with job_session(ctx, None) as session:
+        stuck = await engine.undecided_leads(session, since=now - SWEEP_WINDOW, until=now - SWEEP_AFTER)
+    done = 0
+    for org_id, lead_id in stuck:
+        try:
+            async with asyncio.timeout(INNER_DEADLINE_SECONDS):
+                await _assign_once(ctx, org_id, lead_id)
+            done += 1
+        except (TimeoutError, DBAPIError):
+            log.warning("assignment.sweep_failed", lead_id=str(lead_id))
+    if done:
+        log.info("assignment.swept", leads=done)
+    return done
 
 
 async def sla_sweep(ctx: dict[str, Any]) -> int:

@@ -71,6 +71,7 @@ class WorkerSettings:
         cron(scheduled.relay_sweep, second={0, 15, 30, 45}, timeout=30),
         cron(assignment.sla_sweep, second=set(range(0, 60, 2)), timeout=30),
         cron(assignment.recycle_sweep, second=set(range(3, 60, 5)), timeout=30),
+        cron(assignment.unassigned_sweep, second={20, 50}, timeout=30),
         cron(followups.overdue_sweep, second=set(range(1, 60, 5)), timeout=30),
         cron(webhooks.sweep_webhooks, second={5, 35}, timeout=30),
         cron(scheduled.purge_idempotency_keys, minute=7, second=0, timeout=60),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from datetime import timedelta
@@ -12,7 +13,9 @@ import structlog
 from arq import Retry
 
 from app.models.base import utcnow
+from app.services import webhook_targets
 from app.services import webhooks as webhooks_out
+from app.services.webhook_targets import TargetPolicy
 from app.state import AppState
 from app.workers.jobs import job_session, load_event
 
@@ -70,29 +73,62 @@ async def attempt(ctx: dict[str, Any], delivery_id: uuid.UUID, org_id: uuid.UUID
 
 
 async def _post(state: AppState, claimed: webhooks_out.Claimed) -> webhooks_out.Outcome:
+    """One try under one overall deadline: pin the checked address, stream at most a few KiB back.
+
+    Nothing the receiver (or the network) says is stored beyond a status and a fixed reason, so a
+    subscription cannot be used to read internal services or scan ports."""
+    settings = state.settings
     started = time.perf_counter()
+
+    def outcome(**fields: Any) -> webhooks_out.Outcome:
+        return webhooks_out.Outcome(duration_ms=int((time.perf_counter() - started) * 1000), **fields)
+
     try:
-        response = await state.http.post(
-            claimed.url,
-            content=claimed.body,
-            headers=webhooks_out.signed_headers(claimed, now=utcnow()),
-            timeout=state.settings.webhook_timeout_seconds,
-            follow_redirects=False,
-        )
-    except httpx.HTTPError as exc:
-        return webhooks_out.Outcome(
-            status_code=None,
-            body=None,
-            error=f"{type(exc).__name__}: {exc}",
-            duration_ms=int((time.perf_counter() - started) * 1000),
-        )
-    return webhooks_out.Outcome(
+        async with asyncio.timeout(settings.webhook_timeout_seconds):
+            target = await webhook_targets.pin(claimed.url, TargetPolicy.from_settings(settings))
+            headers = webhooks_out.signed_headers(claimed, now=utcnow())
+            headers["accept-encoding"] = "identity"  # what is read is what was sent: no gzip bomb
+            if target.host_header:
+                headers["host"] = target.host_header
+            request = state.http.build_request(
+                "POST",
+                target.url,
+                content=claimed.body,
+                headers=headers,
+                extensions={"sni_hostname": target.sni_hostname} if target.sni_hostname else None,
+            )
+            response = await state.http.send(request, stream=True, follow_redirects=False)
+            try:
+                excerpt = await _read_at_most(response, settings.webhook_max_response_bytes)
+            finally:
+                await response.aclose()
+    except webhook_targets.TargetRefused as exc:
+        return outcome(status_code=None, body=None, error=f"refused: {exc}")
+    except TimeoutError:
+        return outcome(status_code=None, body=None, error="timeout")
+    except httpx.TimeoutException:
+        return outcome(status_code=None, body=None, error="timeout")
+    except httpx.HTTPError:
+        return outcome(status_code=None, body=None, error="connection failed")
+    success = response.is_success
+    return outcome(
         status_code=response.status_code,
-        body=response.text[:2000],
-        error=None if response.is_success else f"HTTP {response.status_code}",
-        duration_ms=int((time.perf_counter() - started) * 1000),
+        body=excerpt.decode("utf-8", "replace") if success else None,
+        error=None if success else f"HTTP {response.status_code}",
         retry_after=webhooks_out.retry_after_seconds(response.headers.get("retry-after")),
     )
+
+
+async def _read_at_most(response: httpx.Response, limit: int) -> bytes:
+    """The first `limit` bytes of the body; the rest is never downloaded."""
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in response.aiter_raw():
+        chunks.append(chunk)
+        size += len(chunk)
+        if size >= limit:
+            break
+    return b"".join(chunks)[:limit]
 
 
 async def sweep_webhooks(ctx: dict[str, Any]) -> int:

@@ -76,3 +76,9 @@ async def test_every_definition_of_an_open_lead_agrees(state: AppState, org: Org
             )
             assert fuzzy == want, (lead.name, lead.status)
         await session.rollback()
+
+
+def test_the_partial_index_predicate_is_the_open_rule() -> None:
+    from app.models.lead import OWNED_OPEN_SQL
+
+    assert OPEN_LEAD_SQL.replace("leads.", "") == OWNED_OPEN_SQL

@@ -6,6 +6,7 @@ import uuid
 
 import httpx
 import pytest
+from pydantic import SecretStr
 
 from app.config import Settings
 from app.main import create_app
@@ -49,6 +50,24 @@ async def test_request_id_is_echoed(client: httpx.AsyncClient) -> None:
     r = await client.get("/v1/me", headers={"X-Request-ID": rid})
     assert r.headers["x-request-id"] == rid
     assert r.json()["request_id"] == rid
+
+
+async def test_metrics_need_the_token_when_one_is_set(settings: Settings, state: AppState) -> None:
+    import dataclasses
+
+    from app.main import create_app
+
+    for env, token, sent, expected in (
+        ("development", "scrape-me", None, 401),
+        ("development", "scrape-me", "Bearer wrong", 401),
+        ("development", "scrape-me", "Bearer scrape-me", 200),
+        ("production", None, None, 404),
+    ):
+        configured = settings.model_copy(update={"env": env, "metrics_token": token and SecretStr(token)})
+        app = create_app(configured, state=dataclasses.replace(state, settings=configured))
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as c:
+            r = await c.get("/metrics", headers={"Authorization": sent} if sent else {})
+        assert r.status_code == expected, (env, token, sent, r.text[:200])
 
 
 async def test_one_timing_wrapper_counts_and_logs_each_request(

@@ -49,12 +49,18 @@ async def test_products_roles_and_isolation(org: Org, other_org: Org) -> None:
 async def test_accounts_and_contacts(org: Org, other_org: Org) -> None:
     _, viewer = await org.add_user("viewer")
     _, rep = await org.add_user("rep")
-    r = await org.client.post(
-        "/v1/accounts",
-        json={"name": "北京客户", "credit_limit": "50000", "credit_currency": "CNY", "credit_rating": "A"},
-        headers=org.auth(rep),
-    )
+    credit = {"credit_limit": "50000", "credit_currency": "CNY", "credit_rating": "A"}
+    r = await org.client.post("/v1/accounts", json={"name": "北京客户", **credit}, headers=org.auth(rep))
+    assert r.status_code == 403  # credit terms are for admins and managers
+    r = await org.client.post("/v1/accounts", json={"name": "北京客户"}, headers=org.auth(rep))
     assert r.status_code == 201, r.text
+    mine = r.json()
+    r = await org.client.patch(
+        f"/v1/accounts/{mine['id']}", json={"credit_limit": "9999999"}, headers=org.auth(rep)
+    )
+    assert r.status_code == 403
+    r = await org.client.patch(f"/v1/accounts/{mine['id']}", json=credit, headers=org.auth())
+    assert r.status_code == 200, r.text
     account = r.json()
     assert account["name"] == "北京客户" and account["credit_rating"] == "A"
     r = await org.client.post(
@@ -72,11 +78,13 @@ async def test_accounts_and_contacts(org: Org, other_org: Org) -> None:
     r = await org.client.patch(
         f"/v1/accounts/{account['id']}",
         json={"name": "北京大客户"},
-        headers={**org.auth(), "If-Match": '"1"'},
+        headers={**org.auth(), "If-Match": f'"{account["version"]}"'},
     )
     assert r.status_code == 200 and r.json()["name"] == "北京大客户"
     r = await org.client.patch(
-        f"/v1/accounts/{account['id']}", json={"name": "y"}, headers={**org.auth(), "If-Match": '"1"'}
+        f"/v1/accounts/{account['id']}",
+        json={"name": "y"},
+        headers={**org.auth(), "If-Match": f'"{account["version"]}"'},
     )
     assert r.status_code == 412
     r = await org.client.post(

@@ -294,9 +294,9 @@ async def test_accepting_with_30_70_terms_creates_an_order_whose_installments_su
     r = await org.client.get(f"/v1/orders?deal_id={deal['id']}", headers=org.auth())
     assert [o["id"] for o in r.json()["data"]] == [order["id"]]
     revised = await post(org, f"/v1/quotes/{sent['id']}/revise", json={"notes": "v2"})
-    assert revised.status_code == 201
+    assert revised.status_code == 409  # accepted is final: its order exists
     old = (await org.client.get(f"/v1/quotes/{sent['id']}", headers=org.auth())).json()
-    assert old["accepted_at"] is not None and old["lines"] == sent["lines"]
+    assert old["status"] == "accepted" and old["lines"] == sent["lines"]
 
 
 async def test_decline_and_illegal_transitions(org: Org) -> None:
@@ -494,3 +494,62 @@ async def test_tax_inclusive_quote_through_the_api(org: Org) -> None:
         and quote["tax_total"] == str(tax)
         and quote["net_total"] == str(total - tax)
     )
+
+
+async def test_an_accepted_quote_cannot_be_revised_into_a_second_order(org: Org) -> None:
+    """Acceptance 7: revise -> submit -> send -> accept used to make a second order for the deal."""
+    deal = await make_deal(org, currency="CNY")
+    sent = await _sent_quote(org, deal["id"])
+    order = (await post(org, f"/v1/quotes/{sent['id']}/accept")).json()
+    r = await post(org, f"/v1/quotes/{sent['id']}/revise", json={"notes": "again"})
+    assert r.status_code == 409 and r.json()["code"] == "invalid_transition"
+    r = await org.client.post(
+        "/v1/quotes",
+        json={"deal_id": deal["id"], "lines": [{"description": "x", "quantity": "1", "unit_price": "1"}]},
+        headers=org.auth(),
+    )
+    assert r.status_code == 409  # nor can a fresh quote be made on the won deal
+    orders = (await org.client.get(f"/v1/orders?deal_id={deal['id']}", headers=org.auth())).json()["data"]
+    assert [o["id"] for o in orders] == [order["id"]]
+
+
+async def test_quotes_on_a_lost_deal_are_neither_sent_nor_accepted(org: Org) -> None:
+    deal = await make_deal(org)
+    sent = await _sent_quote(org, deal["id"])
+    approved = await make_quote(org, deal["id"])
+    assert (await post(org, f"/v1/quotes/{approved['id']}/submit")).json()["status"] == "approved"
+    settings = (await org.client.get("/v1/organisation", headers=org.auth())).json()["settings"]
+    r = await post(org, f"/v1/deals/{deal['id']}/lost", json={"reason": settings["lost_reasons"][0]})
+    assert r.status_code == 200, r.text
+    for quote_id, action in ((sent["id"], "accept"), (approved["id"], "send")):
+        r = await post(org, f"/v1/quotes/{quote_id}/{action}")
+        assert r.status_code == 409 and "lost" in r.json()["detail"], r.text
+    assert (await org.client.get(f"/v1/orders?deal_id={deal['id']}", headers=org.auth())).json()["data"] == []
+
+
+async def test_a_quote_in_another_currency_cannot_dodge_the_total_approval_limit(org: Org) -> None:
+    settings = (await org.client.get("/v1/organisation", headers=org.auth())).json()["settings"]
+    r = await org.client.patch(
+        "/v1/organisation", json={"settings": {"quote_total_approval_limit": "1000"}}, headers=org.auth()
+    )
+    assert r.status_code == 200, r.text
+    foreign = "JPY" if settings["base_currency"] != "JPY" else "USD"
+    deal = await make_deal(org, currency=foreign)
+    quote = await make_quote(
+        org,
+        deal["id"],
+        currency=foreign,
+        lines=[{"description": "x", "quantity": "1", "unit_price": "900000"}],
+    )
+    r = await post(org, f"/v1/quotes/{quote['id']}/submit")
+    assert r.json()["status"] == "pending_approval", r.text
+    assert "base currency" in r.json()["approval_reasons"][0]
+
+
+async def test_an_illegal_transition_problem_keeps_the_http_status(org: Org) -> None:
+    deal = await make_deal(org)
+    quote = await make_quote(org, deal["id"])
+    r = await post(org, f"/v1/quotes/{quote['id']}/accept")
+    assert r.status_code == 409
+    body = r.json()
+    assert body["status"] == 409 and body["quote_status"] == "draft" and body["code"] == "invalid_transition"

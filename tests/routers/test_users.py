@@ -189,3 +189,26 @@ async def test_limit_is_capped_not_rejected(org: Org) -> None:
     r = await org.client.get("/v1/users?limit=100000", headers=org.auth())
     assert r.status_code == 200
     assert r.json()["data"][0]["id"] == org.admin_id
+
+
+async def test_a_password_change_ends_the_sessions_of_the_old_password(org: Org) -> None:
+    user_id, _ = await org.add_user("rep", password="first password")
+    email = (await org.client.get(f"/v1/users/{user_id}", headers=org.auth())).json()["email"]
+    old = (
+        await org.client.post("/v1/auth/token", json={"email": email, "password": "first password"})
+    ).json()
+    bearer = {"Authorization": f"Bearer {old['access_token']}"}
+    assert (await org.client.get("/v1/me", headers=bearer)).status_code == 200
+    r = await org.client.post(
+        f"/v1/users/{user_id}/password",
+        json={"current_password": "first password", "new_password": "second password"},
+        headers=bearer,
+    )
+    assert r.status_code == 204, r.text
+    assert (await org.client.get("/v1/me", headers=bearer)).status_code == 401
+    new = (
+        await org.client.post("/v1/auth/token", json={"email": email, "password": "second password"})
+    ).json()
+    assert (
+        await org.client.get("/v1/me", headers={"Authorization": f"Bearer {new['access_token']}"})
+    ).status_code == 200

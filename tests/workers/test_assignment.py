@@ -167,15 +167,28 @@ async def test_rules_validate_their_target_and_durations(org: Org) -> None:
 
 async def test_rules_are_for_admins_and_managers_of_the_same_org(org: Org, other_org: Org) -> None:
     rep, rep_key = await org.add_user("rep")
-    _, manager_key = await org.add_user("manager")
+    manager, manager_key = await org.add_user("manager")
     _, viewer_key = await org.add_user("viewer")
     rule = await _rule(org, target_user_ids=[rep])
     assert (await org.client.get("/v1/assignment-rules", headers=org.auth(rep_key))).status_code == 403
     assert (await org.client.get("/v1/assignment-rules", headers=org.auth(viewer_key))).status_code == 403
+    # A manager reads and previews the rules but cannot write one that routes every lead to them.
+    assert (await org.client.get("/v1/assignment-rules", headers=org.auth(manager_key))).status_code == 200
     r = await org.client.post(
-        "/v1/assignment-rules", json={"name": "m", "target_user_ids": [rep]}, headers=org.auth(manager_key)
+        "/v1/assignment-rules",
+        json={"name": "mine", "position": 0, "target_user_ids": [manager]},
+        headers=org.auth(manager_key),
     )
-    assert r.status_code == 201
+    assert r.status_code == 403
+    for change in (
+        org.client.patch(
+            f"/v1/assignment-rules/{rule['id']}", json={"position": 0}, headers=org.auth(manager_key)
+        ),
+        org.client.delete(f"/v1/assignment-rules/{rule['id']}", headers=org.auth(manager_key)),
+    ):
+        assert (await change).status_code == 403
+    listed = (await org.client.get("/v1/assignment-rules", headers=org.auth())).json()["data"]
+    assert [r["id"] for r in listed] == [rule["id"]] and listed[0]["position"] == rule["position"]
     assert (
         await other_org.client.get(f"/v1/assignment-rules/{rule['id']}", headers=other_org.auth())
     ).status_code == 404
@@ -210,3 +223,21 @@ async def test_missed_sla_can_escalate_to_the_team_manager(org: Org, worker: Non
     got = (await org.client.get(f"/v1/leads/{lead['id']}", headers=org.auth())).json()
     assert got["owner_id"] == manager
     assert team["manager_id"] == manager
+
+
+async def test_a_leads_write_key_cannot_change_routing_or_scoring(org: Org) -> None:
+    rep, _ = await org.add_user("rep")
+    keys = {}
+    for scopes in (["leads:write"], ["settings:write"]):
+        r = await org.client.post(
+            "/v1/api-keys", json={"name": "k", "user_id": org.admin_id, "scopes": scopes}, headers=org.auth()
+        )
+        assert r.status_code == 201, r.text
+        keys[scopes[0]] = r.json()["key"]
+    rule = {"name": "all to rep", "position": 0, "target_user_ids": [rep]}
+    scoring = {"name": "x", "field": "country", "operator": "eq", "value": "DE", "points": 50}
+    for path, body in (("/v1/assignment-rules", rule), ("/v1/scoring-rules", scoring)):
+        r = await org.client.post(path, json=body, headers=org.auth(keys["leads:write"]))
+        assert r.status_code == 403, r.text
+        r = await org.client.post(path, json=body, headers=org.auth(keys["settings:write"]))
+        assert r.status_code == 201, r.text

@@ -198,3 +198,37 @@ async def test_a_policy_names_a_status_or_a_stage_not_both(org: Org) -> None:
         "/v1/followup-policies", json={"name": "x", "interval": "PT1H"}, headers=org.auth()
     )
     assert r.status_code == 422
+
+
+async def test_a_manager_sees_and_completes_only_the_tasks_of_their_team(org: Org) -> None:
+    teams = []
+    for name in ("North", "South"):
+        r = await org.client.post("/v1/teams", json={"name": name}, headers=org.auth())
+        teams.append(r.json()["id"])
+    _, manager_key = await org.add_user("manager", team_id=teams[0])
+    north_rep, _ = await org.add_user("rep", team_id=teams[0])
+    south_rep, _ = await org.add_user("rep", team_id=teams[1])
+    tasks = {}
+    for name, rep in (("north", north_rep), ("south", south_rep)):
+        lead = (
+            await org.client.post(
+                "/v1/leads", json={"email": f"{name}@t.example", "owner_id": rep}, headers=org.auth()
+            )
+        ).json()
+        tasks[name] = (
+            await org.client.post(
+                f"/v1/leads/{lead['id']}/activities",
+                json={"kind": "task", "subject": name, "due_at": "2030-01-01T00:00:00Z", "owner_id": rep},
+                headers=org.auth(),
+            )
+        ).json()
+    seen = (await org.client.get("/v1/tasks", headers=org.auth(manager_key))).json()["data"]
+    assert [t["id"] for t in seen] == [tasks["north"]["id"]]
+    r = await org.client.post(
+        f"/v1/tasks/{tasks['south']['id']}/complete", json={"outcome": "x"}, headers=org.auth(manager_key)
+    )
+    assert r.status_code == 404
+    r = await org.client.post(
+        f"/v1/tasks/{tasks['north']['id']}/complete", json={"outcome": "done"}, headers=org.auth(manager_key)
+    )
+    assert r.status_code == 200, r.text

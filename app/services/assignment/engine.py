@@ -413,9 +413,50 @@ async def assign(
 async def assign_created_lead(
     session: AsyncSession, *, lead_id: uuid.UUID, trigger_key: str
 ) -> AssignmentDecision:
-    """Lock a new lead and assign it by the rules (`lead.created`); NotFound when it is gone."""
+    """Lock a new lead and assign it by the rules (`lead.created`); NotFound when it is gone.
+    A lead has one `lead.created` decision whatever the key: the job and the sweep never both run
+    the rules for it."""
     lead = await get_or_404(session, Lead, lead_id, what="lead", lock=True)
+    earlier = (
+        await session.execute(
+            select(AssignmentDecision)
+            .where(
+                col(AssignmentDecision.lead_id) == lead_id, col(AssignmentDecision.trigger) == "lead.created"
+            )
+            .limit(1)
+        )
+    ).scalar_one_or_none()
+    if earlier is not None:
+        return earlier
     return await assign(session, lead, trigger="lead.created", trigger_key=trigger_key)
+
+
+async def undecided_leads(
+    session: AsyncSession, *, since: datetime, until: datetime, limit: int = 200
+) -> list[tuple[uuid.UUID, uuid.UUID]]:
+    """(org id, lead id) of pooled leads created in [since, until) without any decision, any
+    organisation (read through the created_at index: the window bounds the cost)."""
+    rows = await session.execute(
+        select(col(Lead.org_id), col(Lead.id))
+        .where(
+            col(Lead.created_at) >= since,
+            col(Lead.created_at) < until,
+            col(Lead.pooled).is_(True),
+            col(Lead.owner_id).is_(None),
+            col(Lead.deleted_at).is_(None),
+            col(Lead.duplicate_of).is_(None),
+            ~select(col(AssignmentDecision.id))
+            .where(
+                col(AssignmentDecision.org_id) == col(Lead.org_id),
+                col(AssignmentDecision.lead_id) == col(Lead.id),
+            )
+            .exists(),
+        )
+        .order_by(col(Lead.created_at))
+        .limit(limit)
+        .execution_options(cross_tenant=True)
+    )
+    return [(row[0], row[1]) for row in rows]
 
 
 async def latest_decision(session: AsyncSession, lead_id: uuid.UUID) -> AssignmentDecision | None:

@@ -12,7 +12,7 @@ import uuid
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
@@ -21,7 +21,7 @@ from app.models.assignment import AssignmentDecision
 from app.models.base import new_id, utcnow
 from app.models.durations import parse_duration
 from app.models.events import LeadRecycleWarning
-from app.models.lead import OPEN_LEAD, Activity, ActivityKind, Direction, Lead
+from app.models.lead import OWNED_OPEN_SQL, Activity, ActivityKind, Direction, Lead
 from app.models.organisation import Organisation
 from app.services import outbox
 from app.services.leads.owner import set_owner
@@ -74,11 +74,22 @@ async def quiet_leads(
     session: AsyncSession, *, older_than: datetime, limit: int = 200
 ) -> list[tuple[Lead, datetime]]:
     """Owned open leads whose last follow-up is before `older_than`, with that time."""
-    last = _last_follow_up().label("last_follow_up")
-    rows = await session.execute(
-        select(Lead, last).where(col(Lead.owner_id).is_not(None), OPEN_LEAD, last < older_than).limit(limit)
-    )
+    rows = await session.execute(quiet_leads_stmt(older_than, limit=limit))
     return [(lead, when) for lead, when in rows]
+
+
+def quiet_leads_stmt(older_than: datetime, *, limit: int = 200) -> Any:
+    """The statement of quiet_leads (read through the partial index ix_leads_owned_open)."""
+    last = _last_follow_up().label("last_follow_up")
+    return (
+        select(Lead, last)
+        .where(text(f"leads.owner_id IS NOT NULL AND {OWNED_OPEN_SQL}"), last < older_than)
+        .limit(limit)
+        # Locked and re-read: a lead being changed right now is left for the next sweep, and the
+        # version bumped here is never a stale one.
+        .with_for_update(of=Lead, skip_locked=True)
+        .execution_options(populate_existing=True)
+    )
 
 
 async def _once(

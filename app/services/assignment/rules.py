@@ -31,7 +31,14 @@ from app.services.leads import service as lead_service
 
 def _manage(principal: Principal) -> None:
     if principal.role not in (Role.admin, Role.manager):
-        raise Forbidden("Only admins and managers manage assignment rules.")
+        raise Forbidden("Only admins and managers see assignment rules.")
+
+
+def _change(principal: Principal) -> None:
+    # Rules decide where every lead of the organisation goes (a rule at position 0 wins all), so
+    # changing them is an admin's act; managers read them and preview.
+    if not principal.is_admin:
+        raise Forbidden("Only an admin can change assignment rules.")
 
 
 async def _check_target(session: AsyncSession, team_id: uuid.UUID | None, user_ids: list[uuid.UUID]) -> None:
@@ -67,8 +74,8 @@ async def _check_target(session: AsyncSession, team_id: uuid.UUID | None, user_i
 async def create_rule(
     session: AsyncSession, principal: Principal, data: AssignmentRuleCreate
 ) -> AssignmentRule:
-    """Add a rule (at the end unless a position is given)."""
-    _manage(principal)
+    """Add a rule (at the end unless a position is given); admins only."""
+    _change(principal)
     await _check_target(session, data.target_team_id, data.target_user_ids)
     position = data.position
     if position is None:
@@ -128,7 +135,8 @@ async def update_rule(
     *,
     expected_version: int | None,
 ) -> AssignmentRule:
-    """Change a rule; its strategy cursor is kept."""
+    """Change a rule; its strategy cursor is kept (admins only)."""
+    _change(principal)
     rule = await get_rule(session, principal, rule_id)
     changes: dict[str, Any] = data.changes()
     if "conditions" in changes:
@@ -155,7 +163,8 @@ async def update_rule(
 async def delete_rule(
     session: AsyncSession, principal: Principal, rule_id: uuid.UUID, *, expected_version: int | None
 ) -> None:
-    """Remove a rule (its past decisions keep its name)."""
+    """Remove a rule (its past decisions keep its name); admins only."""
+    _change(principal)
     rule = await get_rule(session, principal, rule_id)
     apply_changes(rule, {}, expected_version=expected_version)
     await session.delete(rule)

@@ -4,6 +4,8 @@ rule (or, with `sla_action="escalate"`, to the team manager). Each decision is h
 from __future__ import annotations
 
 import uuid
+from datetime import datetime
+from typing import Any
 
 import structlog
 from sqlalchemy import select
@@ -20,16 +22,19 @@ log = structlog.get_logger("loudou.assignment")
 
 async def due_decisions(session: AsyncSession, *, limit: int = 200) -> list[tuple[uuid.UUID, uuid.UUID]]:
     """(decision id, org id) of assignments whose contact SLA has passed unhandled, any organisation."""
-    rows = await session.execute(
+    rows = await session.execute(due_stmt(utcnow(), limit=limit))
+    return [(row[0], row[1]) for row in rows]
+
+
+def due_stmt(now: datetime, *, limit: int = 200) -> Any:
+    """The statement of due_decisions (read through ix_assignment_decisions_sla_pending)."""
+    return (
         select(col(AssignmentDecision.id), col(AssignmentDecision.org_id))
-        .where(
-            col(AssignmentDecision.sla_due_at) <= utcnow(), col(AssignmentDecision.sla_handled_at).is_(None)
-        )
+        .where(col(AssignmentDecision.sla_due_at) <= now, col(AssignmentDecision.sla_handled_at).is_(None))
         .order_by(col(AssignmentDecision.sla_due_at))
         .limit(limit)
         .execution_options(cross_tenant=True)
     )
-    return [(row[0], row[1]) for row in rows]
 
 
 async def handle_missed(session: AsyncSession, *, decision_id: uuid.UUID) -> bool:

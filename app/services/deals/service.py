@@ -40,6 +40,7 @@ from app.models.deal import (
     DealUpdate,
 )
 from app.models.events import DealCreated, DealDeleted, DealEvent
+from app.models.lead import Lead
 from app.models.organisation import Organisation
 from app.models.pipeline import Pipeline, Stage, StageKind
 from app.models.receivable import Order
@@ -213,6 +214,9 @@ async def create_deal(session: AsyncSession, principal: Principal, data: DealCre
     owner_id = data.owner_id or principal.user_id
     await _check_owner(session, principal, owner_id)
     await _check_links(session, data.account_id, data.contact_id)
+    if data.lead_id is not None and await session.get(Lead, data.lead_id) is None:
+        # No foreign key holds this column: another organisation's or an unknown lead is refused here.
+        raise ValidationFailed.on("lead_id", "not_found", "no such lead")
     currency = data.currency or await _base_currency(session, principal.org_id)
     _check_amount(data.amount, currency)
     now = utcnow()

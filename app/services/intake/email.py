@@ -9,6 +9,7 @@ else a new lead from the sender, subject, stripped body and the signature's phon
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from typing import Any
 
@@ -43,7 +44,7 @@ from app.services.intake.service import (
     stamp,
     start_event,
 )
-from app.services.leads.ingest import fill_empty
+from app.services.leads.ingest import fill_empty, lock_lead
 from app.services.leads.normalise import LeadInput, normalise
 
 FORM_PROVIDERS = ("sendgrid", "mailgun")
@@ -87,6 +88,28 @@ def parse_email(
             errors=[FieldError(field="content-type", code="unexpected", message=str(content_type))],
         )
     return parse_mime(body, default_region=region)
+
+
+PARSE_BUDGET_SECONDS = 5.0
+MAX_THREAD_IDS = 21  # In-Reply-To and the newest 20 References
+
+
+async def parse_off_loop(
+    provider: str, body: bytes, content_type: str | None, fields: dict[str, str] | None, region: str | None
+) -> InboundEmail:
+    """parse_email in a worker thread under a time budget, so no mail can stall the event loop; the
+    passes are bounded and linear, so a thread that overruns the budget still ends soon after."""
+    try:
+        return await asyncio.wait_for(
+            asyncio.to_thread(parse_email, provider, body, content_type, fields, region),
+            timeout=PARSE_BUDGET_SECONDS,
+        )
+    except TimeoutError:
+        raise ValidationFailed(
+            f"The email could not be parsed within {PARSE_BUDGET_SECONDS:g} s; it is kept as rejected."
+        ) from None
+    except RecursionError:
+        raise ValidationFailed("The email is nested too deeply to parse.") from None
 
 
 async def receive_email(
@@ -166,7 +189,7 @@ async def ingest_email_body(
     try:
         if fields is None and provider in FORM_PROVIDERS:
             fields = await form_fields(body, event.content_type, max_part_size=max_part_size)
-        mail = parse_email(provider, body, event.content_type, fields, region)
+        mail = await parse_off_loop(provider, body, event.content_type, fields, region)
     except AppError as exc:
         return reject(event, exc)
     except EmailParseError as exc:
@@ -238,24 +261,26 @@ def lead_from_email(mail: InboundEmail) -> LeadInput:
 
 
 async def find_thread(session: AsyncSession, ids: list[str]) -> Lead | None:
-    """The lead whose stored Message-IDs (activities, inbound events) the mail refers to, newest id first."""
+    """The lead whose stored Message-IDs (activities, inbound events) the mail refers to, newest id
+    first; two queries whatever the number of ids (at most MAX_THREAD_IDS are looked at)."""
+    ids = ids[:MAX_THREAD_IDS]
+    if not ids:
+        return None
+    found: dict[str, uuid.UUID] = {}
+    for message_id_col, lead_id_col in (
+        (col(Activity.message_id), col(Activity.lead_id)),
+        (col(InboundEvent.message_id), col(InboundEvent.lead_id)),
+    ):
+        rows = await session.execute(
+            select(message_id_col, lead_id_col)
+            .where(message_id_col.in_(ids), lead_id_col.is_not(None))
+            .limit(10 * MAX_THREAD_IDS)
+        )
+        for message_id, lead_id in rows:
+            if message_id is not None and lead_id is not None:
+                found.setdefault(message_id, lead_id)  # an activity's lead wins over an event's
     for message_id in ids:
-        lead_id = (
-            await session.execute(
-                select(col(Activity.lead_id))
-                .where(col(Activity.message_id) == message_id, col(Activity.lead_id).is_not(None))
-                .limit(1)
-            )
-        ).scalar_one_or_none()
-        if lead_id is None:
-            lead_id = (
-                await session.execute(
-                    select(col(InboundEvent.lead_id))
-                    .where(col(InboundEvent.message_id) == message_id, col(InboundEvent.lead_id).is_not(None))
-                    .limit(1)
-                )
-            ).scalar_one_or_none()
-        lead = await _surviving(session, lead_id)
+        lead = await _surviving(session, found.get(message_id))
         if lead is not None:
             return lead
     return None
@@ -284,6 +309,7 @@ async def _thread_reply(
 ) -> Outcome:
     normalise(data, default_regions=[region])
     async with session.begin_nested():
+        lead = await lock_lead(session, lead.id) or lead
         filled, _ = fill_empty(lead, data)
         now = utcnow()
         lead.touch_count += 1

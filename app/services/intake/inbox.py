@@ -18,6 +18,7 @@ from app.models.intake import (
     SignatureVerdict,
     SourceKind,
 )
+from app.models.lead import Lead
 from app.pagination import PageParams, paginate
 from app.security import Principal
 from app.services import audit
@@ -26,6 +27,7 @@ from app.services.intake.email import ingest_email_body
 from app.services.intake.payloads import parse_body
 from app.services.intake.service import Outcome, ingest_webhook_payload, lead_input, process, reject
 from app.services.intake.sources import _require_reader
+from app.services.leads.service import visible
 
 UNVERIFIED = {
     SignatureVerdict.invalid,
@@ -84,6 +86,20 @@ async def get_event(session: AsyncSession, principal: Principal, event_id: uuid.
     """One inbound event."""
     _require_reader(principal)
     return await get_or_404(session, InboundEvent, event_id, what="inbound event")
+
+
+async def check_body_access(session: AsyncSession, principal: Principal, event: InboundEvent) -> None:
+    """Raw bodies (personal data, maybe secrets) are for admins, and for managers only when the
+    event's lead is one they can see; a rejected event without a lead is admin-only."""
+    if principal.is_admin:
+        return
+    if event.lead_id is not None:
+        seen = await session.execute(
+            select(col(Lead.id)).where(col(Lead.id) == event.lead_id, visible(principal))
+        )
+        if seen.scalar_one_or_none() is not None:
+            return
+    raise Forbidden("Only an admin, or a manager who can see the event's lead, may read its raw body.")
 
 
 async def replay(

@@ -17,6 +17,7 @@ from starlette.requests import Request
 from app.errors import BadRequest, UnsupportedMediaType
 
 JSON_TYPES = ("application/json", "text/json")
+MAX_FIELDS = 5000
 FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
 
 
@@ -39,12 +40,19 @@ def _collect(items: list[tuple[str, Any]]) -> dict[str, Any]:
     return out
 
 
+def _no_constant(name: str) -> Any:
+    # NaN and Infinity are not JSON (RFC 8259); Python accepts them and PostgreSQL then refuses them.
+    raise ValueError(f"{name} is not a JSON value")
+
+
 def parse_json(body: bytes) -> dict[str, Any]:
     """A JSON object; 400 for malformed JSON or anything but an object."""
     try:
-        data = json.loads(body)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise BadRequest(f"The body is not valid JSON: {exc}.") from exc
+        data = json.loads(body, parse_constant=_no_constant)
+    except ValueError as exc:  # malformed, not UTF-8, or an integer past Python's 4,300-digit limit
+        raise BadRequest(f"The body is not valid JSON: {str(exc)[:200]}.") from exc
+    except RecursionError:
+        raise BadRequest("The JSON body is nested too deeply.") from None
     if not isinstance(data, dict):
         raise BadRequest("The JSON body must be an object.")
     return data
@@ -70,7 +78,7 @@ async def parse_multipart(body: bytes, content_type: str, *, max_part_size: int)
     }
     request = Request(scope, receive)
     try:
-        form = await request.form(max_part_size=max_part_size, max_fields=5000, max_files=100)
+        form = await request.form(max_part_size=max_part_size, max_fields=MAX_FIELDS, max_files=100)
     except MultiPartException as exc:
         raise BadRequest(f"The multipart body cannot be read: {exc.message}.") from exc
     items: list[tuple[str, Any]] = []
@@ -97,7 +105,10 @@ async def parse_body(body: bytes, content_type: str | None, *, max_part_size: in
             text = body.decode("utf-8")
         except UnicodeDecodeError as exc:
             raise BadRequest("The form body is not UTF-8.") from exc
-        return _collect(parse_qsl(text, keep_blank_values=True, max_num_fields=5000))
+        try:
+            return _collect(parse_qsl(text, keep_blank_values=True, max_num_fields=MAX_FIELDS))
+        except ValueError as exc:
+            raise BadRequest(f"The form body has more than {MAX_FIELDS} fields.") from exc
     if kind == "multipart/form-data":
         return await parse_multipart(body, content_type or "", max_part_size=max_part_size)
     raise UnsupportedMediaType(

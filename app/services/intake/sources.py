@@ -20,6 +20,7 @@ from app.models.intake import (
     IntakeSourceCreate,
     IntakeSourceRead,
     IntakeSourceUpdate,
+    IntakeSourceWithSecret,
     SourceKind,
 )
 from app.models.user import Team, User
@@ -39,13 +40,22 @@ def new_webhook_secret() -> str:
 
 
 def to_read(source: IntakeSource) -> IntakeSourceRead:
-    """The API view: secrets other than the webhook secret are only said to be set."""
-    extra = {
+    """The API view: secrets are only said to be set."""
+    return IntakeSourceRead.model_validate(source, update=_extra(source))
+
+
+def to_read_with_secret(source: IntakeSource) -> IntakeSourceWithSecret:
+    """The view of create and rotate-secret, the only answers that carry the webhook secret."""
+    return IntakeSourceWithSecret.model_validate(source, update=_extra(source))
+
+
+def _extra(source: IntakeSource) -> dict[str, Any]:
+    return {
         "signing_key_set": bool(source.signing_key),
         "basic_auth_password_set": bool(source.basic_auth_password),
+        "secret_set": bool(source.secret),
         "endpoint": f"/v1/intake/{ENDPOINTS[SourceKind(source.kind)]}/{source.key}",
     }
-    return IntakeSourceRead.model_validate(source, update=extra)
 
 
 def _redacted(diff: dict[str, Any]) -> dict[str, Any]:

@@ -29,7 +29,7 @@ from app.security import Principal
 from app.services import audit, outbox
 from app.services import cache as intake_cache
 from app.services.leads.direct import as_row, build, insert_together, lock_keys, new_row
-from app.services.leads.normalise import LeadInput
+from app.services.leads.normalise import TEXT_FIELDS, LeadInput
 from app.services.leads.scoring import rescore, score
 
 FUZZY_CANDIDATES = 200
@@ -226,14 +226,27 @@ async def ingest(
     actor: Principal | None,
     inbound_event_id: uuid.UUID | None = None,
     record_touch: bool = True,
+    insert_first: bool = False,
 ) -> Ingested:
     """Create the lead, or merge it into the open lead with the same email/phone (fill empty
     fields, keep the rest, record the touch); flag a fuzzy name+company match; emit lead.created.
     Everything through the session, in its transaction (intake tries `ingest_direct` first)."""
     now = utcnow()
     run = SessionStatements(session)
+    if insert_first:
+        # Bulk callers (CSV import) expect mostly new leads: lock, look up and insert in one round
+        # trip inside the session's transaction, and merge below only when an open lead exists.
+        rules = await intake_cache.scoring_rules(session, org_id)
+        new = await new_lead(
+            run, data, org_id=org_id, settings=settings, rules=rules, now=now, record_touch=record_touch
+        )
+        if await insert_together(
+            run, new.rows(), notify=_notify(), unless_open_lead=(data.email, data.phone)
+        ):
+            _audit_create(session, new.lead, actor=actor, org_id=org_id)
+            return new.ingested(event_written=False)
     existing_id = await lock_and_find(run, org_id, email=data.email, phone=data.phone)
-    existing = await session.get(Lead, existing_id) if existing_id is not None else None
+    existing = await lock_lead(session, existing_id) if existing_id is not None else None
     if existing is not None:
         return await merge(session, existing, data, actor=actor, inbound_event_id=inbound_event_id, now=now)
     rules = await intake_cache.scoring_rules(session, org_id)
@@ -253,6 +266,12 @@ async def ingest(
     if new.touch is not None:
         session.add(build(Activity, **new.touch[1]))
     await outbox.emit(session, new.created, org_id=org_id, available_at=now)
+    _audit_create(session, lead, actor=actor, org_id=org_id)
+    await session.flush()
+    return new.ingested(event_written=False)
+
+
+def _audit_create(session: AsyncSession, lead: Lead, *, actor: Principal | None, org_id: uuid.UUID) -> None:
     if actor is not None:  # a lead from intake is recorded by its inbound event
         audit.record(
             session,
@@ -260,11 +279,22 @@ async def ingest(
             entity="lead",
             entity_id=lead.id,
             action="create",
-            changes={name: [None, value] for name, value in data.values().items()},
+            changes={n: [None, getattr(lead, n)] for n in (*TEXT_FIELDS, "phone_raw") if getattr(lead, n)},
             org_id=org_id,
         )
-    await session.flush()
-    return new.ingested(event_written=False)
+
+
+async def lock_lead(session: AsyncSession, lead_id: uuid.UUID) -> Lead | None:
+    """The lead, row-locked and re-read (not the identity map's copy), so a touch never bumps a
+    stale version and two states never share an ETag."""
+    return (
+        await session.execute(
+            select(Lead)
+            .where(col(Lead.id) == lead_id)
+            .with_for_update()
+            .execution_options(populate_existing=True)
+        )
+    ).scalar_one_or_none()
 
 
 async def merge(

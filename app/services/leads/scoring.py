@@ -70,10 +70,13 @@ def _field_value(lead: Lead, name: str) -> Any:
 
 
 def _number(value: Any) -> Decimal | None:
+    if isinstance(value, str) and len(value) > 100:
+        return None  # no amount is that long; Decimal of a huge string is slow
     try:
-        return Decimal(str(value))
+        number = Decimal(str(value))
     except (InvalidOperation, ValueError):
         return None
+    return number if number.is_finite() else None  # "NaN" cannot be ordered
 
 
 def matches(rule: ScoringRule, lead: Lead) -> bool:

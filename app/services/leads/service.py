@@ -16,7 +16,16 @@ from sqlalchemy import or_, select, true
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
-from app.errors import Conflict, FieldError, Forbidden, InvalidTransition, NotFound, ValidationFailed
+from app.db import SessionStatements
+from app.errors import (
+    Conflict,
+    DuplicateExists,
+    FieldError,
+    Forbidden,
+    InvalidTransition,
+    NotFound,
+    ValidationFailed,
+)
 from app.models.base import utcnow
 from app.models.common import Role
 from app.models.events import LEAD_STATUS_EVENTS, LeadContacted
@@ -36,8 +45,8 @@ from app.models.user import Team, User
 from app.pagination import PageParams, paginate
 from app.security import Principal
 from app.services import audit, outbox
-from app.services.common import apply_changes, check_version
-from app.services.leads.ingest import Ingested, count_open_owned, ingest
+from app.services.common import apply_changes, check_version, contains
+from app.services.leads.ingest import Ingested, count_open_owned, ingest, lock_and_find
 from app.services.leads.normalise import LeadInput, normalise
 from app.services.leads.owner import set_owner
 from app.services.leads.scoring import rescore
@@ -149,9 +158,28 @@ async def create_lead(session: AsyncSession, principal: Principal, data: LeadCre
     errors = normalise(lead_input, default_regions=[org.typed_settings().default_phone_country])
     if errors:
         raise ValidationFailed("The lead is not valid.", errors=errors)
+    await _refuse_unseen_duplicate(session, principal, lead_input)
     return await ingest(
         session, lead_input, org_id=org.id, settings=org.typed_settings(), actor=principal, record_touch=False
     )
+
+
+async def _refuse_unseen_duplicate(session: AsyncSession, principal: Principal, data: LeadInput) -> None:
+    """409 `duplicate_exists` (and no merge) when the email/phone is an open lead the caller cannot see:
+    creating a lead must never read or change another rep's lead (OWASP API1)."""
+    if principal.role in (Role.admin, Role.viewer):
+        return
+    existing_id = await lock_and_find(
+        SessionStatements(session), principal.org_id, email=data.email, phone=data.phone
+    )
+    if existing_id is None:
+        return
+    seen = await session.execute(select(col(Lead.id)).where(col(Lead.id) == existing_id, visible(principal)))
+    if seen.scalar_one_or_none() is None:
+        raise DuplicateExists(
+            "An open lead with this email or phone already exists and belongs to someone else; "
+            "ask its owner or a manager."
+        )
 
 
 def _range(stmt: Any, column: Any, start: datetime | None, end: datetime | None) -> Any:
@@ -195,9 +223,10 @@ async def list_leads(
     stmt = _range(stmt, col(Lead.created_at), created_from, created_to)
     stmt = _range(stmt, col(Lead.updated_at), updated_from, updated_to)
     if q and q.strip():
-        like = f"%{q.strip()}%"
-        searched = (Lead.name, Lead.email, Lead.company, Lead.phone, Lead.phone_raw)
-        terms = [col(c).ilike(like) for c in searched]
+        terms = [
+            contains(col(c), q.strip())
+            for c in (Lead.name, Lead.email, Lead.company, Lead.phone, Lead.phone_raw)
+        ]
         digits = re.sub(r"\D", "", q)
         if len(digits) >= 4:
             terms.append(col(Lead.phone).like(f"%{digits}%"))
@@ -228,6 +257,16 @@ async def update_lead(
         new = changes["status"] = LeadStatus(changes["status"])
         if new != lead.status and new not in TRANSITIONS[lead.status]:
             raise InvalidTransition(f"A lead cannot go from {lead.status} to {new} this way.")
+    duplicate = changes.get("possible_duplicate_of")
+    if duplicate is not None:
+        seen = await session.execute(
+            select(col(Lead.id)).where(col(Lead.id) == duplicate, visible(principal))
+        )
+        if duplicate == lead.id or seen.scalar_one_or_none() is None:
+            raise ValidationFailed(
+                "possible_duplicate_of must be another lead you can see.",
+                errors=[FieldError(field="possible_duplicate_of", code="not_found", message="no such lead")],
+            )
     for name in ("attributes", "tags"):
         if name in changes and changes[name] is None:
             changes[name] = {} if name == "attributes" else []

@@ -45,7 +45,7 @@ ALLOWED: dict[QuoteStatus, frozenset[QuoteStatus]] = {
     S.pending_approval: frozenset({S.approved, S.draft, S.superseded}),
     S.approved: frozenset({S.sent, S.superseded}),
     S.sent: frozenset({S.accepted, S.declined, S.expired, S.superseded}),
-    S.accepted: frozenset({S.superseded}),
+    S.accepted: frozenset(),  # final: its order exists; a change is a new quote, not a revision
     S.declined: frozenset({S.superseded}),
     S.expired: frozenset({S.superseded}),
     S.superseded: frozenset(),
@@ -58,7 +58,9 @@ DEFAULT_TERMS = [PaymentTerm(percent=HUNDRED, due="on_acceptance")]
 def check_transition(quote: Quote, to: QuoteStatus) -> None:
     """409 unless `to` is an allowed next status of the quote."""
     if to not in ALLOWED[QuoteStatus(quote.status)]:
-        raise InvalidTransition(f"A {quote.status} quote cannot become {to}.", extra={"status": quote.status})
+        raise InvalidTransition(
+            f"A {quote.status} quote cannot become {to}.", extra={"quote_status": quote.status}
+        )
 
 
 def transition(quote: Quote, to: QuoteStatus) -> None:

@@ -18,10 +18,10 @@ from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
-from app.errors import Forbidden
+from app.errors import Forbidden, InvalidTransition
 from app.models.base import utcnow
 from app.models.common import Role
-from app.models.deal import DealStatus
+from app.models.deal import Deal, DealStatus
 from app.models.events import QuoteAccepted
 from app.models.organisation import Organisation, OrganisationSettings
 from app.models.pipeline import Pipeline
@@ -55,9 +55,24 @@ async def _approval_reasons(session: AsyncSession, quote: Quote) -> list[str]:
             f"{settings.quote_discount_threshold_percent}% threshold"
         )
     limit = settings.quote_total_approval_limit
-    if limit is not None and quote.currency == settings.base_currency and quote.total > limit:
+    if limit is not None and quote.currency != settings.base_currency:
+        # No exchange rate to compare with: a limit that could be dodged by quoting in another
+        # currency is no limit, so such a quote always goes to a manager.
+        reasons.append(
+            f"total {quote.total} {quote.currency} is not in the base currency "
+            f"{settings.base_currency} of the approval limit {limit}"
+        )
+    elif limit is not None and quote.total > limit:
         reasons.append(f"total {quote.total} {quote.currency} is above the approval limit {limit}")
     return reasons
+
+
+async def _open_deal(session: AsyncSession, principal: Principal, quote: Quote) -> Deal:
+    """The quote's deal, which must still be open to send or accept a quote on it (409)."""
+    deal = await deals.get_deal(session, principal, quote.deal_id)
+    if deal.status != DealStatus.open:
+        raise InvalidTransition(f"The deal is {deal.status}; reopen it before sending or accepting quotes.")
+    return deal
 
 
 def _log(
@@ -139,6 +154,8 @@ async def send_quote(
     """Mark an approved quote as sent to the customer (delivering it is the caller's business)."""
     quote = await get_quote(session, principal, quote_id, lock=True)
     check_version(quote, expected_version)
+    check_transition(quote, QuoteStatus.sent)
+    await _open_deal(session, principal, quote)
     transition(quote, QuoteStatus.sent)
     quote.sent_at = utcnow()
     _log(session, principal, quote, "send", "approved", "sent")
@@ -172,10 +189,11 @@ async def accept_quote(
     and the deal is won when its pipeline says so (`win_on_quote_acceptance`; exit fields not enforced)."""
     quote = await get_quote(session, principal, quote_id, lock=True)
     check_version(quote, expected_version)
+    check_transition(quote, QuoteStatus.accepted)
+    deal = await _open_deal(session, principal, quote)
     transition(quote, QuoteStatus.accepted)
     now = utcnow()
     quote.accepted_at = now
-    deal = await deals.get_deal(session, principal, quote.deal_id)
     await make_primary(session, principal, quote, deal)
     order = await receivables.create_order_from_quote(session, principal, quote, deal, accepted_on=now.date())
     pipeline = await session.get(Pipeline, deal.pipeline_id)

@@ -15,6 +15,7 @@ from email.utils import getaddresses, parsedate_to_datetime
 from app.services.intake.email_inbound._model import EmailAttachment, EmailParseError, InboundEmail
 from app.services.intake.email_inbound._text import (
     _tidy,
+    bound_text,
     extract_company,
     extract_phone,
     html_to_text,
@@ -69,6 +70,10 @@ _CHARSET_ALIASES = {
     "ascii": "utf-8",
 }
 _ID = re.compile(r"<([^<>\s]+)>")
+MAX_HTML_CHARS = 500_000  # HTML beyond this is not turned into text (the raw body is kept)
+MAX_REFERENCES = 20  # threading looks at the newest References only
+MAX_MULTIPARTS = 100
+MAX_ATTACHMENTS = 100  # attachments listed per mail; a count field cannot make more
 
 
 def decode_words(value: str | None) -> str | None:
@@ -183,7 +188,10 @@ def build_email(
     if from_pair is not None:  # a provider's own parsed sender (Postmark FromFull) beats re-parsing
         from_name = (from_pair[0] or "").strip() or from_name
         from_email = (from_pair[1] or "").strip().lower() or from_email
-    body = _tidy(text) if text and text.strip() else (html_to_text(html) if html else "")
+    if text and text.strip():
+        body = _tidy(bound_text(text))
+    else:
+        body = bound_text(html_to_text(html[:MAX_HTML_CHARS])) if html else ""
     own_reply, quoted = split_quote(body)
     if stripped_reply is not None and stripped_reply.strip():
         own_reply = _tidy(stripped_reply)  # the provider's own stripping comes first (integrations §2.2)
@@ -211,10 +219,10 @@ def build_email(
         company=company,
         message_id=message_id[0] if message_id else None,
         in_reply_to=in_reply_to[0] if in_reply_to else None,
-        references=message_ids(headers.get("references")),
+        references=message_ids(headers.get("references"))[-MAX_REFERENCES:],
         date=parse_date(headers.get("date")),
         headers=headers,
-        attachments=list(attachments),
+        attachments=list(attachments[:MAX_ATTACHMENTS]),
         cc=list(cc),
         envelope_to=recipients,
         mailbox_hash=mailbox_hash or _mailbox_hash([*recipients, *to]),
@@ -255,6 +263,8 @@ def _header(msg: Message, name: str) -> str | None:
 def _attachments(msg: Message, skip: Sequence[Message]) -> list[EmailAttachment]:
     found: list[EmailAttachment] = []
     for part in msg.walk():
+        if len(found) >= MAX_ATTACHMENTS:
+            break
         if part.is_multipart() or any(part is s for s in skip):
             continue
         filename = decode_words(part.get_filename())
@@ -279,6 +289,9 @@ def message_from_bytes(raw: bytes) -> EmailMessage:
     """Parse bytes as an RFC 5322 message; EmailParseError when there is no message header at all."""
     if not raw or not raw.strip():
         raise EmailParseError("empty message")
+    if raw.lower().count(b"boundary=") > MAX_MULTIPARTS:
+        # The stdlib parser recurses once per nested multipart; real mail has a handful.
+        raise EmailParseError(f"more than {MAX_MULTIPARTS} multipart containers")
     msg = BytesParser(policy=policy.default).parsebytes(raw)
     if not isinstance(msg, EmailMessage):  # pragma: no cover - policy.default always builds EmailMessage
         raise EmailParseError("not an e-mail message")

@@ -50,11 +50,11 @@ class InboundEmail:
 
     def thread_ids(self) -> list[str]:
         """Ids to look up for threading: In-Reply-To first, then References newest first."""
-        ids: list[str] = []
+        ids: dict[str, None] = {}
         for ref in [self.in_reply_to, *reversed(self.references)]:
-            if ref and ref not in ids:
-                ids.append(ref)
-        return ids
+            if ref:
+                ids.setdefault(ref)
+        return list(ids)
 
 
 class EmailParseError(ValueError):

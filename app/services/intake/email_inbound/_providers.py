@@ -10,6 +10,7 @@ from email.parser import Parser
 from typing import Any
 
 from app.services.intake.email_inbound._mime import (
+    MAX_ATTACHMENTS,
     addresses,
     build_email,
     decode_words,
@@ -36,6 +37,27 @@ def _raw_bytes(value: str) -> bytes:
     return value.encode("utf-8", "surrogateescape")
 
 
+def _count(value: object) -> int:
+    """An attachment count field, capped: a posted "9999999999" must not build that many objects."""
+    text = str(value or "0").strip()
+    return min(int(text), MAX_ATTACHMENTS) if text.isdigit() and len(text) <= 9 else 0
+
+
+def _int(value: object) -> int:
+    """A size field of any type as a non-negative int (0 when it is not a plain number)."""
+    if isinstance(value, bool):
+        return 0
+    if isinstance(value, int):
+        return max(value, 0)
+    text = str(value).strip() if isinstance(value, str) else ""
+    return int(text) if text.isdigit() and len(text) <= 18 else 0
+
+
+def _str(value: object) -> str | None:
+    """A field that should be text: None when absent or of another type (a hostile Postmark post)."""
+    return value if isinstance(value, str) else None
+
+
 def _addrs(value: str | None) -> list[str]:
     return [addr for _, addr in addresses(value)]
 
@@ -56,11 +78,11 @@ def _sendgrid_extras(form: Mapping[str, str]) -> tuple[list[str], dict[str, str]
 def _sendgrid_attachments(form: Mapping[str, str]) -> list[EmailAttachment]:
     info = _json(form.get("attachment-info"))
     if not isinstance(info, dict):
-        count = form.get("attachments", "0")
-        n = int(count) if count.isdigit() else 0
+        n = _count(form.get("attachments"))
         return [EmailAttachment(None, "application/octet-stream", 0) for _ in range(n)]
     found = []
-    for key in sorted(info, key=lambda k: int(re.sub(r"\D", "", k) or 0)):
+    keys = list(info)[:MAX_ATTACHMENTS]
+    for key in sorted(keys, key=lambda k: int(re.sub(r"\D", "", k)[:9] or 0)):
         item = info[key] if isinstance(info[key], dict) else {}
         found.append(
             EmailAttachment(
@@ -124,8 +146,7 @@ def _mailgun_headers(form: Mapping[str, str]) -> list[tuple[str, str]]:
 
 
 def _mailgun_attachments(form: Mapping[str, str]) -> list[EmailAttachment]:
-    count = form.get("attachment-count", "0")
-    n = int(count) if count.isdigit() else 0
+    n = _count(form.get("attachment-count"))
     cid_map = _json(form.get("content-id-map"))
     cids = {v: k for k, v in cid_map.items()} if isinstance(cid_map, dict) else {}
     return [
@@ -180,44 +201,48 @@ def _full(entries: Any) -> list[str]:
 
 
 def parse_postmark(payload: Mapping[str, Any], *, default_region: str | None = None) -> InboundEmail:
-    """Parse a Postmark inbound webhook JSON body."""
-    if not isinstance(payload, Mapping) or not (payload.get("From") or payload.get("FromFull")):
+    """Parse a Postmark inbound webhook JSON body; a field of the wrong type counts as absent."""
+    if not isinstance(payload, Mapping):
+        raise EmailParseError("not a JSON object: not a Postmark inbound payload")
+    raw_from = payload.get("FromFull")
+    from_full: dict[str, Any] = raw_from if isinstance(raw_from, dict) else {}
+    if not (_str(payload.get("From")) or _str(from_full.get("Email"))):
         raise EmailParseError("no `From` or `FromFull`: not a Postmark inbound payload")
     raw_headers = payload.get("Headers")
     pairs = [
         (str(h.get("Name", "")), str(h.get("Value", "")))
-        for h in (raw_headers if isinstance(raw_headers, list) else [])
+        for h in (raw_headers[:500] if isinstance(raw_headers, list) else [])
         if isinstance(h, dict)
     ]
     headers = kept_headers(pairs)
-    if "date" not in headers and payload.get("Date"):
+    if "date" not in headers and _str(payload.get("Date")):
         headers["date"] = str(payload["Date"])
-    from_full = payload.get("FromFull") if isinstance(payload.get("FromFull"), dict) else {}
+    raw_attachments = payload.get("Attachments")
     attachments = [
         EmailAttachment(
-            filename=a.get("Name"),
-            content_type=a.get("ContentType") or "application/octet-stream",
-            size=int(a.get("ContentLength") or 0),
-            content_id=first_id(a.get("ContentID")),
+            filename=_str(a.get("Name")),
+            content_type=_str(a.get("ContentType")) or "application/octet-stream",
+            size=_int(a.get("ContentLength")),
+            content_id=first_id(_str(a.get("ContentID"))),
         )
-        for a in (payload.get("Attachments") or [])
+        for a in (raw_attachments[:MAX_ATTACHMENTS] if isinstance(raw_attachments, list) else [])
         if isinstance(a, dict)
     ]
-    original = payload.get("OriginalRecipient")
+    original = _str(payload.get("OriginalRecipient"))
     return build_email(
         provider="postmark",
-        from_header=payload.get("From"),
-        from_pair=(from_full.get("Name"), from_full.get("Email")) if from_full else None,
-        to=_full(payload.get("ToFull")) or _addrs(payload.get("To")),
-        cc=_full(payload.get("CcFull")) or _addrs(payload.get("Cc")),
-        subject=payload.get("Subject"),
-        text=payload.get("TextBody"),
-        html=payload.get("HtmlBody"),
+        from_header=_str(payload.get("From")),
+        from_pair=(_str(from_full.get("Name")), _str(from_full.get("Email"))) if from_full else None,
+        to=_full(payload.get("ToFull")) or _addrs(_str(payload.get("To"))),
+        cc=_full(payload.get("CcFull")) or _addrs(_str(payload.get("Cc"))),
+        subject=_str(payload.get("Subject")),
+        text=_str(payload.get("TextBody")),
+        html=_str(payload.get("HtmlBody")),
         headers=headers,
         attachments=attachments,
-        envelope_to=[str(original).strip().lower()] if original else [],
-        mailbox_hash=payload.get("MailboxHash") or None,
-        stripped_reply=payload.get("StrippedTextReply"),
-        provider_id=payload.get("MessageID") or None,
+        envelope_to=[original.strip().lower()] if original else [],
+        mailbox_hash=_str(payload.get("MailboxHash")) or None,
+        stripped_reply=_str(payload.get("StrippedTextReply")),
+        provider_id=_str(payload.get("MessageID")) or None,
         default_region=default_region,
     )

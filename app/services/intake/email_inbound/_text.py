@@ -130,16 +130,29 @@ def _tidy(text: str) -> str:
 # --- quoted replies -------------------------------------------------------------------------
 
 # Intro lines carry a date or an address; that keeps "On reflection, I wrote:" in the reply.
-_ON_WROTE = re.compile(r"^\s*(>\s*)*On\s.*(\d|@).*\swrote:\s*$", re.I)
-_ON_START = re.compile(r"^\s*(>\s*)*On\s.*(\d|@)", re.I)  # "On <date>, <name>" wrapped before "wrote:"
+# Every pattern here runs in linear time on one line: no two unbounded quantifiers can share
+# characters ("[^\d@]*[\d@]" finds the first digit once), so a long hostile line cannot backtrack.
+_QUOTE_MARKS = r"\s*(?:>\s*)*"
+_ON_WROTE = re.compile(rf"^{_QUOTE_MARKS}On\s[^\d@]*[\d@].*\swrote:\s*$", re.I)
+_ON_START = re.compile(
+    rf"^{_QUOTE_MARKS}On\s[^\d@]*[\d@]", re.I
+)  # "On <date>, <name>" wrapped before "wrote:"
 _WROTE_END = re.compile(r"^.*\bwrote:\s*$", re.I)
 _OTHER_WROTE = re.compile(
-    r"^\s*(Am\s.+\sschrieb.*|Le\s.+\sa\sécrit\s?|El\s.+\sescribió|Em\s.+\sescreveu|Op\s.+\sschreef.*):\s*$",
+    r"^\s*(?=.*:\s*$)"
+    r"(?:Am\s.+\sschrieb|Le\s.+\sa\sécrit\s?:\s*$|El\s.+\sescribió:\s*$|Em\s.+\sescreveu:\s*$|Op\s.+\sschreef)",
     re.I,
 )
 _ZH_WROTE = re.compile(r"写道\s*[:：]\s*$")
-_ZH_INTRO = re.compile(r"(\d|@).*写道\s*[:：]\s*$")  # "…2026年11月20日…，Anna <a@b> 写道：", not "他写道："
-_ZH_START = re.compile(r"^\s*(>\s*)*在\s*.*\d")  # "在 2026年11月20日 …" wrapped before "写道："
+_ZH_INTRO = re.compile(
+    r"^[^\d@]*[\d@].*写道\s*[:：]\s*$"
+)  # "…2026年11月20日…，Anna <a@b> 写道：", not "他写道："
+_ZH_START = re.compile(rf"^{_QUOTE_MARKS}在\D*\d")  # "在 2026年11月20日 …" wrapped before "写道："
+# Bounds on what the quote and signature passes look at (a longer body is cut; its raw is kept).
+MAX_TEXT_CHARS = 200_000
+MAX_LINES = 5_000
+MAX_LINE_CHARS = 2_000
+_MAX_INTRO_CHARS = 500  # no real "On … wrote:" / "From: …" line is longer
 _SEPARATOR = re.compile(
     r"^\s*-{2,}\s*(Original Message|Forwarded message|原始邮件|转发邮件|Ursprüngliche Nachricht|"
     r"Message d'origine|Mensaje original)\s*-{2,}\s*$",
@@ -158,27 +171,44 @@ def _is_quoted(line: str) -> bool:
     return line.lstrip().startswith(">")
 
 
-def _quote_start(lines: list[str]) -> int | None:
-    """Index of the first line of the quoted part, or None when there is no quote header."""
-    for i, line in enumerate(lines):
-        nxt = lines[i + 1] if i + 1 < len(lines) else ""
-        if _SEPARATOR.match(line) or _ON_WROTE.match(line) or _OTHER_WROTE.match(line):
-            return i
-        if _ZH_INTRO.search(line) and not _is_quoted(line):
-            return i
+def _intro_at(lines: list[str], i: int) -> bool:
+    """Whether a quote header ("On … wrote:", "-----Original Message-----", "From: …") starts at line i."""
+    line = lines[i]
+    if len(line) > _MAX_INTRO_CHARS:
+        return False
+    nxt = lines[i + 1] if i + 1 < len(lines) else ""
+    if _SEPARATOR.match(line) or _ON_WROTE.match(line) or _OTHER_WROTE.match(line):
+        return True
+    if _ZH_INTRO.match(line) and not _is_quoted(line):
+        return True
+    if len(nxt) <= _MAX_INTRO_CHARS:
         if _ON_START.match(line) and _WROTE_END.match(nxt):
-            return i
+            return True
         if _ZH_START.match(line) and _ZH_WROTE.search(nxt):
+            return True
+    following = [x for x in lines[i + 1 : i + 6] if x.strip()]
+    if _UNDERSCORES.match(line) and following and _FROM_LINE.match(following[0]):
+        return True
+    return bool(_FROM_LINE.match(line) and any(_HEADER_LINE.match(x) for x in lines[i + 1 : i + 6]))
+
+
+def _quote_start(lines: list[str]) -> int | None:
+    """Index of the first line of the quoted part, or None when there is no quote header (one pass)."""
+    # A ">" block only counts as the quote when nothing but quoted lines follows it.
+    last_unquoted = max((i for i, x in enumerate(lines) if x.strip() and not _is_quoted(x)), default=-1)
+    for i, line in enumerate(lines):
+        if _intro_at(lines, i):
             return i
-        following = [x for x in lines[i + 1 : i + 6] if x.strip()]
-        if _UNDERSCORES.match(line) and following and _FROM_LINE.match(following[0]):
-            return i
-        if _FROM_LINE.match(line) and any(_HEADER_LINE.match(x) for x in lines[i + 1 : i + 6]):
-            return i
-        # A ">" block only counts as the quote when nothing but quoted lines follows it.
-        if _is_quoted(line) and all(_is_quoted(x) for x in lines[i:] if x.strip()):
+        if i > last_unquoted and _is_quoted(line):
             return i
     return None
+
+
+def bound_text(text: str) -> str:
+    """The part of a body the text passes work on: at most MAX_TEXT_CHARS, MAX_LINES lines of at
+    most MAX_LINE_CHARS each, so their cost is bounded whatever is posted."""
+    lines = text[:MAX_TEXT_CHARS].split("\n", MAX_LINES)[:MAX_LINES]
+    return "\n".join(line[:MAX_LINE_CHARS] for line in lines)
 
 
 def split_quote(text: str) -> tuple[str, str | None]:
@@ -225,18 +255,27 @@ def _looks_like_signature_block(lines: list[str], *, named: bool) -> bool:
 
 
 def split_signature(text: str) -> tuple[str, str | None]:
-    """(text without signature, signature) — at a "-- " line, else at a sign-off before a short block."""
+    """(text without signature, signature) — at a "-- " line, else at a sign-off before a short block.
+
+    One backward pass keeps the count of non-blank lines below each line, so no line rescans the rest."""
     lines = text.split("\n")
+    below = [0] * (len(lines) + 1)  # non-blank lines after index i
     for i in range(len(lines) - 1, -1, -1):
-        if _SIG_DELIMITER.match(lines[i]) and len([x for x in lines[i + 1 :] if x.strip()]) <= 20:
+        below[i] = below[i + 1] + (1 if lines[i].strip() else 0)
+    for i in range(len(lines) - 1, -1, -1):
+        if below[i + 1] > 20:
+            break  # every earlier delimiter has even more lines below it
+        if _SIG_DELIMITER.match(lines[i]):
             signature = "\n".join(lines[i + 1 :]).strip()
             return "\n".join(lines[:i]).rstrip(), signature or None
+    first_content = next((i for i, line in enumerate(lines) if line.strip()), len(lines))
     for i in range(len(lines) - 1, 0, -1):
-        if (
-            (_SIGN_OFF.match(lines[i]) or _SIGN_OFF_WITH_NAME.match(lines[i]))
-            and any(x.strip() for x in lines[:i])
-            and _looks_like_signature_block(lines[i + 1 :], named=bool(_SIGN_OFF_WITH_NAME.match(lines[i])))
-        ):
+        if below[i + 1] > _MAX_SIGNATURE_LINES:
+            break  # a longer block is no signature, and earlier lines only have longer ones
+        if len(lines[i]) > _MAX_INTRO_CHARS or first_content >= i:
+            continue
+        named = bool(_SIGN_OFF_WITH_NAME.match(lines[i]))
+        if (named or _SIGN_OFF.match(lines[i])) and _looks_like_signature_block(lines[i + 1 :], named=named):
             return "\n".join(lines[:i]).rstrip(), "\n".join(lines[i:]).strip()
     content = [i for i, line in enumerate(lines) if line.strip()]
     if len(content) > 1 and _MOBILE_FOOTER.match(lines[content[-1]]):
