@@ -29,7 +29,7 @@ from app.security import Principal
 from app.services import audit, outbox
 from app.services import cache as intake_cache
 from app.services.leads.direct import as_row, build, insert_together, lock_keys, new_row
-from app.services.leads.normalise import TEXT_FIELDS, LeadInput
+from app.services.leads.normalise import LeadInput
 from app.services.leads.scoring import rescore, score
 
 FUZZY_CANDIDATES = 200
@@ -243,7 +243,7 @@ async def ingest(
         if await insert_together(
             run, new.rows(), notify=_notify(), unless_open_lead=(data.email, data.phone)
         ):
-            _audit_create(session, new.lead, actor=actor, org_id=org_id)
+            _audit_create(session, new.lead, data, actor=actor, org_id=org_id)
             return new.ingested(event_written=False)
     existing_id = await lock_and_find(run, org_id, email=data.email, phone=data.phone)
     existing = await lock_lead(session, existing_id) if existing_id is not None else None
@@ -266,12 +266,14 @@ async def ingest(
     if new.touch is not None:
         session.add(build(Activity, **new.touch[1]))
     await outbox.emit(session, new.created, org_id=org_id, available_at=now)
-    _audit_create(session, lead, actor=actor, org_id=org_id)
+    _audit_create(session, lead, data, actor=actor, org_id=org_id)
     await session.flush()
     return new.ingested(event_written=False)
 
 
-def _audit_create(session: AsyncSession, lead: Lead, *, actor: Principal | None, org_id: uuid.UUID) -> None:
+def _audit_create(
+    session: AsyncSession, lead: Lead, data: LeadInput, *, actor: Principal | None, org_id: uuid.UUID
+) -> None:
     if actor is not None:  # a lead from intake is recorded by its inbound event
         audit.record(
             session,
@@ -279,7 +281,7 @@ def _audit_create(session: AsyncSession, lead: Lead, *, actor: Principal | None,
             entity="lead",
             entity_id=lead.id,
             action="create",
-            changes={n: [None, getattr(lead, n)] for n in (*TEXT_FIELDS, "phone_raw") if getattr(lead, n)},
+            changes={name: [None, value] for name, value in data.values().items()},
             org_id=org_id,
         )
 

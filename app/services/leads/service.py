@@ -223,10 +223,8 @@ async def list_leads(
     stmt = _range(stmt, col(Lead.created_at), created_from, created_to)
     stmt = _range(stmt, col(Lead.updated_at), updated_from, updated_to)
     if q and q.strip():
-        terms = [
-            contains(col(c), q.strip())
-            for c in (Lead.name, Lead.email, Lead.company, Lead.phone, Lead.phone_raw)
-        ]
+        searched = (Lead.name, Lead.email, Lead.company, Lead.phone, Lead.phone_raw)
+        terms = [contains(col(c), q.strip()) for c in searched]
         digits = re.sub(r"\D", "", q)
         if len(digits) >= 4:
             terms.append(col(Lead.phone).like(f"%{digits}%"))
