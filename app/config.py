@@ -67,6 +67,9 @@ class Settings(BaseSettings):
     # and a dropped server invalidates the pool on the first error anyway.
     db_pre_ping: bool = False
     access_log: bool = True
+    # Dunning email: smtp://user:password@host:port (smtps:// for TLS); unset = webhooks only.
+    smtp_url: str | None = None
+    smtp_from: str = "Loudou <noreply@localhost>"
     # GET /metrics needs `Authorization: Bearer <token>` when set; in production without one it is off.
     metrics_token: SecretStr | None = None
 

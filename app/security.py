@@ -141,11 +141,18 @@ class Principal:
     team_id: uuid.UUID | None
     api_key_id: uuid.UUID | None = None
     scopes: frozenset[str] = field(default_factory=lambda: frozenset({"*"}))
+    finance: bool = False
 
     @property
     def is_admin(self) -> bool:
         """Admins may do everything in their organisation."""
         return self.role == Role.admin
+
+    @property
+    def is_finance(self) -> bool:
+        """The finance permission (confirm payments): admins always, other roles by the user's
+        `finance` flag, viewers never."""
+        return self.is_admin or (self.finance and self.role not in READ_ONLY_ROLES)
 
     def allows(self, scope: str) -> bool:
         """Whether role and key scopes both allow `scope` (e.g. "users:write")."""

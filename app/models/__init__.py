@@ -6,12 +6,14 @@ from app.models.api_key import ApiKey
 from app.models.assignment import AssignmentCursor, AssignmentDecision, AssignmentRule
 from app.models.audit import AuditEntry
 from app.models.deal import Deal, DealFieldHistory, DealStageHistory
+from app.models.dunning import DunningLog, DunningPolicy, DunningStep, OutboundMessage, ReceivableRisk
 from app.models.followup import FollowupPolicy
 from app.models.idempotency import IdempotencyRecord
 from app.models.intake import InboundEvent, IntakeSource
 from app.models.lead import Activity, Lead
 from app.models.organisation import Organisation, OrganisationLogo
 from app.models.outbox import JobRun, OutboxEvent
+from app.models.payment import Payment, PaymentAllocation
 from app.models.pipeline import Pipeline, Stage
 from app.models.product import Product
 from app.models.quote import DocumentCounter, Quote
@@ -35,6 +37,9 @@ __all__ = [
     "DealFieldHistory",
     "DealStageHistory",
     "DocumentCounter",
+    "DunningLog",
+    "DunningPolicy",
+    "DunningStep",
     "FollowupPolicy",
     "IdempotencyRecord",
     "InboundEvent",
@@ -45,10 +50,14 @@ __all__ = [
     "Order",
     "Organisation",
     "OrganisationLogo",
+    "OutboundMessage",
     "OutboxEvent",
+    "Payment",
+    "PaymentAllocation",
     "Pipeline",
     "Product",
     "Quote",
+    "ReceivableRisk",
     "ScoringRule",
     "Stage",
     "Team",

@@ -12,7 +12,15 @@ from sqlalchemy import Numeric
 from sqlmodel import Field, SQLModel
 
 from app.models import examples as ex
-from app.models.base import IdMixin, JsonField, TenantMixin, TimestampsMixin, VersionMixin, tenant_fk
+from app.models.base import (
+    IdMixin,
+    JsonField,
+    TenantMixin,
+    TimestampField,
+    TimestampsMixin,
+    VersionMixin,
+    tenant_fk,
+)
 from app.models.common import CountryCode, CurrencyCode, EmailAddress, Input, Patch
 
 
@@ -20,7 +28,10 @@ class Account(IdMixin, TenantMixin, TimestampsMixin, VersionMixin, table=True):
     """A customer company. Every member of the organisation may read accounts (they are shared)."""
 
     __tablename__ = "accounts"
-    __table_args__ = (tenant_fk("accounts", "owner_id", "users", ondelete="SET NULL"),)
+    __table_args__ = (
+        tenant_fk("accounts", "owner_id", "users", ondelete="SET NULL"),
+        tenant_fk("accounts", "dunning_policy_id", "dunning_policies", ondelete="SET NULL"),
+    )
 
     name: str = Field(max_length=300, index=True)
     domain: str | None = Field(default=None, max_length=255)
@@ -33,6 +44,13 @@ class Account(IdMixin, TenantMixin, TimestampsMixin, VersionMixin, table=True):
     credit_currency: str | None = Field(default=None, max_length=3)
     credit_rating: str | None = Field(default=None, max_length=16)
     attributes: dict[str, Any] = JsonField()
+    # Collections (回款): where reminders go, the account's own dunning policy, the legal-notice
+    # flag a dunning step sets, and the rating before the last change (a drop is a risk).
+    billing_email: str | None = Field(default=None, max_length=320)
+    dunning_policy_id: uuid.UUID | None = None
+    legal_notice: bool = Field(default=False)
+    legal_notice_at: datetime | None = TimestampField(nullable=True, default_now=False)
+    credit_rating_previous: str | None = Field(default=None, max_length=16)
 
 
 class AccountCreate(Input):
@@ -51,13 +69,15 @@ class AccountCreate(Input):
     credit_currency: CurrencyCode | None = None
     credit_rating: str | None = Field(default=None, max_length=16)
     attributes: dict[str, Any] = Field(default_factory=dict)
+    billing_email: EmailAddress | None = None
+    dunning_policy_id: uuid.UUID | None = None
 
 
 class AccountUpdate(Patch):
     """PATCH /v1/accounts/{id}: only what is sent changes."""
 
     model_config = ConfigDict(json_schema_extra=ex.examples(ex.ACCOUNT_UPDATE))  # type: ignore[assignment]
-    not_null = ("name", "attributes")
+    not_null = ("name", "attributes", "legal_notice")
 
     name: str | None = Field(default=None, min_length=1, max_length=300)
     domain: str | None = Field(default=None, max_length=255)
@@ -70,6 +90,9 @@ class AccountUpdate(Patch):
     credit_currency: CurrencyCode | None = None
     credit_rating: str | None = Field(default=None, max_length=16)
     attributes: dict[str, Any] | None = None
+    billing_email: EmailAddress | None = None
+    dunning_policy_id: uuid.UUID | None = None
+    legal_notice: bool | None = None
 
 
 class AccountRead(SQLModel):
@@ -88,6 +111,10 @@ class AccountRead(SQLModel):
     credit_currency: str | None
     credit_rating: str | None
     attributes: dict[str, Any]
+    billing_email: str | None = None
+    dunning_policy_id: uuid.UUID | None = None
+    legal_notice: bool = False
+    legal_notice_at: datetime | None = None
     created_at: datetime
     updated_at: datetime
     version: int

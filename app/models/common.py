@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import enum
 import zoneinfo
+from datetime import date
 from typing import Annotated, Any, ClassVar
 
 import pycountry
@@ -61,6 +62,18 @@ def _duration(value: str) -> str:
     return value.strip().upper()
 
 
+FIRST_BUSINESS_DATE = date(1900, 1, 1)
+LAST_BUSINESS_DATE = date(2999, 12, 31)
+
+
+def _business_date(value: date) -> date:
+    if not FIRST_BUSINESS_DATE <= value <= LAST_BUSINESS_DATE:
+        raise ValueError(f"a date between {FIRST_BUSINESS_DATE} and {LAST_BUSINESS_DATE}")
+    return value
+
+
+# A date a business record can carry (date arithmetic around it stays within Python's range).
+BusinessDate = Annotated[date, AfterValidator(_business_date)]
 DurationText = Annotated[str, StringConstraints(max_length=40), AfterValidator(_duration)]
 EmailAddress = Annotated[str, StringConstraints(max_length=320), AfterValidator(normalise_email)]
 TimezoneName = Annotated[str, StringConstraints(min_length=1, max_length=64), AfterValidator(_valid_timezone)]

@@ -155,18 +155,83 @@ class QuoteAccepted(EventData):
     by_user_id: SkipJsonSchema[uuid.UUID | None] = None
 
 
-class PaymentReceived(EventData):
+class PaymentEvent(EventData):
+    """The fields of every payment event: the payment as it is after the step."""
+
+    payment_id: uuid.UUID
+    account_id: uuid.UUID | None = None
+    amount: str | None = None
+    currency: str | None = None
+    received_at: str | None = None
+    status: str | None = None
+
+
+class PaymentReceived(PaymentEvent):
     """A payment (回款) was recorded."""
 
     event_type = "payment.received"
-    payment_id: uuid.UUID
 
 
-class InstallmentOverdue(EventData):
+class PaymentConfirmed(PaymentEvent):
+    """A finance user confirmed a payment (or it was confirmed on entry): it counts from now on."""
+
+    event_type = "payment.confirmed"
+    by_user_id: uuid.UUID | None = None
+
+
+class PaymentReversed(PaymentEvent):
+    """A confirmed payment was reversed; its allocations stop counting from `reversed_on`."""
+
+    event_type = "payment.reversed"
+    reversed_on: str | None = None
+    reason: str | None = None
+
+
+class InstallmentEvent(EventData):
+    """The fields of every installment event."""
+
+    installment_id: uuid.UUID
+    order_id: uuid.UUID | None = None
+    due_date: str | None = None
+    amount: str | None = None
+    paid_amount: str | None = None
+    currency: str | None = None
+
+
+class InstallmentOverdue(InstallmentEvent):
     """An installment passed its due date unpaid."""
 
     event_type = "installment.overdue"
-    installment_id: uuid.UUID
+
+
+class InstallmentPaid(InstallmentEvent):
+    """An installment is fully paid by confirmed payments."""
+
+    event_type = "installment.paid"
+
+
+class DunningMessage(EventData):
+    """A dunning reminder to send with the customer's own mail tool (no SMTP configured)."""
+
+    event_type = "dunning.message"
+    message_id: uuid.UUID
+    installment_id: uuid.UUID | None = None
+    account_id: uuid.UUID | None = None
+    to: str | None = None
+    subject: str | None = None
+    body: str | None = None
+    language: str | None = None
+
+
+class RiskRaised(EventData):
+    """An installment or an account is at risk (回款预警), with the reason."""
+
+    event_type = "risk.raised"
+    subject: str
+    subject_id: uuid.UUID
+    reason: str
+    detail: str | None = None
+    account_id: uuid.UUID | None = None
 
 
 # Internal events: jobs react to them (app.workers.registry); they are not delivered to webhooks.
@@ -252,6 +317,13 @@ class WebhookDeliver(EventData):
     delivery_id: uuid.UUID
 
 
+class DunningEmail(EventData):
+    """A dunning email is queued for the SMTP server (job send_dunning_email)."""
+
+    event_type = "dunning.email"
+    message_id: uuid.UUID
+
+
 class Ping(EventData):
     """A diagnostics ping: its job records each run."""
 
@@ -271,7 +343,12 @@ EVENT_SCHEMAS: dict[str, type[EventData]] = {
     "deal.lost": DealClosed,
     "quote.accepted": QuoteAccepted,
     "payment.received": PaymentReceived,
+    "payment.confirmed": PaymentConfirmed,
+    "payment.reversed": PaymentReversed,
+    "installment.paid": InstallmentPaid,
     "installment.overdue": InstallmentOverdue,
+    "dunning.message": DunningMessage,
+    "risk.raised": RiskRaised,
 }
 EVENT_TYPES = tuple(EVENT_SCHEMAS)
 

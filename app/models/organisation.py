@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, field_validator
 from pydantic import Field as PydanticField
@@ -18,6 +18,34 @@ from app.models.base import IdMixin, JsonField, TimestampField, TimestampsMixin,
 from app.models.common import DurationText, EmailAddress, IsoCountryCode, IsoCurrencyCode, Patch, TimezoneName
 
 DEFAULT_LOST_REASONS = ["price", "competitor", "no_budget", "no_decision", "timing", "other"]
+DEFAULT_AGING_EDGES = [30, 60, 90]
+# Credit rating (回款预警): factor weights (they sum to 100) and the least score of each grade.
+DEFAULT_CREDIT_WEIGHTS = {"on_time_share": 40, "mean_days_late": 20, "current_overdue": 25, "utilisation": 15}
+DEFAULT_CREDIT_GRADES = {"A": 80, "B": 60, "C": 40}
+
+
+def _check_edges(value: list[int] | None) -> list[int] | None:
+    if value is not None and (not value or any(b <= a for a, b in zip([0, *value], value, strict=False))):
+        raise ValueError("bucket edges are increasing positive day counts, e.g. [30, 60, 90]")
+    return value
+
+
+def _check_weights(value: dict[str, int] | None) -> dict[str, int] | None:
+    if value is None:
+        return value
+    if set(value) != set(DEFAULT_CREDIT_WEIGHTS) or any(w < 0 for w in value.values()):
+        raise ValueError(f"give a weight >= 0 for each of {', '.join(DEFAULT_CREDIT_WEIGHTS)}")
+    if sum(value.values()) != 100:
+        raise ValueError("the weights must sum to 100")
+    return value
+
+
+def _check_grades(value: dict[str, int] | None) -> dict[str, int] | None:
+    if value is None:
+        return value
+    if set(value) != {"A", "B", "C"} or not (100 >= value["A"] > value["B"] > value["C"] >= 0):
+        raise ValueError("give the least score of A, B and C, with 100 >= A > B > C >= 0")
+    return value
 
 
 class SellerDetails(BaseModel):
@@ -58,6 +86,20 @@ class OrganisationSettings(BaseModel):
     lead_recycle_warning: DurationText | None = None
     lost_reasons: list[str] = PydanticField(default_factory=lambda: list(DEFAULT_LOST_REASONS))
     duplicate_match_threshold: int = PydanticField(default=90, ge=50, le=100)
+    # Collections (回款): payments wait for a finance user's confirmation unless turned off.
+    payment_confirmation_required: bool = True
+    aging_bucket_edges: list[int] = PydanticField(default_factory=lambda: list(DEFAULT_AGING_EDGES))
+    dunning_language: Literal["zh", "en"] = "zh"
+    risk_overdue_days: int = PydanticField(default=30, ge=1)
+    risk_overdue_amount: Decimal | None = PydanticField(default=None, ge=0)
+    credit_rating_weights: dict[str, int] = PydanticField(
+        default_factory=lambda: dict(DEFAULT_CREDIT_WEIGHTS)
+    )
+    credit_rating_grades: dict[str, int] = PydanticField(default_factory=lambda: dict(DEFAULT_CREDIT_GRADES))
+
+    _edges = field_validator("aging_bucket_edges")(_check_edges)
+    _weights = field_validator("credit_rating_weights")(_check_weights)
+    _grades = field_validator("credit_rating_grades")(_check_grades)
 
     @field_validator("lost_reasons")
     @classmethod
@@ -85,6 +127,17 @@ class OrganisationSettingsUpdate(Patch):
     lead_recycle_warning: DurationText | None = None
     lost_reasons: list[str] | None = None
     duplicate_match_threshold: int | None = PydanticField(default=None, ge=50, le=100)
+    payment_confirmation_required: bool | None = None
+    aging_bucket_edges: list[int] | None = None
+    dunning_language: Literal["zh", "en"] | None = None
+    risk_overdue_days: int | None = PydanticField(default=None, ge=1)
+    risk_overdue_amount: Decimal | None = PydanticField(default=None, ge=0)
+    credit_rating_weights: dict[str, int] | None = None
+    credit_rating_grades: dict[str, int] | None = None
+
+    _edges = field_validator("aging_bucket_edges")(_check_edges)
+    _weights = field_validator("credit_rating_weights")(_check_weights)
+    _grades = field_validator("credit_rating_grades")(_check_grades)
 
 
 class Organisation(IdMixin, TimestampsMixin, VersionMixin, table=True):

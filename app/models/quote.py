@@ -76,7 +76,7 @@ class Quote(IdMixin, TenantMixin, TimestampsMixin, VersionMixin, table=True):
     discount_percent: Decimal = Field(default=Decimal("0"), sa_type=Numeric(7, 4))
     payment_terms: list[dict[str, Any]] = JsonField(default_factory=list)
     notes: str | None = Field(default=None, max_length=4000)
-    # Computed lines (decimal strings), see app.services.quotes.totals.
+    # Computed lines (decimal strings), see app.services.pricing.
     lines: list[dict[str, Any]] = JsonField(default_factory=list)
     subtotal: Decimal = Field(default=Decimal("0"), sa_type=Numeric(18, 4))
     discount_total: Decimal = Field(default=Decimal("0"), sa_type=Numeric(18, 4))
@@ -193,6 +193,13 @@ class QuoteReason(Input):
     model_config = ConfigDict(json_schema_extra=ex.examples(ex.QUOTE_REASON))
 
     reason: str | None = Field(default=None, max_length=2000)
+
+
+class QuoteAccept(Input):
+    """POST /v1/quotes/{id}/accept (body optional): a manager's reason to accept over the
+    account's credit limit."""
+
+    credit_override_reason: str | None = Field(default=None, min_length=1, max_length=2000)
 
 
 class QuoteRead(SQLModel):

@@ -77,6 +77,8 @@ class User(IdMixin, TenantMixin, TimestampsMixin, VersionMixin, table=True):
     timezone: str = Field(default="UTC", max_length=64)
     working_hours: dict[str, Any] | None = JsonField(default_factory=lambda: None, nullable=True)
     password_hash: str | None = Field(default=None, max_length=255)
+    # Finance permission (回款确认): confirms and rejects payments; admins always have it.
+    finance: bool = Field(default=False)
     last_login_at: datetime | None = TimestampField(nullable=True, default_now=False)
 
 
@@ -94,6 +96,7 @@ class UserCreate(Input):
     weight: int = Field(default=1, ge=0, le=1000)
     timezone: TimezoneName = "UTC"
     working_hours: dict[str, Any] | None = None
+    finance: bool = False
     password: str | None = Field(default=None, min_length=8, max_length=200)
 
     _hours = field_validator("working_hours")(_check_working_hours)
@@ -103,7 +106,7 @@ class UserUpdate(Patch):
     """PATCH /v1/users/{id}: only what is sent changes."""
 
     model_config = ConfigDict(json_schema_extra=ex.examples(ex.USER_UPDATE))  # type: ignore[assignment]
-    not_null = ("email", "role", "active", "weight", "timezone")
+    not_null = ("email", "role", "active", "weight", "timezone", "finance")
 
     email: EmailAddress | None = None
     name: str | None = Field(default=None, max_length=200)
@@ -114,6 +117,7 @@ class UserUpdate(Patch):
     weight: int | None = Field(default=None, ge=0, le=1000)
     timezone: TimezoneName | None = None
     working_hours: dict[str, Any] | None = None
+    finance: bool | None = None
 
     _hours = field_validator("working_hours")(_check_working_hours)
 
@@ -132,6 +136,7 @@ class UserRead(SQLModel):
     weight: int
     timezone: str
     working_hours: dict[str, Any] | None
+    finance: bool
     last_login_at: datetime | None
     created_at: datetime
     updated_at: datetime

@@ -10,6 +10,7 @@ from fastapi import APIRouter, Depends, Response, status
 from app.deps import IfMatchDep, PageDep, SessionDep, require
 from app.errors import problem_responses
 from app.models.quote import (
+    QuoteAccept,
     QuoteCreate,
     QuoteRead,
     QuoteReason,
@@ -22,11 +23,11 @@ from app.models.receivable import OrderRead
 from app.pagination import Page
 from app.routers import COMMON_ERRORS, set_etag
 from app.security import Principal
-from app.services import receivables
 from app.services.quotes import pdf as quote_pdf
 from app.services.quotes import service
 from app.services.quotes import workflow as quote_workflow
 from app.services.quotes.service import read_model
+from app.services.receivables import orders as receivables
 
 router = APIRouter(prefix="/v1/quotes", tags=["quotes"], responses=COMMON_ERRORS)
 
@@ -152,10 +153,21 @@ async def send_quote(
     "/{quote_id}/accept", response_model=OrderRead, summary="Accept a quote", responses=TRANSITION_ERRORS
 )
 async def accept_quote(
-    quote_id: uuid.UUID, principal: Writer, session: SessionDep, version: IfMatchDep
+    quote_id: uuid.UUID,
+    principal: Writer,
+    session: SessionDep,
+    version: IfMatchDep,
+    body: QuoteAccept | None = None,
 ) -> OrderRead:
-    """sent -> accepted: the new order with its payment plan; the deal is won if its pipeline says so."""
-    _, order = await quote_workflow.accept_quote(session, principal, quote_id, expected_version=version)
+    """sent -> accepted: the new order with its payment plan; the deal is won if its pipeline says so.
+    Over the account's credit limit: 409, unless a manager sends `credit_override_reason`."""
+    _, order = await quote_workflow.accept_quote(
+        session,
+        principal,
+        quote_id,
+        expected_version=version,
+        credit_override_reason=body.credit_override_reason if body else None,
+    )
     return receivables.read_model(order, await receivables.installments_of(session, order.id))
 
 

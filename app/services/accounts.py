@@ -22,14 +22,16 @@ from app.models.account import (
     ContactCreate,
     ContactUpdate,
 )
+from app.models.base import utcnow
 from app.models.common import Role
+from app.models.dunning import DunningPolicy
 from app.models.user import User
 from app.pagination import PageParams, paginate
 from app.security import Principal
 from app.services import audit
 from app.services.common import apply_changes, contains, get_or_404, snapshot
 
-ACCOUNT_AUDITED = ["name", "domain", "owner_id", "credit_limit", "credit_rating"]
+ACCOUNT_AUDITED = ["name", "domain", "owner_id", "credit_limit", "credit_rating", "dunning_policy_id"]
 CONTACT_AUDITED = ["name", "account_id", "email", "owner_id"]
 
 
@@ -39,6 +41,22 @@ async def _check_ref(
     if ref is not None and await session.get(model, ref) is None:
         raise ValidationFailed(
             f"Unknown {field}.", errors=[FieldError(field=field, code="not_found", message="no such record")]
+        )
+
+
+async def _check_policy(session: AsyncSession, policy_id: uuid.UUID | None) -> None:
+    """An account's own dunning policy must be one of the organisation's."""
+    if policy_id is None:
+        return
+    found = (
+        await session.execute(select(col(DunningPolicy.id)).where(col(DunningPolicy.id) == policy_id))
+    ).scalar_one_or_none()
+    if found is None:
+        raise ValidationFailed(
+            "Unknown dunning_policy_id.",
+            errors=[
+                FieldError(field="dunning_policy_id", code="not_found", message="no such dunning policy")
+            ],
         )
 
 
@@ -57,6 +75,7 @@ async def create_account(session: AsyncSession, principal: Principal, data: Acco
         principal, {k: v for k, v in data.model_dump().items() if k in CREDIT_FIELDS and v is not None}
     )
     await _check_ref(session, User, data.owner_id, "owner_id")
+    await _check_policy(session, data.dunning_policy_id)
     account = Account(**data.model_dump())
     account.owner_id = data.owner_id or principal.user_id
     session.add(account)
@@ -111,6 +130,10 @@ async def update_account(
     _check_credit(principal, {k: v for k, v in changes.items() if k in CREDIT_FIELDS})
     if "owner_id" in changes:
         await _check_ref(session, User, changes["owner_id"], "owner_id")
+    if "dunning_policy_id" in changes:
+        await _check_policy(session, changes["dunning_policy_id"])
+    if changes.get("legal_notice") is True and not account.legal_notice:
+        account.legal_notice_at = utcnow()
     diff = apply_changes(account, changes, expected_version=expected_version)
     if diff:
         audit.record(

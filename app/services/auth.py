@@ -46,7 +46,9 @@ async def authenticate(session: AsyncSession, token: str, *, secret: str) -> Pri
         return None
     if fingerprint is not None and fingerprint != password_fingerprint(user.password_hash, secret=secret):
         return None  # issued before the password last changed (tokens without one expire within the TTL)
-    return Principal(user_id=user.id, org_id=user.org_id, role=user.role, team_id=user.team_id)
+    return Principal(
+        user_id=user.id, org_id=user.org_id, role=user.role, team_id=user.team_id, finance=user.finance
+    )
 
 
 async def _from_api_key(session: AsyncSession, token: str) -> Principal | None:
@@ -79,6 +81,7 @@ async def _from_api_key(session: AsyncSession, token: str) -> Principal | None:
         team_id=user.team_id,
         api_key_id=key.id,
         scopes=frozenset(key.scopes),
+        finance=user.finance,
     )
 
 

@@ -6,6 +6,7 @@ import uuid
 from typing import Any, TypeVar
 
 from fastapi.encoders import jsonable_encoder
+from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import SQLModel
@@ -66,6 +67,25 @@ async def flush_unique(session: AsyncSession, conflict: str) -> None:
             await session.flush()
     except IntegrityError as exc:
         raise Conflict(conflict) from exc
+
+
+async def next_number(session: AsyncSession, org_id: uuid.UUID, kind: str, year: int) -> int:
+    """The next gap-free number of `kind` for the organisation and year.
+
+    The counter row stays locked (the upsert's row lock) until the transaction ends, so concurrent
+    creations queue on it, and a rolled-back creation gives its number back. A SEQUENCE would not.
+    """
+    result = await session.execute(
+        text(
+            "INSERT INTO document_counters (id, org_id, kind, year, last_value) "
+            "VALUES (gen_random_uuid(), :org, :kind, :year, 1) "
+            "ON CONFLICT (org_id, kind, year) "
+            "DO UPDATE SET last_value = document_counters.last_value + 1 "
+            "RETURNING last_value"
+        ),
+        {"org": org_id, "kind": kind, "year": year},
+    )
+    return int(result.scalar_one())
 
 
 LIKE_ESCAPE = "\\"

@@ -19,7 +19,7 @@ from app.services import audit
 from app.services.common import apply_changes, contains, flush_unique, get_or_404, snapshot
 
 SELF_EDITABLE = frozenset({"name", "timezone", "working_hours"})
-AUDITED = ["email", "name", "role", "team_id", "active", "capacity", "weight", "timezone"]
+AUDITED = ["email", "name", "role", "team_id", "active", "capacity", "weight", "timezone", "finance"]
 
 
 async def _check_team(session: AsyncSession, team_id: uuid.UUID | None) -> None:

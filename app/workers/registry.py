@@ -26,6 +26,7 @@ EVENT_JOBS: dict[str, tuple[str, ...]] = {
     "task.completed": ("schedule_followup",),
     "deal.created": ("schedule_followup",),
     "deal.stage_changed": ("schedule_followup",),
+    "dunning.email": ("send_dunning_email",),
 }
 
 # Jobs that only matter where an organisation has configured something: the relay skips them

@@ -36,15 +36,19 @@ def build_worker(settings: Settings, kind: type[WorkerSettings] = WorkerSettings
     return worker
 
 
-async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
-    """Run the main worker (jobs, cron, relay) and the assignment worker until `stop` is set."""
+async def run_worker(settings: Settings, stop: asyncio.Event, *, cron: bool = True) -> None:
+    """Run the main worker (jobs, cron, relay) and the assignment worker until `stop` is set
+    (`cron=False`: jobs and relay only, e.g. where a test chooses the dates itself)."""
+    overrides: dict[str, Any] = {} if cron else {"cron_jobs": []}
     await asyncio.gather(
-        run_one(settings, stop, WorkerSettings),
+        run_one(settings, stop, WorkerSettings, **overrides),
         run_one(settings, stop, AssignmentWorkerSettings),
     )
 
 
-async def run_one(settings: Settings, stop: asyncio.Event, kind: type[WorkerSettings]) -> None:
+async def run_one(
+    settings: Settings, stop: asyncio.Event, kind: type[WorkerSettings], **overrides: Any
+) -> None:
     """Keep one worker running until `stop` is set, rebuilding it whenever Redis drops."""
     backoff = 0.5
     while not stop.is_set():
@@ -55,7 +59,7 @@ async def run_one(settings: Settings, stop: asyncio.Event, kind: type[WorkerSett
             backoff = min(backoff * 2, 5.0)
             continue
         backoff = 0.5
-        worker = build_worker(settings, kind, redis_pool=pool)
+        worker = build_worker(settings, kind, redis_pool=pool, **overrides)
         main = asyncio.create_task(worker.main(), name="arq-worker")
         stopper = asyncio.create_task(stop.wait())
         done, _ = await asyncio.wait({main, stopper}, return_when=asyncio.FIRST_COMPLETED)

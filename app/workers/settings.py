@@ -12,7 +12,7 @@ from arq.connections import RedisSettings
 from app.config import Settings, get_settings
 from app.observability import instrumented
 from app.state import AppState
-from app.workers import assignment, followups, jobs, scheduled, webhooks
+from app.workers import assignment, followups, jobs, receivables, scheduled, webhooks
 from app.workers.registry import assignment_queue
 from app.workers.relay import relay_forever
 
@@ -65,6 +65,7 @@ class WorkerSettings:
             webhooks.deliver_webhook,
             webhooks.retry_webhook,
             followups.schedule_followup,
+            receivables.send_dunning_email,
         )
     ]
     cron_jobs: ClassVar[list[Any]] = [
@@ -76,6 +77,7 @@ class WorkerSettings:
         cron(webhooks.sweep_webhooks, second={5, 35}, timeout=30),
         cron(scheduled.purge_idempotency_keys, minute=7, second=0, timeout=60),
         cron(scheduled.expire_quotes, minute={5, 35}, second=0, timeout=60),
+        cron(receivables.collections_sweep, minute={2, 17, 32, 47}, second=0, timeout=300),
     ]
     on_startup = startup
     on_shutdown = shutdown

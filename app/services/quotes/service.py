@@ -18,7 +18,6 @@ from sqlmodel import col
 from app.errors import InvalidTransition, NotFound, ValidationFailed
 from app.models.base import utcnow
 from app.models.deal import Deal, DealStatus
-from app.models.product import Product
 from app.models.quote import (
     LineChange,
     PaymentTerm,
@@ -30,13 +29,13 @@ from app.models.quote import (
     QuoteStatus,
     QuoteUpdate,
 )
-from app.money import HUNDRED, fits_currency, round_money
+from app.money import HUNDRED, round_money
 from app.pagination import PageParams, paginate
 from app.security import Principal
-from app.services import audit, receivables
-from app.services.common import check_version
+from app.services import audit
+from app.services.common import check_version, next_number
 from app.services.deals import service as deals
-from app.services.quotes.totals import LineInput, compute, line_json
+from app.services.pricing import MAX_AMOUNT, compute, line_json, resolve_lines
 
 S = QuoteStatus
 # Explicit allowed transitions; anything else is a 409.
@@ -51,7 +50,6 @@ ALLOWED: dict[QuoteStatus, frozenset[QuoteStatus]] = {
     S.superseded: frozenset(),
 }
 # Money columns are NUMERIC(18, 4): 14 digits before the point.
-MAX_AMOUNT = Decimal(10) ** 14
 DEFAULT_TERMS = [PaymentTerm(percent=HUNDRED, due="on_acceptance")]
 
 
@@ -130,52 +128,6 @@ async def list_quotes(
 # --- computing --------------------------------------------------------------------------------
 
 
-async def _resolve_lines(session: AsyncSession, lines: list[QuoteLineIn], currency: str) -> list[LineInput]:
-    resolved = []
-    for index, line in enumerate(lines):
-        product = None
-        if line.product_id is not None:
-            product = await session.get(Product, line.product_id)
-            if product is None:
-                raise ValidationFailed.on(f"lines.{index}.product_id", "not_found", "no such product")
-            if line.unit_price is None and product.currency != currency:
-                raise ValidationFailed.on(
-                    f"lines.{index}.product_id",
-                    "currency_mismatch",
-                    f"the product is priced in {product.currency}; give a unit_price in {currency}",
-                )
-        unit_price = (
-            line.unit_price if line.unit_price is not None else (product.unit_price if product else None)
-        )
-        if unit_price is None:
-            raise ValidationFailed.on(
-                f"lines.{index}.unit_price", "required", "a free-text line needs a unit_price"
-            )
-        unit_price = Decimal(unit_price)
-        if not fits_currency(unit_price, currency):
-            raise ValidationFailed.on(
-                f"lines.{index}.unit_price", "too_many_decimals", f"too many digits for {currency}"
-            )
-        tax_rate = (
-            line.tax_rate
-            if line.tax_rate is not None
-            else (Decimal(product.tax_rate) if product else Decimal(0))
-        )
-        resolved.append(
-            LineInput(
-                description=(line.description or "").strip() or (product.name if product else ""),
-                quantity=line.quantity,
-                unit_price=unit_price,
-                tax_rate=tax_rate,
-                discount_percent=line.discount_percent,
-                discount_amount=line.discount_amount,
-                product_id=product.id if product else None,
-                sku=product.sku if product else None,
-            )
-        )
-    return resolved
-
-
 def _check_terms(terms: list[PaymentTerm]) -> list[PaymentTerm]:
     if not terms:
         return list(DEFAULT_TERMS)
@@ -187,7 +139,7 @@ def _check_terms(terms: list[PaymentTerm]) -> list[PaymentTerm]:
 
 
 async def _compute_into(session: AsyncSession, quote: Quote, lines: list[QuoteLineIn]) -> None:
-    resolved = await _resolve_lines(session, lines, quote.currency)
+    resolved = await resolve_lines(session, lines, quote.currency)
     totals = compute(
         resolved,
         currency=quote.currency,
@@ -265,7 +217,7 @@ async def create_quote(session: AsyncSession, principal: Principal, data: QuoteC
     )
     _check_validity(quote)
     await _compute_into(session, quote, data.lines)
-    number = await receivables.next_number(session, principal.org_id, "quote", issue_date.year)
+    number = await next_number(session, principal.org_id, "quote", issue_date.year)
     quote.number = f"Q-{issue_date.year}-{number:04d}"
     session.add(quote)
     await session.flush()

@@ -29,12 +29,14 @@ from app.models.quote import Quote, QuoteStatus
 from app.models.receivable import Order
 from app.money import round_money
 from app.security import Principal
-from app.services import audit, outbox, receivables
+from app.services import audit, outbox
 from app.services.common import check_version
 from app.services.deals import service as deals
 from app.services.deals import stages as deal_stages
+from app.services.pricing import max_discount_percent
 from app.services.quotes.service import check_transition, get_quote, make_primary, transition
-from app.services.quotes.totals import max_discount_percent
+from app.services.receivables import credit
+from app.services.receivables import orders as receivables
 
 
 async def _settings(session: AsyncSession, org_id: uuid.UUID) -> OrganisationSettings:
@@ -183,7 +185,12 @@ async def decline_quote(
 
 
 async def accept_quote(
-    session: AsyncSession, principal: Principal, quote_id: uuid.UUID, *, expected_version: int | None = None
+    session: AsyncSession,
+    principal: Principal,
+    quote_id: uuid.UUID,
+    *,
+    expected_version: int | None = None,
+    credit_override_reason: str | None = None,
 ) -> tuple[Quote, Order]:
     """The customer accepted a sent quote: it becomes primary, an order with its payment plan is made,
     and the deal is won when its pipeline says so (`win_on_quote_acceptance`; exit fields not enforced)."""
@@ -194,8 +201,22 @@ async def accept_quote(
     transition(quote, QuoteStatus.accepted)
     now = utcnow()
     quote.accepted_at = now
+    override = await credit.check_acceptance(
+        session, principal, quote, deal.account_id, override_reason=credit_override_reason
+    )
     await make_primary(session, principal, quote, deal)
     order = await receivables.create_order_from_quote(session, principal, quote, deal, accepted_on=now.date())
+    if override is not None:
+        order.credit_override_by_id = principal.user_id
+        order.credit_override_reason = override
+        audit.record(
+            session,
+            actor=principal,
+            entity="order",
+            entity_id=order.id,
+            action="credit_override",
+            changes={"credit_override_reason": [None, override]},
+        )
     pipeline = await session.get(Pipeline, deal.pipeline_id)
     if pipeline is not None and pipeline.win_on_quote_acceptance and deal.status == DealStatus.open:
         await deal_stages.win_deal(session, principal, deal.id, enforce_exit_fields=False)

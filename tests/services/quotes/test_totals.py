@@ -7,8 +7,8 @@ from decimal import ROUND_HALF_UP, Decimal
 
 from app.models.quote import PaymentTerm
 from app.money import minor_units, round_money
-from app.services.quotes.totals import LineInput, compute
-from app.services.receivables import plan
+from app.services.pricing import LineInput, compute
+from app.services.receivables.orders import plan
 
 
 def _q(value: Decimal, exp: str) -> Decimal:

@@ -1,4 +1,5 @@
-"""Quote arithmetic, pure Decimal: every amount is rounded by app.money.round_money (half-up).
+"""Line pricing (the quote math, also used by orders entered directly), pure Decimal: every
+amount is rounded by app.money.round_money (half-up).
 
 Per line, in this order:
 1. gross = quantity × unit price, rounded to the currency's minor unit;
@@ -16,7 +17,11 @@ import uuid
 from dataclasses import dataclass
 from decimal import Decimal
 
+from sqlalchemy.ext.asyncio import AsyncSession
+
 from app.errors import ValidationFailed
+from app.models.product import Product
+from app.models.quote import QuoteLineIn
 from app.money import HUNDRED, fits_currency, percent_of, plain_percent, round_money
 
 ZERO = Decimal(0)
@@ -151,3 +156,54 @@ def max_discount_percent(
     if subtotal:
         rates.append(discount_total * HUNDRED / subtotal)
     return max(rates, default=ZERO)
+
+
+# Amounts stay below this (NUMERIC(18, 4) holds 10^14).
+MAX_AMOUNT = Decimal(10) ** 14
+
+
+async def resolve_lines(session: AsyncSession, lines: list[QuoteLineIn], currency: str) -> list[LineInput]:
+    """Lines with price, tax and name from their product where not given (quotes and direct orders)."""
+    resolved = []
+    for index, line in enumerate(lines):
+        product = None
+        if line.product_id is not None:
+            product = await session.get(Product, line.product_id)
+            if product is None:
+                raise ValidationFailed.on(f"lines.{index}.product_id", "not_found", "no such product")
+            if line.unit_price is None and product.currency != currency:
+                raise ValidationFailed.on(
+                    f"lines.{index}.product_id",
+                    "currency_mismatch",
+                    f"the product is priced in {product.currency}; give a unit_price in {currency}",
+                )
+        unit_price = (
+            line.unit_price if line.unit_price is not None else (product.unit_price if product else None)
+        )
+        if unit_price is None:
+            raise ValidationFailed.on(
+                f"lines.{index}.unit_price", "required", "a free-text line needs a unit_price"
+            )
+        unit_price = Decimal(unit_price)
+        if not fits_currency(unit_price, currency):
+            raise ValidationFailed.on(
+                f"lines.{index}.unit_price", "too_many_decimals", f"too many digits for {currency}"
+            )
+        tax_rate = (
+            line.tax_rate
+            if line.tax_rate is not None
+            else (Decimal(product.tax_rate) if product else Decimal(0))
+        )
+        resolved.append(
+            LineInput(
+                description=(line.description or "").strip() or (product.name if product else ""),
+                quantity=line.quantity,
+                unit_price=unit_price,
+                tax_rate=tax_rate,
+                discount_percent=line.discount_percent,
+                discount_amount=line.discount_amount,
+                product_id=product.id if product else None,
+                sku=product.sku if product else None,
+            )
+        )
+    return resolved
