@@ -14,6 +14,7 @@ from pydantic import Field as PydanticField
 from sqlalchemy import Index, PrimaryKeyConstraint, String, Text, UniqueConstraint, text
 from sqlmodel import Field, SQLModel
 
+from app.models import examples as ex
 from app.models.base import (
     IdMixin,
     JsonField,
@@ -193,7 +194,7 @@ class DunningStepIn(BaseModel):
 class DunningPolicyCreate(BaseModel):
     """POST /v1/dunning-policies."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra=ex.examples(ex.DUNNING_POLICY_CREATE))
 
     name: str = PydanticField(min_length=1, max_length=200)
     is_default: bool = False
@@ -204,7 +205,7 @@ class DunningPolicyCreate(BaseModel):
 class DunningPolicyUpdate(BaseModel):
     """PATCH /v1/dunning-policies/{id}: sent `steps` replace the steps (old ones are retired)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra=ex.examples(ex.DUNNING_POLICY_UPDATE))
 
     name: str | None = PydanticField(default=None, min_length=1, max_length=200)
     is_default: bool | None = None

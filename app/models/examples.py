@@ -236,3 +236,57 @@ QUOTE_CREATE = {
 }
 QUOTE_UPDATE = {"valid_until": "2027-01-15", "discount_percent": "8"}
 QUOTE_REASON = {"reason": "Budget moved to next year 预算推迟到明年"}
+
+# Collections (回款): orders without a quote, payments, installments, dunning.
+ACCOUNT_ID = "8e2a4c6f-1b3d-4f5a-9c7e-0d2b4a6c8e1f"
+INSTALLMENT_ID = "3d5f7b9a-1c3e-4d5f-a7b9-2c4e6a8b0d1f"
+QUOTE_ACCEPT = {"credit_override_reason": "CFO approved the overdue balance 财务总监已批准"}
+ORDER_CREATE = {
+    "account_id": ACCOUNT_ID,
+    "currency": "CNY",
+    "lines": [
+        {
+            "description": "年度维护 Annual maintenance",
+            "quantity": "1",
+            "unit_price": "36000.00",
+            "tax_rate": "6",
+        }
+    ],
+    "payment_terms": [{"percent": "50", "due_days": 0}, {"percent": "50", "due_days": 90}],
+}
+ORDER_CANCEL = {"reason": "Customer withdrew 客户撤单", "effective_on": "2026-12-15"}
+INSTALLMENT_RESCHEDULE = {
+    "parts": [
+        {"amount": "20000.00", "due_date": "2027-01-15"},
+        {"amount": "20000.00", "due_date": "2027-02-15"},
+    ],
+    "reason": "Split at the customer's request 应客户要求分两期",
+}
+PROMISE_CREATE = {
+    "date": "2026-12-20",
+    "amount": "20000.00",
+    "note": "王经理承诺月底前付款 Promised by Mr Wang",
+}
+PAYMENT_CREATE = {
+    "account_id": ACCOUNT_ID,
+    "amount": "57390.00",
+    "currency": "CNY",
+    "received_at": "2026-12-01",
+    "method": "bank_transfer",
+    "reference": "招商银行 CMB 20261201-0042",
+}
+PAYMENT_REASON = {"reason": "Not on the bank statement 银行流水未见"}
+PAYMENT_REVERSE = {"reason": "Bounced 退票", "reversed_on": "2026-12-05"}
+CREDIT_APPLY = {"currency": "CNY", "allocations": [{"installment_id": INSTALLMENT_ID, "amount": "5000.00"}]}
+DUNNING_POLICY_CREATE = {
+    "name": "Standard 标准催款",
+    "is_default": True,
+    "steps": [
+        {"offset_days": -3, "action": "email", "language": "zh"},
+        {"offset_days": 1, "action": "email", "language": "en"},
+        {"offset_days": 15, "action": "owner_task"},
+        {"offset_days": 30, "action": "manager_task"},
+        {"offset_days": 60, "action": "legal_notice"},
+    ],
+}
+DUNNING_POLICY_UPDATE = {"name": "Standard 标准催款 (2027)", "active": True}

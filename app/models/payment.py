@@ -13,6 +13,7 @@ from pydantic import Field as PydanticField
 from sqlalchemy import Index, Numeric, PrimaryKeyConstraint, String
 from sqlmodel import Field, SQLModel
 
+from app.models import examples as ex
 from app.models.base import (
     IdMixin,
     JsonField,
@@ -119,7 +120,7 @@ class AllocationIn(BaseModel):
 class PaymentCreate(BaseModel):
     """POST /v1/payments."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra=ex.examples(ex.PAYMENT_CREATE))
 
     account_id: uuid.UUID
     amount: Decimal = PydanticField(gt=0, max_digits=18, decimal_places=4)
@@ -142,7 +143,7 @@ class PaymentCreate(BaseModel):
 class PaymentReason(BaseModel):
     """A reason (rejection)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra=ex.examples(ex.PAYMENT_REASON))
 
     reason: str | None = PydanticField(default=None, max_length=2000)
 
@@ -150,7 +151,7 @@ class PaymentReason(BaseModel):
 class PaymentReverse(BaseModel):
     """POST /v1/payments/{id}/reverse."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra=ex.examples(ex.PAYMENT_REVERSE))
 
     reason: str = PydanticField(min_length=1, max_length=2000)
     reversed_on: BusinessDate | None = None
@@ -160,7 +161,7 @@ class CreditApply(BaseModel):
     """POST /v1/accounts/{id}/credit/apply: the account's credit to named installments, or to its
     open installments oldest due first."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra=ex.examples(ex.CREDIT_APPLY))
 
     currency: CurrencyCode | None = None
     allocations: list[AllocationIn] | None = PydanticField(default=None, max_length=200)

@@ -199,6 +199,8 @@ class QuoteAccept(Input):
     """POST /v1/quotes/{id}/accept (body optional): a manager's reason to accept over the
     account's credit limit."""
 
+    model_config = ConfigDict(json_schema_extra=ex.examples(ex.QUOTE_ACCEPT))
+
     credit_override_reason: str | None = Field(default=None, min_length=1, max_length=2000)
 
 

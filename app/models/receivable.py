@@ -13,6 +13,7 @@ from pydantic import Field as PydanticField
 from sqlalchemy import Index, Numeric, String, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
+from app.models import examples as ex
 from app.models.base import (
     IdMixin,
     JsonField,
@@ -189,7 +190,7 @@ class OrderCreate(BaseModel):
     """POST /v1/orders: an order entered directly for an account (a running contract may be
     entered with an `ordered_at` in the past)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra=ex.examples(ex.ORDER_CREATE))
 
     account_id: uuid.UUID
     currency: CurrencyCode
@@ -205,7 +206,7 @@ class OrderCreate(BaseModel):
 class OrderCancel(BaseModel):
     """POST /v1/orders/{id}/cancel: the open installments are written off as of `effective_on`."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra=ex.examples(ex.ORDER_CANCEL))
 
     reason: str | None = PydanticField(default=None, max_length=2000)
     effective_on: BusinessDate | None = None
@@ -215,7 +216,7 @@ class InstallmentReschedule(BaseModel):
     """POST /v1/installments/{id}/reschedule: a new due date, or a split into parts (amount and
     due date each) that sum to the installment's amount."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra=ex.examples(ex.INSTALLMENT_RESCHEDULE))
 
     due_date: BusinessDate | None = None
     parts: list[InstallmentPart] | None = PydanticField(default=None, min_length=2, max_length=24)
@@ -240,7 +241,7 @@ class InstallmentPart(BaseModel):
 class PromiseCreate(BaseModel):
     """POST /v1/installments/{id}/promise: the customer promised to pay by `date` (dunning pauses)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra=ex.examples(ex.PROMISE_CREATE))
 
     date: BusinessDate
     amount: Decimal | None = PydanticField(default=None, gt=0, max_digits=18, decimal_places=4)

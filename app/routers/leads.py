@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import uuid
 from datetime import datetime
@@ -13,6 +14,7 @@ from starlette.formparsers import MultiPartException
 
 from app.deps import IfMatchDep, PageDep, SessionDep, StateDep, require
 from app.errors import BadRequest, FieldError, ValidationFailed, problem_responses
+from app.models import examples as ex
 from app.models.lead import (
     ActivityCreate,
     ActivityRead,
@@ -83,16 +85,19 @@ IMPORT_FORM = {
                             "type": "string",
                             "description": 'JSON {"CSV column": "lead field"}; unmapped columns use common '
                             "aliases",
+                            "examples": [json.dumps(ex.LEAD_IMPORT_MAPPING, ensure_ascii=False)],
                         },
                         "dry_run": {
                             "type": "boolean",
                             "default": False,
                             "description": "Report what would happen; write nothing",
+                            "examples": [True],
                         },
                         "default_country": {
                             "type": "string",
                             "pattern": "^[A-Z]{2}$",
                             "description": "For national phones",
+                            "examples": ["CN"],
                         },
                     },
                 }
