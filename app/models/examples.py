@@ -290,3 +290,17 @@ DUNNING_POLICY_CREATE = {
     ],
 }
 DUNNING_POLICY_UPDATE = {"name": "Standard 标准催款 (2027)", "active": True}
+
+# Sales targets (销售目标) and dated exchange rates, for the metrics.
+SALES_TARGET_CREATE = {
+    "user_id": USER_ID,
+    "period": "quarter",
+    "period_start": "2027-01-01",
+    "amount": "1200000.00",
+    "currency": "CNY",
+    "count": 12,
+}
+
+SALES_TARGET_UPDATE = {"amount": "1500000.00", "count": 15}
+
+EXCHANGE_RATE_CREATE = {"date": "2026-11-30", "from": "USD", "to": "CNY", "rate": "7.1234"}

@@ -17,6 +17,7 @@ from sqlalchemy import CheckConstraint, ForeignKeyConstraint, Index, Numeric, St
 from sqlmodel import Field, SQLModel
 
 from app.db import TenantScoped
+from app.models import examples as ex
 from app.models.base import TimestampField, new_id
 from app.models.common import CurrencyCode, Input, Patch
 from app.money import round_money
@@ -76,6 +77,8 @@ class SalesTarget(TenantKeyMixin, table=True):
 class SalesTargetCreate(Input):
     """POST /v1/targets: one of user_id / team_id (neither: the whole organisation)."""
 
+    model_config = ConfigDict(extra="forbid", json_schema_extra=ex.examples(ex.SALES_TARGET_CREATE))
+
     user_id: uuid.UUID | None = None
     team_id: uuid.UUID | None = None
     period: TargetPeriod
@@ -95,6 +98,8 @@ class SalesTargetCreate(Input):
 
 class SalesTargetUpdate(Patch):
     """PATCH /v1/targets/{id}: amount, currency, count."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra=ex.examples(ex.SALES_TARGET_UPDATE))  # type: ignore[assignment]
 
     not_null = ("amount", "currency")
 
@@ -143,6 +148,8 @@ class ExchangeRate(TenantKeyMixin, table=True):
 
 class ExchangeRateCreate(Input):
     """POST /v1/exchange-rates: a rate for a date (posting the same date and pair again replaces it)."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra=ex.examples(ex.EXCHANGE_RATE_CREATE))
 
     date: dt.date
     from_currency: CurrencyCode = Field(alias="from")
