@@ -208,7 +208,14 @@ class _Demo:
         await self.api.call(
             "PATCH",
             "/v1/organisation",
-            json={"settings": {"timezone": TIMEZONE, "base_currency": "CNY", "country": "CN"}},
+            json={
+                "settings": {
+                    "timezone": TIMEZONE,
+                    "base_currency": "CNY",
+                    "country": "CN",
+                    "risk_overdue_amount": "20000.00",
+                }
+            },
         )
         await self.people()
         await self.plans()
@@ -582,10 +589,11 @@ async def _live(api: _Api, rng: random.Random, months: int) -> None:
             files={"file": ("leads.csv", body.getvalue().encode(), "text/csv")},
             data={"mapping": json.dumps({k: k for k in imported[0]})},
         )
-    listed = await api.call("GET", "/v1/leads", params={"limit": 200})
-    lead_ids = [lead["id"] for lead in listed["data"]]
+    # In the order they came in (their emails are numbered): the same leads are called and converted.
+    listed = sorted(await api.all("/v1/leads"), key=lambda lead: str(lead["email"]))
+    lead_ids = [lead["id"] for lead in listed]
     deals: list[dict[str, Any]] = []
-    for i, lead_id in enumerate(sorted(lead_ids)):
+    for i, lead_id in enumerate(lead_ids):
         if i % 2 == 0:  # half the leads are called
             await api.call(
                 "POST", f"/v1/leads/{lead_id}/activities", json={"kind": "call", "subject": "Intro call"}

@@ -84,15 +84,16 @@ def deals(
         history = [{"stage": OPEN_STAGES[0], "entered_at": created.isoformat()}]
         at = created
         status, closed_at = outcome, None
+        most = 3 if i == 0 else 10  # the oldest deal closes quickly: its contract runs longest
         for stage in OPEN_STAGES[1 : reach + 1]:
-            step = at + timedelta(days=rng.randrange(1, 10), hours=rng.randrange(0, 6))
+            step = at + timedelta(days=rng.randrange(1, most), hours=rng.randrange(0, 6))
             if step >= anchor:
                 status = "open"
                 break
             at = step
             history.append({"stage": stage, "entered_at": at.isoformat()})
         if status != "open":
-            closing = at + timedelta(days=rng.randrange(1, 10), hours=rng.randrange(0, 6))
+            closing = at + timedelta(days=rng.randrange(1, most), hours=rng.randrange(0, 6))
             if closing >= anchor:
                 status = "open"
             else:
