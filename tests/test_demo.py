@@ -3,10 +3,16 @@ answers non-empty, plausible numbers, and the same seed gives the same counts (r
 
 from __future__ import annotations
 
+import asyncio
+import json
+import os
+import subprocess
+import sys
 import uuid
 import zoneinfo
 from datetime import date, datetime, timedelta
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -281,3 +287,27 @@ async def test_webhooks_were_delivered_by_the_real_machinery(
     assert [a["status_code"] for d in legacy for a in d["attempt_log"]] == [410]
     assert subs["legacy-bi"]["active"] is False and "410" in subs["legacy-bi"]["disabled_reason"]
     assert subs["erp"]["active"] is False  # nothing answers there once the demo has finished
+
+
+async def test_the_command_prints_only_the_json_and_the_key_works(
+    settings: Settings, client: httpx.AsyncClient
+) -> None:
+    env = {**os.environ, "DATABASE_URL": settings.database_url or "", "REDIS_URL": settings.redis_url or ""}
+    loudou = str(Path(sys.executable).parent / "loudou")
+    done = await asyncio.to_thread(
+        subprocess.run,
+        [loudou, "demo", "--org", "Demo CLI", "--seed", "3", "--months", "1", "--json"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    out = json.loads(done.stdout)  # nothing else on stdout: logs go to stderr
+    assert set(out) == {"org_id", "api_key"}
+    result = DemoResult(org_id=out["org_id"], api_key=out["api_key"])
+    me = await _get(client, result, "/v1/me")
+    assert me["organisation"]["id"] == out["org_id"] and me["organisation"]["name"] == "Demo CLI"
+    win = (await _get(client, result, "/v1/metrics/win-rate"))["rows"][0]
+    assert win["won"] + win["lost"] > 0
