@@ -18,13 +18,14 @@ client would go through), never by writing rows directly:
   time, late, partly; one reversed, one left for finance to confirm, one paying ahead into
   credit) and that day's dunning run (reminder emails, tasks, escalations, legal notices);
 - what the worker would do (the demo does it for its own organisation, in-process): the
+  assignment job of each live lead (the round robin, in the order the leads came in), the
   collections sweep (overdue statuses, ratings, risks), the daily pipeline snapshots, and the
   outbound webhooks of its events to two subscriptions answered by a receiver the demo serves
   itself, one accepting (delivered) and one answering 410 Gone (failed, subscription disabled).
 
 The same seed and months give the same counts of everything (ids and dates differ), provided no
-other worker handles the organisation's events meanwhile (a running `loudou dev` would assign the
-live leads and could try the webhooks first).
+other worker handles the organisation's events meanwhile (a running `loudou dev` could assign the
+live leads in another order and try the webhooks first).
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ import random
 import time
 import uuid
 import zoneinfo
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
@@ -62,6 +64,7 @@ from app.services.metrics import snapshots
 from app.services.organisation import create_organisation
 from app.services.receivables import sweep
 from app.state import AppState
+from app.workers import assignment as assignment_jobs
 from app.workers import webhooks as webhook_jobs
 
 TIMEZONE = "Asia/Shanghai"
@@ -219,7 +222,8 @@ class _Demo:
         )
         await self.people()
         await self.plans()
-        await _live(self.api, self.rng, self.months)  # before the history: it converts every lead it sees
+        # Before the history: it works every lead it sees.
+        await _live(self.api, self.rng, self.months, self.assign)
         deals = await self.import_history()
         await self.receivables(deals)
         await self.worker_duties()
@@ -448,6 +452,24 @@ class _Demo:
         if plan.confirm:
             await self.api.call("POST", f"/v1/payments/{payment['id']}/confirm")
 
+    async def assign(self, lead_ids: list[str]) -> None:
+        """The worker's assignment job for each new lead (its `lead.created` event), in the order
+        the leads came in, so the round robin gives each rep the same leads for the same seed."""
+        async with self.state.sessions() as session:
+            scope_session(session, self.org_id)
+            events = {
+                str(e.payload["lead_id"]): e.id
+                for e in (
+                    await session.execute(
+                        select(OutboxEvent).where(col(OutboxEvent.event_type) == "lead.created")
+                    )
+                ).scalars()
+            }
+        ctx = {"state": self.state, "redis": self.state.redis}
+        for lead_id in lead_ids:
+            if lead_id in events:
+                await assignment_jobs.assign_lead(ctx, str(events[lead_id]), str(self.org_id))
+
     async def worker_duties(self) -> None:
         """What the worker's crons would have done for the organisation: the collections sweep
         (overdue statuses, today's dunning, ratings, risks) and a daily pipeline snapshot for
@@ -539,8 +561,11 @@ def _receiver(secrets: dict[str, str]) -> Starlette:
     )
 
 
-async def _live(api: _Api, rng: random.Random, months: int) -> None:
-    """Today: leads from every channel, first calls, conversions, deals walked to every stage."""
+async def _live(
+    api: _Api, rng: random.Random, months: int, assign: Callable[[list[str]], Awaitable[None]]
+) -> None:
+    """Today: leads from every channel, assigned by the rule, first calls, conversions, deals
+    walked to every stage."""
     sources = {
         "form": await api.call(
             "POST", "/v1/intake-sources", json={"kind": "form", "name": "Website contact form"}
@@ -592,6 +617,7 @@ async def _live(api: _Api, rng: random.Random, months: int) -> None:
     # In the order they came in (their emails are numbered): the same leads are called and converted.
     listed = sorted(await api.all("/v1/leads"), key=lambda lead: str(lead["email"]))
     lead_ids = [lead["id"] for lead in listed]
+    await assign(lead_ids)
     deals: list[dict[str, Any]] = []
     for i, lead_id in enumerate(lead_ids):
         if i % 2 == 0:  # half the leads are called
