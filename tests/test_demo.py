@@ -269,6 +269,11 @@ async def test_every_collections_endpoint_has_plausible_numbers(
     credit = await _get(client, demo, f"/v1/accounts/{accounts[0]['id']}/credit")
     assert credit["rating"] and credit["factors"]
 
+    orders = await _all(client, demo, "/v1/orders")
+    assert any(date.fromisoformat(o["ordered_at"][:10]) < today - timedelta(days=20) for o in orders)
+    policies = await _get(client, demo, "/v1/dunning-policies")
+    assert [len(p["steps"]) for p in policies if p["is_default"]] == [5]
+
     targets = await _all(client, demo, "/v1/targets")
     assert {t["period"] for t in targets} == {"month", "quarter"}
     assert any(t["team_id"] for t in targets) and any(t["user_id"] for t in targets)
