@@ -139,13 +139,16 @@ def _mime(name: str, address: str, subject: str, body: str, n: int) -> bytes:
 async def load_demo(settings: Settings, *, name: str = "Demo", seed: int = 1, months: int = 3) -> DemoResult:
     """Create the organisation `name` and fill it; the counts depend only on `seed` and `months`."""
     rng = random.Random(seed)  # noqa: S311 (demo data, not secrets)
-    # The demo's own in-process app: no request log, no per-key rate limit on its own calls, and
+    # The demo's own in-process app: no request log, no per-key rate limit on its own calls,
     # webhook targets on the receiver it serves itself (hooks.demo.loudou.test, never resolved).
     local = settings.model_copy(
         update={
             "access_log": False,
             "rate_limit_per_minute": max(settings.rate_limit_per_minute, 1_000_000),
             "webhook_allow_private": True,
+            # Reminders to the demo's made-up customers are handed off as webhook events, never
+            # queued for a configured SMTP server.
+            "smtp_url": None,
         }
     )
     state = AppState.open(local)
