@@ -476,14 +476,15 @@ class _Demo:
     async def worker_duties(self) -> None:
         """What the worker's crons would have done for the organisation: the collections sweep
         (overdue statuses, today's dunning, ratings, risks) and a daily pipeline snapshot for
-        every day of the history."""
+        every day of the past year."""
         async with self.state.sessions() as session:
             scope_session(session, self.org_id)
             await sweep.daily(session, self.org_id, smtp=bool(self.state.settings.smtp_url))
             await session.commit()
         async with self.state.sessions() as session:
             scope_session(session, self.org_id)
-            await snapshots.snapshot_missing_days(session, self.org_id, days=self.months * 30)
+            # Every day of the metrics' default window (a year): the default trend reads snapshots only.
+            await snapshots.snapshot_missing_days(session, self.org_id, days=366)
             await session.commit()
 
     async def webhooks(self) -> None:
