@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime
 import json
 import os
 import shutil
@@ -419,24 +420,37 @@ def demo(
     months: Annotated[int, typer.Option(min=1, max=12, help="Months of leads (12 a month).")] = 3,
     as_json: Annotated[bool, typer.Option("--json", help='Print {"org_id", "api_key"}.')] = False,
 ) -> None:
-    """Create a demo organisation filled through the API: teams, reps, leads from every channel,
-    conversions, deals at every stage, quotes and orders; prints its admin key."""
+    """Create a demo organisation filled through the API: teams, reps with targets, months of history
+    (imported), leads from every channel, deals at every stage, quotes, orders, payments, dunning and
+    webhook deliveries, so every metrics and collections endpoint has numbers; prints its admin key."""
     from app.demo import load_demo
+    from app.logging import choose_format, configure_logging, on_terminal
 
+    # Warnings only, on stderr: stdout carries the result (`--json` is read by scripts).
+    fmt = choose_format(get_settings().log_format, for_people=True, terminal=on_terminal())
+    configure_logging("WARNING", fmt, quiet_libraries=True)
     with embedded_if_needed() as settings:
         asyncio.run(_migrate(settings))
         result = asyncio.run(load_demo(settings, name=org, seed=seed, months=months))
     if as_json:
         typer.echo(json.dumps({"org_id": result.org_id, "api_key": result.api_key}))
         return
+    key = result.api_key
+    today = datetime.date.today()
+    period = f"from={datetime.date(today.year - 1, today.month, 1)}&to={today + datetime.timedelta(days=1)}"
     typer.echo(f"organisation {result.org_id} ({org})")
-    typer.echo(f"admin API key (shown once): {result.api_key}")
+    typer.echo(f"admin API key (shown once): {key}")
     typer.echo("rows: " + ", ".join(f"{k} {v}" for k, v in result.counts.items()))
     typer.echo(
-        "try:\n"
-        f'  curl -H "Authorization: Bearer {result.api_key}" localhost:8000/v1/deals\n'
-        f'  curl -H "Authorization: Bearer {result.api_key}" "localhost:8000/v1/export/deals?format=csv"\n'
-        f'  curl -H "Authorization: Bearer {result.api_key}" localhost:8000/v1/export'
+        "try (with `loudou dev` running):\n"
+        f'  H="Authorization: Bearer {key}"\n'
+        '  curl -H "$H" localhost:8000/v1/metrics/funnel\n'
+        '  curl -H "$H" "localhost:8000/v1/metrics/win-rate?group_by=month"\n'
+        '  curl -H "$H" "localhost:8000/v1/metrics/pipeline/trend?interval=week"\n'
+        '  curl -H "$H" localhost:8000/v1/metrics/reps\n'
+        '  curl -H "$H" "localhost:8000/v1/receivables/aging?group_by=account"\n'
+        f'  curl -H "$H" "localhost:8000/v1/metrics/collections?{period}&group_by=month"\n'
+        '  curl -H "$H" "localhost:8000/v1/export/deals?format=csv"'
     )
 
 
