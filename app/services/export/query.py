@@ -90,6 +90,7 @@ _HORIZON_SQL = literal_column("(SELECT loudou_export_horizon())", BigInteger)
 # (and the Parquet made from it) has them as text, timestamps through to_json so that the text is
 # the very same. Decimals are text in both, so every format carries exactly the same digits.
 _JSON_TEXT: ColumnElement[Any] = literal_column("'{}'::text[]")
+_JSON_NULL: ColumnElement[Any] = literal_column("'null'::jsonb")
 
 
 def timestamp_text(expression: ColumnElement[Any]) -> ColumnElement[Any]:
@@ -129,6 +130,10 @@ def formatted(column: ExportColumn, expression: ColumnElement[Any], tabular: boo
         return cast(expression, Text)
     if column.kind == Kind.string:
         return cast(expression, Text)  # varchar(n) to text: every branch of the UNION the same type
+    if column.kind == Kind.json:
+        # A JSON null stored in the column is an empty cell in every format, as SQL NULL is (else
+        # CSV and Parquet would carry the text "null" where NDJSON has null).
+        return func.nullif(expression, _JSON_NULL)
     return expression
 
 
