@@ -4,13 +4,13 @@
 
 Creates a fresh database (dropped at the end), migrates it, creates an organisation, inserts
 `deals` deals with INSERT … SELECT generate_series (ordinary triggers off in that session: the
-metrics rollups are not measured here; the change stamps are column defaults), then VACUUM ANALYZE, starts `loudou
-serve` (one process), and pulls all of them in one page per format while sampling the API
-process's RSS every 20 ms. In the same run it measures `COPY (SELECT <the deals columns> FROM
-deals WHERE org_id = … ORDER BY change_xid, change_seq) TO STDOUT (FORMAT csv)` through asyncpg,
-before and after the API runs (the faster counts). Prints one table: rows, seconds, rows/s, the
-ratio to COPY, bytes and the API's peak RSS. Targets (DESIGN §8): NDJSON and CSV at least 0.5x
-COPY; RSS under 250 MB. PostgreSQL and Redis as in bench/servers.py.
+metrics rollups are not measured here; the change stamps are column defaults), then VACUUM
+ANALYZE, starts `loudou serve` (one process), and pulls all of them in one page per format
+while sampling the API process's RSS every 20 ms. In the same run it measures `COPY (SELECT
+<the deals columns> FROM deals WHERE org_id = … ORDER BY change_xid, change_seq) TO STDOUT
+(FORMAT csv)` through asyncpg, before and after the API runs (the faster counts). Prints one
+table: rows, seconds, rows/s, the ratio to COPY, bytes and the API's peak RSS. Targets (DESIGN
+§8): NDJSON and CSV at least 0.5x COPY; RSS under 250 MB. PostgreSQL and Redis as in bench/servers.py.
 """
 
 from __future__ import annotations
