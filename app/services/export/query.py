@@ -274,16 +274,22 @@ def _order(entity: Entity, u: Any) -> list[Any]:
     return [u.c._x, u.c._s, u.c._o] if len(entity.stamps) == 3 else [u.c._x, u.c._s]
 
 
-def page_end_statement(entity: Entity, principal: Principal, bounds: PageBounds, limit: int) -> Select[Any]:
-    """The last two positions of the first `limit + 1` rows after the cursor, with how many there
-    are: the page's end, and whether more rows follow it."""
+def page_end_statements(
+    entity: Entity, principal: Principal, bounds: PageBounds, limit: int
+) -> tuple[Select[Any], Select[Any], Select[Any]]:
+    """How a page's end is found, each a streaming scan of the keys after the cursor (no sort,
+    nothing materialised, however large the page), all in one snapshot:
+    - `nth`: the positions of the limit-th and the (limit + 1)-th row: a full page, and whether
+      more rows follow;
+    - else (fewer rows than the limit) `last`: the last row's position, and `count`: how many."""
     u = _union(entity, principal, bounds, keys_only=True, tabular=False)
-    first = select(u.c._x, u.c._s, u.c._o).order_by(*_order(entity, u)).limit(limit + 1).subquery("k")
-    return (
-        select(first.c._x, first.c._s, first.c._o, func.count().over().label("n"))
-        .order_by(first.c._x.desc(), first.c._s.desc(), first.c._o.desc())
-        .limit(2)
-    )
+    order = _order(entity, u)
+    keys = select(u.c._x, u.c._s, u.c._o)
+    nth = keys.order_by(*order).offset(limit - 1).limit(2)
+    last = keys.order_by(*[c.desc() for c in order]).limit(1)
+    first = keys.order_by(*order).limit(limit).subquery("k")
+    count = select(func.count()).select_from(first)
+    return nth, last, count
 
 
 def _hex(value: ColumnElement[Any], width: int) -> ColumnElement[str]:

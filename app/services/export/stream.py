@@ -1,7 +1,7 @@
 """Writing a planned page, in constant memory, however many rows it holds.
 
 PostgreSQL writes NDJSON and CSV itself (`COPY (SELECT …) TO STDOUT`), and the bytes are passed
-on in chunks of about 64 KiB through a small bounded queue, so a slow client slows the COPY down
+on in chunks of about 256 KiB through a small bounded queue, so a slow client slows the COPY down
 instead of filling memory. NDJSON rows are `row_to_json` text, copied as CSV with a delimiter and
 a quote character that JSON text never holds raw (PostgreSQL escapes control characters in JSON),
 so each row comes out as one line, unquoted. Parquet is built from CSV batches of BATCH_ROWS
@@ -33,7 +33,7 @@ from app.services.export.query import (
 from app.services.export.registry import TRAILING_COLUMNS, arrow_type
 from app.services.export.service import ExportFormat, PagePlan
 
-CHUNK_BYTES = 64 * 1024
+CHUNK_BYTES = 256 * 1024
 QUEUE_CHUNKS = 4
 BATCH_ROWS = 10_000
 NDJSON_COPY = {"format": "csv", "delimiter": "\x02", "quote": "\x01"}
