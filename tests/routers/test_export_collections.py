@@ -128,6 +128,17 @@ async def test_payments_and_allocations_are_exported_and_a_reversal_comes_as_an_
         rows = await assert_formats_agree(org, entity)
         assert rows, entity
 
+    r = await org.client.get("/v1/export", headers=org.auth())
+    columns = {e["name"]: {c["name"]: c for c in e["columns"]} for e in r.json()["entities"]}
+    assert columns["payments"]["amount"]["parquet_type"] == "decimal128(18, 4)"
+    assert columns["payments"]["exchange_rate"]["parquet_type"] == "decimal128(20, 10)"
+    assert (columns["payments"]["received_at"]["type"], columns["payments"]["status"]["type"]) == (
+        "date",
+        "string",
+    )
+    assert columns["payment_allocations"]["updated_at"]["type"] == "timestamp"
+    assert list(columns["payment_allocations"])[-3:] == ["deleted_at", "reason", "export_cursor"]
+
 
 async def test_a_deleted_payment_leaves_tombstones_for_it_and_its_allocations(
     org: Org, database_url: str
