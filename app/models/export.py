@@ -40,6 +40,8 @@ STAMPED_TABLES = (
     "quotes",
     "orders",
     "installments",
+    "payments",
+    "payment_allocations",
     "accounts",
     "contacts",
     "users",

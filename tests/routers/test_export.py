@@ -17,7 +17,7 @@ from app.config import Settings
 from app.main import create_app
 from app.state import AppState
 from tests.conftest import Org, Servers, fresh_database
-from tests.factories import make_deal, make_team
+from tests.factories import confirm, make_deal, make_team, pay
 from tests.routers.exports import CURSOR, apply, ndjson, pull, pull_until
 from tests.routers.test_quotes import _sent_quote, make_quote
 
@@ -256,7 +256,8 @@ async def test_the_catalog_lists_entities_columns_and_how_paging_works(org: Org)
     entities = {e["name"]: e for e in body["entities"]}
     assert set(entities) >= {
         "leads", "activities", "deals", "deal_stage_history", "deal_field_history", "quotes", "quote_lines",
-        "orders", "installments", "accounts", "contacts", "users", "teams", "tasks",
+        "orders", "installments", "payments", "payment_allocations", "accounts", "contacts", "users",
+        "teams", "tasks",
     }  # fmt: skip
     for entity in entities.values():
         names = [c["name"] for c in entity["columns"]]
@@ -292,6 +293,7 @@ async def test_every_entity_exports_in_every_format(org: Org) -> None:
     deal = await make_deal(org, currency="CNY", account_id=account["id"], amount="100")
     sent = await _sent_quote(org, deal["id"], payment_terms=[{"percent": "100", "due_days": 30}])
     assert (await org.client.post(f"/v1/quotes/{sent['id']}/accept", headers=org.auth())).status_code == 200
+    await confirm(org, (await pay(org, account["id"], "40.00", received_at="2026-11-02"))["id"])
     await make_team(org)
     r = await org.client.get("/v1/export", headers=org.auth())
     for entity in r.json()["entities"]:

@@ -31,6 +31,7 @@ from sqlalchemy import (
     Select,
     Text,
     Uuid,
+    bindparam,
     case,
     cast,
     func,
@@ -87,14 +88,19 @@ _HORIZON_SQL = literal_column("(SELECT loudou_export_horizon())", BigInteger)
 
 # How each kind is written: JSON formats keep booleans, dates, timestamps and JSON as such
 # (row_to_json writes a timestamptz as RFC 3339, in UTC as the export transaction sets it); CSV
-# (and the Parquet made from it) has them as text, timestamps through to_json so that the text is
-# the very same. Decimals are text in both, so every format carries exactly the same digits.
-_JSON_TEXT: ColumnElement[Any] = literal_column("'{}'::text[]")
+# (and the Parquet made from it) has them as text, timestamps as the very same text (see
+# timestamp_text). Decimals are text in both, so every format carries exactly the same digits.
+_JSON_NULL: ColumnElement[Any] = literal_column("'null'::jsonb")
 
 
 def timestamp_text(expression: ColumnElement[Any]) -> ColumnElement[Any]:
-    """A timestamptz as JSON writes it (`2026-11-30T09:15:00.123456+00:00`, fraction trimmed)."""
-    return func.to_json(expression).op("#>>")(_JSON_TEXT)
+    """A timestamptz as JSON writes it (`2026-11-30T09:15:00.123456+00:00`, fraction trimmed).
+
+    Made from the ISO text output (`2026-11-30 09:15:00.123456+00`, the same trimmed fraction),
+    which is several times cheaper than going through to_json; it needs the session's DateStyle
+    ISO and TimeZone UTC, which the export's transaction sets (app.services.export.stream)."""
+    text = func.replace(cast(expression, Text), literal_column("' '"), literal_column("'T'"))
+    return text.op("||")(literal_column("':00'"))
 
 
 def _timestamp(expression: ColumnElement[Any], tabular: bool) -> ColumnElement[Any]:
@@ -129,6 +135,10 @@ def formatted(column: ExportColumn, expression: ColumnElement[Any], tabular: boo
         return cast(expression, Text)
     if column.kind == Kind.string:
         return cast(expression, Text)  # varchar(n) to text: every branch of the UNION the same type
+    if column.kind == Kind.json:
+        # A JSON null stored in the column is an empty cell in every format, as SQL NULL is (else
+        # CSV and Parquet would carry the text "null" where NDJSON has null).
+        return func.nullif(expression, _JSON_NULL)
     return expression
 
 
@@ -142,8 +152,20 @@ def _values(position: Position, width: int) -> ColumnElement[Any]:
     return tuple_(*[literal(v, BigInteger) for v in parts])
 
 
+# The cursor's bound parameters are named, so that a statement compiled once can be run from
+# another position (the Parquet batches: see Template).
+AFTER_PARAMS = ("after_xid", "after_seq", "after_n")
+
+
+def after_values(position: Position) -> dict[str, int]:
+    """The named parameters of `after` for a position."""
+    return dict(zip(AFTER_PARAMS, (position.xid, position.seq, position.n), strict=True))
+
+
 def _after(stamps: tuple[ColumnElement[int], ...], position: Position) -> ColumnElement[bool]:
-    after: ColumnElement[bool] = tuple_(*stamps) > _values(position, len(stamps))
+    values = after_values(position)
+    params = [bindparam(name, values[name], type_=BigInteger) for name in AFTER_PARAMS[: len(stamps)]]
+    after: ColumnElement[bool] = tuple_(*stamps) > tuple_(*params)
     return after
 
 
@@ -221,12 +243,27 @@ def _tombstone_branch(
 
 
 def _union(
-    entity: Entity, principal: Principal, bounds: PageBounds, *, keys_only: bool, tabular: bool
+    entity: Entity,
+    principal: Principal,
+    bounds: PageBounds,
+    *,
+    keys_only: bool,
+    tabular: bool,
+    tombstones: bool = True,
 ) -> Any:
+    live = _live_branch(entity, principal, bounds, keys_only=keys_only, tabular=tabular)
+    if not tombstones:  # none in the page (tombstones_statement): the table's rows alone
+        return live.subquery("u")
     return union_all(
-        _live_branch(entity, principal, bounds, keys_only=keys_only, tabular=tabular),
-        _tombstone_branch(entity, principal, bounds, keys_only=keys_only, tabular=tabular),
+        live, _tombstone_branch(entity, principal, bounds, keys_only=keys_only, tabular=tabular)
     ).subquery("u")
+
+
+def tombstones_statement(entity: Entity, principal: Principal, bounds: PageBounds) -> Select[Any]:
+    """Whether the page holds any tombstone (one probe of the deleted_rows index): a page without
+    any is read from the entity's table alone, without the merge."""
+    branch = _tombstone_branch(entity, principal, bounds, keys_only=True, tabular=False)
+    return select(branch.order_by(None).exists())
 
 
 def _order(entity: Entity, u: Any) -> list[Any]:
@@ -237,50 +274,90 @@ def _order(entity: Entity, u: Any) -> list[Any]:
     return [u.c._x, u.c._s, u.c._o] if len(entity.stamps) == 3 else [u.c._x, u.c._s]
 
 
-def page_end_statement(entity: Entity, principal: Principal, bounds: PageBounds, limit: int) -> Select[Any]:
-    """The last two positions of the first `limit + 1` rows after the cursor, with how many there
-    are: the page's end, and whether more rows follow it."""
+def page_end_statements(
+    entity: Entity, principal: Principal, bounds: PageBounds, limit: int
+) -> tuple[Select[Any], Select[Any], Select[Any]]:
+    """How a page's end is found, each a streaming scan of the keys after the cursor (no sort,
+    nothing materialised, however large the page), all in one snapshot:
+    - `nth`: the positions of the limit-th and the (limit + 1)-th row: a full page, and whether
+      more rows follow;
+    - else (fewer rows than the limit) `last`: the last row's position, and `count`: how many."""
     u = _union(entity, principal, bounds, keys_only=True, tabular=False)
-    first = select(u.c._x, u.c._s, u.c._o).order_by(*_order(entity, u)).limit(limit + 1).subquery("k")
-    return (
-        select(first.c._x, first.c._s, first.c._o, func.count().over().label("n"))
-        .order_by(first.c._x.desc(), first.c._s.desc(), first.c._o.desc())
-        .limit(2)
-    )
+    order = _order(entity, u)
+    keys = select(u.c._x, u.c._s, u.c._o)
+    nth = keys.order_by(*order).offset(limit - 1).limit(2)
+    last = keys.order_by(*[c.desc() for c in order]).limit(1)
+    first = keys.order_by(*order).limit(limit).subquery("k")
+    count = select(func.count()).select_from(first)
+    return nth, last, count
 
 
-def _cursor_column(u: Any) -> ColumnElement[str]:
-    return func.concat(
-        func.lpad(func.to_hex(u.c._x), 16, "0"),
-        func.lpad(func.to_hex(u.c._s), 16, "0"),
-        func.lpad(func.to_hex(u.c._o), 4, "0"),
-    ).label("export_cursor")
+def _hex(value: ColumnElement[Any], width: int) -> ColumnElement[str]:
+    return func.lpad(func.to_hex(value), literal_column(str(width)), literal_column("'0'"))
+
+
+def _cursor_column(entity: Entity, u: Any) -> ColumnElement[str]:
+    """Position.token in SQL: xid and seq as 16 hex digits each (their big-endian bytes in hex,
+    a third of the cost of lpad(to_hex(…))), then n in 4; n is always 0 but for quote lines."""
+    stamps = func.int8send(u.c._x).op("||")(func.int8send(u.c._s))
+    last = _hex(u.c._o, 4) if len(entity.stamps) == 3 else literal_column("'0000'")
+    token: ColumnElement[str] = func.encode(stamps, literal_column("'hex'")).op("||")(last)
+    return token.label("export_cursor")
 
 
 def rows_statement(
-    entity: Entity, principal: Principal, bounds: PageBounds, *, tabular: bool, limit: int | None = None
+    entity: Entity,
+    principal: Principal,
+    bounds: PageBounds,
+    *,
+    tabular: bool,
+    limit: int | None = None,
+    tombstones: bool = True,
 ) -> Select[Any]:
     """The page's rows, published columns only, in position order."""
-    u = _union(entity, principal, bounds, keys_only=False, tabular=tabular)
+    u = _union(entity, principal, bounds, keys_only=False, tabular=tabular, tombstones=tombstones)
     names = [c.name for c in entity.columns] + ["deleted_at", "reason"]
-    stmt = select(*[u.c[name] for name in names], _cursor_column(u)).order_by(*_order(entity, u))
+    stmt = select(*[u.c[name] for name in names], _cursor_column(entity, u)).order_by(*_order(entity, u))
     return stmt.limit(limit) if limit is not None else stmt
 
 
-def ndjson_statement(entity: Entity, principal: Principal, bounds: PageBounds) -> Select[Any]:
+def ndjson_statement(
+    entity: Entity, principal: Principal, bounds: PageBounds, *, tombstones: bool = True
+) -> Select[Any]:
     """One JSON object per row: every column, or for a tombstone only its five columns."""
-    rows = rows_statement(entity, principal, bounds, tabular=False).subquery("j")
-    tombstone = func.json_build_object(*[part for name in TOMBSTONE_COLUMNS for part in (name, rows.c[name])])
+    rows = rows_statement(entity, principal, bounds, tabular=False, tombstones=tombstones).subquery("j")
     whole = func.row_to_json(literal_column("j"))
+    if not tombstones and entity.soft_deleted is None:  # every row is a whole one
+        return select(cast(whole, Text)).select_from(rows)
+    tombstone = func.json_build_object(*[part for name in TOMBSTONE_COLUMNS for part in (name, rows.c[name])])
     return select(cast(case((rows.c.deleted_at.is_(None), whole), else_=tombstone), Text))
+
+
+class Template:
+    """A statement compiled once to `$n` SQL for asyncpg, whose named parameters can be given
+    other values on each run (bind processors applied as SQLAlchemy would)."""
+
+    def __init__(self, stmt: Select[Any], dialect: Dialect) -> None:
+        compiled = stmt.compile(dialect=dialect, compile_kwargs={"render_postcompile": True})
+        self.sql = compiled.string
+        self._params = dict(compiled.params)
+        self._order = list(compiled.positiontup or ())
+        self._process = {
+            name: compiled.binds[name].type.dialect_impl(dialect).bind_processor(dialect)
+            for name in self._order
+        }
+
+    def args(self, **values: Any) -> list[Any]:
+        """The arguments in `$n` order, with `values` in place of the compiled ones."""
+        out = []
+        for name in self._order:
+            value = values[name] if name in values else self._params[name]
+            process = self._process[name]
+            out.append(process(value) if process else value)
+        return out
 
 
 def compile_for_driver(stmt: Select[Any], dialect: Dialect) -> tuple[str, list[Any]]:
     """`$n` SQL and its arguments for asyncpg (bind processors applied as SQLAlchemy would)."""
-    compiled = stmt.compile(dialect=dialect, compile_kwargs={"render_postcompile": True})
-    args = []
-    for name in compiled.positiontup or ():
-        value = compiled.params[name]
-        process = compiled.binds[name].type.dialect_impl(dialect).bind_processor(dialect)
-        args.append(process(value) if process else value)
-    return compiled.string, args
+    template = Template(stmt, dialect)
+    return template.sql, template.args()

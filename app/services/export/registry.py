@@ -48,12 +48,14 @@ from app.models.account import Account, Contact
 from app.models.common import Role
 from app.models.deal import Deal, DealFieldHistory, DealStageHistory
 from app.models.lead import Activity, ActivityKind, Lead
+from app.models.payment import Payment, PaymentAllocation
 from app.models.quote import Quote
 from app.models.receivable import Installment, Order
 from app.models.user import Team, User
 from app.security import Principal
 from app.services.deals.service import visibility_clause as deal_visibility
 from app.services.leads.service import visible as lead_visibility
+from app.services.receivables.access import account_clause, order_clause
 
 
 class Kind(enum.StrEnum):
@@ -235,15 +237,47 @@ def through_deal(deal_id: Any) -> Visibility:
     return visible
 
 
+def _sees_every_receivable(principal: Principal) -> bool:
+    return _sees_everything(principal) or principal.is_finance
+
+
+def orders_visible(principal: Principal) -> ColumnElement[bool] | None:
+    """Orders as GET /v1/orders shows them (the rule of app.services.receivables.access)."""
+    return None if _sees_every_receivable(principal) else order_clause(principal)
+
+
 def installments_visible(principal: Principal) -> ColumnElement[bool] | None:
-    """Installments follow their order's deal."""
-    if _sees_everything(principal):
+    """Installments as GET /v1/installments shows them: those of the orders the caller sees."""
+    if _sees_every_receivable(principal):
         return None
     return exists(
         select(literal(1))
         .select_from(Order)
-        .join(Deal, col(Deal.id) == col(Order.deal_id))
-        .where(col(Order.id) == col(Installment.order_id), deal_visibility(principal))
+        .where(
+            col(Order.org_id) == col(Installment.org_id),
+            col(Order.id) == col(Installment.order_id),
+            order_clause(principal),
+        )
+    )
+
+
+def payments_visible(principal: Principal) -> ColumnElement[bool] | None:
+    """Payments as GET /v1/payments shows them: those of accounts whose receivables the caller sees."""
+    return None if _sees_every_receivable(principal) else account_clause(principal, col(Payment.account_id))
+
+
+def allocations_visible(principal: Principal) -> ColumnElement[bool] | None:
+    """Allocations are shown with their payment (GET /v1/payments/{id}), so they follow it."""
+    if _sees_every_receivable(principal):
+        return None
+    return exists(
+        select(literal(1))
+        .select_from(Payment)
+        .where(
+            col(Payment.org_id) == col(PaymentAllocation.org_id),
+            col(Payment.id) == col(PaymentAllocation.payment_id),
+            account_clause(principal, col(Payment.account_id)),
+        )
     )
 
 
@@ -387,13 +421,33 @@ ENTITIES: dict[str, Entity] = {
         ),
         QUOTE_LINES,
         table_entity(
-            "orders", Order, "Orders made from accepted quotes.", visibility=through_deal(col(Order.deal_id))
+            "orders",
+            Order,
+            "Orders, made from accepted quotes or entered directly for an account (no deal, no quote).",
+            visibility=orders_visible,
         ),
         table_entity(
             "installments",
             Installment,
-            "Payment plans (回款计划) of orders.",
+            "Payment plans (回款计划) of orders: amount, paid, written off, status.",
             visibility=installments_visible,
+        ),
+        table_entity(
+            "payments",
+            Payment,
+            "Payments received (回款) with their status: pending_confirmation, confirmed, rejected, "
+            "reversed (reversed_on, reversal_reason). Only confirmed payments count toward balances.",
+            visibility=payments_visible,
+        ),
+        table_entity(
+            "payment_allocations",
+            PaymentAllocation,
+            "Parts of payments applied to installments (核销): amount in the payment's currency, "
+            "applied_amount in the installment's; written once, they count only while their payment "
+            "is confirmed (a reversal changes the payment's status, not its allocations); "
+            "updated_at = created_at.",
+            visibility=allocations_visible,
+            updated="created_at",
         ),
         table_entity("accounts", Account, "Customer companies.", visibility=everyone),
         table_entity("contacts", Contact, "People at accounts.", visibility=everyone),

@@ -21,7 +21,7 @@ from app.errors import FieldError, Forbidden, NotFound, ValidationFailed
 from app.models.export import ExportCatalog, ExportChangeTracking, ExportColumnInfo, ExportEntityInfo
 from app.security import Principal
 from app.services import audit
-from app.services.export.query import START, PageBounds, Position, output_names, page_end_statement
+from app.services.export.query import START, PageBounds, Position, output_names, page_end_statements
 from app.services.export.registry import (
     ENTITIES,
     TOMBSTONE_COLUMNS,
@@ -168,14 +168,21 @@ async def plan_page(
     after = Position.parse(cursor) if cursor else START
     size = min(limit or LIMIT_DEFAULT, LIMIT_MAX)
     probe = PageBounds(after=after, upto=None, since=updated_since)
-    async with engine.connect() as conn:
-        found = (await conn.execute(page_end_statement(entity, principal, probe, size))).all()
-    count = int(found[0].n) if found else 0
-    has_more = count > size
+    nth, last, count_rows = page_end_statements(entity, principal, probe, size)
     upto: Position | None = None
-    if found:
-        last = found[1] if has_more else found[0]
-        upto = Position(int(last._x), int(last._s), int(last._o))
+    # One snapshot for the three (the horizon included), so they agree.
+    async with engine.connect() as conn:
+        conn = await conn.execution_options(isolation_level="REPEATABLE READ")
+        async with conn.begin():
+            found = (await conn.execute(nth)).all()
+            if found:  # a full page; more rows follow if there is a (limit + 1)-th
+                end, count, has_more = found[0], size, len(found) > 1
+            else:
+                end, count, has_more = (await conn.execute(last)).first(), 0, False
+                if end is not None:
+                    count = int((await conn.execute(count_rows)).scalar_one())
+    if end is not None:
+        upto = Position(int(end._x), int(end._s), int(end._o))
     plan = PagePlan(
         export_id=uuid.uuid4(),
         entity=entity,

@@ -1,11 +1,13 @@
 """Writing a planned page, in constant memory, however many rows it holds.
 
 PostgreSQL writes NDJSON and CSV itself (`COPY (SELECT …) TO STDOUT`), and the bytes are passed
-on in chunks of about 64 KiB through a small bounded queue, so a slow client slows the COPY down
+on in chunks of about 256 KiB through a small bounded queue, so a slow client slows the COPY down
 instead of filling memory. NDJSON rows are `row_to_json` text, copied as CSV with a delimiter and
 a quote character that JSON text never holds raw (PostgreSQL escapes control characters in JSON),
 so each row comes out as one line, unquoted. Parquet is built from CSV batches of BATCH_ROWS
-rows, each parsed by pyarrow into one row group and sent before the next batch is read.
+rows (one statement compiled once, run from each batch's end), each parsed by pyarrow into one
+row group and sent before the next batch is read; Arrow's pool gives the batch's memory back.
+A page without tombstones (one index probe) is read from the entity's table alone.
 """
 
 from __future__ import annotations
@@ -21,16 +23,19 @@ from sqlalchemy.util import greenlet_spawn
 from app.services.export.query import (
     PageBounds,
     Position,
+    Template,
+    after_values,
     compile_for_driver,
     ndjson_statement,
     rows_statement,
+    tombstones_statement,
 )
 from app.services.export.registry import TRAILING_COLUMNS, arrow_type
 from app.services.export.service import ExportFormat, PagePlan
 
-CHUNK_BYTES = 64 * 1024
+CHUNK_BYTES = 256 * 1024
 QUEUE_CHUNKS = 4
-BATCH_ROWS = 20_000
+BATCH_ROWS = 10_000
 NDJSON_COPY = {"format": "csv", "delimiter": "\x02", "quote": "\x01"}
 CSV_COPY = {"format": "csv", "header": True}
 _DONE = b""
@@ -118,43 +123,61 @@ def _json_page(plan: PagePlan) -> tuple[bytes, Callable[[bytes], bytes], Callabl
     return head, convert, finish
 
 
-async def _parquet(conn: Any, plan: PagePlan, dialect: Any) -> AsyncIterator[bytes]:
-    import pyarrow.csv as pa_csv  # only the Parquet path needs these (tens of MB once loaded)
+async def _parquet(conn: Any, plan: PagePlan, dialect: Any, tombstones: bool) -> AsyncIterator[bytes]:
+    import pyarrow as pa  # only the Parquet path needs pyarrow (tens of MB once loaded)
+    import pyarrow.csv as pa_csv
     import pyarrow.parquet as pq
 
     schema = arrow_schema(plan)
     sink = _Sink()
     writer = pq.ParquetWriter(sink, schema)
-    read = pa_csv.ReadOptions(column_names=schema.names)
+    # One thread: the batch is small, and per-thread parse buffers would only add memory.
+    read = pa_csv.ReadOptions(column_names=schema.names, use_threads=False)
     parse = pa_csv.ParseOptions(newlines_in_values=True)
     convert = pa_csv.ConvertOptions(
         column_types=schema, strings_can_be_null=True, quoted_strings_can_be_null=False
     )
+    pool = pa.default_memory_pool()
     after = plan.bounds.after
-    while plan.bounds.upto is not None:
+    template: Template | None = None
+    if plan.bounds.upto is not None:  # compiled once; each batch starts after the previous one
         bounds = PageBounds(after=after, upto=plan.bounds.upto, since=plan.bounds.since)
-        sql, args = compile_for_driver(
-            rows_statement(plan.entity, plan.principal, bounds, tabular=True, limit=BATCH_ROWS), dialect
+        template = Template(
+            rows_statement(
+                plan.entity, plan.principal, bounds, tabular=True, limit=BATCH_ROWS, tombstones=tombstones
+            ),
+            dialect,
         )
+    while template is not None:
         batch = bytearray()
 
         async def collect(data: bytes, batch: bytearray = batch) -> None:
             batch.extend(data)
 
-        await conn.copy_from_query(sql, *args, output=collect, format="csv")
+        await conn.copy_from_query(
+            template.sql, *template.args(**after_values(after)), output=collect, format="csv"
+        )
         if not batch:
             break
-        table = await asyncio.to_thread(
-            pa_csv.read_csv,
-            io.BytesIO(batch),
-            read_options=read,
-            parse_options=parse,
-            convert_options=convert,
-        )
-        await asyncio.to_thread(writer.write_table, table)
+
+        def encode(data: bytearray = batch) -> tuple[int, str]:
+            table = pa_csv.read_csv(
+                pa.BufferReader(pa.py_buffer(data)),
+                read_options=read,
+                parse_options=parse,
+                convert_options=convert,
+            )
+            writer.write_table(table, row_group_size=BATCH_ROWS)
+            rows, last = table.num_rows, table.column("export_cursor")[-1].as_py()
+            del table
+            pool.release_unused()  # give the batch's Arrow memory back before the next one
+            return rows, last
+
+        rows, last = await asyncio.to_thread(encode)
+        del batch
         yield sink.drain()
-        after = Position.parse(table.column("export_cursor")[-1].as_py())
-        if table.num_rows < BATCH_ROWS:
+        after = Position.parse(last)
+        if rows < BATCH_ROWS:
             break
     writer.close()
     yield sink.drain()
@@ -171,7 +194,7 @@ async def page_body(engine: AsyncEngine, plan: PagePlan) -> AsyncIterator[bytes]
             head, _, finish = _json_page(plan)
             yield head + finish()
         elif fmt == ExportFormat.parquet:
-            async for chunk in _parquet(None, plan, engine.dialect):
+            async for chunk in _parquet(None, plan, engine.dialect, tombstones=False):
                 yield chunk
         return
     raw = await engine.raw_connection()
@@ -181,19 +204,26 @@ async def page_body(engine: AsyncEngine, plan: PagePlan) -> AsyncIterator[bytes]
     try:
         transaction = conn.transaction(isolation="repeatable_read", readonly=True)
         await transaction.start()
+        # Timestamps are written from their ISO text in UTC (query.timestamp_text).
         await conn.execute("SET LOCAL datestyle = 'ISO, YMD'; SET LOCAL TIME ZONE 'UTC'")
+        probe, probe_args = compile_for_driver(
+            tombstones_statement(plan.entity, plan.principal, plan.bounds), engine.dialect
+        )
+        tombstones = bool(await conn.fetchval(probe, *probe_args))
         if fmt == ExportFormat.parquet:
-            async for chunk in _parquet(conn, plan, engine.dialect):
+            async for chunk in _parquet(conn, plan, engine.dialect, tombstones):
                 yield chunk
         elif fmt == ExportFormat.csv:
             sql, args = compile_for_driver(
-                rows_statement(plan.entity, plan.principal, plan.bounds, tabular=True), engine.dialect
+                rows_statement(plan.entity, plan.principal, plan.bounds, tabular=True, tombstones=tombstones),
+                engine.dialect,
             )
             async for chunk in _copy_chunks(conn, sql, args, CSV_COPY):
                 yield chunk
         else:
             sql, args = compile_for_driver(
-                ndjson_statement(plan.entity, plan.principal, plan.bounds), engine.dialect
+                ndjson_statement(plan.entity, plan.principal, plan.bounds, tombstones=tombstones),
+                engine.dialect,
             )
             if fmt == ExportFormat.json:
                 head, convert, finish = _json_page(plan)
