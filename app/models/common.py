@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import enum
+import re
 import zoneinfo
-from datetime import date
+from datetime import date, datetime
 from typing import Annotated, Any, ClassVar
 
 import pycountry
@@ -73,7 +74,21 @@ def _business_date(value: date) -> date:
 
 
 # A date a business record can carry (date arithmetic around it stays within Python's range).
-BusinessDate = Annotated[date, AfterValidator(_business_date)]
+_NUMBER = re.compile(r"\s*[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?\s*")
+
+
+def _iso_text(value: object) -> object:
+    """Dates and times come as ISO 8601 text, as the document says (`format: date` / `date-time`);
+    pydantic would otherwise read a number as a Unix timestamp."""
+    if isinstance(value, int | float) or (isinstance(value, str) and _NUMBER.fullmatch(value)):
+        raise ValueError("an ISO 8601 date or date-time (text), not a number")
+    return value
+
+
+# Query parameters (and body fields) typed date / date-time: ISO 8601 text only.
+IsoDate = Annotated[date, BeforeValidator(_iso_text)]
+IsoDateTime = Annotated[datetime, BeforeValidator(_iso_text)]
+BusinessDate = Annotated[date, BeforeValidator(_iso_text), AfterValidator(_business_date)]
 DurationText = Annotated[str, StringConstraints(max_length=40), AfterValidator(_duration)]
 EmailAddress = Annotated[str, StringConstraints(max_length=320), AfterValidator(normalise_email)]
 TimezoneName = Annotated[str, StringConstraints(min_length=1, max_length=64), AfterValidator(_valid_timezone)]

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import re
 import uuid
-from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request, Response, status
@@ -15,6 +14,7 @@ from starlette.formparsers import MultiPartException
 from app.deps import IfMatchDep, PageDep, SessionDep, StateDep, require
 from app.errors import BadRequest, FieldError, ValidationFailed, problem_responses
 from app.models import examples as ex
+from app.models.common import IsoDateTime
 from app.models.lead import (
     ActivityCreate,
     ActivityRead,
@@ -184,10 +184,10 @@ async def list_leads(
     source: LeadSource | None = None,
     source_id: uuid.UUID | None = None,
     pooled: bool | None = None,
-    created_from: datetime | None = None,
-    created_to: datetime | None = None,
-    updated_from: datetime | None = None,
-    updated_to: datetime | None = None,
+    created_from: IsoDateTime | None = None,
+    created_to: IsoDateTime | None = None,
+    updated_from: IsoDateTime | None = None,
+    updated_to: IsoDateTime | None = None,
     q: Annotated[str | None, Query(max_length=200, description="Search name, email, company, phone")] = None,
 ) -> Page[LeadRead]:
     """The leads you may see; ranges are half-open [from, to); `status` may repeat."""
