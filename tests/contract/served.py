@@ -137,7 +137,7 @@ def served(*, log_path: Path | None = None) -> Iterator[Served]:
         first = _org(env, "Contract")
         second = _org(env, "Other")
         port = free_port()
-        log = stack.enter_context(open(log_path or home / "serve.log", "w"))  # noqa: SIM115
+        log = stack.enter_context(open(log_path or home / "serve.log", "w"))
         proc = subprocess.Popen(
             [LOUDOU, "serve", "--host", "127.0.0.1", "--port", str(port)], env=env, stdout=log, stderr=log
         )

@@ -15,12 +15,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-import asyncpg
 import httpx
-import pytest
 from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute
-from sqlalchemy.engine import make_url
 
 from app.deps import ROLE_ORDER, Require, get_principal
 from app.main import ROUTERS, openapi_document
