@@ -73,7 +73,7 @@ async def list_policies(principal: Reader, session: SessionDep, page: PageDep) -
     response_model=FollowupPolicyRead,
     status_code=status.HTTP_201_CREATED,
     summary="Add a follow-up policy",
-    responses=problem_responses(409),
+    responses=problem_responses(404, 409),
 )
 async def create_policy(
     body: FollowupPolicyCreate, principal: Writer, session: SessionDep, response: Response

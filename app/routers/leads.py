@@ -115,14 +115,14 @@ def _form_error(field: str, message: str) -> ValidationFailed:
 
 @router.post(
     "/import",
-    response_model=lead_import.ImportReport,
+    response_model=lead_import.LeadImportReport,
     summary="Import leads from CSV",
     openapi_extra=IMPORT_FORM,
     responses=problem_responses(400, 413, 422),
 )
 async def import_leads(
     principal: Writer, session: SessionDep, state: StateDep, request: Request
-) -> lead_import.ImportReport:
+) -> lead_import.LeadImportReport:
     """Admins and managers; per-row errors are reported, valid rows deduped like any other lead.
     The caller is authenticated before the upload is read; the import commits every 200 rows and
     refuses files over LOUDOU_IMPORT_MAX_ROWS rows (413)."""

@@ -90,7 +90,10 @@ async def put_logo(request: Request, principal: Writer, session: SessionDep) -> 
     status_code=200,
     summary="Get the organisation's logo",
     responses={
-        200: {"content": {m: {} for m in service.LOGO_TYPES}, "description": "The image"},
+        200: {
+            "content": {m: {"schema": {"type": "string", "format": "binary"}} for m in service.LOGO_TYPES},
+            "description": "The image",
+        },
         **problem_responses(404),
     },
 )
