@@ -6,11 +6,18 @@ import enum
 import re
 import zoneinfo
 from datetime import date, datetime
-from typing import Annotated, Any, ClassVar
+from typing import Annotated, Any, ClassVar, get_args
 
 import pycountry
 from email_validator import EmailNotValidError, validate_email
-from pydantic import AfterValidator, BeforeValidator, ConfigDict, StringConstraints
+from pydantic import (
+    AfterValidator,
+    BeforeValidator,
+    ConfigDict,
+    StringConstraints,
+    ValidationInfo,
+    field_validator,
+)
 from sqlmodel import SQLModel
 
 from app.errors import ValidationFailed
@@ -112,10 +119,25 @@ class Role(enum.StrEnum):
     viewer = "viewer"
 
 
+def _temporal(annotation: Any) -> bool:
+    if isinstance(annotation, type):
+        return issubclass(annotation, date)
+    return any(_temporal(arg) for arg in get_args(annotation))
+
+
 class Input(SQLModel):
-    """Base of every request body: an unknown field is a 422, never silently dropped."""
+    """Base of every request body: an unknown field is a 422, never silently dropped; dates and
+    times are ISO 8601 text, as the document says (never a number read as a Unix timestamp)."""
 
     model_config = ConfigDict(extra="forbid")  # type: ignore[assignment]
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _dates_as_text(cls, value: Any, info: ValidationInfo) -> Any:
+        field = cls.model_fields.get(info.field_name or "")
+        if field is not None and _temporal(field.annotation):
+            return _iso_text(value)
+        return value
 
 
 class Patch(Input):

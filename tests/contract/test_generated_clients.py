@@ -124,7 +124,7 @@ def test_python_client_reads_me_and_creates_a_lead(python_client: tuple[Any, str
         assert created.status_code == 201, created.content
         assert created.parsed.email == email
         assert created.parsed.name == "张伟"
-        anonymous = module.Client(base_url=app.base_url)
+    with module.Client(base_url=app.base_url) as anonymous:
         refused = authme.sync_detailed(client=anonymous)
         assert refused.status_code == 401
         assert refused.parsed.code == "unauthorized"
