@@ -6,7 +6,8 @@ import enum
 import re
 import zoneinfo
 from datetime import date, datetime
-from typing import Annotated, Any, ClassVar, get_args
+from types import UnionType
+from typing import Annotated, Any, ClassVar, Union, get_args, get_origin
 
 import pycountry
 from email_validator import EmailNotValidError, validate_email
@@ -18,6 +19,7 @@ from pydantic import (
     ValidationInfo,
     field_validator,
 )
+from pydantic.fields import FieldInfo
 from sqlmodel import SQLModel
 
 from app.errors import ValidationFailed
@@ -125,19 +127,41 @@ def _temporal(annotation: Any) -> bool:
     return any(_temporal(arg) for arg in get_args(annotation))
 
 
+def _leaves(annotation: Any) -> set[Any]:
+    """The plain types an annotation admits (Optional and Annotated unwrapped, None left out)."""
+    if isinstance(annotation, type):
+        return set() if annotation is type(None) else {annotation}
+    if get_origin(annotation) is Annotated:
+        return _leaves(get_args(annotation)[0])
+    if get_origin(annotation) in (Union, UnionType):
+        return set().union(*(_leaves(arg) for arg in get_args(annotation)))
+    return {annotation}
+
+
+def _json_type(field: FieldInfo, value: Any) -> Any:
+    """What JSON type a value has, as the document says: pydantic would read `false` as the integer
+    0, `1` as true and a number as a Unix timestamp."""
+    if _temporal(field.annotation):
+        return _iso_text(value)
+    leaves = _leaves(field.annotation)
+    if leaves == {bool} and value is not None and not isinstance(value, bool):
+        raise ValueError("a JSON boolean (true or false)")
+    if leaves == {int} and isinstance(value, bool):
+        raise ValueError("a JSON integer, not a boolean")
+    return value
+
+
 class Input(SQLModel):
     """Base of every request body: an unknown field is a 422, never silently dropped; dates and
-    times are ISO 8601 text, as the document says (never a number read as a Unix timestamp)."""
+    times are ISO 8601 text, booleans and integers are what JSON calls them (see _json_type)."""
 
     model_config = ConfigDict(extra="forbid")  # type: ignore[assignment]
 
     @field_validator("*", mode="before")
     @classmethod
-    def _dates_as_text(cls, value: Any, info: ValidationInfo) -> Any:
+    def _json_types(cls, value: Any, info: ValidationInfo) -> Any:
         field = cls.model_fields.get(info.field_name or "")
-        if field is not None and _temporal(field.annotation):
-            return _iso_text(value)
-        return value
+        return value if field is None else _json_type(field, value)
 
 
 class Patch(Input):
