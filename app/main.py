@@ -200,9 +200,11 @@ def parameters_without_null(document: dict[str, Any]) -> dict[str, Any]:
                 branches = schema.get("anyOf")
                 if param.get("in") in ("header", "query") and isinstance(branches, list):
                     kept = [b for b in branches if b != {"type": "null"}]
-                    if len(kept) == 1 and len(kept) < len(branches):
+                    if len(kept) == 1:
                         del schema["anyOf"]
                         param["schema"] = {**kept[0], **schema}
+                    elif kept:
+                        schema["anyOf"] = kept
     return document
 
 
