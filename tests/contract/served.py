@@ -22,9 +22,11 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import asyncpg
 import httpx
+import redis as redis_client
 from sqlalchemy.engine import make_url
 
 from app.config import normalise_database_url
@@ -107,6 +109,28 @@ def _key_for(client: httpx.Client, admin_key: str, role: str) -> str:
     return key
 
 
+CONTRACT_REDIS_DB = 15
+
+
+def _redis_database(url: str, db: int) -> str:
+    parts = urlsplit(url)
+    if parts.scheme == "unix":
+        query = [(k, v) for k, v in parse_qsl(parts.query) if k != "db"] + [("db", str(db))]
+        return f"unix://{parts.path}?{urlencode(query)}"
+    return urlunsplit(parts._replace(path=f"/{db}"))
+
+
+def _forget_limits(url: str) -> None:
+    """Drop the login guard's and rate limiter's counters of the contract runs' database."""
+    client = redis_client.Redis.from_url(url)
+    try:
+        for pattern in ("loudou:login:*", "loudou:rl:*"):
+            for key in client.scan_iter(match=pattern, count=500):
+                client.delete(key)
+    finally:
+        client.close()
+
+
 @contextmanager
 def served(*, log_path: Path | None = None) -> Iterator[Served]:
     """Migrate a fresh database, seed the organisations and keys, serve; stop and drop after."""
@@ -122,6 +146,11 @@ def served(*, log_path: Path | None = None) -> Iterator[Served]:
             db = db or handle.database_url
             redis = redis or handle.redis_url
         url = stack.enter_context(_database(normalise_database_url(db)))
+        # A Redis database of its own: the fuzzed logins lock out 127.0.0.1 in the login guard,
+        # which must not reach tests running on the same server (they use database 0).
+        redis = _redis_database(redis, CONTRACT_REDIS_DB)
+        _forget_limits(redis)
+        stack.callback(_forget_limits, redis)
         env = {
             **os.environ,
             "DATABASE_URL": url,
