@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Coroutine
-from typing import Annotated, Any
+from collections.abc import AsyncIterator
+from typing import Annotated
 
 from fastapi import Depends, Header, Query, Request
 from sqlalchemy import text
@@ -12,7 +12,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app import ratelimit
 from app.config import Settings
 from app.db import scope_session
-from app.errors import Forbidden, PreconditionFailed, Unauthorized
+from app.errors import Forbidden, Unauthorized
+from app.models.common import Role
 from app.pagination import PageParams
 from app.security import Principal, hash_token
 from app.services import auth as auth_service
@@ -121,15 +122,36 @@ async def get_read_session(
 ReadSessionDep = Annotated[AsyncSession, Depends(get_read_session, scope="function")]
 
 
-def require(scope: str) -> Callable[[Principal], Coroutine[Any, Any, Principal]]:
-    """A dependency that lets the request through only if role and key scopes allow `scope`."""
+ROLE_ORDER = (Role.viewer, Role.rep, Role.manager, Role.admin)
 
-    async def _check(principal: PrincipalDep) -> Principal:
-        if not principal.allows(scope):
-            raise Forbidden(f"This credential may not do `{scope}`.")
+
+class Require:
+    """A dependency that lets the request through only if role and key scopes allow `scope` and,
+    when `role` is given, the caller's role is at least that. It keeps both as attributes, so the
+    authorisation table of every operation can be read off the routes (tests/contract)."""
+
+    def __init__(self, scope: str, role: Role | None = None) -> None:
+        self.scope = scope
+        self.role = role
+
+    @property
+    def min_role(self) -> Role:
+        """The lowest role that may call: the declared one, else what the scope's action needs."""
+        if self.role is not None:
+            return self.role
+        return Role.viewer if self.scope.partition(":")[2] == "read" else Role.rep
+
+    async def __call__(self, principal: PrincipalDep) -> Principal:
+        if not principal.allows(self.scope):
+            raise Forbidden(f"This credential may not do `{self.scope}`.")
+        if ROLE_ORDER.index(principal.role) < ROLE_ORDER.index(self.min_role):
+            raise Forbidden(f"Only {self.min_role.value}s and above may do this.")
         return principal
 
-    return _check
+
+def require(scope: str, role: Role | None = None) -> Require:
+    """See Require."""
+    return Require(scope, role)
 
 
 async def page_params(
@@ -146,19 +168,24 @@ async def page_params(
 PageDep = Annotated[PageParams, Depends(page_params)]
 
 
+ETAG_PATTERN = r'^(\*|"[0-9]{1,18}"|[0-9]{1,18})$'
+
+
 async def if_match(
-    if_match: Annotated[str | None, Header(description="ETag from a GET; 412 if stale.")] = None,
+    if_match: Annotated[
+        str | None,
+        Header(
+            description='ETag from a GET (`"<version>"`) or `*`; 412 if stale.',
+            pattern=ETAG_PATTERN,
+        ),
+    ] = None,
 ) -> int | None:
-    """The version the client last saw, from `If-Match: "<version>"` (None when not sent or `*`)."""
-    if if_match is None or if_match.strip() == "*":
+    """The version the client last saw, from `If-Match: "<version>"` (None when not sent or `*`).
+    A value that is not one of this API's ETags is a 422 like any malformed parameter, so the 412
+    means only what it says: the resource changed since that version."""
+    if if_match is None or if_match == "*":
         return None
-    raw = if_match.strip()
-    if raw.startswith("W/"):
-        raise PreconditionFailed("Weak ETags cannot be used with If-Match.")
-    raw = raw.strip('"')
-    if not raw.isdigit():
-        raise PreconditionFailed("If-Match does not match the current version.")
-    return int(raw)
+    return int(if_match.strip('"'))
 
 
 IfMatchDep = Annotated[int | None, Depends(if_match)]

@@ -15,6 +15,7 @@ from pydantic import BaseModel
 from pydantic import ValidationError as PydanticValidationError
 from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 PROBLEM_JSON = "application/problem+json"
 STANDARD_MEMBERS = frozenset(
@@ -294,9 +295,10 @@ def install_error_handlers(app: FastAPI) -> None:
         phrase = HTTPStatus(status).phrase if status in HTTPStatus._value2member_map_ else "Error"
         code = phrase.lower().replace(" ", "_").replace("-", "_")
         detail = exc.detail if isinstance(exc.detail, str) and exc.detail != phrase else None
-        return problem_response(
-            status, code=code, title=phrase, detail=detail, headers=getattr(exc, "headers", None)
-        )
+        headers = dict(getattr(exc, "headers", None) or {})
+        if status == 405:
+            headers["Allow"] = allowed_methods(request)
+        return problem_response(status, code=code, title=phrase, detail=detail, headers=headers)
 
     @app.exception_handler(Exception)
     async def _crash(request: Request, exc: Exception) -> JSONResponse:
@@ -307,6 +309,17 @@ def install_error_handlers(app: FastAPI) -> None:
             title="Internal server error",
             detail="Something went wrong on our side; the request id identifies it in our logs.",
         )
+
+
+def allowed_methods(request: Request) -> str:
+    """Every method some route serves at this request's path (FastAPI makes one route per
+    operation, so Starlette's own 405 names only the methods of the first route that matched)."""
+    allowed = set()
+    for method in ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"):
+        probe = {**request.scope, "method": method}
+        if any(route.matches(probe)[0] == Match.FULL for route in request.app.router.routes):
+            allowed.add(method)
+    return ", ".join(sorted(allowed))
 
 
 def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:

@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import hmac
+import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from decimal import Decimal
 from typing import Any
 
 from asgi_correlation_id import CorrelationIdMiddleware
-from fastapi import FastAPI, Request, Response
+from fastapi import APIRouter, FastAPI, Request, Response
+from fastapi._compat.v2 import GenerateJsonSchema as FastAPIJsonSchema
 from fastapi.routing import APIRoute
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic.json_schema import GenerateJsonSchema, JsonSchemaValue
+from pydantic_core import core_schema
 
 from app import observability
 from app.config import Settings, get_settings
@@ -101,6 +106,56 @@ ROUTERS = [
 ]
 
 
+def _decimal_pattern(schema: core_schema.DecimalSchema) -> str:
+    """A plain decimal string (no exponent) within the field's digits and bounds, where a regular
+    expression can say them: the sign, a power-of-ten upper bound (percentages), more than zero."""
+    places, digits = schema.get("decimal_places"), schema.get("max_digits")
+    whole = None if digits is None else digits - (places or 0)
+    upper = schema.get("le")
+    top = ""
+    if upper is not None and upper > 0 and Decimal(upper).log10() == Decimal(upper).log10().to_integral():
+        power = int(Decimal(upper).log10())
+        whole = power if whole is None else min(whole, power)
+        top = "|0*1" + "0" * power + r"(\.0*)?"
+    w_one = "+" if whole is None else f"{{1,{whole}}}"
+    w_any = "*" if whole is None else f"{{0,{whole}}}"
+    p_any = "*" if places is None else f"{{0,{places}}}"
+    p_one = "+" if places is None else f"{{1,{places}}}"
+    body = rf"0*[0-9]{w_one}(\.[0-9]{p_any}0*)?|0*[0-9]{w_any}\.[0-9]{p_one}0*{top}"
+    lower = schema.get("ge", schema.get("gt"))
+    sign = r"\+?" if lower is not None and lower >= 0 else "[+-]?"
+    positive = "(?=.*[1-9])" if schema.get("gt") is not None and schema.get("gt") == 0 else ""
+    return rf"^{positive}{sign}({body})$"
+
+
+def _decimal_json_schema(self: GenerateJsonSchema, schema: core_schema.DecimalSchema) -> JsonSchemaValue:
+    """What a Decimal field accepts, stated in the document: a JSON number within the field's digits,
+    or a plain decimal string (no exponent) matching them; pydantic alone says `number | string`."""
+    json_schema = _plain_decimal_schema(self, schema)
+    if self.mode != "validation":
+        return json_schema
+    number: dict[str, Any] = {"type": "number"}
+    bounds = {"ge": "minimum", "le": "maximum", "gt": "exclusiveMinimum", "lt": "exclusiveMaximum"}
+    for key, name in bounds.items():
+        if schema.get(key) is not None:
+            number[name] = float(schema[key])  # type: ignore[literal-required]
+    places, digits = schema.get("decimal_places"), schema.get("max_digits")
+    if digits is not None:
+        bound = float(10 ** (digits - (places or 0)))
+        number.setdefault("exclusiveMaximum", bound)
+        if "minimum" not in number and "exclusiveMinimum" not in number:
+            number["exclusiveMinimum"] = -bound
+    if places is not None:
+        number["multipleOf"] = float(Decimal(1).scaleb(-places))
+    return {"anyOf": [number, {"type": "string", "pattern": _decimal_pattern(schema)}]}
+
+
+_plain_decimal_schema = GenerateJsonSchema.decimal_schema
+# FastAPI builds the document with its own subclass of pydantic's generator; give it the Decimal
+# schema above (pydantic documents `get_decimal_pattern` for this, which misses the number branch).
+FastAPIJsonSchema.decimal_schema = _decimal_json_schema  # type: ignore[method-assign]
+
+
 def document_webhooks(app: FastAPI) -> None:
     """Publish one typed payload per event type in the OpenAPI document's `webhooks` section."""
     for event_type, schema in EVENT_SCHEMAS.items():
@@ -121,6 +176,36 @@ def document_webhooks(app: FastAPI) -> None:
             "410 disables the subscription, anything else is retried with backoff.",
             tags=["webhooks"],
         )
+
+
+def uuid_path_ids(router: APIRouter) -> None:
+    """Route a path segment to an `{x_id}` parameter only when it is a UUID, as the document says
+    (`format: uuid`): `PATCH /v1/leads/import` is then a 405 naming `Allow: POST`, not a 422 about a
+    lead id, and a malformed id is a 404 like an unknown one. (Idempotent: routers are modules.)"""
+    for route in router.routes:
+        if not isinstance(route, APIRoute):
+            continue
+        for param in route.dependant.path_params:
+            if param.field_info.annotation is uuid.UUID and "{" + param.name + "}" in route.path:
+                route.path = route.path.replace("{" + param.name + "}", "{" + param.name + ":uuid}")
+
+
+def parameters_without_null(document: dict[str, Any]) -> dict[str, Any]:
+    """A header or query parameter is either sent or not (`required: false`); it is never JSON null,
+    so `X | None` in a signature is documented as X alone (else generators send the text "null")."""
+    for item in document.get("paths", {}).values():
+        for operation in item.values():
+            for param in operation.get("parameters", []) if isinstance(operation, dict) else []:
+                schema = param.get("schema", {})
+                branches = schema.get("anyOf")
+                if param.get("in") in ("header", "query") and isinstance(branches, list):
+                    kept = [b for b in branches if b != {"type": "null"}]
+                    if len(kept) == 1:
+                        del schema["anyOf"]
+                        param["schema"] = {**kept[0], **schema}
+                    elif kept:
+                        schema["anyOf"] = kept
+    return document
 
 
 def operation_id(route: APIRoute) -> str:
@@ -154,8 +239,17 @@ def create_app(settings: Settings | None = None, *, state: AppState | None = Non
         app.state.loudou = state
     install_error_handlers(app)
     for router in ROUTERS:
+        uuid_path_ids(router)
         app.include_router(router)
     document_webhooks(app)
+    build_document = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            app.openapi_schema = parameters_without_null(build_document())
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
     def limit_for(path: str) -> int:
         if path.startswith("/v1/intake/email/"):

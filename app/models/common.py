@@ -3,13 +3,23 @@
 from __future__ import annotations
 
 import enum
+import re
 import zoneinfo
-from datetime import date
-from typing import Annotated, Any, ClassVar
+from datetime import date, datetime
+from types import UnionType
+from typing import Annotated, Any, ClassVar, Union, get_args, get_origin
 
 import pycountry
 from email_validator import EmailNotValidError, validate_email
-from pydantic import AfterValidator, BeforeValidator, ConfigDict, StringConstraints
+from pydantic import (
+    AfterValidator,
+    BeforeValidator,
+    ConfigDict,
+    StringConstraints,
+    ValidationInfo,
+    field_validator,
+)
+from pydantic.fields import FieldInfo
 from sqlmodel import SQLModel
 
 from app.errors import ValidationFailed
@@ -73,7 +83,21 @@ def _business_date(value: date) -> date:
 
 
 # A date a business record can carry (date arithmetic around it stays within Python's range).
-BusinessDate = Annotated[date, AfterValidator(_business_date)]
+_NUMBER = re.compile(r"\s*[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?\s*")
+
+
+def _iso_text(value: object) -> object:
+    """Dates and times come as ISO 8601 text, as the document says (`format: date` / `date-time`);
+    pydantic would otherwise read a number as a Unix timestamp."""
+    if isinstance(value, int | float) or (isinstance(value, str) and _NUMBER.fullmatch(value)):
+        raise ValueError("an ISO 8601 date or date-time (text), not a number")
+    return value
+
+
+# Query parameters (and body fields) typed date / date-time: ISO 8601 text only.
+IsoDate = Annotated[date, BeforeValidator(_iso_text)]
+IsoDateTime = Annotated[datetime, BeforeValidator(_iso_text)]
+BusinessDate = Annotated[date, BeforeValidator(_iso_text), AfterValidator(_business_date)]
 DurationText = Annotated[str, StringConstraints(max_length=40), AfterValidator(_duration)]
 EmailAddress = Annotated[str, StringConstraints(max_length=320), AfterValidator(normalise_email)]
 TimezoneName = Annotated[str, StringConstraints(min_length=1, max_length=64), AfterValidator(_valid_timezone)]
@@ -97,10 +121,47 @@ class Role(enum.StrEnum):
     viewer = "viewer"
 
 
+def _temporal(annotation: Any) -> bool:
+    if isinstance(annotation, type):
+        return issubclass(annotation, date)
+    return any(_temporal(arg) for arg in get_args(annotation))
+
+
+def _leaves(annotation: Any) -> set[Any]:
+    """The plain types an annotation admits (Optional and Annotated unwrapped, None left out)."""
+    if isinstance(annotation, type):
+        return set() if annotation is type(None) else {annotation}
+    if get_origin(annotation) is Annotated:
+        return _leaves(get_args(annotation)[0])
+    if get_origin(annotation) in (Union, UnionType):
+        return set().union(*(_leaves(arg) for arg in get_args(annotation)))
+    return {annotation}
+
+
+def _json_type(field: FieldInfo, value: Any) -> Any:
+    """What JSON type a value has, as the document says: pydantic would read `false` as the integer
+    0, `1` as true and a number as a Unix timestamp."""
+    if _temporal(field.annotation):
+        return _iso_text(value)
+    leaves = _leaves(field.annotation)
+    if leaves == {bool} and value is not None and not isinstance(value, bool):
+        raise ValueError("a JSON boolean (true or false)")
+    if leaves == {int} and isinstance(value, bool):
+        raise ValueError("a JSON integer, not a boolean")
+    return value
+
+
 class Input(SQLModel):
-    """Base of every request body: an unknown field is a 422, never silently dropped."""
+    """Base of every request body: an unknown field is a 422, never silently dropped; dates and
+    times are ISO 8601 text, booleans and integers are what JSON calls them (see _json_type)."""
 
     model_config = ConfigDict(extra="forbid")  # type: ignore[assignment]
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _json_types(cls, value: Any, info: ValidationInfo) -> Any:
+        field = cls.model_fields.get(info.field_name or "")
+        return value if field is None else _json_type(field, value)
 
 
 class Patch(Input):

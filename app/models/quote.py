@@ -111,6 +111,15 @@ class PaymentTerm(Input):
         return self
 
 
+class PaymentTermRead(SQLModel):
+    """One installment of a quote's payment plan, as the API answers it (its own schema, so the
+    document has one schema per model: clients generated from it keep every quote model)."""
+
+    percent: Decimal
+    due: Literal["on_acceptance"] | None = None
+    due_days: int | None = None
+
+
 class QuoteLineIn(Input):
     """A line: a product (price, tax and name default from it) or free text; discount % or amount."""
 
@@ -218,7 +227,7 @@ class QuoteRead(SQLModel):
     valid_until: date | None
     tax_inclusive: bool
     discount_percent: Decimal
-    payment_terms: list[PaymentTerm]
+    payment_terms: list[PaymentTermRead]
     notes: str | None
     lines: list[QuoteLineRead]
     subtotal: Decimal

@@ -18,6 +18,7 @@ from app.models.assignment import (
     PreviewRequest,
     PreviewResult,
 )
+from app.models.common import Role
 from app.pagination import Page
 from app.routers import COMMON_ERRORS, set_etag
 from app.security import Principal
@@ -26,7 +27,7 @@ from app.services.assignment import rules as service
 router = APIRouter(tags=["assignment"], responses=COMMON_ERRORS)
 
 Reader = Annotated[Principal, Depends(require("leads:read"))]
-Writer = Annotated[Principal, Depends(require("settings:write"))]
+Writer = Annotated[Principal, Depends(require("settings:write", Role.admin))]
 
 
 def _read(rule: AssignmentRule) -> AssignmentRuleRead:

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Depends
 
 from app.deps import PageDep, SessionDep, require
 from app.models.audit import AuditEntryRead
+from app.models.common import IsoDateTime
 from app.pagination import Page
 from app.routers import COMMON_ERRORS
 from app.security import Principal
@@ -29,8 +29,8 @@ async def list_audit_entries(
     entity_id: uuid.UUID | None = None,
     actor_user_id: uuid.UUID | None = None,
     action: str | None = None,
-    since: datetime | None = None,
-    until: datetime | None = None,
+    since: IsoDateTime | None = None,
+    until: IsoDateTime | None = None,
 ) -> Page[AuditEntryRead]:
     """Changes with their field diffs `{field: [old, new]}`, newest first (admins)."""
     rows, next_cursor = await service.list_entries(

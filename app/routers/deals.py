@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import uuid
-from datetime import date
 from decimal import Decimal
 from typing import Annotated
 
@@ -11,7 +10,7 @@ from fastapi import APIRouter, Depends, Query, Response, status
 
 from app.deps import IfMatchDep, PageDep, SessionDep, require
 from app.errors import problem_responses
-from app.models.common import CurrencyCode
+from app.models.common import CurrencyCode, IsoDate
 from app.models.deal import (
     DealCreate,
     DealHistoryEntry,
@@ -54,8 +53,8 @@ async def list_deals(
     currency: CurrencyCode | None = None,
     amount_min: Annotated[Decimal | None, Query(ge=0)] = None,
     amount_max: Annotated[Decimal | None, Query(ge=0)] = None,
-    expected_close_from: date | None = None,
-    expected_close_to: date | None = None,
+    expected_close_from: IsoDate | None = None,
+    expected_close_to: IsoDate | None = None,
     rotting: Annotated[bool | None, Query(description="Open deals idle past their stage's threshold")] = None,
 ) -> DealPage:
     """Deals you may see, filtered; `totals` are per currency over every matching deal."""

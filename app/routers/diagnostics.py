@@ -11,6 +11,7 @@ from pydantic import BaseModel
 
 from app.deps import SessionDep, require
 from app.errors import Forbidden, problem_responses
+from app.models.common import Role
 from app.models.events import Ping
 from app.routers import COMMON_ERRORS
 from app.security import Principal
@@ -18,7 +19,7 @@ from app.services import outbox
 
 router = APIRouter(prefix="/v1/diagnostics", tags=["diagnostics"], responses=COMMON_ERRORS)
 
-Admin = Annotated[Principal, Depends(require("organisation:write"))]
+Admin = Annotated[Principal, Depends(require("organisation:write", Role.admin))]
 
 
 class JobRunRead(BaseModel):

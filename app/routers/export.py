@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request, status
@@ -10,6 +9,7 @@ from fastapi.responses import StreamingResponse
 
 from app.deps import SessionDep, StateDep, require
 from app.errors import problem_responses
+from app.models.common import IsoDateTime
 from app.models.export import ExportCatalog, ExportPage
 from app.routers import COMMON_ERRORS
 from app.security import Principal
@@ -69,7 +69,7 @@ async def export_entity(
         str | None, Query(description=f"`{CURSOR_HEADER}` (or a row's export_cursor) to resume after.")
     ] = None,
     updated_since: Annotated[
-        datetime | None, Query(description="Start with rows updated at or after this time (RFC 3339).")
+        IsoDateTime | None, Query(description="Start with rows updated at or after this time (RFC 3339).")
     ] = None,
     limit: Annotated[
         int | None,

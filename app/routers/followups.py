@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Response, status
@@ -12,6 +11,7 @@ from pydantic import BaseModel
 from app.deps import IfMatchDep, PageDep, SessionDep, require
 from app.errors import problem_responses
 from app.models.base import utcnow
+from app.models.common import IsoDateTime
 from app.models.followup import (
     FollowupPolicy,
     FollowupPolicyCreate,
@@ -73,7 +73,7 @@ async def list_policies(principal: Reader, session: SessionDep, page: PageDep) -
     response_model=FollowupPolicyRead,
     status_code=status.HTTP_201_CREATED,
     summary="Add a follow-up policy",
-    responses=problem_responses(409),
+    responses=problem_responses(404, 409),
 )
 async def create_policy(
     body: FollowupPolicyCreate, principal: Writer, session: SessionDep, response: Response
@@ -122,7 +122,7 @@ async def list_tasks(
     session: SessionDep,
     page: PageDep,
     owner: Annotated[str | None, Query(description="`me` or a user id")] = None,
-    due_before: datetime | None = None,
+    due_before: IsoDateTime | None = None,
     overdue: bool | None = None,
     done: bool | None = None,
 ) -> Page[TaskRead]:

@@ -7,6 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query, Request, status
 
 from app.deps import SessionDep, require
+from app.models.common import Role
 from app.routers import COMMON_ERRORS
 from app.security import Principal
 from app.services.imports import deals as deal_import
@@ -15,12 +16,14 @@ from app.services.imports.ndjson import ImportReport
 
 router = APIRouter(prefix="/v1/import", tags=["import"], responses=COMMON_ERRORS)
 
-Importer = Annotated[Principal, Depends(require("import:write"))]
+Importer = Annotated[Principal, Depends(require("import:write", Role.admin))]
 NDJSON_BODY = {
     "requestBody": {
         "required": True,
         "content": {
-            "application/x-ndjson": {"schema": {"type": "string", "description": "One JSON object a line"}}
+            "application/x-ndjson": {
+                "schema": {"type": "string", "minLength": 1, "description": "One JSON object a line"}
+            }
         },
     }
 }

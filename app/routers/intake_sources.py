@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Response, status
 
 from app.deps import IfMatchDep, PageDep, SessionDep, StateDep, require
 from app.errors import problem_responses
+from app.models.common import IsoDateTime
 from app.models.intake import (
     EventStatus,
     InboundEventRead,
@@ -139,8 +139,8 @@ async def list_events(
     source_id: uuid.UUID | None = None,
     kind: SourceKind | None = None,
     lead_id: uuid.UUID | None = None,
-    received_from: datetime | None = None,
-    received_to: datetime | None = None,
+    received_from: IsoDateTime | None = None,
+    received_to: IsoDateTime | None = None,
 ) -> Page[InboundEventRead]:
     """The intake inbox, newest first (admins and managers); bodies via the single-event read."""
     rows, next_cursor = await inbox.list_events(

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import re
 import uuid
-from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request, Response, status
@@ -15,6 +14,7 @@ from starlette.formparsers import MultiPartException
 from app.deps import IfMatchDep, PageDep, SessionDep, StateDep, require
 from app.errors import BadRequest, FieldError, ValidationFailed, problem_responses
 from app.models import examples as ex
+from app.models.common import IsoDateTime
 from app.models.lead import (
     ActivityCreate,
     ActivityRead,
@@ -115,14 +115,14 @@ def _form_error(field: str, message: str) -> ValidationFailed:
 
 @router.post(
     "/import",
-    response_model=lead_import.ImportReport,
+    response_model=lead_import.LeadImportReport,
     summary="Import leads from CSV",
     openapi_extra=IMPORT_FORM,
     responses=problem_responses(400, 413, 422),
 )
 async def import_leads(
     principal: Writer, session: SessionDep, state: StateDep, request: Request
-) -> lead_import.ImportReport:
+) -> lead_import.LeadImportReport:
     """Admins and managers; per-row errors are reported, valid rows deduped like any other lead.
     The caller is authenticated before the upload is read; the import commits every 200 rows and
     refuses files over LOUDOU_IMPORT_MAX_ROWS rows (413)."""
@@ -184,10 +184,10 @@ async def list_leads(
     source: LeadSource | None = None,
     source_id: uuid.UUID | None = None,
     pooled: bool | None = None,
-    created_from: datetime | None = None,
-    created_to: datetime | None = None,
-    updated_from: datetime | None = None,
-    updated_to: datetime | None = None,
+    created_from: IsoDateTime | None = None,
+    created_to: IsoDateTime | None = None,
+    updated_from: IsoDateTime | None = None,
+    updated_to: IsoDateTime | None = None,
     q: Annotated[str | None, Query(max_length=200, description="Search name, email, company, phone")] = None,
 ) -> Page[LeadRead]:
     """The leads you may see; ranges are half-open [from, to); `status` may repeat."""

@@ -5,7 +5,6 @@ from __future__ import annotations
 import enum
 import uuid
 from dataclasses import replace
-from datetime import date
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Query, Response
@@ -13,7 +12,7 @@ from pydantic import BaseModel
 
 from app.deps import ReadSessionDep, require
 from app.errors import problem_responses
-from app.models.common import CurrencyCode
+from app.models.common import CurrencyCode, IsoDate
 from app.models.lead import LeadSource
 from app.models.metric_reports import (
     CycleRow,
@@ -57,8 +56,8 @@ class Format(enum.StrEnum):
 
 
 async def metric_query(
-    from_: Annotated[date | None, Query(alias="from", description="First local date (inclusive)")] = None,
-    to: Annotated[date | None, Query(description="Last local date (exclusive)")] = None,
+    from_: Annotated[IsoDate | None, Query(alias="from", description="First local date (inclusive)")] = None,
+    to: Annotated[IsoDate | None, Query(description="Last local date (exclusive)")] = None,
     pipeline_id: uuid.UUID | None = None,
     owner_id: Annotated[uuid.UUID | None, Query(description="The current owner")] = None,
     team_id: Annotated[uuid.UUID | None, Query(description="The current owner's team")] = None,
@@ -144,7 +143,7 @@ async def get_pipeline(
     query: QueryDep,
     as_csv: CsvDep,
     as_of: Annotated[
-        date | None, Query(description="Local date; the pipeline at the end of that day")
+        IsoDate | None, Query(description="Local date; the pipeline at the end of that day")
     ] = None,
 ) -> Any:
     """Open deals per stage (count, amount, weighted amount), reconstructed from history for `as_of`."""

@@ -8,6 +8,7 @@ from fastapi import APIRouter, Depends, Request, Response
 
 from app.deps import IfMatchDep, SessionDep, require
 from app.errors import Forbidden, NotFound, problem_responses
+from app.models.common import Role
 from app.models.organisation import Organisation, OrganisationLogoRead, OrganisationRead, OrganisationUpdate
 from app.routers import COMMON_ERRORS, set_etag
 from app.security import Principal
@@ -16,7 +17,8 @@ from app.services import organisation as service
 router = APIRouter(prefix="/v1/organisation", tags=["organisation"], responses=COMMON_ERRORS)
 
 Reader = Annotated[Principal, Depends(require("organisation:read"))]
-Writer = Annotated[Principal, Depends(require("organisation:write"))]
+AdminReader = Annotated[Principal, Depends(require("organisation:read", Role.admin))]
+Writer = Annotated[Principal, Depends(require("organisation:write", Role.admin))]
 
 
 def _read(org: Organisation) -> OrganisationRead:
@@ -24,7 +26,9 @@ def _read(org: Organisation) -> OrganisationRead:
 
 
 @router.get("", response_model=OrganisationRead, summary="Get the organisation")
-async def get_organisation(principal: Reader, session: SessionDep, response: Response) -> OrganisationRead:
+async def get_organisation(
+    principal: AdminReader, session: SessionDep, response: Response
+) -> OrganisationRead:
     """Name and settings (admins)."""
     if not principal.is_admin:
         raise Forbidden("Only an admin can read the organisation's settings.")
@@ -86,7 +90,10 @@ async def put_logo(request: Request, principal: Writer, session: SessionDep) -> 
     status_code=200,
     summary="Get the organisation's logo",
     responses={
-        200: {"content": {m: {} for m in service.LOGO_TYPES}, "description": "The image"},
+        200: {
+            "content": {m: {"schema": {"type": "string", "format": "binary"}} for m in service.LOGO_TYPES},
+            "description": "The image",
+        },
         **problem_responses(404),
     },
 )

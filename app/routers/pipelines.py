@@ -9,6 +9,7 @@ from fastapi import APIRouter, Depends, Query, Response, status
 
 from app.deps import IfMatchDep, PageDep, SessionDep, require
 from app.errors import problem_responses
+from app.models.common import Role
 from app.models.deal import Board, BoardColumn, DealRead
 from app.models.pipeline import (
     PipelineCreate,
@@ -28,7 +29,7 @@ from app.services.deals import stages as deal_stages
 router = APIRouter(prefix="/v1/pipelines", tags=["pipelines"], responses=COMMON_ERRORS)
 
 Reader = Annotated[Principal, Depends(require("pipelines:read"))]
-Writer = Annotated[Principal, Depends(require("pipelines:write"))]
+Writer = Annotated[Principal, Depends(require("pipelines:write", Role.admin))]
 DealReader = Annotated[Principal, Depends(require("deals:read"))]
 
 

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Depends, Query, Response, status
 
 from app.deps import IfMatchDep, PageDep, SessionDep, require
 from app.errors import problem_responses
-from app.models.common import CurrencyCode
+from app.models.common import CurrencyCode, Role
 from app.models.product import ProductCreate, ProductRead, ProductUpdate
 from app.pagination import Page
 from app.routers import COMMON_ERRORS, set_etag
@@ -19,7 +19,7 @@ from app.services import products as service
 router = APIRouter(prefix="/v1/products", tags=["products"], responses=COMMON_ERRORS)
 
 Reader = Annotated[Principal, Depends(require("products:read"))]
-Writer = Annotated[Principal, Depends(require("products:write"))]
+Writer = Annotated[Principal, Depends(require("products:write", Role.manager))]
 
 
 @router.get("", response_model=Page[ProductRead], summary="List products")

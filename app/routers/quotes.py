@@ -240,7 +240,10 @@ async def quote_revisions(
     response_class=Response,
     summary="Quote PDF",
     responses={
-        200: {"content": {"application/pdf": {}}, "description": "The quote document"},
+        200: {
+            "content": {"application/pdf": {"schema": {"type": "string", "format": "binary"}}},
+            "description": "The quote document",
+        },
         **problem_responses(404),
     },
 )

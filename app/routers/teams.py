@@ -9,6 +9,7 @@ from fastapi import APIRouter, Depends, Response, status
 
 from app.deps import IfMatchDep, PageDep, SessionDep, require
 from app.errors import problem_responses
+from app.models.common import Role
 from app.models.user import TeamCreate, TeamRead, TeamUpdate
 from app.pagination import Page
 from app.routers import COMMON_ERRORS, set_etag
@@ -18,7 +19,7 @@ from app.services import teams as service
 router = APIRouter(prefix="/v1/teams", tags=["teams"], responses=COMMON_ERRORS)
 
 Reader = Annotated[Principal, Depends(require("teams:read"))]
-Writer = Annotated[Principal, Depends(require("teams:write"))]
+Writer = Annotated[Principal, Depends(require("teams:write", Role.admin))]
 
 
 @router.get("", response_model=Page[TeamRead], summary="List teams")

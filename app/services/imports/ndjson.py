@@ -116,7 +116,15 @@ async def run_import(
             ext = str(external_id) if isinstance(external_id, str | int) else None
             report.errors.append(LineError(line=number, external_id=ext, reason=reason, errors=errors))
 
-    async for number, raw in lines(stream):
+    received = 0
+
+    async def counted() -> AsyncIterator[bytes]:
+        nonlocal received
+        async for chunk in stream:
+            received += len(chunk)
+            yield chunk
+
+    async for number, raw in lines(counted()):
         if raw is not None and not raw.strip():
             continue
         report.lines += 1
@@ -170,4 +178,6 @@ async def run_import(
             report.updated += 1
         else:
             report.unchanged += 1
+    if received == 0:
+        raise ValidationFailed.on("body", "empty", "send one JSON object a line")
     return report

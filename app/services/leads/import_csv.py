@@ -45,7 +45,7 @@ class RowNote(BaseModel):
     notes: list[FieldNote]
 
 
-class ImportReport(BaseModel):
+class LeadImportReport(BaseModel):
     """What an import did (or, with dry_run, would do)."""
 
     dry_run: bool
@@ -128,7 +128,7 @@ async def import_csv(
     default_country: str | None,
     max_rows: int,
     commit: Callable[[], Awaitable[None]] | None = None,
-) -> ImportReport:
+) -> LeadImportReport:
     """Import (or dry-run) every row; invalid rows are reported and skipped, valid ones deduped.
 
     `commit` (the edge's) is called after every BATCH_ROWS written rows."""
@@ -138,7 +138,7 @@ async def import_csv(
     assert org is not None
     settings = org.typed_settings()
     regions = [default_country, settings.default_phone_country]
-    report = ImportReport(dry_run=dry_run, rows=0, created=0, merged=0, failed=0, lead_ids=[], errors=[])
+    report = LeadImportReport(dry_run=dry_run, rows=0, created=0, merged=0, failed=0, lead_ids=[], errors=[])
     org_id = org.id
     pending = 0
     try:
