@@ -51,7 +51,7 @@ async def assign_lead(ctx: dict[str, Any], outbox_id: str, org_id: str | None = 
 async def _assign_once(ctx: dict[str, Any], org_id: uuid.UUID, lead_id: uuid.UUID) -> str:
     try:
         async with job_session(ctx, org_id) as session:
-            decision = await engine.assign_created_lead(
+            decision = await engine.assign_created_batch(
                 session, lead_id=lead_id, trigger_key=f"lead.created:{lead_id}"
             )
     except NotFound:

@@ -431,6 +431,52 @@ async def assign_created_lead(
     return await assign(session, lead, trigger="lead.created", trigger_key=trigger_key)
 
 
+BATCH_SIZE = 50
+
+
+async def assign_created_batch(
+    session: AsyncSession, *, lead_id: uuid.UUID, trigger_key: str, limit: int = BATCH_SIZE
+) -> AssignmentDecision:
+    """`assign_created_lead` for the job's lead, then, in the same transaction, for up to
+    `limit - 1` undecided new leads of the organisation created at or after it (oldest first),
+    claimed with FOR UPDATE SKIP LOCKED so two workers never claim the same lead.
+
+    One transaction holds the rule cursor's row lock for the whole batch, so round robin stays
+    exact (each decision records the state before and after it, in order) while the workers
+    stop queueing on the cursor lead by lead; the claimed leads' own jobs then find their
+    decision and do nothing. The job's lead's decision is returned."""
+    decision = await assign_created_lead(session, lead_id=lead_id, trigger_key=trigger_key)
+    if decision.trigger_key != trigger_key or limit <= 1:
+        return decision  # decided earlier: another batch or the sweep is on these leads
+    lead = await session.get(Lead, lead_id)
+    assert lead is not None
+    claimed = (
+        await session.execute(
+            select(Lead)
+            .where(
+                col(Lead.created_at) >= lead.created_at,
+                col(Lead.id) != lead_id,
+                col(Lead.owner_id).is_(None),
+                OPEN_LEAD,
+                ~select(col(AssignmentDecision.id))
+                .where(
+                    col(AssignmentDecision.org_id) == col(Lead.org_id),
+                    col(AssignmentDecision.lead_id) == col(Lead.id),
+                    col(AssignmentDecision.trigger) == "lead.created",
+                )
+                .exists(),
+            )
+            .order_by(col(Lead.created_at), col(Lead.id))
+            .limit(limit - 1)
+            .with_for_update(skip_locked=True)
+            .execution_options(populate_existing=True)
+        )
+    ).scalars()
+    for other in list(claimed):
+        await assign(session, other, trigger="lead.created", trigger_key=f"lead.created:{other.id}")
+    return decision
+
+
 async def undecided_leads(
     session: AsyncSession, *, since: datetime, until: datetime, limit: int = 200
 ) -> list[tuple[uuid.UUID, uuid.UUID]]:
