@@ -819,8 +819,8 @@ async def rounds(
                             "stored": after_rows["leads" if name == "loudou" else "raw"]
                             - before_rows["leads" if name == "loudou" else "raw"],
                             "rss": rss.peak[name],
-                            # new connections during the measured rounds, minus the one each count makes
-                            "new_conns": new_conns[name] - args.rounds,
+                            # connections opened to the database during the measured rounds
+                            "new_conns": new_conns[name],
                             "wrk_cpu_ms": 1000 * sum(r["cpu_s"] for r in runs) / max(requests, 1),
                             "wrk_cpu_pct": 100
                             * sum(r["cpu_s"] for r in runs)
@@ -945,9 +945,10 @@ async def assignment(
         posted_until = time.monotonic()
         while time.monotonic() - posted_until < 120:
             left = await db.fetchval(
-                "SELECT count(*) FROM leads l WHERE l.org_id = $1 AND NOT EXISTS (SELECT 1 FROM"
-                " assignment_decisions d WHERE d.org_id = l.org_id AND d.lead_id = l.id)",
+                "SELECT count(*) FROM leads l WHERE l.org_id = $1 AND l.created_at >= $2 AND NOT EXISTS"
+                " (SELECT 1 FROM assignment_decisions d WHERE d.org_id = l.org_id AND d.lead_id = l.id)",
                 org_id,
+                started,
             )
             if left == 0:
                 break
@@ -956,10 +957,14 @@ async def assignment(
     rows = await db.fetch(
         "SELECT l.id, l.owner_id, extract(epoch FROM d.created_at - l.created_at) AS seconds,"
         " count(*) OVER (PARTITION BY l.id) AS decisions FROM leads l"
-        " JOIN assignment_decisions d ON d.org_id = l.org_id AND d.lead_id = l.id WHERE l.org_id = $1",
+        " JOIN assignment_decisions d ON d.org_id = l.org_id AND d.lead_id = l.id"
+        " WHERE l.org_id = $1 AND l.created_at >= $2",
         org_id,
+        started,
     )
-    leads = await db.fetchval("SELECT count(*) FROM leads WHERE org_id = $1", org_id)
+    leads = await db.fetchval(
+        "SELECT count(*) FROM leads WHERE org_id = $1 AND created_at >= $2", org_id, started
+    )
     per_rep = await db.fetch(
         "SELECT chosen_user_id, count(*) FROM assignment_decisions WHERE org_id = $1 AND rule_id = $2"
         " GROUP BY 1",

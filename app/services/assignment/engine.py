@@ -13,6 +13,7 @@ import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, time
+from time import monotonic
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -23,6 +24,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
+from app.errors import NotFound
 from app.models.assignment import AssignmentCursor, AssignmentDecision, AssignmentRule
 from app.models.base import utcnow
 from app.models.durations import parse_duration
@@ -434,17 +436,42 @@ async def assign_created_lead(
 BATCH_SIZE = 50
 
 
+class LeadBusy(Exception):
+    """The lead is locked by another transaction (another worker's batch): try again shortly."""
+
+    def __init__(self, lead_id: uuid.UUID) -> None:
+        super().__init__(f"lead {lead_id} is being assigned elsewhere")
+        self.lead_id = lead_id
+
+
+BATCH_SECONDS = 1.0  # well inside the job's deadline (app.workers.assignment)
+
+
 async def assign_created_batch(
-    session: AsyncSession, *, lead_id: uuid.UUID, trigger_key: str, limit: int = BATCH_SIZE
+    session: AsyncSession,
+    *,
+    lead_id: uuid.UUID,
+    trigger_key: str,
+    limit: int = BATCH_SIZE,
+    budget_seconds: float = BATCH_SECONDS,
 ) -> AssignmentDecision:
     """`assign_created_lead` for the job's lead, then, in the same transaction, for up to
     `limit - 1` undecided new leads of the organisation created at or after it (oldest first),
-    claimed with FOR UPDATE SKIP LOCKED so two workers never claim the same lead.
+    claimed with FOR UPDATE SKIP LOCKED so two workers never claim the same lead. It stops
+    taking claimed leads once `budget_seconds` have passed (the job has a deadline; the leads
+    left are unlocked at commit and go to their own jobs).
 
     One transaction holds the rule cursor's row lock for the whole batch, so round robin stays
     exact (each decision records the state before and after it, in order) while the workers
     stop queueing on the cursor lead by lead; the claimed leads' own jobs then find their
     decision and do nothing. The job's lead's decision is returned."""
+    mine = await session.execute(
+        select(col(Lead.id)).where(col(Lead.id) == lead_id).with_for_update(skip_locked=True)
+    )
+    if mine.scalar_one_or_none() is None:
+        if await session.get(Lead, lead_id) is None:
+            raise NotFound(f"No lead with id {lead_id}.")
+        raise LeadBusy(lead_id)  # in another worker's batch right now: its decision is coming
     decision = await assign_created_lead(session, lead_id=lead_id, trigger_key=trigger_key)
     if decision.trigger_key != trigger_key or limit <= 1:
         return decision  # decided earlier: another batch or the sweep is on these leads
@@ -472,7 +499,10 @@ async def assign_created_batch(
             .execution_options(populate_existing=True)
         )
     ).scalars()
+    deadline = monotonic() + budget_seconds
     for other in list(claimed):
+        if monotonic() > deadline:
+            break
         await assign(session, other, trigger="lead.created", trigger_key=f"lead.created:{other.id}")
     return decision
 

@@ -7,6 +7,7 @@ import asyncio
 import uuid
 from collections import Counter
 from datetime import timedelta
+from itertools import pairwise
 
 from sqlalchemy import select
 
@@ -40,7 +41,11 @@ async def _leads(state: AppState, org: Org, count: int) -> list[uuid.UUID]:
         for i in range(count):
             at = start + timedelta(milliseconds=i)
             lead = build(
-                Lead, org_id=org_id, email=f"b{i}-{uuid.uuid4().hex[:6]}@x.example", created_at=at, updated_at=at
+                Lead,
+                org_id=org_id,
+                email=f"b{i}-{uuid.uuid4().hex[:6]}@x.example",
+                created_at=at,
+                updated_at=at,
             )
             session.add(lead)
             ids.append(lead.id)
@@ -80,7 +85,7 @@ async def test_one_job_assigns_a_batch_in_order_and_the_others_find_their_decisi
     decisions = await _decisions(state, org)
     assert [d.lead_id for d in decisions] == ids[:5]  # the job's lead, then the next four, oldest first
     # The decision log is exact: each decision starts from the state the previous one left.
-    for before, after in zip(decisions, decisions[1:], strict=False):
+    for before, after in pairwise(decisions):
         assert after.state_before == before.state_after
     assert [str(d.chosen_user_id) for d in decisions] == [users[i % 3] for i in range(5)]
     # A claimed lead's own job changes nothing; the rest get a batch of their own.
@@ -102,7 +107,7 @@ async def test_concurrent_batches_decide_every_lead_once_and_stay_fair(org: Org,
     per_rep = Counter(str(d.chosen_user_id) for d in decisions)
     assert set(per_rep) == set(users)
     assert max(per_rep.values()) - min(per_rep.values()) <= 1
-    for before, after in zip(decisions, decisions[1:], strict=False):
+    for before, after in pairwise(decisions):
         assert after.state_before == before.state_after
     async with state.sessions() as session:
         session.info["org_id"] = uuid.UUID(org.id)
