@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import random
@@ -915,11 +916,13 @@ async def assignment(
         pause_ms = max(0, int(1000 * conns / rate) - 15)
         depth: list[int] = []
 
+        watcher = await asyncpg.connect(dsn)
+
         async def sample() -> None:
             while True:
                 depth.append(
                     int(
-                        await db.fetchval(
+                        await watcher.fetchval(
                             "SELECT count(*) FROM leads l WHERE l.org_id = $1 AND l.created_at >= $2"
                             " AND NOT EXISTS (SELECT 1 FROM assignment_decisions d"
                             " WHERE d.org_id = l.org_id AND d.lead_id = l.id)",
@@ -942,6 +945,9 @@ async def assignment(
             pause_ms=pause_ms,
         )
         sampler.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await sampler
+        await watcher.close()
         posted_until = time.monotonic()
         while time.monotonic() - posted_until < 120:
             left = await db.fetchval(
