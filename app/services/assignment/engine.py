@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, time
 from time import monotonic
 from typing import Any
@@ -255,6 +255,26 @@ class Evaluation:
     explanation: str
 
 
+@dataclass
+class BatchMemo:
+    """What a batch of assignments in one transaction reads once: the active rules, each rule's
+    locked cursor and its candidates, whose load is kept current in memory as leads are given
+    out (the transaction holds the cursor lock, so nobody else assigns by these rules meanwhile)."""
+
+    rules: list[AssignmentRule] | None = None
+    cursors: dict[uuid.UUID, AssignmentCursor] | None = None
+    candidates: dict[uuid.UUID, list[Candidate]] | None = None
+
+    def chosen(self, rule_id: uuid.UUID, user_id: uuid.UUID, now: datetime) -> None:
+        """Count a lead given to `user_id` by the rule in the remembered load."""
+        if self.candidates is None or rule_id not in self.candidates:
+            return
+        self.candidates[rule_id] = [
+            replace(c, open_leads=c.open_leads + 1, last_assigned_at=now) if c.user_id == user_id else c
+            for c in self.candidates[rule_id]
+        ]
+
+
 async def evaluate(
     session: AsyncSession,
     lead: Mapping[str, Any],
@@ -263,16 +283,38 @@ async def evaluate(
     lock: bool,
     exclude: frozenset[uuid.UUID] = frozenset(),
     only_rule: uuid.UUID | None = None,
+    memo: BatchMemo | None = None,
 ) -> tuple[Evaluation, AssignmentCursor | None]:
-    """Run the rules; with `lock`, the chosen rule's cursor stays locked for the caller to advance."""
+    """Run the rules; with `lock`, the chosen rule's cursor stays locked for the caller to advance.
+    With a `memo` (a batch in one transaction, `lock` set), rules, cursors and candidates are
+    read once and reused."""
     considered: list[dict[str, Any]] = []
-    for rule in await active_rules(session, only_rule):
+    if memo is not None and only_rule is None:
+        if memo.rules is None:
+            memo.rules = await active_rules(session)
+        rules = memo.rules
+    else:
+        rules = await active_rules(session, only_rule)
+    for rule in rules:
         if not rule_matches(rule, lead):
             considered.append({"rule_id": str(rule.id), "name": rule.name, "matched": False})
             continue
-        cursor = await _lock_cursor(session, rule) if lock else None
+        cursor: AssignmentCursor | None = None
+        if lock and memo is not None:
+            memo.cursors = memo.cursors if memo.cursors is not None else {}
+            cursor = memo.cursors.get(rule.id)
+            if cursor is None:
+                cursor = memo.cursors[rule.id] = await _lock_cursor(session, rule)
+        elif lock:
+            cursor = await _lock_cursor(session, rule)
         state: dict[str, Any] = dict(cursor.state) if cursor else dict(await _peek_state(session, rule.id))
-        ordered = await load_candidates(session, rule)
+        if memo is not None:
+            memo.candidates = memo.candidates if memo.candidates is not None else {}
+            if rule.id not in memo.candidates:
+                memo.candidates[rule.id] = await load_candidates(session, rule)
+            ordered = memo.candidates[rule.id]
+        else:
+            ordered = await load_candidates(session, rule)
         evaluated: list[dict[str, Any]] = []
         eligible: list[Candidate] = []
         for c in ordered:
@@ -340,15 +382,20 @@ async def assign(
     trigger_key: str,
     exclude: frozenset[uuid.UUID] = frozenset(),
     only_rule: uuid.UUID | None = None,
+    memo: BatchMemo | None = None,
 ) -> AssignmentDecision:
-    """Assign a (locked) lead by the rules and record the decision; running it twice does nothing more."""
-    existing = (
-        await session.execute(
-            select(AssignmentDecision).where(col(AssignmentDecision.trigger_key) == trigger_key)
-        )
-    ).scalar_one_or_none()
-    if existing is not None:
-        return existing
+    """Assign a (locked) lead by the rules and record the decision; running it twice does nothing more.
+    With a `memo` (`assign_created_batch`: leads claimed without a decision, under their row
+    locks) the look-up of an earlier decision is left out and nothing is flushed: the batch
+    writes its rows together at the end."""
+    if memo is None:
+        existing = (
+            await session.execute(
+                select(AssignmentDecision).where(col(AssignmentDecision.trigger_key) == trigger_key)
+            )
+        ).scalar_one_or_none()
+        if existing is not None:
+            return existing
     now = utcnow()
     previous_owner = lead.owner_id
     if trigger == "lead.created" and (lead.owner_id is not None or not lead.is_open):
@@ -365,13 +412,15 @@ async def assign(
         await session.flush()
         return decision
     evaluation, cursor = await evaluate(
-        session, lead_fields(lead), now=now, lock=True, exclude=exclude, only_rule=only_rule
+        session, lead_fields(lead), now=now, lock=True, exclude=exclude, only_rule=only_rule, memo=memo
     )
     sla_due_at = None
     if evaluation.outcome == "assigned" and evaluation.chosen and evaluation.rule:
         assert cursor is not None
         cursor.state = evaluation.state_after
         cursor.updated_at = now
+        if memo is not None:
+            memo.chosen(evaluation.rule.id, evaluation.chosen.user_id, now)
         owner = await session.get(User, evaluation.chosen.user_id)
         if evaluation.rule.contact_sla:
             sla_due_at = now + parse_duration(evaluation.rule.contact_sla)
@@ -408,7 +457,8 @@ async def assign(
         sla_due_at=sla_due_at,
     )
     session.add(decision)
-    await session.flush()
+    if memo is None:
+        await session.flush()
     return decision
 
 
@@ -500,10 +550,15 @@ async def assign_created_batch(
         )
     ).scalars()
     deadline = monotonic() + budget_seconds
-    for other in list(claimed):
-        if monotonic() > deadline:
-            break
-        await assign(session, other, trigger="lead.created", trigger_key=f"lead.created:{other.id}")
+    memo = BatchMemo()
+    with session.no_autoflush:  # the rows go out together at the end (one UPDATE of the cursor)
+        for other in list(claimed):
+            if monotonic() > deadline:
+                break
+            await assign(
+                session, other, trigger="lead.created", trigger_key=f"lead.created:{other.id}", memo=memo
+            )
+    await session.flush()
     return decision
 
 

@@ -100,8 +100,20 @@ async def test_one_job_assigns_a_batch_in_order_and_the_others_find_their_decisi
 async def test_concurrent_batches_decide_every_lead_once_and_stay_fair(org: Org, state: AppState) -> None:
     users = await _round_robin(org)
     ids = await _leads(state, org, 40)
+    busy = 0
+
+    async def job(lead_id: uuid.UUID) -> None:
+        nonlocal busy
+        while True:
+            try:
+                await _run(state, org, lead_id, limit=8)
+                return
+            except engine.LeadBusy:  # in another batch: the worker retries it shortly, so do we
+                busy += 1
+                await asyncio.sleep(0.05)
+
     # Every lead's job at once, as many workers would run them: batches claim disjoint leads.
-    await asyncio.gather(*[_run(state, org, lead_id, limit=8) for lead_id in ids])
+    await asyncio.gather(*[job(lead_id) for lead_id in ids])
     decisions = await _decisions(state, org)
     assert sorted(d.lead_id for d in decisions) == sorted(ids)  # each exactly once
     per_rep = Counter(str(d.chosen_user_id) for d in decisions)
