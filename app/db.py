@@ -79,7 +79,8 @@ def create_engine(settings: Settings, *, url: str | None = None, pool_size: int 
     return create_async_engine(
         target,
         pool_size=pool_size or settings.db_pool_size,
-        max_overflow=settings.db_max_overflow,
+        # A one-off command's small pool (pool_size given) may still open a few more.
+        max_overflow=settings.db_max_overflow if pool_size is None else max(settings.db_max_overflow, 4),
         pool_pre_ping=settings.db_pre_ping,
         pool_recycle=1800,
         connect_args=connect_args,
