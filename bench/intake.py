@@ -11,7 +11,8 @@ in alternating rounds: for each body (`min`: email, name, utm_source, message; `
 email, unique valid Chinese mobile, a name, one of 500 companies, message, utm) and each
 organisation. Prints one table: req/s (median of rounds), p50, p99, errors, rows stored, the
 ratio to the raw endpoint, each server's peak RSS, the new PostgreSQL connections opened during
-the measured rounds (pg_stat_database.sessions), and the CPU wrk itself used (so it is seen not
+the measured rounds (pg_stat_database.sessions; `young`: backends alive at a round's end whose
+pg_stat_activity.backend_start falls inside it), and the CPU wrk itself used (so it is seen not
 to be the bottleneck). `--assign-at 0.5` also runs two `loudou worker`s and a round-robin rule
 over three reps, loads intake at that fraction of the measured full-form rate for
 `--assign-seconds` (wrk -R is not in Debian's wrk: a fixed number of connections, each pausing
@@ -774,6 +775,7 @@ async def rounds(
                     wrk(lua, target, body=body, seconds=3, conns=args.conns, threads=args.threads)
                 res: dict[str, list[dict[str, Any]]] = {"loudou": [], "raw": []}
                 new_conns = {"loudou": 0, "raw": 0}
+                young = {"loudou": 0, "raw": 0}  # backends alive at a round's end that began in it
                 before_rows = await monitor.fetchrow(
                     "SELECT (SELECT count(*) FROM leads) AS leads, (SELECT count(*) FROM bench_raw) AS raw"
                 )
@@ -785,6 +787,7 @@ async def rounds(
                             order.reverse()
                         for name, target in order:
                             opened = await sessions(monitor)
+                            since = await monitor.fetchval("SELECT clock_timestamp()")
                             res[name].append(
                                 wrk(
                                     lua,
@@ -796,6 +799,11 @@ async def rounds(
                                 )
                             )
                             new_conns[name] += await sessions(monitor) - opened
+                            young[name] += await monitor.fetchval(
+                                "SELECT count(*) FROM pg_stat_activity"
+                                " WHERE datname = current_database() AND backend_start >= $1",
+                                since,
+                            )
                             loads.append(os.getloadavg()[0])
                 after_rows = await monitor.fetchrow(
                     "SELECT (SELECT count(*) FROM leads) AS leads, (SELECT count(*) FROM bench_raw) AS raw"
@@ -822,6 +830,7 @@ async def rounds(
                             "rss": rss.peak[name],
                             # connections opened to the database during the measured rounds
                             "new_conns": new_conns[name],
+                            "young": young[name],
                             "wrk_cpu_ms": 1000 * sum(r["cpu_s"] for r in runs) / max(requests, 1),
                             "wrk_cpu_pct": 100
                             * sum(r["cpu_s"] for r in runs)
@@ -843,7 +852,7 @@ def print_table(args: argparse.Namespace, table: list[dict[str, Any]]) -> None:
     )
     print(
         f"{'server':<7}{'body':<5}{'org':<7}{'req/s':>7}{'p50 ms':>8}{'p99 ms':>8}{'non2xx':>7}{'errors':>7}"
-        f"{'requests':>9}{'stored':>8}{'ratio':>6}{'RSS MB':>7}{'new conn':>9}{'wrk ms/req':>11}"
+        f"{'requests':>9}{'stored':>8}{'ratio':>6}{'RSS MB':>7}{'new conn':>9}{'young':>6}{'wrk ms/req':>11}"
         f"{'wrk %CPU':>9}{'load1':>6}"
     )
     raw = {(r["body"], r["org"]): r["rps"] for r in table if r["server"] == "raw"}
@@ -851,7 +860,7 @@ def print_table(args: argparse.Namespace, table: list[dict[str, Any]]) -> None:
         print(
             f"{r['server']:<7}{r['body']:<5}{r['org']:<7}{r['rps']:>7.0f}{r['p50']:>8.1f}{r['p99']:>8.1f}"
             f"{r['non2xx']:>7}{r['errors']:>7}{r['requests']:>9}{r['stored']:>8}"
-            f"{r['rps'] / raw[(r['body'], r['org'])]:>6.2f}{r['rss']:>7.0f}{r['new_conns']:>9}"
+            f"{r['rps'] / raw[(r['body'], r['org'])]:>6.2f}{r['rss']:>7.0f}{r['new_conns']:>9}{r['young']:>6}"
             f"{r['wrk_cpu_ms']:>11.3f}{r['wrk_cpu_pct']:>9.1f}{r['load']:>6.2f}"
         )
     loudou = {(r["body"], r["org"]): r["rps"] for r in table if r["server"] == "loudou"}
