@@ -920,6 +920,24 @@ async def assignment(
         background([str(BIN / "loudou"), "worker"], worker_env, workdir / "worker1.log"),
     ):
         await asyncio.sleep(3)  # both workers up
+        # Warm both workers (imports, connections, the relay) as the intake rounds warm the servers:
+        # a few leads, each assigned, before the measured load.
+        warm_from = datetime.now(UTC)
+        async with httpx.AsyncClient(timeout=30) as c:
+            for i in range(12):
+                r = await c.post(form, json={"email": f"warm{i}-{uuid.uuid4().hex[:6]}@example.com"})
+                r.raise_for_status()
+                await asyncio.sleep(0.1)
+        for _ in range(120):
+            waiting = await db.fetchval(
+                "SELECT count(*) FROM leads l WHERE l.org_id = $1 AND l.created_at >= $2 AND NOT EXISTS"
+                " (SELECT 1 FROM assignment_decisions d WHERE d.org_id = l.org_id AND d.lead_id = l.id)",
+                org_id,
+                warm_from,
+            )
+            if waiting == 0:
+                break
+            await asyncio.sleep(0.5)
         started = datetime.now(UTC)
         # `conns` connections, each pausing so that together they post about `rate` a second
         pause_ms = max(0, int(1000 * conns / rate) - 15)
