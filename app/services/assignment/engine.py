@@ -469,7 +469,14 @@ async def assign_created_lead(
     A lead has one `lead.created` decision whatever the key: the job and the sweep never both run
     the rules for it."""
     lead = await get_or_404(session, Lead, lead_id, what="lead", lock=True)
-    earlier = (
+    earlier = await _created_decision(session, lead_id)
+    if earlier is not None:
+        return earlier
+    return await assign(session, lead, trigger="lead.created", trigger_key=trigger_key)
+
+
+async def _created_decision(session: AsyncSession, lead_id: uuid.UUID) -> AssignmentDecision | None:
+    return (
         await session.execute(
             select(AssignmentDecision)
             .where(
@@ -478,9 +485,6 @@ async def assign_created_lead(
             .limit(1)
         )
     ).scalar_one_or_none()
-    if earlier is not None:
-        return earlier
-    return await assign(session, lead, trigger="lead.created", trigger_key=trigger_key)
 
 
 BATCH_SIZE = 50
@@ -515,6 +519,11 @@ async def assign_created_batch(
     exact (each decision records the state before and after it, in order) while the workers
     stop queueing on the cursor lead by lead; the claimed leads' own jobs then find their
     decision and do nothing. The job's lead's decision is returned."""
+    # Most jobs find their lead decided by a batch already: one look-up, no lock (decisions are
+    # never changed once written).
+    earlier = await _created_decision(session, lead_id)
+    if earlier is not None:
+        return earlier
     mine = await session.execute(
         select(col(Lead.id)).where(col(Lead.id) == lead_id).with_for_update(skip_locked=True)
     )
