@@ -33,20 +33,24 @@ OPEN = (
     " AND duplicate_of IS NULL AND deleted_at IS NULL AND erased_at IS NULL"
 )
 
-NAME_KEY = r"""
+# Runs of spaces and punctuation, ASCII and full-width (one space each).
+PUNCTUATION = r"[\s!-/:-@\[-`{-~\u00b7\u3000-\u303f\uff01-\uff0f\uff1a-\uff20\uff3b-\uff40\uff5b-\uff65]+"
+LEGAL_FORM = r"(\s(inc|ltd|gmbh|corp|corporation|co|company|limited|llc|plc|ag|sa)|股份有限公司|有限责任公司|有限公司|集团)$"
+
+# Neither function calls a function of this schema: PostgreSQL 17+ builds and maintains indexes
+# with search_path = pg_catalog, where an unqualified `loudou_…` call inside a body is not found.
+NAME_KEY = f"""
 CREATE OR REPLACE FUNCTION loudou_name_key(value text) RETURNS text
 LANGUAGE sql IMMUTABLE PARALLEL SAFE RETURNS NULL ON NULL INPUT AS $$
-    SELECT NULLIF(btrim(regexp_replace(lower(value),
-        '[\s!-/:-@\[-`{-~\u00b7\u3000-\u303f\uff01-\uff0f\uff1a-\uff20\uff3b-\uff40\uff5b-\uff65]+', ' ', 'g')), '')
+    SELECT NULLIF(btrim(regexp_replace(lower(value), '{PUNCTUATION}', ' ', 'g')), '')
 $$;
 """
 
-COMPANY_KEY = r"""
+COMPANY_KEY = f"""
 CREATE OR REPLACE FUNCTION loudou_company_key(value text) RETURNS text
 LANGUAGE sql IMMUTABLE PARALLEL SAFE RETURNS NULL ON NULL INPUT AS $$
-    SELECT NULLIF(btrim(regexp_replace(loudou_name_key(value),
-        '(\s(inc|ltd|gmbh|corp|corporation|co|company|limited|llc|plc|ag|sa)|股份有限公司|有限责任公司|有限公司|集团)$',
-        '')), '')
+    SELECT NULLIF(btrim(regexp_replace(
+        btrim(regexp_replace(lower(value), '{PUNCTUATION}', ' ', 'g')), '{LEGAL_FORM}', '')), '')
 $$;
 """
 
