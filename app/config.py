@@ -58,8 +58,11 @@ class Settings(BaseSettings):
     assignment_concurrency: int = 2
     # Every metrics query runs under this statement timeout (a 503 when exceeded, never a hung pool).
     metrics_statement_timeout_ms: int = 30_000
-    db_pool_size: int = 10
-    db_max_overflow: int = 20
+    # Connections a process keeps open, and at most uses at once: a request or job beyond them
+    # waits for one. No overflow by default: an overflow connection is closed when it is given
+    # back, so under steady load it is a new connection (and backend) per burst.
+    db_pool_size: int = 12
+    db_max_overflow: int = 0
     # Server-side limits on every pooled connection (0 turns one off): a runaway statement, a lock
     # wait or a transaction left idle can never hold a connection or a lock for long.
     db_statement_timeout_ms: int = 30_000

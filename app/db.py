@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 import asyncpg
-from sqlalchemy import Dialect, TextClause, event
+from sqlalchemy import Dialect, TextClause, event, make_url
 from sqlalchemy import column as sql_column
 from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.ext.asyncio import (
@@ -73,14 +73,33 @@ def create_engine(settings: Settings, *, url: str | None = None, pool_size: int 
     target = url or settings.database_url
     if not target:
         raise RuntimeError("DATABASE_URL is not set (and no embedded server was started)")
+    connect_args: dict[str, Any] = {"server_settings": server_settings(settings)}
+    if not wants_ssl(target):
+        connect_args["ssl"] = False
     return create_async_engine(
         target,
         pool_size=pool_size or settings.db_pool_size,
-        max_overflow=settings.db_max_overflow,
+        # A one-off command's small pool (pool_size given) may still open a few more.
+        max_overflow=settings.db_max_overflow if pool_size is None else max(settings.db_max_overflow, 4),
         pool_pre_ping=settings.db_pre_ping,
         pool_recycle=1800,
-        connect_args={"server_settings": server_settings(settings)},
+        connect_args=connect_args,
     )
+
+
+_LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
+
+
+def wants_ssl(url: str) -> bool:
+    """Whether a connection to `url` should try SSL. asyncpg's default (`prefer`) opens every
+    connection with an SSL request, a round trip wasted on a loopback or unix-socket server that
+    has none; so SSL is off there unless the URL asks for it (`ssl=` or `sslmode=`). A remote
+    host keeps asyncpg's default."""
+    parsed = make_url(url)
+    if "ssl" in parsed.query or "sslmode" in parsed.query:
+        return True
+    host = parsed.host or str(parsed.query.get("host") or "")
+    return not (host == "" or host.startswith("/") or host in _LOCAL_HOSTS)
 
 
 def server_settings(settings: Settings) -> dict[str, str]:

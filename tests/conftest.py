@@ -100,6 +100,7 @@ def settings(servers: Servers, database_url: str) -> Settings:
         webhook_retry_schedule=[0.3, 0.3, 0.3],
         webhook_allow_private=True,
         db_pool_size=5,
+        db_max_overflow=20,  # as before the no-overflow default: tests open many short sessions at once
     )
 
 

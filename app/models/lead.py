@@ -135,6 +135,22 @@ class Lead(LeadFields, IdMixin, TenantMixin, TimestampsMixin, VersionMixin, tabl
             "org_id",
             postgresql_where=text(f"owner_id IS NOT NULL AND {OWNED_OPEN_SQL}"),
         ),
+        # Fuzzy-duplicate candidates (leads.ingest.find_fuzzy): open leads with the same
+        # normalised company or name, oldest first, a bounded index range (migration speed0001fuzz).
+        Index(
+            "ix_leads_fuzzy_company",
+            "org_id",
+            text("loudou_company_key(company)"),
+            "created_at",
+            postgresql_where=text(f"name IS NOT NULL AND company IS NOT NULL AND {OWNED_OPEN_SQL}"),
+        ),
+        Index(
+            "ix_leads_fuzzy_name",
+            "org_id",
+            text("loudou_name_key(name)"),
+            "created_at",
+            postgresql_where=text(f"name IS NOT NULL AND company IS NOT NULL AND {OWNED_OPEN_SQL}"),
+        ),
     )
 
     # status, source and pooled are not indexed: lists filter them within an organisation (few

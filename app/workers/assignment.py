@@ -21,6 +21,7 @@ log = structlog.get_logger("loudou.assignment")
 # The job's own timeout (5 s) is final in arq: stop earlier and ask for a retry instead.
 INNER_DEADLINE_SECONDS = 3.0
 MAX_TRIES = 5
+BUSY_RETRY_SECONDS = 0.2
 # Leads older than this without any decision are assigned by the sweep (their job was lost or
 # gave up); younger ones are left to their job.
 SWEEP_AFTER = timedelta(minutes=10)  # well past arq's retries and the relay's re-sends
@@ -40,6 +41,13 @@ async def assign_lead(ctx: dict[str, Any], outbox_id: str, org_id: str | None = 
     try:
         async with asyncio.timeout(INNER_DEADLINE_SECONDS):
             return await _assign_once(ctx, event.org_id, lead_id)
+    except engine.LeadBusy:
+        # Another worker's batch holds the lead: its decision is a moment away. Look again then
+        # (a batch that ran out of time leaves it to this job).
+        tries = int(ctx.get("job_try", 1))
+        if tries >= MAX_TRIES:
+            return "left for the sweep"
+        raise Retry(defer=BUSY_RETRY_SECONDS) from None
     except (TimeoutError, DBAPIError) as exc:
         tries = int(ctx.get("job_try", 1))
         log.warning("assignment.retry", lead_id=str(lead_id), tries=tries, error=type(exc).__name__)
@@ -51,7 +59,7 @@ async def assign_lead(ctx: dict[str, Any], outbox_id: str, org_id: str | None = 
 async def _assign_once(ctx: dict[str, Any], org_id: uuid.UUID, lead_id: uuid.UUID) -> str:
     try:
         async with job_session(ctx, org_id) as session:
-            decision = await engine.assign_created_lead(
+            decision = await engine.assign_created_batch(
                 session, lead_id=lead_id, trigger_key=f"lead.created:{lead_id}"
             )
     except NotFound:
@@ -72,6 +80,8 @@ async def unassigned_sweep(ctx: dict[str, Any]) -> int:
             async with asyncio.timeout(INNER_DEADLINE_SECONDS):
                 await _assign_once(ctx, org_id, lead_id)
             done += 1
+        except engine.LeadBusy:
+            continue  # a batch is assigning it
         except (TimeoutError, DBAPIError):
             log.warning("assignment.sweep_failed", lead_id=str(lead_id))
     if done:

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, time
+from time import monotonic
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -23,6 +24,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
+from app.errors import NotFound
 from app.models.assignment import AssignmentCursor, AssignmentDecision, AssignmentRule
 from app.models.base import utcnow
 from app.models.durations import parse_duration
@@ -253,6 +255,26 @@ class Evaluation:
     explanation: str
 
 
+@dataclass
+class BatchMemo:
+    """What a batch of assignments in one transaction reads once: the active rules, each rule's
+    locked cursor and its candidates, whose load is kept current in memory as leads are given
+    out (the transaction holds the cursor lock, so nobody else assigns by these rules meanwhile)."""
+
+    rules: list[AssignmentRule] | None = None
+    cursors: dict[uuid.UUID, AssignmentCursor] | None = None
+    candidates: dict[uuid.UUID, list[Candidate]] | None = None
+
+    def chosen(self, rule_id: uuid.UUID, user_id: uuid.UUID, now: datetime) -> None:
+        """Count a lead given to `user_id` by the rule in the remembered load."""
+        if self.candidates is None or rule_id not in self.candidates:
+            return
+        self.candidates[rule_id] = [
+            replace(c, open_leads=c.open_leads + 1, last_assigned_at=now) if c.user_id == user_id else c
+            for c in self.candidates[rule_id]
+        ]
+
+
 async def evaluate(
     session: AsyncSession,
     lead: Mapping[str, Any],
@@ -261,16 +283,38 @@ async def evaluate(
     lock: bool,
     exclude: frozenset[uuid.UUID] = frozenset(),
     only_rule: uuid.UUID | None = None,
+    memo: BatchMemo | None = None,
 ) -> tuple[Evaluation, AssignmentCursor | None]:
-    """Run the rules; with `lock`, the chosen rule's cursor stays locked for the caller to advance."""
+    """Run the rules; with `lock`, the chosen rule's cursor stays locked for the caller to advance.
+    With a `memo` (a batch in one transaction, `lock` set), rules, cursors and candidates are
+    read once and reused."""
     considered: list[dict[str, Any]] = []
-    for rule in await active_rules(session, only_rule):
+    if memo is not None and only_rule is None:
+        if memo.rules is None:
+            memo.rules = await active_rules(session)
+        rules = memo.rules
+    else:
+        rules = await active_rules(session, only_rule)
+    for rule in rules:
         if not rule_matches(rule, lead):
             considered.append({"rule_id": str(rule.id), "name": rule.name, "matched": False})
             continue
-        cursor = await _lock_cursor(session, rule) if lock else None
+        cursor: AssignmentCursor | None = None
+        if lock and memo is not None:
+            memo.cursors = memo.cursors if memo.cursors is not None else {}
+            cursor = memo.cursors.get(rule.id)
+            if cursor is None:
+                cursor = memo.cursors[rule.id] = await _lock_cursor(session, rule)
+        elif lock:
+            cursor = await _lock_cursor(session, rule)
         state: dict[str, Any] = dict(cursor.state) if cursor else dict(await _peek_state(session, rule.id))
-        ordered = await load_candidates(session, rule)
+        if memo is not None:
+            memo.candidates = memo.candidates if memo.candidates is not None else {}
+            if rule.id not in memo.candidates:
+                memo.candidates[rule.id] = await load_candidates(session, rule)
+            ordered = memo.candidates[rule.id]
+        else:
+            ordered = await load_candidates(session, rule)
         evaluated: list[dict[str, Any]] = []
         eligible: list[Candidate] = []
         for c in ordered:
@@ -338,15 +382,20 @@ async def assign(
     trigger_key: str,
     exclude: frozenset[uuid.UUID] = frozenset(),
     only_rule: uuid.UUID | None = None,
+    memo: BatchMemo | None = None,
 ) -> AssignmentDecision:
-    """Assign a (locked) lead by the rules and record the decision; running it twice does nothing more."""
-    existing = (
-        await session.execute(
-            select(AssignmentDecision).where(col(AssignmentDecision.trigger_key) == trigger_key)
-        )
-    ).scalar_one_or_none()
-    if existing is not None:
-        return existing
+    """Assign a (locked) lead by the rules and record the decision; running it twice does nothing more.
+    With a `memo` (`assign_created_batch`: leads claimed without a decision, under their row
+    locks) the look-up of an earlier decision is left out and nothing is flushed: the batch
+    writes its rows together at the end."""
+    if memo is None:
+        existing = (
+            await session.execute(
+                select(AssignmentDecision).where(col(AssignmentDecision.trigger_key) == trigger_key)
+            )
+        ).scalar_one_or_none()
+        if existing is not None:
+            return existing
     now = utcnow()
     previous_owner = lead.owner_id
     if trigger == "lead.created" and (lead.owner_id is not None or not lead.is_open):
@@ -363,13 +412,15 @@ async def assign(
         await session.flush()
         return decision
     evaluation, cursor = await evaluate(
-        session, lead_fields(lead), now=now, lock=True, exclude=exclude, only_rule=only_rule
+        session, lead_fields(lead), now=now, lock=True, exclude=exclude, only_rule=only_rule, memo=memo
     )
     sla_due_at = None
     if evaluation.outcome == "assigned" and evaluation.chosen and evaluation.rule:
         assert cursor is not None
         cursor.state = evaluation.state_after
         cursor.updated_at = now
+        if memo is not None:
+            memo.chosen(evaluation.rule.id, evaluation.chosen.user_id, now)
         owner = await session.get(User, evaluation.chosen.user_id)
         if evaluation.rule.contact_sla:
             sla_due_at = now + parse_duration(evaluation.rule.contact_sla)
@@ -406,7 +457,8 @@ async def assign(
         sla_due_at=sla_due_at,
     )
     session.add(decision)
-    await session.flush()
+    if memo is None:
+        await session.flush()
     return decision
 
 
@@ -417,7 +469,14 @@ async def assign_created_lead(
     A lead has one `lead.created` decision whatever the key: the job and the sweep never both run
     the rules for it."""
     lead = await get_or_404(session, Lead, lead_id, what="lead", lock=True)
-    earlier = (
+    earlier = await _created_decision(session, lead_id)
+    if earlier is not None:
+        return earlier
+    return await assign(session, lead, trigger="lead.created", trigger_key=trigger_key)
+
+
+async def _created_decision(session: AsyncSession, lead_id: uuid.UUID) -> AssignmentDecision | None:
+    return (
         await session.execute(
             select(AssignmentDecision)
             .where(
@@ -426,9 +485,90 @@ async def assign_created_lead(
             .limit(1)
         )
     ).scalar_one_or_none()
+
+
+BATCH_SIZE = 50
+
+
+class LeadBusy(Exception):
+    """The lead is locked by another transaction (another worker's batch): try again shortly."""
+
+    def __init__(self, lead_id: uuid.UUID) -> None:
+        super().__init__(f"lead {lead_id} is being assigned elsewhere")
+        self.lead_id = lead_id
+
+
+BATCH_SECONDS = 1.0  # well inside the job's deadline (app.workers.assignment)
+
+
+async def assign_created_batch(
+    session: AsyncSession,
+    *,
+    lead_id: uuid.UUID,
+    trigger_key: str,
+    limit: int = BATCH_SIZE,
+    budget_seconds: float = BATCH_SECONDS,
+) -> AssignmentDecision:
+    """`assign_created_lead` for the job's lead, then, in the same transaction, for up to
+    `limit - 1` undecided new leads of the organisation created at or after it (oldest first),
+    claimed with FOR UPDATE SKIP LOCKED so two workers never claim the same lead. It stops
+    taking claimed leads once `budget_seconds` have passed (the job has a deadline; the leads
+    left are unlocked at commit and go to their own jobs).
+
+    One transaction holds the rule cursor's row lock for the whole batch, so round robin stays
+    exact (each decision records the state before and after it, in order) while the workers
+    stop queueing on the cursor lead by lead; the claimed leads' own jobs then find their
+    decision and do nothing. The job's lead's decision is returned."""
+    # Most jobs find their lead decided by a batch already: one look-up, no lock (decisions are
+    # never changed once written).
+    earlier = await _created_decision(session, lead_id)
     if earlier is not None:
         return earlier
-    return await assign(session, lead, trigger="lead.created", trigger_key=trigger_key)
+    mine = await session.execute(
+        select(col(Lead.id)).where(col(Lead.id) == lead_id).with_for_update(skip_locked=True)
+    )
+    if mine.scalar_one_or_none() is None:
+        if await session.get(Lead, lead_id) is None:
+            raise NotFound(f"No lead with id {lead_id}.")
+        raise LeadBusy(lead_id)  # in another worker's batch right now: its decision is coming
+    decision = await assign_created_lead(session, lead_id=lead_id, trigger_key=trigger_key)
+    if decision.trigger_key != trigger_key or limit <= 1:
+        return decision  # decided earlier: another batch or the sweep is on these leads
+    lead = await session.get(Lead, lead_id)
+    assert lead is not None
+    claimed = (
+        await session.execute(
+            select(Lead)
+            .where(
+                col(Lead.created_at) >= lead.created_at,
+                col(Lead.id) != lead_id,
+                col(Lead.owner_id).is_(None),
+                OPEN_LEAD,
+                ~select(col(AssignmentDecision.id))
+                .where(
+                    col(AssignmentDecision.org_id) == col(Lead.org_id),
+                    col(AssignmentDecision.lead_id) == col(Lead.id),
+                    col(AssignmentDecision.trigger) == "lead.created",
+                )
+                .exists(),
+            )
+            .order_by(col(Lead.created_at), col(Lead.id))
+            .limit(limit - 1)
+            .with_for_update(skip_locked=True)
+            .execution_options(populate_existing=True)
+        )
+    ).scalars()
+    deadline = monotonic() + budget_seconds
+    memo = BatchMemo()
+    with session.no_autoflush:  # the rows go out together at the end (one UPDATE of the cursor)
+        for other in list(claimed):
+            if monotonic() > deadline:
+                break
+            await assign(
+                session, other, trigger="lead.created", trigger_key=f"lead.created:{other.id}", memo=memo
+            )
+    await session.flush()
+    return decision
 
 
 async def undecided_leads(

@@ -32,7 +32,7 @@ from app.services.leads.direct import as_row, build, insert_together, lock_keys,
 from app.services.leads.normalise import LeadInput
 from app.services.leads.scoring import rescore, score
 
-FUZZY_CANDIDATES = 200
+FUZZY_CANDIDATES = 100  # per key: same company, same name
 
 
 @dataclass
@@ -83,18 +83,19 @@ async def find_exact(session: AsyncSession, *, email: str | None, phone: str | N
     return None
 
 
-_FUZZY_CANDIDATES = text(
-    "SELECT id, name, company FROM leads"
-    " WHERE org_id = :org AND id <> :exclude"
-    " AND (company ILIKE :company ESCAPE '\\' OR name ILIKE :name ESCAPE '\\')"
-    f" AND {OPEN_LEAD_SQL}"
-    f" ORDER BY created_at LIMIT {FUZZY_CANDIDATES}"
+_FUZZY_BLOCK = (
+    "(SELECT id, name, company, created_at FROM leads"
+    " WHERE org_id = :org AND {key}({column}) = {key}(:{column})"
+    f" AND name IS NOT NULL AND company IS NOT NULL AND {OPEN_LEAD_SQL}"
+    f" ORDER BY created_at LIMIT {FUZZY_CANDIDATES})"
 )
-
-
-def _prefix_pattern(value: str) -> str:
-    """`value` as a literal ILIKE prefix pattern."""
-    return value.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+_FUZZY_CANDIDATES = text(
+    "SELECT id, name, company FROM ("
+    + _FUZZY_BLOCK.format(key="loudou_company_key", column="company")
+    + " UNION "
+    + _FUZZY_BLOCK.format(key="loudou_name_key", column="name")
+    + ") AS candidates WHERE id <> :exclude ORDER BY created_at, id"
+)
 
 
 async def find_fuzzy(
@@ -106,27 +107,23 @@ async def find_fuzzy(
     threshold: int,
     exclude: uuid.UUID,
 ) -> uuid.UUID | None:
-    """An open lead whose "name company" scores at least `threshold` (rapidfuzz token-set ratio).
+    """An open lead whose "name company" scores at least `threshold` (rapidfuzz token-sort
+    ratio), the oldest among the best.
 
-    Candidates are narrowed in SQL (same first letters of the company or of the name) so the
-    comparison never scans the whole table.
+    Candidates are the oldest FUZZY_CANDIDATES open leads with the same normalised company
+    (case, punctuation and a trailing legal form ignored: `loudou_company_key`) and as many
+    with the same normalised name (`loudou_name_key`), each an index range with a LIMIT
+    (migration speed0001fuzz): the look-up costs the same on an empty table and on millions of
+    leads.
     """
     if not name or not company:
         return None
     rows = await run.fetch(
-        _FUZZY_CANDIDATES,
-        {
-            "org": org_id,
-            "exclude": exclude,
-            "company": _prefix_pattern(company[:3]),
-            "name": _prefix_pattern(name.split()[0][:3]),
-        },
+        _FUZZY_CANDIDATES, {"org": org_id, "exclude": exclude, "company": company, "name": name}
     )
     wanted = f"{name} {company}".lower()
     best: tuple[float, uuid.UUID | None] = (0.0, None)
     for lead_id, other_name, other_company in rows:
-        if not other_name or not other_company:
-            continue
         score = fuzz.token_sort_ratio(wanted, f"{other_name} {other_company}".lower())
         if score >= threshold and score > best[0]:
             best = (score, lead_id)

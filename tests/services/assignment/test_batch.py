@@ -1,0 +1,127 @@
+"""Batch assignment: one job assigns its lead and the undecided new leads after it, in one
+transaction under the rule cursor's lock; round robin stays exact and every lead is decided once."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections import Counter
+from datetime import timedelta
+from itertools import pairwise
+
+from sqlalchemy import select
+
+from app.models.assignment import AssignmentDecision
+from app.models.base import utcnow
+from app.models.lead import Lead
+from app.services.assignment import engine
+from app.services.leads.direct import build
+from app.state import AppState
+from tests.conftest import Org
+
+
+async def _round_robin(org: Org, reps: int = 3) -> list[str]:
+    users = [(await org.add_user("rep"))[0] for _ in range(reps)]
+    r = await org.client.post(
+        "/v1/assignment-rules",
+        json={"name": "rr", "target_user_ids": users, "strategy": "round_robin"},
+        headers=org.auth(),
+    )
+    assert r.status_code == 201, r.text
+    return users
+
+
+async def _leads(state: AppState, org: Org, count: int) -> list[uuid.UUID]:
+    """New pooled leads written straight through a session: no outbox event, so no job races the test."""
+    org_id = uuid.UUID(org.id)
+    start = utcnow()
+    ids = []
+    async with state.sessions() as session:
+        session.info["org_id"] = org_id
+        for i in range(count):
+            at = start + timedelta(milliseconds=i)
+            lead = build(
+                Lead,
+                org_id=org_id,
+                email=f"b{i}-{uuid.uuid4().hex[:6]}@x.example",
+                created_at=at,
+                updated_at=at,
+            )
+            session.add(lead)
+            ids.append(lead.id)
+        await session.commit()
+    return ids
+
+
+async def _decisions(state: AppState, org: Org) -> list[AssignmentDecision]:
+    async with state.sessions() as session:
+        session.info["org_id"] = uuid.UUID(org.id)
+        return list(
+            (
+                await session.execute(
+                    select(AssignmentDecision).order_by(AssignmentDecision.created_at, AssignmentDecision.id)  # type: ignore[arg-type]
+                )
+            ).scalars()
+        )
+
+
+async def _run(state: AppState, org: Org, lead_id: uuid.UUID, limit: int) -> AssignmentDecision:
+    async with state.sessions() as session:
+        session.info["org_id"] = uuid.UUID(org.id)
+        decision = await engine.assign_created_batch(
+            session, lead_id=lead_id, trigger_key=f"lead.created:{lead_id}", limit=limit
+        )
+        await session.commit()
+        return decision
+
+
+async def test_one_job_assigns_a_batch_in_order_and_the_others_find_their_decision(
+    org: Org, state: AppState
+) -> None:
+    users = await _round_robin(org)
+    ids = await _leads(state, org, 7)
+    first = await _run(state, org, ids[0], limit=5)
+    assert first.lead_id == ids[0] and first.outcome == "assigned"
+    decisions = await _decisions(state, org)
+    assert [d.lead_id for d in decisions] == ids[:5]  # the job's lead, then the next four, oldest first
+    # The decision log is exact: each decision starts from the state the previous one left.
+    for before, after in pairwise(decisions):
+        assert after.state_before == before.state_after
+    assert [str(d.chosen_user_id) for d in decisions] == [users[i % 3] for i in range(5)]
+    # A claimed lead's own job changes nothing; the rest get a batch of their own.
+    again = await _run(state, org, ids[3], limit=5)
+    assert again.id == decisions[3].id
+    await _run(state, org, ids[5], limit=5)
+    decisions = await _decisions(state, org)
+    assert [d.lead_id for d in decisions] == ids
+    assert [str(d.chosen_user_id) for d in decisions] == [users[i % 3] for i in range(7)]
+
+
+async def test_concurrent_batches_decide_every_lead_once_and_stay_fair(org: Org, state: AppState) -> None:
+    users = await _round_robin(org)
+    ids = await _leads(state, org, 40)
+    busy = 0
+
+    async def job(lead_id: uuid.UUID) -> None:
+        nonlocal busy
+        while True:
+            try:
+                await _run(state, org, lead_id, limit=8)
+                return
+            except engine.LeadBusy:  # in another batch: the worker retries it shortly, so do we
+                busy += 1
+                await asyncio.sleep(0.05)
+
+    # Every lead's job at once, as many workers would run them: batches claim disjoint leads.
+    await asyncio.gather(*[job(lead_id) for lead_id in ids])
+    decisions = await _decisions(state, org)
+    assert sorted(d.lead_id for d in decisions) == sorted(ids)  # each exactly once
+    per_rep = Counter(str(d.chosen_user_id) for d in decisions)
+    assert set(per_rep) == set(users)
+    assert max(per_rep.values()) - min(per_rep.values()) <= 1
+    for before, after in pairwise(decisions):
+        assert after.state_before == before.state_after
+    async with state.sessions() as session:
+        session.info["org_id"] = uuid.UUID(org.id)
+        owners = (await session.execute(select(Lead.owner_id).where(Lead.id.in_(ids)))).scalars().all()  # type: ignore[attr-defined]
+    assert None not in owners
