@@ -14,7 +14,7 @@ AG, SA, 有限公司, 股份有限公司, 有限责任公司, 集团), so "ACME 
 Both are IMMUTABLE (plain string functions), as an index expression must be.
 
 Revision ID: speed0001fuzz
-Revises: b1e7export001
+Revises: export0001
 Create Date: 2026-11-30 03:30:00.000000+00:00
 """
 
@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from alembic import op
 
 revision: str = "speed0001fuzz"
-down_revision: str | None = "b1e7export001"
+down_revision: str | None = "export0001"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
