@@ -15,6 +15,7 @@ from app.models.lead import Activity, Lead
 from app.models.metrics import (
     DealClosedRollup,
     DealOpenRollup,
+    DealStageStay,
     ExchangeRate,
     ImportRecord,
     PipelineSnapshot,
@@ -48,6 +49,7 @@ __all__ = [
     "DealFieldHistory",
     "DealOpenRollup",
     "DealStageHistory",
+    "DealStageStay",
     "DeletedRow",
     "DocumentCounter",
     "DunningLog",

@@ -18,7 +18,7 @@ from sqlmodel import Field, SQLModel
 
 from app.db import TenantScoped
 from app.models import examples as ex
-from app.models.base import TimestampField, new_id
+from app.models.base import IdMixin, TenantMixin, TimestampField, new_id, tenant_fk
 from app.models.common import CurrencyCode, Input, Patch
 from app.money import round_money
 
@@ -328,3 +328,27 @@ class DealClosedRollup(TenantKeyMixin, table=True):
     amount: Decimal = Field(sa_type=Numeric())
     amount_n: int
     cycle_seconds: Decimal = Field(sa_type=Numeric())
+
+
+class DealStageStay(IdMixin, TenantMixin, table=True):
+    """A stay in a stage that has ended: one row per stage-history entry that a later entry of the
+    same deal follows (`id` is the entry's id), from its `at` to the next entry's (`at`, then id,
+    order). Kept by statement triggers on deal_stage_history (each statement recomputes the stays
+    of the deals it touched), so it always equals `lead(at)` over the history; time in stage reads
+    it by `left_at` instead of ordering the whole history."""
+
+    __tablename__ = "deal_stage_stays"
+    __table_args__ = (
+        Index(
+            "ix_deal_stage_stays_org_id_left_at",
+            "org_id",
+            "left_at",
+            postgresql_include=["stage_id", "entered_at", "deal_id"],
+        ),
+        tenant_fk("deal_stage_stays", "deal_id", "deals", ondelete="CASCADE"),
+    )
+
+    deal_id: uuid.UUID = Field()
+    stage_id: uuid.UUID = Field()
+    entered_at: datetime = TimestampField()
+    left_at: datetime = TimestampField()

@@ -1,0 +1,141 @@
+"""What metrics read precomputed (deal_stage_stays, kept by triggers on the stage history) gives the
+same numbers as the base tables, under every filter the endpoint accepts, after imports, live moves,
+re-imports that rewrite a history, reassignments and deletes."""
+
+from __future__ import annotations
+
+import itertools
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from sqlalchemy import text
+
+from app.services.metrics import wins
+from app.state import AppState
+from tests.conftest import Org
+from tests.routers.metrics_reference import World, build_world, fetch_deals, live_changes, post_import
+
+STAYS_FROM_HISTORY = """
+    SELECT h.id, h.deal_id, h.to_stage_id, h.at, h.left_at
+    FROM (SELECT h.*, lead(h.at) OVER (PARTITION BY h.deal_id ORDER BY h.at, h.id) AS left_at
+          FROM deal_stage_history h WHERE h.org_id = :o) h
+    WHERE h.left_at IS NOT NULL"""
+STAYS_TABLE = "SELECT id, deal_id, stage_id, entered_at, left_at FROM deal_stage_stays WHERE org_id = :o"
+
+
+async def _assert_stays_equal_history(state: AppState, org_id: Any) -> int:
+    async with state.sessions() as session:
+        expected = sorted(map(tuple, (await session.execute(text(STAYS_FROM_HISTORY), {"o": org_id})).all()))
+        got = sorted(map(tuple, (await session.execute(text(STAYS_TABLE), {"o": org_id})).all()))
+    assert got == expected
+    return len(got)
+
+
+async def _cycle(org: Org, key: str | None, params: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> Any:
+    """The cycle answer from the stays table, and from the stage history; both must be equal."""
+    answers = []
+    for use_table in (True, False):
+        monkeypatch.setattr(wins, "USE_STAYS_TABLE", use_table)
+        r = await org.client.get("/v1/metrics/cycle", params=params, headers=org.auth(key))
+        assert r.status_code == 200, r.text
+        answers.append(r.json())
+    assert answers[0] == answers[1], params
+    return answers[0]
+
+
+async def _filter_combinations(world: World, today: Any, monkeypatch: pytest.MonkeyPatch) -> int:
+    """Cycle under many filter combinations and callers, table vs history; returns the stays seen."""
+    org = world.org
+    periods = [
+        {},
+        {"from": (today - timedelta(days=150)).isoformat(), "to": (today + timedelta(days=1)).isoformat()},
+        {"from": (today - timedelta(days=60)).isoformat(), "to": (today - timedelta(days=10)).isoformat()},
+    ]
+    filters: list[dict[str, Any]] = [
+        {},
+        {"pipeline_id": world.pipeline_id},
+        {"owner_id": world.users["rep1"]},
+        {"team_id": world.teams["a"]},
+        {"source": "web_form"},
+        {"currency": "USD"},
+        {"currency": "CNY", "team_id": world.teams["b"]},
+    ]
+    groups: list[dict[str, Any]] = [
+        {},
+        *({"group_by": g} for g in ("owner", "team", "source", "month", "week")),
+    ]
+    seen = 0
+    for period, flt, group in itertools.product(periods, filters, groups):
+        body = await _cycle(org, None, {**period, **flt, **group}, monkeypatch)
+        seen += sum(t["stays"] for row in body["rows"] for t in row["time_in_stage"])
+    for name in ("rep1", "manager_a", "viewer"):
+        for group in ({}, {"group_by": "owner"}, {"group_by": "month"}):
+            await _cycle(org, world.keys[name], {**periods[1], **group}, monkeypatch)
+    return seen
+
+
+async def test_stays_table_equals_the_stage_history_under_filters_and_changes(
+    org: Org, state: AppState, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    world = await build_world(org, deals=40, leads=30, seed=5)
+    await live_changes(world)
+    today = datetime.now(UTC).date()
+    assert await _assert_stays_equal_history(state, org.id) > 40
+    assert await _filter_combinations(world, today, monkeypatch) > 0
+
+    deals = await fetch_deals(org)
+    open_deal = next(d for d in deals if d["status"] == "open" and d["stage_id"] == world.stages["prospect"])
+    # A live move, a loss, a reopen and a reassignment.
+    r = await org.client.post(
+        f"/v1/deals/{open_deal['id']}/move",
+        json={"stage_id": world.stages["first_contact"]},
+        headers=org.auth(),
+    )
+    assert r.status_code == 200, r.text
+    r = await org.client.post(
+        f"/v1/deals/{open_deal['id']}/lost", json={"reason": "price"}, headers=org.auth()
+    )
+    assert r.status_code == 200, r.text
+    r = await org.client.post(f"/v1/deals/{open_deal['id']}/reopen", json={}, headers=org.auth())
+    assert r.status_code == 200, r.text
+    moved = next(d for d in deals if d["status"] != "open" and d["owner_id"] == world.users["rep1"])
+    r = await org.client.patch(
+        f"/v1/deals/{moved['id']}", json={"owner_id": world.users["rep3"]}, headers=org.auth()
+    )
+    assert r.status_code == 200, r.text
+    # A re-import that rewrites a deal's history (one stage fewer, times shifted).
+    line = next(x for x in world.deal_lines if len(x["stage_history"]) >= 3)
+    changed = {**line, "stage_history": [line["stage_history"][0], *line["stage_history"][2:]]}
+    report = await post_import(org, "deals", [changed])
+    assert report["updated"] == 1, report
+    # Deletes.
+    for gone in [d for d in deals if d["status"] == "lost"][:2]:
+        r = await org.client.delete(f"/v1/deals/{gone['id']}", headers=org.auth())
+        assert r.status_code == 200, r.text
+    # A new imported deal with a long history.
+    created = datetime.now(UTC) - timedelta(days=40)
+    report = await post_import(
+        org,
+        "deals",
+        [
+            {
+                "external_id": "stays-new",
+                "name": "Deal stays",
+                "currency": "USD",
+                "amount": "10.00",
+                "created_at": created.isoformat(),
+                "status": "won",
+                "closed_at": (created + timedelta(days=30)).isoformat(),
+                "stage_history": [
+                    {"stage": key, "entered_at": (created + timedelta(days=i * 5)).isoformat()}
+                    for i, key in enumerate(
+                        ["prospect", "first_contact", "quote", "first_contact", "negotiation"]
+                    )
+                ],
+            }
+        ],
+    )
+    assert report["created"] == 1, report
+    await _assert_stays_equal_history(state, org.id)
+    assert await _filter_combinations(world, today, monkeypatch) > 0
