@@ -14,6 +14,7 @@ from app.models.intake import InboundEvent, IntakeSource
 from app.models.lead import Activity, Lead
 from app.models.metrics import (
     DealClosedRollup,
+    DealFunnelFacts,
     DealOpenRollup,
     DealStageStay,
     ExchangeRate,
@@ -47,6 +48,7 @@ __all__ = [
     "Deal",
     "DealClosedRollup",
     "DealFieldHistory",
+    "DealFunnelFacts",
     "DealOpenRollup",
     "DealStageHistory",
     "DealStageStay",

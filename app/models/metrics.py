@@ -13,7 +13,16 @@ from datetime import datetime
 from decimal import Decimal
 
 from pydantic import ConfigDict, model_validator
-from sqlalchemy import CheckConstraint, ForeignKeyConstraint, Index, Numeric, String, UniqueConstraint
+from sqlalchemy import (
+    ARRAY,
+    CheckConstraint,
+    ForeignKeyConstraint,
+    Index,
+    Numeric,
+    String,
+    UniqueConstraint,
+    Uuid,
+)
 from sqlmodel import Field, SQLModel
 
 from app.db import TenantScoped
@@ -352,3 +361,44 @@ class DealStageStay(IdMixin, TenantMixin, table=True):
     stage_id: uuid.UUID = Field()
     entered_at: datetime = TimestampField()
     left_at: datetime = TimestampField()
+
+
+class DealFunnelFacts(IdMixin, TenantMixin, table=True):
+    """What the cohort funnel needs of one deal (`id` is the deal's id), in one narrow row: the deal's
+    own columns the funnel filters, groups and sums by, the stages its history ever entered
+    (`reached`, sorted ids) and, for a lost deal, the stage it left for the lost stage (`last_open`).
+    Kept by triggers on deals and deal_stage_history (each change recomputes the deals it touched),
+    so it always equals the same computation over the base tables; the funnel reads it by
+    (org_id, pipeline_id, created_at) instead of joining the cohort to its stage history."""
+
+    __tablename__ = "deal_funnel_facts"
+    __table_args__ = (
+        Index(
+            "ix_deal_funnel_facts_org_id_pipeline_id_created_at",
+            "org_id",
+            "pipeline_id",
+            "created_at",
+            postgresql_include=[
+                "status",
+                "currency",
+                "amount",
+                "owner_id",
+                "lead_id",
+                "closed_at",
+                "reached",
+                "last_open",
+            ],
+        ),
+        tenant_fk("deal_funnel_facts", "id", "deals", ondelete="CASCADE"),
+    )
+
+    pipeline_id: uuid.UUID = Field()
+    lead_id: uuid.UUID | None = Field(default=None)
+    owner_id: uuid.UUID | None = Field(default=None)
+    currency: str = Field(max_length=3)
+    amount: Decimal | None = Field(default=None, sa_type=Numeric(18, 4))
+    status: str = Field(max_length=8)
+    created_at: datetime = TimestampField()
+    closed_at: datetime | None = TimestampField(nullable=True, default_now=False)
+    reached: list[uuid.UUID] = Field(sa_type=ARRAY(Uuid()))
+    last_open: uuid.UUID | None = Field(default=None)

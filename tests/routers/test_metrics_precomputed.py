@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from sqlalchemy import text
 
-from app.services.metrics import wins
+from app.services.metrics import funnel, wins
 from app.state import AppState
 from tests.conftest import Org
 from tests.routers.metrics_reference import World, build_world, fetch_deals, live_changes, post_import
@@ -44,6 +44,42 @@ async def _cycle(org: Org, key: str | None, params: dict[str, Any], monkeypatch:
     return answers[0]
 
 
+async def _funnel(org: Org, key: str | None, params: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> Any:
+    """The funnel from deal_funnel_facts, and from the deals and their history; both must be equal."""
+    answers = []
+    for use_table in (True, False):
+        monkeypatch.setattr(funnel, "USE_FACTS_TABLE", use_table)
+        r = await org.client.get("/v1/metrics/funnel", params=params, headers=org.auth(key))
+        assert r.status_code == 200, r.text
+        answers.append(r.json())
+    assert answers[0] == answers[1], params
+    return answers[0]
+
+
+FACTS_FROM_BASE = """
+    SELECT d.id, d.pipeline_id, d.lead_id, d.owner_id, d.currency, d.amount, d.status, d.created_at,
+           d.closed_at,
+           COALESCE((SELECT array_agg(DISTINCT h.to_stage_id ORDER BY h.to_stage_id) FROM deal_stage_history h
+                     WHERE h.org_id = d.org_id AND h.deal_id = d.id), '{}'),
+           (SELECT h.from_stage_id FROM deal_stage_history h
+            WHERE d.status = 'lost' AND h.org_id = d.org_id AND h.deal_id = d.id
+              AND h.at = d.stage_entered_at AND h.to_stage_id = d.stage_id)
+    FROM deals d WHERE d.org_id = :o"""
+FACTS_TABLE = """
+    SELECT id, pipeline_id, lead_id, owner_id, currency, amount, status, created_at, closed_at, reached, last_open
+    FROM deal_funnel_facts WHERE org_id = :o"""
+
+
+async def _assert_facts_equal_base(state: AppState, org_id: Any) -> int:
+    async with state.sessions() as session:
+        expected = sorted(
+            map(tuple, (await session.execute(text(FACTS_FROM_BASE), {"o": org_id})).all()), key=str
+        )
+        got = sorted(map(tuple, (await session.execute(text(FACTS_TABLE), {"o": org_id})).all()), key=str)
+    assert got == expected
+    return len(got)
+
+
 async def _filter_combinations(world: World, today: Any, monkeypatch: pytest.MonkeyPatch) -> int:
     """Cycle under many filter combinations and callers, table vs history; returns the stays seen."""
     org = world.org
@@ -69,9 +105,15 @@ async def _filter_combinations(world: World, today: Any, monkeypatch: pytest.Mon
     for period, flt, group in itertools.product(periods, filters, groups):
         body = await _cycle(org, None, {**period, **flt, **group}, monkeypatch)
         seen += sum(t["stays"] for row in body["rows"] for t in row["time_in_stage"])
+        body = await _funnel(org, None, {**period, **flt, **group}, monkeypatch)
+        seen += sum(row["reached"] for row in body["rows"])
+    for period in periods:
+        for group in ({}, {"group_by": "month"}, {"group_by": "owner"}):
+            await _funnel(org, None, {**period, **group, "convert_to": "CNY"}, monkeypatch)
     for name in ("rep1", "manager_a", "viewer"):
         for group in ({}, {"group_by": "owner"}, {"group_by": "month"}):
             await _cycle(org, world.keys[name], {**periods[1], **group}, monkeypatch)
+            await _funnel(org, world.keys[name], {**periods[1], **group}, monkeypatch)
     return seen
 
 
@@ -81,7 +123,15 @@ async def test_stays_table_equals_the_stage_history_under_filters_and_changes(
     world = await build_world(org, deals=40, leads=30, seed=5)
     await live_changes(world)
     today = datetime.now(UTC).date()
+    for currency in ("USD", "EUR", "JPY", "GBP"):
+        r = await org.client.post(
+            "/v1/exchange-rates",
+            json={"date": "2000-01-01", "from": currency, "to": "CNY", "rate": "7.1234"},
+            headers=org.auth(),
+        )
+        assert r.status_code in (200, 201), r.text
     assert await _assert_stays_equal_history(state, org.id) > 40
+    assert await _assert_facts_equal_base(state, org.id) > 40
     assert await _filter_combinations(world, today, monkeypatch) > 0
 
     deals = await fetch_deals(org)
@@ -138,4 +188,5 @@ async def test_stays_table_equals_the_stage_history_under_filters_and_changes(
     )
     assert report["created"] == 1, report
     await _assert_stays_equal_history(state, org.id)
+    await _assert_facts_equal_base(state, org.id)
     assert await _filter_combinations(world, today, monkeypatch) > 0
