@@ -75,6 +75,9 @@ async def load(conn: asyncpg.Connection, org_id: uuid.UUID, args: argparse.Names
     started = time.perf_counter()
     await conn.execute("SELECT loudou_rebuild_deal_rollups($1)", org_id)
     await conn.execute("SELECT loudou_rebuild_stage_stays($1)", org_id)
+    await conn.execute("SELECT loudou_rebuild_funnel_facts($1)", org_id)
+    for table in ("deal_stage_stays", "deal_funnel_facts", "deal_open_rollup", "deal_closed_rollup"):
+        await conn.execute(f"VACUUM (ANALYZE) {table}")
     for table in LOADED:
         await conn.execute(f"VACUUM (ANALYZE) {table}")
     print(f"  rollups, vacuum, analyze: {time.perf_counter() - started:.0f} s")
@@ -430,6 +433,8 @@ async def main() -> None:
     parser.add_argument("--leads", type=int, default=None, help="default: deals / 5")
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--years", type=int, default=3, help="deals and leads created over this many years")
+    parser.add_argument("--keep", action="store_true", help="keep the loaded database (its name is printed)")
+    parser.add_argument("--database", help="time again on a database a --keep run loaded (no load)")
     args = parser.parse_args()
     if args.leads is None:
         args.leads = args.deals // 5
@@ -448,11 +453,13 @@ async def _timed(call: Any, runs: int) -> float:
 
 async def measure(args: argparse.Namespace, admin_dsn: str, redis_url: str) -> None:
     """Everything on a fresh database of the server at `admin_dsn`."""
-    db_name = f"loudou_bench_{uuid.uuid4().hex[:8]}"
+    db_name = args.database or f"loudou_bench_{uuid.uuid4().hex[:8]}"
     dsn = database_dsn(admin_dsn, db_name)
-    admin = await asyncpg.connect(admin_dsn)
-    await admin.execute(f'CREATE DATABASE "{db_name}"')
-    await admin.close()
+    saved = Path(tempfile.gettempdir()) / f"{db_name}.json"
+    if not args.database:
+        admin = await asyncpg.connect(admin_dsn)
+        await admin.execute(f'CREATE DATABASE "{db_name}"')
+        await admin.close()
     workdir = Path(tempfile.mkdtemp(prefix="loudou-bench-"))
     env = {
         **os.environ,
@@ -466,34 +473,40 @@ async def measure(args: argparse.Namespace, admin_dsn: str, redis_url: str) -> N
     }
     try:
         run([str(BIN / "loudou"), "migrate"], env)
-        created = json.loads(
-            run(
-                [
-                    str(BIN / "loudou"),
-                    "org",
-                    "create",
-                    "Bench",
-                    "--admin-email",
-                    "bench@example.com",
-                    "--json",
-                ],
-                env,
+        if args.database:
+            created = json.loads(saved.read_text())
+        else:
+            created = json.loads(
+                run(
+                    [
+                        str(BIN / "loudou"),
+                        "org",
+                        "create",
+                        "Bench",
+                        "--admin-email",
+                        "bench@example.com",
+                        "--json",
+                    ],
+                    env,
+                )
             )
-        )
         org_id = uuid.UUID(created["org_id"])
         conn = await asyncpg.connect(dsn.replace("postgresql+asyncpg://", "postgresql://"))
         # The hand-written SQL gets the memory the API's metrics transactions get.
         await conn.execute(f"SET work_mem = '{Settings().metrics_work_mem}'")
-        started = time.perf_counter()
-        await load(conn, org_id, args)
-        print(f"load: {time.perf_counter() - started:.0f} s")
         today = datetime.now(UTC).date()
+        if not args.database:
+            started = time.perf_counter()
+            await load(conn, org_id, args)
+            print(f"load: {time.perf_counter() - started:.0f} s")
+            started = time.perf_counter()
+            await _snapshots(dsn, org_id, today)
+            print(f"30 daily snapshots: {time.perf_counter() - started:.1f} s")
+            if args.keep:
+                saved.write_text(json.dumps(created))
         start, end = today.replace(year=today.year - 1), today + timedelta(days=1)
         t0 = datetime.combine(start, datetime.min.time(), tzinfo=UTC)
         t1 = datetime.combine(end, datetime.min.time(), tzinfo=UTC)
-        started = time.perf_counter()
-        await _snapshots(dsn, org_id, today)
-        print(f"30 daily snapshots: {time.perf_counter() - started:.1f} s")
         as_of = today - timedelta(days=30)
         trend_from = today - timedelta(days=30)
         endpoints: list[tuple[str, str, dict[str, str], str, tuple[Any, ...]]] = [
@@ -546,10 +559,14 @@ async def measure(args: argparse.Namespace, admin_dsn: str, redis_url: str) -> N
         for label, api, base in rows:
             print(f"{label:<22}{api:>17.1f}{base:>14.1f}{api / base if base else float('inf'):>8.2f}")
         print(f"API process peak RSS: {peak:.0f} MB ({args.deals} deals, {args.leads} leads)")
+        print(f"load average: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     finally:
-        admin = await asyncpg.connect(admin_dsn)
-        await admin.execute(f'DROP DATABASE IF EXISTS "{db_name}" WITH (FORCE)')
-        await admin.close()
+        if args.keep or args.database:
+            print(f"kept database {db_name} (again: --database {db_name}; drop it when done)")
+        else:
+            admin = await asyncpg.connect(admin_dsn)
+            await admin.execute(f'DROP DATABASE IF EXISTS "{db_name}" WITH (FORCE)')
+            await admin.close()
 
 
 async def _snapshots(dsn: str, org_id: uuid.UUID, today: date) -> None:
