@@ -402,3 +402,44 @@ class DealFunnelFacts(IdMixin, TenantMixin, table=True):
     closed_at: datetime | None = TimestampField(nullable=True, default_now=False)
     reached: list[uuid.UUID] = Field(sa_type=ARRAY(Uuid()))
     last_open: uuid.UUID | None = Field(default=None)
+
+
+class LeadFunnelFacts(IdMixin, TenantMixin, table=True):
+    """What the lead funnel needs of one lead (`id` is the lead's id), in one narrow row: the lead's
+    columns it filters, groups and counts by, and whether the deal it converted to is won now.
+    Kept by triggers on leads (insert; update of those columns) and deals (status, insert, delete),
+    so it always equals the same computation over the base tables; the lead funnel reads it by
+    (org_id, created_at) instead of the leads joined to their deals."""
+
+    __tablename__ = "lead_funnel_facts"
+    __table_args__ = (
+        Index(
+            "ix_lead_funnel_facts_org_id_created_at",
+            "org_id",
+            "created_at",
+            postgresql_include=[
+                "owner_id",
+                "source",
+                "source_id",
+                "status",
+                "first_contacted_at",
+                "converted_deal_id",
+                "duplicate_of",
+                "deleted_at",
+                "won",
+            ],
+        ),
+        Index("ix_lead_funnel_facts_org_id_converted_deal_id", "org_id", "converted_deal_id"),
+        tenant_fk("lead_funnel_facts", "id", "leads", ondelete="CASCADE"),
+    )
+
+    created_at: datetime = TimestampField()
+    owner_id: uuid.UUID | None = Field(default=None)
+    source: str = Field(max_length=16)
+    source_id: uuid.UUID | None = Field(default=None)
+    status: str = Field(max_length=16)
+    first_contacted_at: datetime | None = TimestampField(nullable=True, default_now=False)
+    converted_deal_id: uuid.UUID | None = Field(default=None)
+    duplicate_of: uuid.UUID | None = Field(default=None)
+    deleted_at: datetime | None = TimestampField(nullable=True, default_now=False)
+    won: bool = False

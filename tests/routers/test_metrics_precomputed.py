@@ -11,10 +11,17 @@ from typing import Any
 import pytest
 from sqlalchemy import text
 
-from app.services.metrics import funnel, wins
+from app.services.metrics import funnel, leads, wins
 from app.state import AppState
 from tests.conftest import Org
-from tests.routers.metrics_reference import World, build_world, fetch_deals, live_changes, post_import
+from tests.routers.metrics_reference import (
+    World,
+    build_world,
+    fetch_all,
+    fetch_deals,
+    live_changes,
+    post_import,
+)
 
 STAYS_FROM_HISTORY = """
     SELECT h.id, h.deal_id, h.to_stage_id, h.at, h.left_at
@@ -54,6 +61,31 @@ async def _funnel(org: Org, key: str | None, params: dict[str, Any], monkeypatch
         answers.append(r.json())
     assert answers[0] == answers[1], params
     return answers[0]
+
+
+async def _lead_funnel(
+    org: Org, key: str | None, params: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> Any:
+    """The lead funnel from lead_funnel_facts, and from the leads and their deals; both must be equal."""
+    answers = []
+    for use_table in (True, False):
+        monkeypatch.setattr(leads, "USE_FACTS_TABLE", use_table)
+        r = await org.client.get("/v1/metrics/lead-funnel", params=params, headers=org.auth(key))
+        assert r.status_code == 200, r.text
+        answers.append(r.json())
+    assert answers[0] == answers[1], params
+    return answers[0]
+
+
+LEAD_FACTS_FROM_BASE = """
+    SELECT le.id, le.created_at, le.owner_id, le.source, le.source_id, le.status, le.first_contacted_at,
+           le.converted_deal_id, le.duplicate_of, le.deleted_at, COALESCE(cd.status = 'won', false)
+    FROM leads le LEFT JOIN deals cd ON cd.org_id = le.org_id AND cd.id = le.converted_deal_id
+    WHERE le.org_id = :o"""
+LEAD_FACTS_TABLE = """
+    SELECT id, created_at, owner_id, source, source_id, status, first_contacted_at, converted_deal_id,
+           duplicate_of, deleted_at, won
+    FROM lead_funnel_facts WHERE org_id = :o"""
 
 
 FACTS_FROM_BASE = """
@@ -107,6 +139,11 @@ async def _filter_combinations(world: World, today: Any, monkeypatch: pytest.Mon
         seen += sum(t["stays"] for row in body["rows"] for t in row["time_in_stage"])
         body = await _funnel(org, None, {**period, **flt, **group}, monkeypatch)
         seen += sum(row["reached"] for row in body["rows"])
+        if "pipeline_id" not in flt and "currency" not in flt:
+            lead_groups = [group] if group else [{}, {"group_by": "intake_source"}]
+            for lead_group in lead_groups:
+                body = await _lead_funnel(org, None, {**period, **flt, **lead_group}, monkeypatch)
+                seen += sum(row["created"] for row in body["rows"])
     for period in periods:
         for group in ({}, {"group_by": "month"}, {"group_by": "owner"}):
             await _funnel(org, None, {**period, **group, "convert_to": "CNY"}, monkeypatch)
@@ -114,6 +151,7 @@ async def _filter_combinations(world: World, today: Any, monkeypatch: pytest.Mon
         for group in ({}, {"group_by": "owner"}, {"group_by": "month"}):
             await _cycle(org, world.keys[name], {**periods[1], **group}, monkeypatch)
             await _funnel(org, world.keys[name], {**periods[1], **group}, monkeypatch)
+            await _lead_funnel(org, world.keys[name], {**periods[1], **group}, monkeypatch)
     return seen
 
 
@@ -159,6 +197,36 @@ async def test_stays_table_equals_the_stage_history_under_filters_and_changes(
     changed = {**line, "stage_history": [line["stage_history"][0], *line["stage_history"][2:]]}
     report = await post_import(org, "deals", [changed])
     assert report["updated"] == 1, report
+    # Leads: a reassignment, a delete, a merge into another; the deal a lead converted to is lost,
+    # another such deal deleted.
+    leads_now = await fetch_all(org, "/v1/leads")
+    converted = [le for le in leads_now if le.get("converted_deal_id")]
+    plain = [le for le in leads_now if not le.get("converted_deal_id")]
+    r = await org.client.post(
+        f"/v1/leads/{plain[0]['id']}/assign", json={"owner_id": world.users["rep2"]}, headers=org.auth()
+    )
+    assert r.status_code == 200, r.text
+    r = await org.client.delete(f"/v1/leads/{plain[1]['id']}", headers=org.auth())
+    assert r.status_code == 200, r.text
+    r = await org.client.post(
+        f"/v1/leads/{plain[3]['id']}/merge", json={"duplicate_id": plain[2]["id"]}, headers=org.auth()
+    )
+    assert r.status_code == 200, r.text
+    by_id = {d["id"]: d for d in deals}
+    open_converted = [
+        le for le in converted if by_id.get(le["converted_deal_id"], {}).get("status") == "open"
+    ]
+    if open_converted:
+        r = await org.client.post(
+            f"/v1/deals/{open_converted[0]['converted_deal_id']}/lost",
+            json={"reason": "price"},
+            headers=org.auth(),
+        )
+        assert r.status_code == 200, r.text
+    won_converted = [le for le in converted if by_id.get(le["converted_deal_id"], {}).get("status") == "won"]
+    assert won_converted
+    r = await org.client.delete(f"/v1/deals/{won_converted[0]['converted_deal_id']}", headers=org.auth())
+    assert r.status_code == 200, r.text
     # Deletes.
     for gone in [d for d in deals if d["status"] == "lost"][:2]:
         r = await org.client.delete(f"/v1/deals/{gone['id']}", headers=org.auth())
