@@ -409,9 +409,15 @@ HAND_SQL: dict[str, str] = {
         WHERE le.org_id = $1 AND le.duplicate_of IS NULL AND le.deleted_at IS NULL
           AND le.created_at >= $2 AND le.created_at < $3""",
     "reps": """
-        SELECT owner_id, status, currency, count(*), sum(amount) FROM deals
+        SELECT owner_id, status, currency, count(*), sum(amount), NULL::bigint, NULL::bigint FROM deals
         WHERE org_id = $1 AND status IN ('won', 'lost') AND closed_at >= $2 AND closed_at < $3
-        GROUP BY 1, 2, 3""",
+        GROUP BY 1, 2, 3
+        UNION ALL
+        SELECT owner_id, 'leads', NULL, count(*), NULL, count(first_contacted_at), count(converted_deal_id)
+        FROM leads
+        WHERE org_id = $1 AND duplicate_of IS NULL AND deleted_at IS NULL AND owner_id IS NOT NULL
+          AND created_at >= $2 AND created_at < $3
+        GROUP BY 1""",
 }
 # As-of reconstruction by hand: the last stage entered and the last amount/probability set before T.
 HAND_AS_OF = """

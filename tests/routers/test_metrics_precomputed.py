@@ -66,14 +66,17 @@ async def _funnel(org: Org, key: str | None, params: dict[str, Any], monkeypatch
 async def _lead_funnel(
     org: Org, key: str | None, params: dict[str, Any], monkeypatch: pytest.MonkeyPatch
 ) -> Any:
-    """The lead funnel from lead_funnel_facts, and from the leads and their deals; both must be equal."""
-    answers = []
-    for use_table in (True, False):
-        monkeypatch.setattr(leads, "USE_FACTS_TABLE", use_table)
-        r = await org.client.get("/v1/metrics/lead-funnel", params=params, headers=org.auth(key))
-        assert r.status_code == 200, r.text
-        answers.append(r.json())
-    assert answers[0] == answers[1], params
+    """The lead funnel (and reps' lead counts) from lead_funnel_facts, and from the leads and their
+    deals; both must be equal."""
+    for path in ("reps", "lead-funnel"):
+        answers = []
+        for use_table in (True, False):
+            monkeypatch.setattr(leads, "USE_FACTS_TABLE", use_table)
+            query = {k: v for k, v in params.items() if path == "lead-funnel" or k != "group_by"}
+            r = await org.client.get(f"/v1/metrics/{path}", params=query, headers=org.auth(key))
+            assert r.status_code == 200, r.text
+            answers.append(r.json())
+        assert answers[0] == answers[1], (path, params)
     return answers[0]
 
 
