@@ -659,8 +659,9 @@ async def _admin_key(dsn: str) -> dict[str, str]:
         )
         now = datetime.now(UTC)
         await conn.execute(
-            "INSERT INTO api_keys "
-            "(created_at, updated_at, org_id, id, user_id, name, prefix, key_hash, scopes) VALUES ($1, $1, $2, $3, $4, 'bench', $5, $6, '[\"*\"]')",
+            """INSERT INTO api_keys
+               (created_at, updated_at, org_id, id, user_id, name, prefix, key_hash, scopes)
+               VALUES ($1, $1, $2, $3, $4, 'bench', $5, $6, '["*"]')""",
             now,
             org_id,
             uuid.uuid4(),
