@@ -492,6 +492,7 @@ async def main() -> None:
     parser.add_argument("--leads", type=int, default=None, help="default: deals / 5")
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--years", type=int, default=3, help="deals and leads created over this many years")
+    parser.add_argument("--trend-days", type=int, default=30, help="the trend's range (days up to today)")
     parser.add_argument("--keep", action="store_true", help="keep the loaded database (its name is printed)")
     parser.add_argument("--database", help="time again on a database a --keep run loaded (no load)")
     args = parser.parse_args()
@@ -558,25 +559,25 @@ async def measure(args: argparse.Namespace, admin_dsn: str, redis_url: str) -> N
             have = await conn.fetchval(
                 "SELECT count(*) FROM pipeline_snapshot_days WHERE org_id = $1", org_id
             )
-            if have < 30:  # the --keep run stopped before its snapshots
+            if have < args.trend_days + 1:  # the --keep run stopped before its snapshots
                 started = time.perf_counter()
-                await _snapshots(dsn, org_id, today)
-                print(f"30 daily snapshots: {time.perf_counter() - started:.1f} s")
+                await _snapshots(dsn, org_id, today, args.trend_days)
+                print(f"daily snapshots: {time.perf_counter() - started:.1f} s")
             await _vacuum_precomputed(conn)  # a migration may have just filled one
         else:
             started = time.perf_counter()
             await load(conn, org_id, args)
             print(f"load: {time.perf_counter() - started:.0f} s")
             started = time.perf_counter()
-            await _snapshots(dsn, org_id, today)
-            print(f"30 daily snapshots: {time.perf_counter() - started:.1f} s")
+            await _snapshots(dsn, org_id, today, args.trend_days)
+            print(f"daily snapshots: {time.perf_counter() - started:.1f} s")
             if args.keep:
                 saved.write_text(json.dumps(created))
         start, end = today.replace(year=today.year - 1), today + timedelta(days=1)
         t0 = datetime.combine(start, datetime.min.time(), tzinfo=UTC)
         t1 = datetime.combine(end, datetime.min.time(), tzinfo=UTC)
         as_of = today - timedelta(days=30)
-        trend_from = today - timedelta(days=30)
+        trend_from = today - timedelta(days=args.trend_days)
         endpoints: list[tuple[str, str, dict[str, str], str, tuple[Any, ...]]] = [
             (name, name, {}, sql, (org_id, t0, t1)) for name, sql in HAND_SQL.items()
         ]
@@ -587,7 +588,7 @@ async def measure(args: argparse.Namespace, admin_dsn: str, redis_url: str) -> N
         endpoints.insert(
             3,
             (
-                "pipeline/trend 30 d",
+                f"pipeline/trend {args.trend_days} d",
                 "pipeline/trend",
                 {"from": trend_from.isoformat(), "to": today.isoformat()},
                 HAND_TREND,
@@ -674,17 +675,31 @@ async def _admin_key(dsn: str) -> dict[str, str]:
     return {"org_id": str(org_id), "api_key": token}
 
 
-async def _snapshots(dsn: str, org_id: uuid.UUID, today: date) -> None:
-    """Take the last 30 days' snapshots the way the cron job does."""
-    from app.config import Settings
+async def _snapshots(dsn: str, org_id: uuid.UUID, today: date, trend_days: int) -> None:
+    """Take the snapshots of the trend's days and of the as-of day (30 days ago) the way the cron
+    job does (days already taken are kept)."""
+    from sqlalchemy import text
+
     from app.db import create_engine, session_factory, tenant_session
     from app.services.metrics import snapshots
 
-    engine = create_engine(Settings(database_url=dsn, redis_url="redis://unused"))
+    # No statement timeout: on a busy machine one day's reconstruction over 1M deals can take minutes.
+    engine = create_engine(Settings(database_url=dsn, redis_url="redis://unused", db_statement_timeout_ms=0))
     try:
         async with tenant_session(session_factory(engine), org_id) as session:
-            for offset in range(30, 0, -1):
-                await snapshots.take_snapshot(session, org_id, today - timedelta(days=offset), "UTC")
+            have = set(
+                (
+                    await session.execute(
+                        text("SELECT day FROM pipeline_snapshot_days WHERE org_id = :o"), {"o": org_id}
+                    )
+                )
+                .scalars()
+                .all()
+            )
+            for offset in sorted({30, *range(trend_days, 0, -1)}, reverse=True):
+                if today - timedelta(days=offset) not in have:
+                    await snapshots.take_snapshot(session, org_id, today - timedelta(days=offset), "UTC")
+                    await session.commit()
             await session.commit()
     finally:
         await engine.dispose()
