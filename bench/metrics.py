@@ -79,10 +79,13 @@ async def load(conn: asyncpg.Connection, org_id: uuid.UUID, args: argparse.Names
         await conn.execute(row["indexdef"])
     print(f"  {len(indexes)} indexes: {time.perf_counter() - started:.0f} s")
     started = time.perf_counter()
+    await conn.execute("SET session_replication_role = replica")  # one pass each, no cascading triggers
     await conn.execute("SELECT loudou_rebuild_deal_rollups($1)", org_id)
     await conn.execute("SELECT loudou_rebuild_stage_stays($1)", org_id)
     await conn.execute("SELECT loudou_rebuild_funnel_facts($1)", org_id)
+    await conn.execute("SELECT loudou_rebuild_funnel_days($1)", org_id)
     await conn.execute("SELECT loudou_rebuild_lead_facts($1)", org_id)
+    await conn.execute("SET session_replication_role = DEFAULT")
     await _vacuum_precomputed(conn)
     for table in LOADED:
         await conn.execute(f"VACUUM (ANALYZE) {table}")
@@ -92,6 +95,7 @@ async def load(conn: asyncpg.Connection, org_id: uuid.UUID, args: argparse.Names
 PRECOMPUTED = [
     "deal_stage_stays",
     "deal_funnel_facts",
+    "deal_funnel_days",
     "lead_funnel_facts",
     "deal_open_rollup",
     "deal_closed_rollup",

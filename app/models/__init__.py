@@ -14,6 +14,7 @@ from app.models.intake import InboundEvent, IntakeSource
 from app.models.lead import Activity, Lead
 from app.models.metrics import (
     DealClosedRollup,
+    DealFunnelDay,
     DealFunnelFacts,
     DealOpenRollup,
     DealStageStay,
@@ -49,6 +50,7 @@ __all__ = [
     "Deal",
     "DealClosedRollup",
     "DealFieldHistory",
+    "DealFunnelDay",
     "DealFunnelFacts",
     "DealOpenRollup",
     "DealStageHistory",

@@ -443,3 +443,36 @@ class LeadFunnelFacts(IdMixin, TenantMixin, table=True):
     duplicate_of: uuid.UUID | None = Field(default=None)
     deleted_at: datetime | None = TimestampField(nullable=True, default_now=False)
     won: bool = False
+
+
+class DealFunnelDay(IdMixin, TenantMixin, table=True):
+    """deal_funnel_facts summed per pipeline, local creation day (the organisation's timezone),
+    status, currency, stages reached and last open stage: count and Σ amount. Kept by a trigger on
+    deal_funnel_facts (each fact row in or out adds or takes away its share; a timezone change
+    rebuilds it with the deal rollups); the funnel reads it when no filter needs a deal's owner,
+    lead or conversion day."""
+
+    __tablename__ = "deal_funnel_days"
+    __table_args__ = (
+        UniqueConstraint(
+            "org_id",
+            "pipeline_id",
+            "day",
+            "status",
+            "currency",
+            "reached",
+            "last_open",
+            name="uq_deal_funnel_days_key",
+            postgresql_nulls_not_distinct=True,
+        ),
+        tenant_fk("deal_funnel_days", "pipeline_id", "pipelines", ondelete="CASCADE"),
+    )
+
+    pipeline_id: uuid.UUID = Field()
+    day: dt.date
+    status: str = Field(max_length=8)
+    currency: str = Field(max_length=3)
+    reached: list[uuid.UUID] = Field(sa_type=ARRAY(Uuid()))
+    last_open: uuid.UUID | None = Field(default=None)
+    n: int
+    amount: Decimal = Field(sa_type=Numeric())

@@ -261,3 +261,11 @@ async def test_stays_table_equals_the_stage_history_under_filters_and_changes(
     await _assert_stays_equal_history(state, org.id)
     await _assert_facts_equal_base(state, org.id)
     assert await _filter_combinations(world, today, monkeypatch) > 0
+    # A timezone change moves deals across local days: the per-day funnel rollup is rebuilt.
+    r = await org.client.patch(
+        "/v1/organisation", json={"settings": {"timezone": "America/Los_Angeles"}}, headers=org.auth()
+    )
+    assert r.status_code == 200, r.text
+    await _assert_facts_equal_base(state, org.id)
+    for params in ({}, {"group_by": "week"}, {"from": (today - timedelta(days=90)).isoformat()}):
+        await _funnel(org, None, params, monkeypatch)
