@@ -58,6 +58,9 @@ class Settings(BaseSettings):
     assignment_concurrency: int = 2
     # Every metrics query runs under this statement timeout (a 503 when exceeded, never a hung pool).
     metrics_statement_timeout_ms: int = 30_000
+    # work_mem of a metrics transaction (medians and percentiles sort up to millions of values; with
+    # the server's default 4MB those sorts spill to disk). Per sort/hash node, in PostgreSQL's units.
+    metrics_work_mem: str = Field(default="64MB", pattern=r"^[0-9]+(kB|MB|GB)$")
     # Connections a process keeps open, and at most uses at once: a request or job beyond them
     # waits for one. No overflow by default: an overflow connection is closed when it is given
     # back, so under steady load it is a new connection (and backend) per burst.

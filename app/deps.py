@@ -89,13 +89,13 @@ async def get_principal(
 PrincipalDep = Annotated[Principal, Depends(get_principal)]
 
 
-async def _read_only(session: AsyncSession, timeout_ms: int) -> None:
+async def _read_only(session: AsyncSession, settings: Settings) -> None:
     await session.execute(
         text(
             "SELECT set_config('transaction_read_only', 'on', true), "
-            "set_config('statement_timeout', :timeout, true)"
+            "set_config('statement_timeout', :timeout, true), set_config('work_mem', :work_mem, true)"
         ),
-        {"timeout": f"{timeout_ms}ms"},
+        {"timeout": f"{settings.metrics_statement_timeout_ms}ms", "work_mem": settings.metrics_work_mem},
     )
 
 
@@ -105,14 +105,13 @@ async def get_read_session(
     """A read-only session for metrics and exports, scoped to the caller's organisation, every statement
     under LOUDOU_METRICS_STATEMENT_TIMEOUT_MS: the replica's when DATABASE_READ_URL is set, else the
     request's own (its transaction made read-only: one connection per request, not two)."""
-    timeout_ms = state.settings.metrics_statement_timeout_ms
     if state.read_sessions is None:
-        await _read_only(session, timeout_ms)
+        await _read_only(session, state.settings)
         yield session
         return
     async with state.read_sessions() as replica:
         scope_session(replica, principal.org_id)
-        await _read_only(replica, timeout_ms)
+        await _read_only(replica, state.settings)
         try:
             yield replica
         finally:

@@ -2,15 +2,21 @@
 
     .venv/bin/python -m bench.metrics [--deals 1000000] [--leads 200000] [--runs 5]
 
-Creates a fresh database (dropped at the end), runs the migrations, creates an organisation with 20
-reps in 4 teams, and loads by COPY (not the ORM) `--deals` deals spread over the last 400 days with
-about five stage-history rows each (random walks through the default pipeline, won, lost, reopened,
-still open), the field history live changes would have written, and `--leads` leads, a third of them
-converted. It takes the daily snapshots of the last 30 days (the cron's job), then serves the API
-(`loudou serve --workers 2`) and times each metrics endpoint with its default filters (the year up to
-today; the trend over the last 30 days) — the median of `--runs` calls — next to the best SQL we could
-write by hand on the base tables for the same numbers, run over asyncpg in the same run, and prints one
-table with the ratio (endpoint / SQL) and the API processes' peak RSS. PostgreSQL and Redis: as
+Creates a fresh database (dropped at the end unless `--keep`), runs the migrations, creates an
+organisation with 20 reps in 4 teams, and loads by COPY (not the ORM) `--deals` deals created over
+the last `--years` years (growing: more recent deals than old ones) with about five stage-history
+rows each (random walks through the default pipeline with steps back, won, lost, reopened, still
+open), the field history live changes would have written, and `--leads` leads, a third of them
+converted. It loads the way a restore does: secondary indexes dropped and built after the COPY,
+triggers and foreign-key checks off while it runs, then the trigger-kept tables (rollups, stays,
+funnel facts, lead facts) rebuilt in one pass each. It takes the daily snapshots of the last 30
+days (the cron's job), then serves the API (`loudou serve --workers 2`) and times each metrics
+endpoint with its default filters (the year up to today; the trend over the last 30 days) — the
+median of `--runs` calls — next to the best SQL we could write by hand on the base tables for the
+same numbers, run over asyncpg in the same run with the same work_mem as the API's metrics
+transactions, and prints one table with the ratio (endpoint / SQL) and the API processes' peak
+RSS. `--keep` keeps the loaded database; `--database NAME` times again on it (migrating it first).
+PostgreSQL and Redis: as
 bench/intake.py finds them (bench/servers.py).
 """
 
@@ -34,6 +40,7 @@ from typing import Any
 import asyncpg
 import httpx
 
+from app.config import Settings
 from bench.intake import BIN, free_port, run, server
 from bench.servers import bench_servers, database_dsn
 
@@ -46,7 +53,63 @@ def _json(value: Any) -> str:
     return json.dumps(value)
 
 
+LOADED = ["deals", "deal_stage_history", "deal_field_history", "leads"]
+
+
 async def load(conn: asyncpg.Connection, org_id: uuid.UUID, args: argparse.Namespace) -> None:
+    """Bulk-load the way a restore does: secondary indexes dropped and rebuilt after the COPY,
+    triggers and foreign-key checks off while it runs (the generator keeps every key in the
+    organisation), then the rollups the triggers would have kept, rebuilt in one pass."""
+    indexes = await conn.fetch(
+        "SELECT i.indexname, i.indexdef FROM pg_indexes i WHERE i.schemaname = 'public' "
+        "AND i.tablename = ANY($1::text[]) AND NOT EXISTS ("
+        "  SELECT 1 FROM pg_constraint c WHERE c.conname = i.indexname)",
+        LOADED,
+    )
+    for row in indexes:
+        await conn.execute(f'DROP INDEX "{row["indexname"]}"')
+    await conn.execute("SET session_replication_role = replica")
+    started = time.perf_counter()
+    await _generate(conn, org_id, args)
+    print(f"  COPY: {time.perf_counter() - started:.0f} s")
+    await conn.execute("SET session_replication_role = DEFAULT")
+    started = time.perf_counter()
+    await conn.execute("SET maintenance_work_mem = '256MB'")
+    for row in indexes:
+        await conn.execute(row["indexdef"])
+    print(f"  {len(indexes)} indexes: {time.perf_counter() - started:.0f} s")
+    started = time.perf_counter()
+    await conn.execute("SET session_replication_role = replica")  # one pass each, no cascading triggers
+    await conn.execute("SELECT loudou_rebuild_deal_rollups($1)", org_id)
+    await conn.execute("SELECT loudou_rebuild_stage_stays($1)", org_id)
+    await conn.execute("SELECT loudou_rebuild_funnel_facts($1)", org_id)
+    await conn.execute("SELECT loudou_rebuild_funnel_days($1)", org_id)
+    await conn.execute("SELECT loudou_rebuild_lead_facts($1)", org_id)
+    await conn.execute("SET session_replication_role = DEFAULT")
+    await _vacuum_precomputed(conn)
+    for table in LOADED:
+        await conn.execute(f"VACUUM (ANALYZE) {table}")
+    print(f"  rollups, vacuum, analyze: {time.perf_counter() - started:.0f} s")
+
+
+PRECOMPUTED = [
+    "deal_stage_stays",
+    "deal_funnel_facts",
+    "deal_funnel_days",
+    "lead_funnel_facts",
+    "deal_open_rollup",
+    "deal_closed_rollup",
+    "pipeline_snapshots",
+]
+
+
+async def _vacuum_precomputed(conn: asyncpg.Connection) -> None:
+    """Visibility maps and statistics of the trigger-kept tables (index-only scans need the former)."""
+    for table in PRECOMPUTED:
+        await conn.execute(f"VACUUM (ANALYZE) {table}")
+
+
+async def _generate(conn: asyncpg.Connection, org_id: uuid.UUID, args: argparse.Namespace) -> None:
     """Users, deals with stage and field history, leads — by COPY."""
     rng = random.Random(7)
     pipeline_id, stage_rows = (
@@ -133,24 +196,30 @@ async def load(conn: asyncpg.Connection, org_id: uuid.UUID, args: argparse.Names
         history.clear()
         fields.clear()
 
+    span = args.years * 365 * 86400.0
     for i in range(args.deals):
         deal_id = uuid.uuid4()
-        created = now - timedelta(seconds=rng.uniform(3600, 400 * 86400))
+        # Several years, growing: a third more deals each year than the year before (u ** 0.8 leans
+        # towards now); at least an hour old.
+        created = now - timedelta(seconds=max(3600.0, span * (1 - rng.random() ** 0.8)))
         owner = rng.choice(users)
         currency = "CNY" if rng.random() < 0.6 else "USD"
         amount = Decimal(rng.randint(1_000, 5_000_000)) / 100
         path: list[tuple[str, datetime]] = [("prospect", created)]
         t, pos = created, 0
-        for _ in range(rng.choice([1, 2, 3, 4, 4])):
-            pos = min(4, pos + rng.choice([1, 1, 1, 2]))
-            t = t + timedelta(seconds=rng.uniform(3600, 15 * 86400))
+        for _ in range(rng.choice([2, 3, 3, 4, 5])):
+            # mostly forward, sometimes a step back (a deal cooling off)
+            new = max(0, min(4, pos + rng.choice([-1, 1, 1, 1, 2])))
+            pos = new if new != pos else (pos - 1 if pos == 4 else pos + 1)
+            t = t + timedelta(seconds=rng.uniform(3600, 12 * 86400))
             if t >= now:
                 break
             path.append((OPEN[pos], t))
         roll = rng.random()
         status = "open"
         t_close = t + timedelta(seconds=rng.uniform(3600, 20 * 86400))
-        if t_close < now and roll < 0.7:
+        # Most old deals are closed; recent ones are still open.
+        if t_close < now and roll < 0.85:
             status = "won" if roll < 0.3 else "lost"
             if roll < 0.05 and t_close + timedelta(days=2) < now:  # lost, reopened, then won
                 path.append(("lost", t_close))
@@ -216,7 +285,7 @@ async def load(conn: asyncpg.Connection, org_id: uuid.UUID, args: argparse.Names
     leads: list[tuple[Any, ...]] = []
     sources = ["web_form", "email", "webhook", "api", "import"]
     for i in range(args.leads):
-        created = now - timedelta(seconds=rng.uniform(3600, 400 * 86400))
+        created = now - timedelta(seconds=max(3600.0, span * (1 - rng.random() ** 0.8)))
         contacted = created + timedelta(seconds=rng.uniform(60, 3 * 86400)) if rng.random() < 0.75 else None
         if contacted is not None and contacted >= now:
             contacted = None
@@ -249,7 +318,6 @@ async def load(conn: asyncpg.Connection, org_id: uuid.UUID, args: argparse.Names
             await _copy_leads(conn, leads)
             leads.clear()
     await _copy_leads(conn, leads)
-    await conn.execute("ANALYZE")
     print(
         f"loaded {counts['deals']} deals, {counts['history']} stage-history rows, {counts['fields']} "
         f"field-history rows, {args.leads} leads"
@@ -342,11 +410,18 @@ HAND_SQL: dict[str, str] = {
                percentile_cont(0.9) WITHIN GROUP (ORDER BY {SPEED})
                  FILTER (WHERE first_contacted_at IS NOT NULL)
         FROM leads le LEFT JOIN deals d ON d.id = le.converted_deal_id
-        WHERE le.org_id = $1 AND le.duplicate_of IS NULL AND le.created_at >= $2 AND le.created_at < $3""",
+        WHERE le.org_id = $1 AND le.duplicate_of IS NULL AND le.deleted_at IS NULL
+          AND le.created_at >= $2 AND le.created_at < $3""",
     "reps": """
-        SELECT owner_id, status, currency, count(*), sum(amount) FROM deals
+        SELECT owner_id, status, currency, count(*), sum(amount), NULL::bigint, NULL::bigint FROM deals
         WHERE org_id = $1 AND status IN ('won', 'lost') AND closed_at >= $2 AND closed_at < $3
-        GROUP BY 1, 2, 3""",
+        GROUP BY 1, 2, 3
+        UNION ALL
+        SELECT owner_id, 'leads', NULL, count(*), NULL, count(first_contacted_at), count(converted_deal_id)
+        FROM leads
+        WHERE org_id = $1 AND duplicate_of IS NULL AND deleted_at IS NULL AND owner_id IS NOT NULL
+          AND created_at >= $2 AND created_at < $3
+        GROUP BY 1""",
 }
 # As-of reconstruction by hand: the last stage entered and the last amount/probability set before T.
 HAND_AS_OF = """
@@ -362,9 +437,39 @@ HAND_AS_OF = """
     LEFT JOIN fv p ON p.deal_id = st.deal_id AND p.field = 'probability'
     LEFT JOIN fv c ON c.deal_id = st.deal_id AND c.field = 'currency'
     GROUP BY 1, 2"""
+# The trend on the base tables: every day's as-of in one statement, from the intervals each stage
+# and each amount/probability/currency value held (the next entry of the same deal ends one).
 HAND_TREND = """
-    SELECT day, stage_id, currency, sum(count), sum(amount), sum(weighted_amount) FROM pipeline_snapshots
-    WHERE org_id = $1 AND day >= $2 AND day < $3 GROUP BY 1, 2, 3"""
+    WITH days AS (
+      SELECT d::date AS day, (d::date + 1)::timestamp AT TIME ZONE 'UTC' AS end_at
+      FROM generate_series($2::date, $3::date - 1, interval '1 day') AS d),
+    st AS (
+      SELECT * FROM (
+        SELECT deal_id, to_stage_id, at, lead(at) OVER (PARTITION BY deal_id ORDER BY at, id) AS until
+        FROM deal_stage_history WHERE org_id = $1 AND at < ($3::date)::timestamp AT TIME ZONE 'UTC') x
+      WHERE until IS NULL OR until >= ($2::date + 1)::timestamp AT TIME ZONE 'UTC'),
+    fv AS (
+      SELECT * FROM (
+        SELECT deal_id, field, new_value #>> '{}' AS value, at,
+               lead(at) OVER (PARTITION BY deal_id, field ORDER BY at, id) AS until
+        FROM deal_field_history
+        WHERE org_id = $1 AND field IN ('amount', 'probability', 'currency')
+          AND at < ($3::date)::timestamp AT TIME ZONE 'UTC') x
+      WHERE until IS NULL OR until >= ($2::date + 1)::timestamp AT TIME ZONE 'UTC')
+    SELECT dd.day, st.to_stage_id, c.value, count(*), sum(a.value::numeric),
+           sum(a.value::numeric * p.value::numeric / 100)
+    FROM days dd
+    JOIN st ON st.at < dd.end_at AND (st.until IS NULL OR st.until >= dd.end_at)
+    JOIN stages s ON s.id = st.to_stage_id AND s.kind = 'open'
+    LEFT JOIN fv a ON a.deal_id = st.deal_id AND a.field = 'amount' AND a.at < dd.end_at
+                  AND (a.until IS NULL OR a.until >= dd.end_at)
+    LEFT JOIN fv p ON p.deal_id = st.deal_id AND p.field = 'probability' AND p.at < dd.end_at
+                  AND (p.until IS NULL OR p.until >= dd.end_at)
+    LEFT JOIN fv c ON c.deal_id = st.deal_id AND c.field = 'currency' AND c.at < dd.end_at
+                  AND (c.until IS NULL OR c.until >= dd.end_at)
+    GROUP BY 1, 2, 3"""
+# A hand-written statement slower than this (its warm-up run, in seconds) is timed by that run alone.
+SLOW_HAND_SECONDS = 5.0
 
 
 def rss_mb(pgid: int) -> float:
@@ -390,6 +495,10 @@ async def main() -> None:
     parser.add_argument("--deals", type=int, default=1_000_000)
     parser.add_argument("--leads", type=int, default=None, help="default: deals / 5")
     parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--years", type=int, default=3, help="deals and leads created over this many years")
+    parser.add_argument("--trend-days", type=int, default=30, help="the trend's range (days up to today)")
+    parser.add_argument("--keep", action="store_true", help="keep the loaded database (its name is printed)")
+    parser.add_argument("--database", help="time again on a database a --keep run loaded (no load)")
     args = parser.parse_args()
     if args.leads is None:
         args.leads = args.deals // 5
@@ -408,11 +517,13 @@ async def _timed(call: Any, runs: int) -> float:
 
 async def measure(args: argparse.Namespace, admin_dsn: str, redis_url: str) -> None:
     """Everything on a fresh database of the server at `admin_dsn`."""
-    db_name = f"loudou_bench_{uuid.uuid4().hex[:8]}"
+    db_name = args.database or f"loudou_bench_{uuid.uuid4().hex[:8]}"
     dsn = database_dsn(admin_dsn, db_name)
-    admin = await asyncpg.connect(admin_dsn)
-    await admin.execute(f'CREATE DATABASE "{db_name}"')
-    await admin.close()
+    saved = Path(tempfile.gettempdir()) / f"{db_name}.json"
+    if not args.database:
+        admin = await asyncpg.connect(admin_dsn)
+        await admin.execute(f'CREATE DATABASE "{db_name}"')
+        await admin.close()
     workdir = Path(tempfile.mkdtemp(prefix="loudou-bench-"))
     env = {
         **os.environ,
@@ -426,34 +537,51 @@ async def measure(args: argparse.Namespace, admin_dsn: str, redis_url: str) -> N
     }
     try:
         run([str(BIN / "loudou"), "migrate"], env)
-        created = json.loads(
-            run(
-                [
-                    str(BIN / "loudou"),
-                    "org",
-                    "create",
-                    "Bench",
-                    "--admin-email",
-                    "bench@example.com",
-                    "--json",
-                ],
-                env,
+        if args.database:
+            created = json.loads(saved.read_text()) if saved.exists() else await _admin_key(dsn)
+        else:
+            created = json.loads(
+                run(
+                    [
+                        str(BIN / "loudou"),
+                        "org",
+                        "create",
+                        "Bench",
+                        "--admin-email",
+                        "bench@example.com",
+                        "--json",
+                    ],
+                    env,
+                )
             )
-        )
         org_id = uuid.UUID(created["org_id"])
         conn = await asyncpg.connect(dsn.replace("postgresql+asyncpg://", "postgresql://"))
-        started = time.perf_counter()
-        await load(conn, org_id, args)
-        print(f"load: {time.perf_counter() - started:.0f} s")
+        # The hand-written SQL gets the memory the API's metrics transactions get.
+        await conn.execute(f"SET work_mem = '{Settings().metrics_work_mem}'")
         today = datetime.now(UTC).date()
+        if args.database:
+            have = await conn.fetchval(
+                "SELECT count(*) FROM pipeline_snapshot_days WHERE org_id = $1", org_id
+            )
+            if have < args.trend_days + 1:  # the --keep run stopped before its snapshots
+                started = time.perf_counter()
+                await _snapshots(dsn, org_id, today, args.trend_days)
+                print(f"daily snapshots: {time.perf_counter() - started:.1f} s")
+            await _vacuum_precomputed(conn)  # a migration may have just filled one
+        else:
+            started = time.perf_counter()
+            await load(conn, org_id, args)
+            print(f"load: {time.perf_counter() - started:.0f} s")
+            started = time.perf_counter()
+            await _snapshots(dsn, org_id, today, args.trend_days)
+            print(f"daily snapshots: {time.perf_counter() - started:.1f} s")
+            if args.keep:
+                saved.write_text(json.dumps(created))
         start, end = today.replace(year=today.year - 1), today + timedelta(days=1)
         t0 = datetime.combine(start, datetime.min.time(), tzinfo=UTC)
         t1 = datetime.combine(end, datetime.min.time(), tzinfo=UTC)
-        started = time.perf_counter()
-        await _snapshots(dsn, org_id, today)
-        print(f"30 daily snapshots: {time.perf_counter() - started:.1f} s")
         as_of = today - timedelta(days=30)
-        trend_from = today - timedelta(days=30)
+        trend_from = today - timedelta(days=args.trend_days)
         endpoints: list[tuple[str, str, dict[str, str], str, tuple[Any, ...]]] = [
             (name, name, {}, sql, (org_id, t0, t1)) for name, sql in HAND_SQL.items()
         ]
@@ -464,7 +592,7 @@ async def measure(args: argparse.Namespace, admin_dsn: str, redis_url: str) -> N
         endpoints.insert(
             3,
             (
-                "pipeline/trend 30 d",
+                f"pipeline/trend {args.trend_days} d",
                 "pipeline/trend",
                 {"from": trend_from.isoformat(), "to": today.isoformat()},
                 HAND_TREND,
@@ -493,34 +621,89 @@ async def measure(args: argparse.Namespace, admin_dsn: str, redis_url: str) -> N
                         await conn.fetch(sql, *sql_args)
 
                     await call()  # warm both up once
-                    await hand()
+                    warm = await _timed(hand, 1)
                     api = await _timed(call, args.runs)
-                    base = await _timed(hand, args.runs)
+                    slow = warm > SLOW_HAND_SECONDS * 1000
+                    base = warm if slow else await _timed(hand, args.runs)
+                    if slow:
+                        label += " *"
                     peak = max(peak, rss_mb(proc.pid))
                     rows.append((label, api, base))
-        await conn.close()
         print()
         print(f"{'endpoint':<22}{'API ms (median)':>17}{'hand SQL ms':>14}{'ratio':>8}")
         for label, api, base in rows:
             print(f"{label:<22}{api:>17.1f}{base:>14.1f}{api / base if base else float('inf'):>8.2f}")
-        print(f"API process peak RSS: {peak:.0f} MB ({args.deals} deals, {args.leads} leads)")
+        deals, leads = (
+            await conn.fetchval("SELECT count(*) FROM deals WHERE org_id = $1", org_id),
+            await conn.fetchval("SELECT count(*) FROM leads WHERE org_id = $1", org_id),
+        )
+        print(f"API process peak RSS: {peak:.0f} MB ({deals} deals, {leads} leads)")
+        if any(label.endswith(" *") for label, _, _ in rows):
+            print(f"* hand SQL slower than {SLOW_HAND_SECONDS:.0f} s: timed by one run")
+        await conn.close()
+        print(f"load average: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     finally:
-        admin = await asyncpg.connect(admin_dsn)
-        await admin.execute(f'DROP DATABASE IF EXISTS "{db_name}" WITH (FORCE)')
-        await admin.close()
+        if args.keep or args.database:
+            print(f"kept database {db_name} (again: --database {db_name}; drop it when done)")
+        else:
+            admin = await asyncpg.connect(admin_dsn)
+            await admin.execute(f'DROP DATABASE IF EXISTS "{db_name}" WITH (FORCE)')
+            await admin.close()
 
 
-async def _snapshots(dsn: str, org_id: uuid.UUID, today: date) -> None:
-    """Take the last 30 days' snapshots the way the cron job does."""
-    from app.config import Settings
+async def _admin_key(dsn: str) -> dict[str, str]:
+    """A new API key of the Bench organisation's admin (a --keep run stopped before saving its own)."""
+    from app.security import new_api_key
+
+    token, prefix, digest = new_api_key()
+    conn = await asyncpg.connect(dsn)
+    try:
+        org_id, user_id = await conn.fetchrow(
+            "SELECT o.id, u.id FROM organisations o JOIN users u ON u.org_id = o.id "
+            "WHERE o.name = 'Bench' AND u.email = 'bench@example.com'"
+        )
+        now = datetime.now(UTC)
+        await conn.execute(
+            """INSERT INTO api_keys
+               (created_at, updated_at, org_id, id, user_id, name, prefix, key_hash, scopes)
+               VALUES ($1, $1, $2, $3, $4, 'bench', $5, $6, '["*"]')""",
+            now,
+            org_id,
+            uuid.uuid4(),
+            user_id,
+            prefix,
+            digest,
+        )
+    finally:
+        await conn.close()
+    return {"org_id": str(org_id), "api_key": token}
+
+
+async def _snapshots(dsn: str, org_id: uuid.UUID, today: date, trend_days: int) -> None:
+    """Take the snapshots of the trend's days and of the as-of day (30 days ago) the way the cron
+    job does (days already taken are kept)."""
+    from sqlalchemy import text
+
     from app.db import create_engine, session_factory, tenant_session
     from app.services.metrics import snapshots
 
-    engine = create_engine(Settings(database_url=dsn, redis_url="redis://unused"))
+    # No statement timeout: on a busy machine one day's reconstruction over 1M deals can take minutes.
+    engine = create_engine(Settings(database_url=dsn, redis_url="redis://unused", db_statement_timeout_ms=0))
     try:
         async with tenant_session(session_factory(engine), org_id) as session:
-            for offset in range(30, 0, -1):
-                await snapshots.take_snapshot(session, org_id, today - timedelta(days=offset), "UTC")
+            have = set(
+                (
+                    await session.execute(
+                        text("SELECT day FROM pipeline_snapshot_days WHERE org_id = :o"), {"o": org_id}
+                    )
+                )
+                .scalars()
+                .all()
+            )
+            for offset in sorted({30, *range(trend_days, 0, -1)}, reverse=True):
+                if today - timedelta(days=offset) not in have:
+                    await snapshots.take_snapshot(session, org_id, today - timedelta(days=offset), "UTC")
+                    await session.commit()
             await session.commit()
     finally:
         await engine.dispose()

@@ -13,12 +13,21 @@ from datetime import datetime
 from decimal import Decimal
 
 from pydantic import ConfigDict, model_validator
-from sqlalchemy import CheckConstraint, ForeignKeyConstraint, Index, Numeric, String, UniqueConstraint
+from sqlalchemy import (
+    ARRAY,
+    CheckConstraint,
+    ForeignKeyConstraint,
+    Index,
+    Numeric,
+    String,
+    UniqueConstraint,
+    Uuid,
+)
 from sqlmodel import Field, SQLModel
 
 from app.db import TenantScoped
 from app.models import examples as ex
-from app.models.base import TimestampField, new_id
+from app.models.base import IdMixin, TenantMixin, TimestampField, new_id, tenant_fk
 from app.models.common import CurrencyCode, Input, Patch
 from app.money import round_money
 
@@ -328,3 +337,142 @@ class DealClosedRollup(TenantKeyMixin, table=True):
     amount: Decimal = Field(sa_type=Numeric())
     amount_n: int
     cycle_seconds: Decimal = Field(sa_type=Numeric())
+
+
+class DealStageStay(IdMixin, TenantMixin, table=True):
+    """A stay in a stage that has ended: one row per stage-history entry that a later entry of the
+    same deal follows (`id` is the entry's id), from its `at` to the next entry's (`at`, then id,
+    order). Kept by statement triggers on deal_stage_history (each statement recomputes the stays
+    of the deals it touched), so it always equals `lead(at)` over the history; time in stage reads
+    it by `left_at` instead of ordering the whole history."""
+
+    __tablename__ = "deal_stage_stays"
+    __table_args__ = (
+        Index(
+            "ix_deal_stage_stays_org_id_left_at",
+            "org_id",
+            "left_at",
+            postgresql_include=["stage_id", "entered_at", "deal_id"],
+        ),
+        tenant_fk("deal_stage_stays", "deal_id", "deals", ondelete="CASCADE"),
+    )
+
+    deal_id: uuid.UUID = Field()
+    stage_id: uuid.UUID = Field()
+    entered_at: datetime = TimestampField()
+    left_at: datetime = TimestampField()
+
+
+class DealFunnelFacts(IdMixin, TenantMixin, table=True):
+    """What the cohort funnel needs of one deal (`id` is the deal's id), in one narrow row: the deal's
+    own columns the funnel filters, groups and sums by, the stages its history ever entered
+    (`reached`, sorted ids) and, for a lost deal, the stage it left for the lost stage (`last_open`).
+    Kept by triggers on deals and deal_stage_history (each change recomputes the deals it touched),
+    so it always equals the same computation over the base tables; the funnel reads it by
+    (org_id, pipeline_id, created_at) instead of joining the cohort to its stage history."""
+
+    __tablename__ = "deal_funnel_facts"
+    __table_args__ = (
+        Index(
+            "ix_deal_funnel_facts_org_id_pipeline_id_created_at",
+            "org_id",
+            "pipeline_id",
+            "created_at",
+            postgresql_include=[
+                "status",
+                "currency",
+                "amount",
+                "owner_id",
+                "lead_id",
+                "closed_at",
+                "reached",
+                "last_open",
+            ],
+        ),
+        tenant_fk("deal_funnel_facts", "id", "deals", ondelete="CASCADE"),
+    )
+
+    pipeline_id: uuid.UUID = Field()
+    lead_id: uuid.UUID | None = Field(default=None)
+    owner_id: uuid.UUID | None = Field(default=None)
+    currency: str = Field(max_length=3)
+    amount: Decimal | None = Field(default=None, sa_type=Numeric(18, 4))
+    status: str = Field(max_length=8)
+    created_at: datetime = TimestampField()
+    closed_at: datetime | None = TimestampField(nullable=True, default_now=False)
+    reached: list[uuid.UUID] = Field(sa_type=ARRAY(Uuid()))
+    last_open: uuid.UUID | None = Field(default=None)
+
+
+class LeadFunnelFacts(IdMixin, TenantMixin, table=True):
+    """What the lead funnel needs of one lead (`id` is the lead's id), in one narrow row: the lead's
+    columns it filters, groups and counts by, and whether the deal it converted to is won now.
+    Kept by triggers on leads (insert; update of those columns) and deals (status, insert, delete),
+    so it always equals the same computation over the base tables; the lead funnel reads it by
+    (org_id, created_at) instead of the leads joined to their deals."""
+
+    __tablename__ = "lead_funnel_facts"
+    __table_args__ = (
+        Index(
+            "ix_lead_funnel_facts_org_id_created_at",
+            "org_id",
+            "created_at",
+            postgresql_include=[
+                "owner_id",
+                "source",
+                "source_id",
+                "status",
+                "first_contacted_at",
+                "converted_deal_id",
+                "duplicate_of",
+                "deleted_at",
+                "won",
+            ],
+        ),
+        Index("ix_lead_funnel_facts_org_id_converted_deal_id", "org_id", "converted_deal_id"),
+        tenant_fk("lead_funnel_facts", "id", "leads", ondelete="CASCADE"),
+    )
+
+    created_at: datetime = TimestampField()
+    owner_id: uuid.UUID | None = Field(default=None)
+    source: str = Field(max_length=16)
+    source_id: uuid.UUID | None = Field(default=None)
+    status: str = Field(max_length=16)
+    first_contacted_at: datetime | None = TimestampField(nullable=True, default_now=False)
+    converted_deal_id: uuid.UUID | None = Field(default=None)
+    duplicate_of: uuid.UUID | None = Field(default=None)
+    deleted_at: datetime | None = TimestampField(nullable=True, default_now=False)
+    won: bool = False
+
+
+class DealFunnelDay(IdMixin, TenantMixin, table=True):
+    """deal_funnel_facts summed per pipeline, local creation day (the organisation's timezone),
+    status, currency, stages reached and last open stage: count and Σ amount. Kept by a trigger on
+    deal_funnel_facts (each fact row in or out adds or takes away its share; a timezone change
+    rebuilds it with the deal rollups); the funnel reads it when no filter needs a deal's owner,
+    lead or conversion day."""
+
+    __tablename__ = "deal_funnel_days"
+    __table_args__ = (
+        UniqueConstraint(
+            "org_id",
+            "pipeline_id",
+            "day",
+            "status",
+            "currency",
+            "reached",
+            "last_open",
+            name="uq_deal_funnel_days_key",
+            postgresql_nulls_not_distinct=True,
+        ),
+        tenant_fk("deal_funnel_days", "pipeline_id", "pipelines", ondelete="CASCADE"),
+    )
+
+    pipeline_id: uuid.UUID = Field()
+    day: dt.date
+    status: str = Field(max_length=8)
+    currency: str = Field(max_length=3)
+    reached: list[uuid.UUID] = Field(sa_type=ARRAY(Uuid()))
+    last_open: uuid.UUID | None = Field(default=None)
+    n: int
+    amount: Decimal = Field(sa_type=Numeric())

@@ -9,6 +9,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.models.common import Role
 from app.models.metric_reports import FunnelAmount, FunnelRow, MetricReport
 from app.security import Principal
 from app.services.metrics.common import (
@@ -20,11 +21,15 @@ from app.services.metrics.common import (
     group_expr,
     money,
     ratio,
+    rollup_group,
 )
 from app.services.metrics.context import context, envelope
 from app.services.metrics.conversion import Money
 
 GROUPS = (GroupBy.owner, GroupBy.team, GroupBy.source, GroupBy.month, GroupBy.week)
+# The cohort's reach and last open stage: from deal_funnel_facts (one trigger-kept row per deal),
+# or from the deals joined to their stage history; tests switch USE_FACTS_TABLE off to compare.
+USE_FACTS_TABLE = True
 
 
 async def funnel(session: AsyncSession, principal: Principal, query: MetricQuery) -> MetricReport[FunnelRow]:
@@ -46,7 +51,89 @@ async def funnel(session: AsyncSession, principal: Principal, query: MetricQuery
         "funnel_pipeline": pipeline_id,
         "open_ids": [s.id for s in open_stages],
     }
+    by_day = (
+        ctx.converter is None
+        and not sql.joins
+        and query.owner_id is None
+        and principal.role in (Role.admin, Role.viewer)
+        and query.group_by in (None, GroupBy.month, GroupBy.week)
+    )
+    if USE_FACTS_TABLE and by_day:
+        rows = await _from_days(session, query, params, open_stages)
+    elif USE_FACTS_TABLE:
+        rows = await _from_facts(session, ctx, sql, group, params, open_stages)
+    else:
+        rows = await _from_history(session, ctx, sql, group, params)
+    by_group: dict[str | None, list[Any]] = defaultdict(list)
+    for row in rows:
+        by_group[row[0]].append(row)
+    out: list[FunnelRow] = []
+    for grp in sorted(by_group, key=lambda g: (g is None, g or "")):
+        out.extend(_group_rows(ctx.new_money, grp, by_group[grp], open_stages, won_stage))
+    return MetricReport[FunnelRow].model_validate({**report, "rows": out})
+
+
+async def _from_days(
+    session: AsyncSession, query: MetricQuery, params: dict[str, Any], open_stages: list[Any]
+) -> list[Any]:
+    """The same rows from deal_funnel_days (local creation days: the period [d0, d1) is the same
+    instants as [t0, t1)), when nothing needs a deal's owner, lead or conversion day."""
+    currency = "AND r.currency = :currency" if query.currency is not None else ""
     rows = await fetch(
+        session,
+        f"""
+        SELECT {rollup_group(query.group_by)}, r.status, r.currency, NULL::date, r.reached, r.last_open,
+               sum(r.n), sum(r.amount)
+        FROM deal_funnel_days r
+        WHERE r.org_id = :org_id AND r.pipeline_id = :funnel_pipeline
+          AND r.day >= :d0 AND r.day < :d1 {currency}
+        GROUP BY 1, 2, 3, 4, 5, 6
+        HAVING sum(r.n) <> 0""",
+        params,
+    )
+    return _by_top_stage(rows, open_stages)
+
+
+async def _from_facts(
+    session: AsyncSession, ctx: Any, sql: Any, group: str, params: dict[str, Any], open_stages: list[Any]
+) -> list[Any]:
+    """(grp, status, currency, conv_day, max_pos, last_open, count, amount) from deal_funnel_facts `d`
+    (it has the deal columns the filters use), grouped by the set of stages reached; the highest
+    open stage reached (1-based, as the history query gives it) is taken here from the stage order."""
+    rows = await fetch(
+        session,
+        f"""
+        SELECT {group}, d.status, d.currency, {ctx.conversion_day("d.closed_at")}, d.reached, d.last_open,
+               count(*), sum(d.amount)
+        FROM deal_funnel_facts d {sql.join_sql}
+        WHERE {sql.where_sql} AND d.pipeline_id = :funnel_pipeline
+          AND d.created_at >= :t0 AND d.created_at < :t1
+        GROUP BY 1, 2, 3, 4, 5, 6""",
+        params,
+    )
+    return _by_top_stage(rows, open_stages)
+
+
+def _by_top_stage(rows: list[Any], open_stages: list[Any]) -> list[Any]:
+    """Rows keyed by the set of stages reached, merged by the highest open stage reached."""
+    position = {s.id: i + 1 for i, s in enumerate(open_stages)}
+    out: dict[tuple[Any, ...], list[Any]] = {}
+    for grp, status, currency, conv_day, reached, last_open, count, amount in rows:
+        max_pos = max((position[r] for r in reached if r in position), default=None)
+        key = (grp, status, currency, conv_day, max_pos, last_open)
+        merged = out.setdefault(key, [0, None])
+        merged[0] += count
+        if amount is not None:
+            merged[1] = amount if merged[1] is None else merged[1] + amount
+    return [(*key, count, amount) for key, (count, amount) in out.items()]
+
+
+async def _from_history(
+    session: AsyncSession, ctx: Any, sql: Any, group: str, params: dict[str, Any]
+) -> list[Any]:
+    """(grp, status, currency, conv_day, max_pos, last_open, count, amount) from the deals and their
+    stage history."""
+    return await fetch(
         session,
         f"""
         WITH cohort AS (
@@ -82,13 +169,6 @@ async def funnel(session: AsyncSession, principal: Principal, query: MetricQuery
         """,
         params,
     )
-    by_group: dict[str | None, list[Any]] = defaultdict(list)
-    for row in rows:
-        by_group[row[0]].append(row)
-    out: list[FunnelRow] = []
-    for grp in sorted(by_group, key=lambda g: (g is None, g or "")):
-        out.extend(_group_rows(ctx.new_money, grp, by_group[grp], open_stages, won_stage))
-    return MetricReport[FunnelRow].model_validate({**report, "rows": out})
 
 
 def _group_rows(

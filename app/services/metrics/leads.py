@@ -13,6 +13,14 @@ GROUPS = (GroupBy.source, GroupBy.intake_source, GroupBy.owner, GroupBy.team, Gr
 # Counted leads: not a merged duplicate, not deleted (lead_sql adds both conditions).
 CONTACTED = "le.first_contacted_at IS NOT NULL"
 SPEED = "EXTRACT(EPOCH FROM le.first_contacted_at - le.created_at)"
+# The cohort: lead_funnel_facts (one trigger-kept narrow row per lead: the lead's columns and whether
+# its converted deal is won), or the leads joined to their deals; tests switch USE_FACTS_TABLE off.
+USE_FACTS_TABLE = True
+FROM_FACTS = "FROM lead_funnel_facts le", "le.won"
+FROM_LEADS = (
+    "FROM leads le LEFT JOIN deals cd ON cd.org_id = le.org_id AND cd.id = le.converted_deal_id",
+    "cd.status = 'won'",
+)
 
 
 async def lead_funnel(
@@ -28,6 +36,7 @@ async def lead_funnel(
         source="le.source",
         intake_source="le.source_id",
     )
+    source, won = FROM_FACTS if USE_FACTS_TABLE else FROM_LEADS
     rows = await fetch(
         session,
         f"""
@@ -35,11 +44,10 @@ async def lead_funnel(
                count(*) FILTER (WHERE le.first_contacted_at IS NOT NULL),
                count(*) FILTER (WHERE le.status IN ('qualified', 'converted')),
                count(*) FILTER (WHERE le.converted_deal_id IS NOT NULL),
-               count(*) FILTER (WHERE cd.status = 'won'),
+               count(*) FILTER (WHERE {won}),
                percentile_cont(0.5) WITHIN GROUP (ORDER BY {SPEED}) FILTER (WHERE {CONTACTED}),
                percentile_cont(0.9) WITHIN GROUP (ORDER BY {SPEED}) FILTER (WHERE {CONTACTED})
-        FROM leads le
-        LEFT JOIN deals cd ON cd.org_id = le.org_id AND cd.id = le.converted_deal_id
+        {source}
         {sql.join_sql}
         WHERE {sql.where_sql} AND le.created_at >= :t0 AND le.created_at < :t1
         GROUP BY 1""",

@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.models.metric_reports import MetricReport, RepAmount, RepRow
 from app.security import Principal
 from app.services import targets as targets_service
+from app.services.metrics import leads as lead_metrics
 from app.services.metrics.common import (
     MetricQuery,
     Sql,
@@ -34,7 +35,7 @@ async def reps(session: AsyncSession, principal: Principal, query: MetricQuery) 
         session,
         f"""
         SELECT le.owner_id, count(*), count(le.first_contacted_at), count(le.converted_deal_id)
-        FROM leads le {leads.join_sql}
+        FROM {"lead_funnel_facts" if lead_metrics.USE_FACTS_TABLE else "leads"} le {leads.join_sql}
         WHERE {leads.where_sql} AND le.owner_id IS NOT NULL AND le.created_at >= :t0 AND le.created_at < :t1
         GROUP BY 1""",
         {**params, **leads.params},

@@ -32,6 +32,15 @@ from app.services.metrics.pipeline import open_rows
 
 GROUPS = (GroupBy.owner, GroupBy.team, GroupBy.source, GroupBy.month, GroupBy.week)
 CLOSED_IN_PERIOD = "d.closed_at >= :t0 AND d.closed_at < :t1"
+# Ended stays: the trigger-kept table, or the same rows computed from the stage history (one
+# ordered pass over all of it); tests switch USE_STAYS_TABLE off to compare the two.
+USE_STAYS_TABLE = True
+STAYS = "deal_stage_stays"
+STAYS_FROM_HISTORY = """(
+  SELECT h.org_id, h.deal_id, h.to_stage_id AS stage_id, h.at AS entered_at, h.left_at
+  FROM (SELECT h.*, lead(h.at) OVER (PARTITION BY h.deal_id ORDER BY h.at, h.id) AS left_at
+        FROM deal_stage_history h WHERE h.org_id = :org_id) h
+  WHERE h.left_at IS NOT NULL)"""
 
 
 def _sorted_groups(groups: Any) -> list[Any]:
@@ -105,24 +114,24 @@ async def cycle(session: AsyncSession, principal: Principal, query: MetricQuery)
         params,
     )
     stay_group = group_expr(query.group_by, anchor="s.left_at", owner="d.owner_id", source="sl.source")
-    # Stays end at the next stage entry of the same deal: one ordered pass over the stage history
-    # (the (org_id, deal_id, at) index gives that order), then the filters on the stays that ended.
+    # Ended stays are kept in deal_stage_stays (the stage history's lead(at), trigger-kept): read by
+    # left_at; the deals are joined only when a filter, the caller's visibility or the group needs them.
+    needs_deal = (
+        len(sql.where) > 1 or bool(sql.joins) or query.group_by not in (None, GroupBy.month, GroupBy.week)
+    )
+    deal_join = (
+        f"JOIN deals d ON d.org_id = s.org_id AND d.id = s.deal_id {sql.join_sql}" if needs_deal else ""
+    )
     stay_rows = await fetch(
         session,
         f"""
-        WITH s AS (
-          SELECT h.deal_id, h.to_stage_id AS stage_id, h.at AS entered_at,
-                 lead(h.at) OVER (PARTITION BY h.deal_id ORDER BY h.at, h.id) AS left_at
-          FROM deal_stage_history h
-          WHERE h.org_id = :org_id
-        )
         SELECT {stay_group}, s.stage_id, count(*),
                avg(EXTRACT(EPOCH FROM s.left_at - s.entered_at)),
                percentile_cont(0.5) WITHIN GROUP (ORDER BY EXTRACT(EPOCH FROM s.left_at - s.entered_at))
-        FROM s
-        JOIN deals d ON d.org_id = :org_id AND d.id = s.deal_id
-        {sql.join_sql}
-        WHERE s.left_at >= :t0 AND s.left_at < :t1 AND {sql.where_sql}
+        FROM {STAYS if USE_STAYS_TABLE else STAYS_FROM_HISTORY} s
+        {deal_join}
+        WHERE s.org_id = :org_id AND s.left_at >= :t0 AND s.left_at < :t1
+          AND {sql.where_sql if needs_deal else "true"}
         GROUP BY 1, 2""",
         params,
     )
