@@ -30,6 +30,7 @@ live leads in another order and try the webhooks first).
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import csv
 import dataclasses
@@ -46,6 +47,7 @@ from decimal import Decimal
 from typing import Any
 
 import httpx
+from arq.worker import Retry
 from sqlalchemy import select
 from sqlmodel import col
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
@@ -471,7 +473,17 @@ class _Demo:
         ctx = {"state": self.state, "redis": self.state.redis}
         for lead_id in lead_ids:
             if lead_id in events:
-                await assignment_jobs.assign_lead(ctx, str(events[lead_id]), str(self.org_id))
+                await self._assign_one(ctx, str(events[lead_id]))
+
+    async def _assign_one(self, ctx: dict[str, Any], outbox_id: str) -> None:
+        """One job run; when a running worker's batch holds the lead (`loudou dev` beside the
+        demo, or the test session's worker), wait for that batch's decision as arq would."""
+        for _ in range(100):
+            try:
+                await assignment_jobs.assign_lead(ctx, outbox_id, str(self.org_id))
+                return
+            except Retry as retry:
+                await asyncio.sleep((retry.defer_score or 200) / 1000)
 
     async def worker_duties(self) -> None:
         """What the worker's crons would have done for the organisation: the collections sweep
