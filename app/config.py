@@ -43,7 +43,10 @@ class Settings(BaseSettings):
     import_max_rows: int = 50_000
     page_size_default: int = 50
     page_size_max: int = 200
+    # Requests a minute per credential; 0 turns the API's rate limits off (per address too).
     rate_limit_per_minute: int = 1200
+    # Requests a minute per client address (API and intake alike), counted across processes.
+    rate_limit_per_ip_per_minute: int = 6000
     jwt_ttl_seconds: int = 3600
     idempotency_ttl_hours: int = 24
 

@@ -121,14 +121,22 @@ async def open_source(session: AsyncSession, key: str, kind: SourceKind) -> Inta
     return source
 
 
-async def rate_limit(state: AppState, source: IntakeSource) -> None:
-    """A one-minute window per source in Redis (429 + Retry-After); if Redis is down, intake goes on."""
+async def rate_limit(state: AppState, source: IntakeSource, address: str | None) -> ratelimit.Decision | None:
+    """One-minute windows per source and per client address, shared by every API process through
+    Redis (a local count while Redis is down; intake goes on): 429 + Retry-After past either,
+    else the tighter one's standing for the answer's RateLimit headers."""
     limit = source.rate_limit_per_minute
-    await ratelimit.hit(
+    return await ratelimit.check(
         state.redis,
-        f"loudou:rl:src:{source.id}",
-        limit=limit,
-        message=f"This source accepts {limit} requests a minute.",
+        [
+            ratelimit.Limit(
+                f"loudou:rl:src:{source.id}",
+                limit,
+                "source",
+                f"This source accepts {limit} requests a minute.",
+            ),
+            ratelimit.address_limit(state.settings, address),
+        ],
     )
 
 
