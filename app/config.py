@@ -71,6 +71,8 @@ class Settings(BaseSettings):
     # A pre-ping costs a round trip on every checkout; stale connections are recycled after 30 min
     # and a dropped server invalidates the pool on the first error anyway.
     db_pre_ping: bool = False
+    # A new connection that takes longer fails (the request answers 503 database_unavailable).
+    db_connect_timeout_seconds: float = 5.0
     access_log: bool = True
     # Dunning email: smtp://user:password@host:port (smtps:// for TLS); unset = webhooks only.
     smtp_url: str | None = None

@@ -79,7 +79,11 @@ def create_engine(settings: Settings, *, url: str | None = None, pool_size: int 
         max_overflow=settings.db_max_overflow,
         pool_pre_ping=settings.db_pre_ping,
         pool_recycle=1800,
-        connect_args={"server_settings": server_settings(settings)},
+        # A connect that hangs (a server gone without refusing) fails after this, as a 503.
+        connect_args={
+            "server_settings": server_settings(settings),
+            "timeout": settings.db_connect_timeout_seconds,
+        },
     )
 
 

@@ -26,12 +26,14 @@ from app import ratelimit
 from app.db import scope_session
 from app.errors import (
     AppError,
+    DatabaseUnavailable,
     Forbidden,
     NotFound,
     PayloadTooLarge,
     Unauthorized,
     UnsupportedMediaType,
     ValidationFailed,
+    database_unavailable,
     unstorable,
 )
 from app.models.base import utcnow
@@ -294,6 +296,8 @@ def processing_error(exc: Exception) -> AppError:
     class 22, say a NUL byte) is the client's 422, anything else ours (500, kept for replay)."""
     if isinstance(exc, AppError):
         return exc
+    if database_unavailable(exc):
+        return DatabaseUnavailable()
     return unstorable(exc) or AppError(
         f"Processing failed ({type(exc).__name__}); the request is kept and can be replayed."
     )
