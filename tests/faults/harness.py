@@ -251,6 +251,21 @@ class Stack:
         self.workers[index] = process
         return process
 
+    def wait_workers_ready(self, since: dict[int, int] | None = None) -> None:
+        """Until each running worker has logged both arq workers' start (after `since` bytes)."""
+
+        def ready(index: int) -> bool:
+            text = (self.root / f"worker{index}.log").read_bytes()[(since or {}).get(index, 0) :]
+            return text.count(b"Starting worker for") >= 2
+
+        for index, process in enumerate(self.workers):
+            if process is not None:
+                wait_until(lambda i=index: ready(i), timeout=90, what=f"worker {index} ready")
+
+    def log_size(self, index: int) -> int:
+        path = self.root / f"worker{index}.log"
+        return path.stat().st_size if path.exists() else 0
+
     def kill_worker(self, index: int) -> None:
         process = self.workers[index]
         assert process is not None
@@ -313,6 +328,7 @@ def start_stack() -> Stack:
         stack.start_api()
         stack.start_worker(0)
         stack.start_worker(1)
+        stack.wait_workers_ready()
     except BaseException:
         stack.stop_all()
         raise
