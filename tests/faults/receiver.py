@@ -21,7 +21,7 @@ from tests.faults.harness import free_port, wait_until
 @dataclass
 class Received:
     webhook_id: str
-    event_type: str
+    signature: str
     at: float  # time.monotonic()
     body: bytes
 
@@ -45,7 +45,7 @@ class Receiver:
         self.received[path].append(
             Received(
                 request.headers.get("webhook-id", ""),
-                request.headers.get("content-type", ""),
+                request.headers.get("webhook-signature", ""),
                 time.monotonic(),
                 body,
             )
