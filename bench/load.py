@@ -71,12 +71,16 @@ class Recorder:
     def __init__(self) -> None:
         self.latencies: dict[str, list[float]] = defaultdict(list)
         self.errors: dict[str, int] = defaultdict(int)
+        self.conflicts: dict[str, int] = defaultdict(int)
         self.samples: list[str] = []
 
     def note(
         self, name: str, started: float, response: httpx.Response | None, error: str | None = None
     ) -> None:
         self.latencies[name].append(time.perf_counter() - started)
+        if response is not None and response.status_code == 412:  # a background change won: re-read
+            self.conflicts[name] += 1
+            return
         if response is None or response.status_code >= 400:
             self.errors[name] += 1
             if len(self.samples) < 5:
@@ -88,10 +92,11 @@ class User:
     """One virtual user of a generator process."""
 
     def __init__(
-        self, ctx: dict[str, Any], http: httpx.AsyncClient, rec: Recorder, rng: random.Random
+        self, ctx: dict[str, Any], http: httpx.AsyncClient, rec: Recorder, rng: random.Random, rep: int
     ) -> None:
         self.ctx, self.http, self.rec, self.rng = ctx, http, rec, rng
-        self.rep = rng.randrange(len(ctx["rep_keys"]))
+        self.rep = rep % len(ctx["rep_keys"])  # a rep of its own: no two users edit one record at once
+        self.rep_id = ctx["rep_ids"][self.rep]
 
     def auth(self, key: str | None = None) -> dict[str, str]:
         return {"Authorization": f"Bearer {key or self.ctx['rep_keys'][self.rep]}"}
@@ -148,16 +153,19 @@ class User:
         if not leads:
             return
         lead = self.rng.choice(leads)
-        r = await self.call("rep get lead", "GET", f"/v1/leads/{lead['id']}", headers=self.auth())
-        if r is None or r.status_code != 200:
-            return
-        await self.call(
-            "rep update lead",
-            "PATCH",
-            f"/v1/leads/{lead['id']}",
-            json={"tags": ["called"], "status": "working"},
-            headers={**self.auth(), "If-Match": r.headers["etag"]},
-        )
+        for _ in range(3):  # If-Match: a 412 (the worker changed it meanwhile) means read again
+            r = await self.call("rep get lead", "GET", f"/v1/leads/{lead['id']}", headers=self.auth())
+            if r is None or r.status_code != 200:
+                return
+            r = await self.call(
+                "rep update lead",
+                "PATCH",
+                f"/v1/leads/{lead['id']}",
+                json={"tags": ["called"], "status": "working"},
+                headers={**self.auth(), "If-Match": r.headers["etag"]},
+            )
+            if r is None or r.status_code != 412:
+                return
 
     async def rep_deals(self) -> None:
         r = await self.call("rep list deals", "GET", "/v1/deals", params={"limit": 25}, headers=self.auth())
@@ -169,16 +177,19 @@ class User:
         if not deals:
             return
         deal = self.rng.choice(deals)
-        r = await self.call("rep get deal", "GET", f"/v1/deals/{deal['id']}", headers=self.auth())
-        if r is None or r.status_code != 200:
-            return
-        await self.call(
-            "rep update deal",
-            "PATCH",
-            f"/v1/deals/{deal['id']}",
-            json={"amount": f"{self.rng.randrange(1000, 90000)}.00"},
-            headers={**self.auth(), "If-Match": r.headers["etag"]},
-        )
+        for _ in range(3):
+            r = await self.call("rep get deal", "GET", f"/v1/deals/{deal['id']}", headers=self.auth())
+            if r is None or r.status_code != 200:
+                return
+            r = await self.call(
+                "rep update deal",
+                "PATCH",
+                f"/v1/deals/{deal['id']}",
+                json={"amount": f"{self.rng.randrange(1000, 90000)}.00"},
+                headers={**self.auth(), "If-Match": r.headers["etag"]},
+            )
+            if r is None or r.status_code != 412:
+                return
 
     async def quote_flow(self) -> None:
         r = await self.call(
@@ -234,7 +245,12 @@ async def _generate(ctx: dict[str, Any], users: int, seconds: float, seed: int) 
         await asyncio.gather(
             *[User(ctx, http, rec, rng, seed * users + i).run(until) for i, rng in enumerate(rngs)]
         )
-    return {"latencies": dict(rec.latencies), "errors": dict(rec.errors), "samples": rec.samples}
+    return {
+        "latencies": dict(rec.latencies),
+        "errors": dict(rec.errors),
+        "conflicts": dict(rec.conflicts),
+        "samples": rec.samples,
+    }
 
 
 def _generator_process(ctx: dict[str, Any], users: int, seconds: float, seed: int, out: Any) -> None:
@@ -343,12 +359,15 @@ def table(
 ) -> int:
     latencies: dict[str, list[float]] = defaultdict(list)
     errors: dict[str, int] = defaultdict(int)
+    conflicts: dict[str, int] = defaultdict(int)
     for part in results:
+        for name, count in part["conflicts"].items():
+            conflicts[name] += count
         for name, values in part["latencies"].items():
             latencies[name].extend(values)
         for name, count in part["errors"].items():
             errors[name] += count
-    print(f"\n{'operation':<24}{'count':>8}{'per s':>9}{'p50 ms':>9}{'p99 ms':>9}{'errors':>8}")
+    print(f"\n{'operation':<24}{'count':>8}{'per s':>9}{'p50 ms':>9}{'p99 ms':>9}{'errors':>8}{'412s':>6}")
     total = 0
     for name in sorted(latencies):
         values = sorted(latencies[name])
@@ -356,7 +375,7 @@ def table(
         p99 = values[min(len(values) - 1, int(len(values) * 0.99))]
         print(
             f"{name:<24}{len(values):>8}{len(values) / seconds:>9.1f}"
-            f"{statistics.median(values) * 1000:>9.0f}{p99 * 1000:>9.0f}{errors[name]:>8}"
+            f"{statistics.median(values) * 1000:>9.0f}{p99 * 1000:>9.0f}{errors[name]:>8}{conflicts[name]:>6}"
         )
     print(f"{'all requests':<24}{total:>8}{total / seconds:>9.1f}{'':>18}{sum(errors.values()):>8}")
     print(f"\n{'process':<40}{'peak RSS MB':>12}")
@@ -448,7 +467,7 @@ def measure(args: argparse.Namespace, admin_dsn: str, redis_url: str) -> int:
                 {
                     "API (loudou serve + uvicorn workers)": lambda: _children(api.pid),
                     "arq worker": lambda: [psutil.Process(w.pid) for w in workers],
-                    "PostgreSQL backends, USS (total)": lambda: _backends(db_name),
+                    "PostgreSQL backends, PSS (total)": lambda: _backends(db_name),
                     "Redis": lambda: [psutil.Process(redis_pid)],
                 }
             )
@@ -471,6 +490,9 @@ def measure(args: argparse.Namespace, admin_dsn: str, redis_url: str) -> int:
                         cpu_last[g.pid] = sum(psutil.Process(g.pid).cpu_times()[:2])
                 with suppress(queue.Empty):
                     results.append(out.get(timeout=0.5))
+                    continue
+                if any(g.exitcode not in (None, 0) for g in gens):
+                    raise RuntimeError("a load generator process failed; see its traceback above")
             elapsed = time.monotonic() - started
             for g in gens:
                 g.join(timeout=30)
