@@ -39,12 +39,17 @@ def json_logs() -> Iterator[io.StringIO]:
     root = logging.getLogger()
     handlers, level = root.handlers[:], root.level
     configure_logging("DEBUG", "json")
+    # Module-level loggers must not keep this configuration after the test (structlog caches a
+    # logger's configuration on its first use otherwise).
+    structlog.configure(cache_logger_on_first_use=False)
     buffer = io.StringIO()
     handler = root.handlers[0]
     assert isinstance(handler, logging.StreamHandler)
     handler.setStream(buffer)
     yield buffer
     root.handlers, root.level = handlers, level
+    for name in ("httpx", "httpcore"):
+        logging.getLogger(name).setLevel(logging.NOTSET)
     structlog.reset_defaults()
 
 

@@ -158,13 +158,15 @@ async def test_a_connection_lost_during_the_direct_write_is_not_reused(
     try:
         monkeypatch.setattr(DriverStatements, "fetchval", lost)
         r = await org.client.post(source["endpoint"], json={"email": "lost@example.com"})
-        assert r.status_code == 500 and r.json()["inbound_event_id"]
+        # A lost connection is the database out of reach: 503 (retry), not a 500.
+        assert r.status_code == 503 and r.json()["code"] == "database_unavailable"
+        assert r.json()["inbound_event_id"] and r.headers["retry-after"] == "2"
         assert [type(e) for e in invalidated] == [ConnectionResetError]
         monkeypatch.undo()
         kept = (
             await org.client.get(f"/v1/inbound-events/{r.json()['inbound_event_id']}", headers=org.auth())
         ).json()
-        assert kept["status"] == "rejected" and "ConnectionResetError" in kept["reason"]
+        assert kept["status"] == "rejected" and "database" in kept["reason"]
         r = await org.client.post(source["endpoint"], json={"email": "lost@example.com"})
         assert r.status_code == 201 and r.json()["status"] == "created"
     finally:
