@@ -43,7 +43,10 @@ class Settings(BaseSettings):
     import_max_rows: int = 50_000
     page_size_default: int = 50
     page_size_max: int = 200
+    # Requests a minute per credential; 0 turns the API's rate limits off (per address too).
     rate_limit_per_minute: int = 1200
+    # Requests a minute per client address (API and intake alike), counted across processes.
+    rate_limit_per_ip_per_minute: int = 6000
     jwt_ttl_seconds: int = 3600
     idempotency_ttl_hours: int = 24
 
@@ -74,6 +77,8 @@ class Settings(BaseSettings):
     # A pre-ping costs a round trip on every checkout; stale connections are recycled after 30 min
     # and a dropped server invalidates the pool on the first error anyway.
     db_pre_ping: bool = False
+    # A new connection that takes longer fails (the request answers 503 database_unavailable).
+    db_connect_timeout_seconds: float = 5.0
     access_log: bool = True
     # Dunning email: smtp://user:password@host:port (smtps:// for TLS); unset = webhooks only.
     smtp_url: str | None = None

@@ -73,7 +73,11 @@ def create_engine(settings: Settings, *, url: str | None = None, pool_size: int 
     target = url or settings.database_url
     if not target:
         raise RuntimeError("DATABASE_URL is not set (and no embedded server was started)")
-    connect_args: dict[str, Any] = {"server_settings": server_settings(settings)}
+    # A connect that hangs (a server gone without refusing) fails after the timeout, as a 503.
+    connect_args: dict[str, Any] = {
+        "server_settings": server_settings(settings),
+        "timeout": settings.db_connect_timeout_seconds,
+    }
     if not wants_ssl(target):
         connect_args["ssl"] = False
     return create_async_engine(

@@ -72,11 +72,17 @@ async def get_principal(
     """Authenticate the caller and scope the request's session to their organisation."""
     token = _bearer(authorization)
     limit = state.settings.rate_limit_per_minute
-    await ratelimit.hit(
+    request.state.ratelimit = await ratelimit.check(
         state.redis,
-        f"loudou:rl:{hash_token(token)[:24]}",
-        limit=limit,
-        message=f"More than {limit} requests a minute with this credential.",
+        [
+            ratelimit.Limit(
+                f"loudou:rl:{hash_token(token)[:24]}",
+                limit,
+                "credential",
+                f"More than {limit} requests a minute with this credential.",
+            ),
+            ratelimit.address_limit(state.settings, request.client.host if request.client else None),
+        ],
     )
     principal = await auth_service.authenticate(session, token, secret=state.settings.resolved_secret_key())
     if principal is None:

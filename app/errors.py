@@ -7,6 +7,7 @@ from collections.abc import Mapping, Sequence
 from http import HTTPStatus
 from typing import Any
 
+import asyncpg
 from asgi_correlation_id import correlation_id
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -129,6 +130,51 @@ def unstorable(exc: BaseException) -> UnstorableValue | None:
     if not str(getattr(cause, "sqlstate", "") or "").startswith("22"):
         return None
     return UnstorableValue(f"A value cannot be stored: {str(cause).split(':', 1)[-1].strip()[:200]}")
+
+
+class DatabaseUnavailable(AppError):
+    """PostgreSQL cannot be reached (down, restarting, the connection dropped): retry shortly."""
+
+    status, code, title = 503, "database_unavailable", "Service unavailable"
+
+    def __init__(self, detail: str | None = None, **kwargs: Any) -> None:
+        kwargs.setdefault("headers", {"Retry-After": "2"})
+        super().__init__(detail or "The database cannot be reached right now; retry shortly.", **kwargs)
+
+
+# SQLSTATE class 08 (connection exception); 57P01-57P03: admin/crash shutdown, cannot connect now.
+UNAVAILABLE_SQLSTATES = frozenset({"57P01", "57P02", "57P03"})
+
+
+def database_unavailable(exc: BaseException) -> bool:
+    """Whether an error means the database is out of reach rather than refusing a statement: a
+    refused or dropped connection, a server shutting down or starting up, a connect timeout.
+    Takes SQLAlchemy's wrapper, the driver's error or the OSError of a failed connect."""
+    if isinstance(exc, DBAPIError) and exc.connection_invalidated:
+        return True
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(
+            current, ConnectionError | TimeoutError | asyncpg.InterfaceError | asyncpg.PostgresConnectionError
+        ):
+            return True
+        state = str(getattr(current, "sqlstate", "") or "")
+        if state.startswith("08") or state in UNAVAILABLE_SQLSTATES:
+            return True
+        nxt = current.orig if isinstance(current, DBAPIError) else None
+        current = nxt if isinstance(nxt, BaseException) else current.__cause__
+    return False
+
+
+def unavailable_response() -> JSONResponse:
+    """The 503 problem for an unreachable database."""
+    error = DatabaseUnavailable()
+    log.warning("database unavailable")
+    return problem_response(
+        error.status, code=error.code, title=error.title, detail=error.detail, headers=error.headers
+    )
 
 
 # lock_not_available (lock_timeout), query_canceled (statement_timeout), deadlock_detected
@@ -271,6 +317,8 @@ def install_error_handlers(app: FastAPI) -> None:
         error = unstorable(exc)
         if error is not None:
             return problem_response(error.status, code=error.code, title=error.title, detail=error.detail)
+        if database_unavailable(exc):
+            return unavailable_response()
         if _sqlstate(exc) in BUSY_SQLSTATES:
             # A lock wait or a statement past its server-side timeout: busy, not broken.
             log.warning("database busy: %s", _sqlstate(exc))
@@ -299,6 +347,19 @@ def install_error_handlers(app: FastAPI) -> None:
         if status == 405:
             headers["Allow"] = allowed_methods(request)
         return problem_response(status, code=code, title=phrase, detail=detail, headers=headers)
+
+    async def _driver(request: Request, exc: Exception) -> JSONResponse:
+        # Raised by the driver itself (a refused connect, a connection closed under a raw
+        # statement), not wrapped by SQLAlchemy: 503 when the database is out of reach.
+        if database_unavailable(exc):
+            return unavailable_response()
+        error = unstorable(exc)
+        if error is not None:
+            return problem_response(error.status, code=error.code, title=error.title, detail=error.detail)
+        return await _crash(request, exc)
+
+    for driver_error in (ConnectionError, TimeoutError, asyncpg.InterfaceError, asyncpg.PostgresError):
+        app.add_exception_handler(driver_error, _driver)
 
     @app.exception_handler(Exception)
     async def _crash(request: Request, exc: Exception) -> JSONResponse:

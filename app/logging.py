@@ -85,3 +85,7 @@ def configure_logging(
         logging.getLogger(name).setLevel(logging.WARNING if quiet else logging.NOTSET)
     # Our access middleware logs each request once; uvicorn's would say it twice.
     logging.getLogger("uvicorn.access").disabled = True
+    # httpx and httpcore log every outbound request's full URL at INFO/DEBUG: a webhook target's
+    # URL often carries its own secret (a token in the path or query), so only their warnings pass.
+    for name in ("httpx", "httpcore"):
+        logging.getLogger(name).setLevel(logging.WARNING)

@@ -26,6 +26,7 @@ from app.middleware import (
     BodyLimitMiddleware,
     ContentTypeMiddleware,
     IdempotencyMiddleware,
+    RateLimitHeadersMiddleware,
 )
 from app.models.events import EVENT_SCHEMAS, Event
 from app.routers import (
@@ -259,6 +260,7 @@ def create_app(settings: Settings | None = None, *, state: AppState | None = Non
         return settings.max_body_bytes
 
     # Added innermost first: the last one added sees the request first.
+    app.add_middleware(RateLimitHeadersMiddleware)
     app.add_middleware(IdempotencyMiddleware)
     app.add_middleware(ContentTypeMiddleware)
     app.add_middleware(BodyLimitMiddleware, limit_for=limit_for)
@@ -268,7 +270,16 @@ def create_app(settings: Settings | None = None, *, state: AppState | None = Non
             allow_origins=settings.cors_origins,
             allow_methods=["*"],
             allow_headers=["*"],
-            expose_headers=["ETag", "X-Request-ID", "Retry-After", "Location", "Link", *EXPORT_HEADERS],
+            expose_headers=[
+                "ETag",
+                "X-Request-ID",
+                "Retry-After",
+                "RateLimit",
+                "RateLimit-Policy",
+                "Location",
+                "Link",
+                *EXPORT_HEADERS,
+            ],
         )
     app.add_middleware(
         CorrelationIdMiddleware,

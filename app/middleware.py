@@ -16,6 +16,7 @@ from fastapi import HTTPException
 from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from app import ratelimit
 from app.errors import PayloadTooLarge, problem_response
 from app.services import idempotency
 from app.services.idempotency import Claim
@@ -46,6 +47,32 @@ class ApiCORSMiddleware(CORSMiddleware):
             await self.app(scope, receive, send)
             return
         await super().__call__(scope, receive, send)
+
+
+class RateLimitHeadersMiddleware:
+    """`RateLimit-Policy` and `RateLimit` on every answer to a rate-limited request: the standing
+    the credential or intake check left in the request's state (a 429 carries its own)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                decision = scope.get("state", {}).get(ratelimit.STATE_KEY)
+                headers = list(message.get("headers", []))
+                if isinstance(decision, ratelimit.Decision) and not any(
+                    k.lower() == b"ratelimit" for k, _ in headers
+                ):
+                    headers += [(k.lower().encode(), v.encode()) for k, v in decision.headers().items()]
+                    message = {**message, "headers": headers}
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
 
 
 class BodyTooLarge(PayloadTooLarge, HTTPException):  # type: ignore[misc]

@@ -97,6 +97,7 @@ def settings(servers: Servers, database_url: str) -> Settings:
         secret_key="test-secret-key-" + "x" * 32,
         queue_name=f"loudou-test:{uuid.uuid4().hex[:8]}",
         rate_limit_per_minute=100_000,
+        rate_limit_per_ip_per_minute=1_000_000,
         webhook_retry_schedule=[0.3, 0.3, 0.3],
         webhook_allow_private=True,
         db_pool_size=5,

@@ -92,7 +92,9 @@ async def submit_form(key: str, request: Request, session: SessionDep, state: St
     """JSON, urlencoded or multipart; 303 to `redirect_url` for plain form posts, else JSON."""
     source = await service.open_source(session, key, SourceKind.form)
     await session.commit()  # only read so far: no connection is held while Redis and the body are awaited
-    await service.rate_limit(state, source)
+    request.state.ratelimit = await service.rate_limit(
+        state, source, request.client.host if request.client else None
+    )
     meta = request_meta(request)
     limit = state.settings.max_body_bytes
     body, size = await read_body(request, limit)
@@ -141,7 +143,9 @@ async def receive_webhook(key: str, request: Request, session: SessionDep, state
     answers the first result and creates nothing."""
     source = await service.open_source(session, key, SourceKind.webhook)
     await session.commit()  # only read so far: no connection is held while Redis and the body are awaited
-    await service.rate_limit(state, source)
+    request.state.ratelimit = await service.rate_limit(
+        state, source, request.client.host if request.client else None
+    )
     meta = request_meta(request)
     limit = state.settings.max_body_bytes
     body, size = await read_body(request, limit)
@@ -164,7 +168,9 @@ async def receive_email(key: str, request: Request, session: SessionDep, state: 
     source's provider; a reply or mail from a known lead becomes an activity on that lead."""
     source = await service.open_source(session, key, SourceKind.email)
     await session.commit()  # only read so far: no connection is held while Redis and the body are awaited
-    await service.rate_limit(state, source)
+    request.state.ratelimit = await service.rate_limit(
+        state, source, request.client.host if request.client else None
+    )
     meta = request_meta(request)
     limit = state.settings.email_max_bytes
     body, size = await read_body(request, limit)

@@ -34,12 +34,14 @@ async def assign_lead(ctx: dict[str, Any], outbox_id: str, org_id: str | None = 
 
     Bounded by an inner deadline: a slow database turns into arq Retry with backoff rather than
     the job's final timeout; after MAX_TRIES the sweep takes the lead."""
-    event = await load_event(ctx, outbox_id, org_id)
-    if event is None:
-        return "gone"
-    lead_id = uuid.UUID(str(event.payload["lead_id"]))
+    lead_id: uuid.UUID | None = None
     try:
+        # The event's look-up too: a job past arq's own timeout fails for good (no retry).
         async with asyncio.timeout(INNER_DEADLINE_SECONDS):
+            event = await load_event(ctx, outbox_id, org_id)
+            if event is None:
+                return "gone"
+            lead_id = uuid.UUID(str(event.payload["lead_id"]))
             return await _assign_once(ctx, event.org_id, lead_id)
     except engine.LeadBusy:
         # Another worker's batch holds the lead: its decision is a moment away. Look again then
@@ -50,7 +52,13 @@ async def assign_lead(ctx: dict[str, Any], outbox_id: str, org_id: str | None = 
         raise Retry(defer=BUSY_RETRY_SECONDS) from None
     except (TimeoutError, DBAPIError) as exc:
         tries = int(ctx.get("job_try", 1))
-        log.warning("assignment.retry", lead_id=str(lead_id), tries=tries, error=type(exc).__name__)
+        log.warning(
+            "assignment.retry",
+            lead_id=str(lead_id),
+            outbox_id=outbox_id,
+            tries=tries,
+            error=type(exc).__name__,
+        )
         if tries >= MAX_TRIES:
             return "left for the sweep"
         raise Retry(defer=min(0.5 * 2**tries, 30)) from exc

@@ -33,6 +33,11 @@ def build_worker(settings: Settings, kind: type[WorkerSettings] = WorkerSettings
     }
     options.update(overrides)
     worker: Worker = create_worker(kind, **options)  # type: ignore[arg-type]
+    # arq leases every job it starts for (the longest timeout of any function, cron jobs
+    # included) + 10 s: with the hour-long sweeps' 600 s, a job whose worker was killed would wait
+    # over ten minutes to run again. Lease by the ordinary job timeout instead; the long sweeps
+    # are safe to overlap on several workers (locks and once-only claims).
+    worker.in_progress_timeout_s = worker.job_timeout_s + 10
     return worker
 
 

@@ -29,17 +29,24 @@ async def warm_form(org: Org) -> dict[str, Any]:
 async def test_intake_answers_when_redis_is_down(
     org: Org, state: AppState, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """Without Redis every post under the limit is stored (2xx); the source's limit is then
+    counted in this process, so a flood is still refused."""
     source = await make_source(org, "form", rate_limit_per_minute=5)
     dead = ArqRedis.from_url("redis://127.0.0.1:1/0", socket_connect_timeout=0.2, socket_timeout=0.2)
     monkeypatch.setattr(state, "redis", dead)
     try:
-        for i in range(7):  # past the limit: the limiter fails open without Redis
+        statuses = []
+        for i in range(7):
             r = await org.client.post(source["endpoint"], json={"email": f"down{i}@example.com"})
-            assert r.status_code == 201, r.text
+            statuses.append(r.status_code)
+        assert r.status_code == 429 and int(r.headers["retry-after"]) >= 1
     finally:
         await dead.aclose()
+    # One window may end between two posts (a fresh count of 5): at least five stored, none lost.
+    created = statuses.count(201)
+    assert created >= 5 and statuses.count(429) == 7 - created, statuses
     leads = (await org.client.get("/v1/leads", headers=org.auth())).json()["data"]
-    assert len(leads) == 7
+    assert len(leads) == created
 
 
 async def test_simultaneous_posts_of_one_address_make_one_lead(org: Org) -> None:
@@ -151,13 +158,15 @@ async def test_a_connection_lost_during_the_direct_write_is_not_reused(
     try:
         monkeypatch.setattr(DriverStatements, "fetchval", lost)
         r = await org.client.post(source["endpoint"], json={"email": "lost@example.com"})
-        assert r.status_code == 500 and r.json()["inbound_event_id"]
+        # A lost connection is the database out of reach: 503 (retry), not a 500.
+        assert r.status_code == 503 and r.json()["code"] == "database_unavailable"
+        assert r.json()["inbound_event_id"] and r.headers["retry-after"] == "2"
         assert [type(e) for e in invalidated] == [ConnectionResetError]
         monkeypatch.undo()
         kept = (
             await org.client.get(f"/v1/inbound-events/{r.json()['inbound_event_id']}", headers=org.auth())
         ).json()
-        assert kept["status"] == "rejected" and "ConnectionResetError" in kept["reason"]
+        assert kept["status"] == "rejected" and "database" in kept["reason"]
         r = await org.client.post(source["endpoint"], json={"email": "lost@example.com"})
         assert r.status_code == 201 and r.json()["status"] == "created"
     finally:

@@ -26,12 +26,14 @@ from app import ratelimit
 from app.db import scope_session
 from app.errors import (
     AppError,
+    DatabaseUnavailable,
     Forbidden,
     NotFound,
     PayloadTooLarge,
     Unauthorized,
     UnsupportedMediaType,
     ValidationFailed,
+    database_unavailable,
     unstorable,
 )
 from app.models.base import utcnow
@@ -121,14 +123,22 @@ async def open_source(session: AsyncSession, key: str, kind: SourceKind) -> Inta
     return source
 
 
-async def rate_limit(state: AppState, source: IntakeSource) -> None:
-    """A one-minute window per source in Redis (429 + Retry-After); if Redis is down, intake goes on."""
+async def rate_limit(state: AppState, source: IntakeSource, address: str | None) -> ratelimit.Decision | None:
+    """One-minute windows per source and per client address, shared by every API process through
+    Redis (a local count while Redis is down; intake goes on): 429 + Retry-After past either,
+    else the tighter one's standing for the answer's RateLimit headers."""
     limit = source.rate_limit_per_minute
-    await ratelimit.hit(
+    return await ratelimit.check(
         state.redis,
-        f"loudou:rl:src:{source.id}",
-        limit=limit,
-        message=f"This source accepts {limit} requests a minute.",
+        [
+            ratelimit.Limit(
+                f"loudou:rl:src:{source.id}",
+                limit,
+                "source",
+                f"This source accepts {limit} requests a minute.",
+            ),
+            ratelimit.address_limit(state.settings, address),
+        ],
     )
 
 
@@ -286,6 +296,8 @@ def processing_error(exc: Exception) -> AppError:
     class 22, say a NUL byte) is the client's 422, anything else ours (500, kept for replay)."""
     if isinstance(exc, AppError):
         return exc
+    if database_unavailable(exc):
+        return DatabaseUnavailable()
     return unstorable(exc) or AppError(
         f"Processing failed ({type(exc).__name__}); the request is kept and can be replayed."
     )
