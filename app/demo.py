@@ -485,6 +485,17 @@ class _Demo:
             except Retry as retry:
                 await asyncio.sleep((retry.defer_score or 200) / 1000)
 
+    async def _attempt(self, ctx: dict[str, Any], delivery_id: uuid.UUID) -> None:
+        """Deliver one webhook through the worker's own job, trying again while it is not due
+        yet (a running worker, `loudou dev`'s, may have tried it first and scheduled a retry).
+        A delivery still not done after about 10 s is left to its schedule."""
+        for _ in range(20):
+            try:
+                await webhook_jobs.attempt(ctx, delivery_id, self.org_id)
+                return
+            except Retry as retry:
+                await asyncio.sleep(min((retry.defer_score or 200) / 1000, 0.5))
+
     async def worker_duties(self) -> None:
         """What the worker's crons would have done for the organisation: the collections sweep
         (overdue statuses, today's dunning, ratings, risks) and a daily pipeline snapshot for
@@ -551,7 +562,7 @@ class _Demo:
             for sub in (legacy, erp):
                 rows = await self.api.all(f"/v1/webhook-subscriptions/{sub['id']}/deliveries")
                 for row in sorted(rows, key=lambda r: (r["created_at"], r["event_type"], r["id"])):
-                    await webhook_jobs.attempt(ctx, uuid.UUID(row["id"]), self.org_id)
+                    await self._attempt(ctx, uuid.UUID(row["id"]))
         finally:
             await receiver.aclose()
         # Nothing answers at hooks.demo.loudou.test once the demo has finished.

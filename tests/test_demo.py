@@ -10,6 +10,7 @@ import subprocess
 import sys
 import uuid
 import zoneinfo
+from collections.abc import AsyncIterator
 from datetime import date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -21,16 +22,40 @@ import pytest
 from app import demo_history
 from app.config import Settings
 from app.demo import TIMEZONE, DemoResult, load_demo
+from app.main import create_app
+from app.state import AppState
+from tests.conftest import Servers, fresh_database
 
 MONTHS = 2
 SEED = 7
 
 
 @pytest.fixture(scope="module")
-async def demos(settings: Settings) -> tuple[DemoResult, DemoResult]:
+async def demo_settings(settings: Settings, servers: Servers) -> AsyncIterator[Settings]:
+    """A database of the module's own, which the session's worker does not serve: the demo runs
+    the worker's jobs itself, and a second worker taking some of them (its webhook attempts
+    cannot reach the demo's in-process receiver) would make the counts differ between runs."""
+    async with fresh_database(servers) as database_url:
+        yield settings.model_copy(update={"database_url": database_url})
+
+
+@pytest.fixture(scope="module")
+async def client(demo_settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+    """The app on the module's database."""
+    state = AppState.open(demo_settings)
+    try:
+        app = create_app(demo_settings, state=state)
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c:
+            yield c
+    finally:
+        await state.close()
+
+
+@pytest.fixture(scope="module")
+async def demos(demo_settings: Settings) -> tuple[DemoResult, DemoResult]:
     """The same seed twice, into two new organisations."""
-    first = await load_demo(settings, name=f"Demo {uuid.uuid4().hex[:6]}", seed=SEED, months=MONTHS)
-    second = await load_demo(settings, name=f"Demo {uuid.uuid4().hex[:6]}", seed=SEED, months=MONTHS)
+    first = await load_demo(demo_settings, name=f"Demo {uuid.uuid4().hex[:6]}", seed=SEED, months=MONTHS)
+    second = await load_demo(demo_settings, name=f"Demo {uuid.uuid4().hex[:6]}", seed=SEED, months=MONTHS)
     return first, second
 
 
@@ -295,8 +320,9 @@ async def test_webhooks_were_delivered_by_the_real_machinery(
 
 
 async def test_the_command_prints_only_the_json_and_the_key_works(
-    settings: Settings, client: httpx.AsyncClient
+    demo_settings: Settings, client: httpx.AsyncClient
 ) -> None:
+    settings = demo_settings
     env = {**os.environ, "DATABASE_URL": settings.database_url or "", "REDIS_URL": settings.redis_url or ""}
     loudou = str(Path(sys.executable).parent / "loudou")
     done = await asyncio.to_thread(

