@@ -209,6 +209,36 @@ def parameters_without_null(document: dict[str, Any]) -> dict[str, Any]:
     return document
 
 
+RATE_LIMIT_HEADERS: dict[str, dict[str, Any]] = {
+    "Retry-After": {
+        "description": "Seconds until the limit's window resets and the request may be sent again.",
+        "schema": {"type": "integer", "minimum": 1},
+    },
+    "RateLimit-Policy": {
+        "description": 'The limits that apply (IETF RateLimit header fields draft): `"source";q=600;w=60`.',
+        "schema": {"type": "string"},
+    },
+    "RateLimit": {
+        "description": 'What is left of the tightest limit, e.g. `"source";r=0;t=42`.',
+        "schema": {"type": "string"},
+    },
+}
+
+
+def rate_limit_headers(document: dict[str, Any]) -> dict[str, Any]:
+    """Every 429 says when to come back and which limit it hit (`Retry-After`, `RateLimit`,
+    `RateLimit-Policy`: the headers app.ratelimit sends), declared once under components."""
+    document.setdefault("components", {})["headers"] = RATE_LIMIT_HEADERS
+    for item in document.get("paths", {}).values():
+        for operation in item.values():
+            limited = operation.get("responses", {}).get("429") if isinstance(operation, dict) else None
+            if limited is not None:
+                limited["headers"] = {
+                    name: {"$ref": f"#/components/headers/{name}"} for name in RATE_LIMIT_HEADERS
+                }
+    return document
+
+
 def operation_id(route: APIRoute) -> str:
     """Operation ids are "<tag>:<function>"."""
     tag = route.tags[0] if route.tags else "default"
@@ -247,7 +277,7 @@ def create_app(settings: Settings | None = None, *, state: AppState | None = Non
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
-            app.openapi_schema = parameters_without_null(build_document())
+            app.openapi_schema = rate_limit_headers(parameters_without_null(build_document()))
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]

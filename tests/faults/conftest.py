@@ -130,6 +130,19 @@ async def steady_load(
     return sent
 
 
+REPORTS: list[str] = []
+
+
 def report(name: str, **counts: Any) -> None:
-    """The scenario's counts, on one line (pytest -s shows them; kept in the output on failure)."""
-    print(f"\n[{name}] " + " ".join(f"{k}={v}" for k, v in counts.items()))
+    """The scenario's counts, on one line: printed (kept in the output on failure) and listed again
+    in the run's summary, so every run, CI's included, shows them."""
+    line = f"[{name}] " + " ".join(f"{k}={v}" for k, v in counts.items())
+    REPORTS.append(line)
+    print("\n" + line)
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if REPORTS:
+        terminalreporter.section("fault scenarios: counts")
+        for line in REPORTS:
+            terminalreporter.write_line(line)
