@@ -24,6 +24,7 @@ from app.models.base import (
     VersionMixin,
     tenant_fk,
 )
+from app.models.common import Input
 
 PLACEHOLDERS = ("customer", "order", "amount", "currency", "due_date", "days")
 
@@ -162,7 +163,7 @@ class ReceivableRisk(TenantMixin, IdMixin, table=True):
     created_at: datetime = TimestampField()
 
 
-class DunningStepIn(BaseModel):
+class DunningStepIn(Input):
     """A step of a policy."""
 
     model_config = ConfigDict(extra="forbid")
@@ -191,7 +192,7 @@ class DunningStepIn(BaseModel):
         return value
 
 
-class DunningPolicyCreate(BaseModel):
+class DunningPolicyCreate(Input):
     """POST /v1/dunning-policies."""
 
     model_config = ConfigDict(extra="forbid", json_schema_extra=ex.examples(ex.DUNNING_POLICY_CREATE))
@@ -202,7 +203,7 @@ class DunningPolicyCreate(BaseModel):
     steps: list[DunningStepIn] = PydanticField(min_length=1, max_length=30)
 
 
-class DunningPolicyUpdate(BaseModel):
+class DunningPolicyUpdate(Input):
     """PATCH /v1/dunning-policies/{id}: sent `steps` replace the steps (old ones are retired)."""
 
     model_config = ConfigDict(extra="forbid", json_schema_extra=ex.examples(ex.DUNNING_POLICY_UPDATE))

@@ -62,6 +62,7 @@ class ScoringRuleUpdate(Patch):
     """PATCH /v1/scoring-rules/{id}."""
 
     model_config = ConfigDict(json_schema_extra=ex.examples(ex.SCORING_RULE_UPDATE))  # type: ignore[assignment]
+    not_null = ("name", "field", "operator", "points", "active")
 
     name: str | None = Field(default=None, min_length=1, max_length=200)
     field: str | None = Field(default=None, min_length=1, max_length=200)

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Depends, Query, Response, status
 
 from app.deps import IfMatchDep, PageDep, SessionDep, require
 from app.errors import problem_responses
-from app.models.common import CurrencyCode, IsoDate
+from app.models.common import BusinessDate, CurrencyCode
 from app.models.deal import (
     DealCreate,
     DealHistoryEntry,
@@ -53,8 +53,8 @@ async def list_deals(
     currency: CurrencyCode | None = None,
     amount_min: Annotated[Decimal | None, Query(ge=0)] = None,
     amount_max: Annotated[Decimal | None, Query(ge=0)] = None,
-    expected_close_from: IsoDate | None = None,
-    expected_close_to: IsoDate | None = None,
+    expected_close_from: BusinessDate | None = None,
+    expected_close_to: BusinessDate | None = None,
     rotting: Annotated[bool | None, Query(description="Open deals idle past their stage's threshold")] = None,
 ) -> DealPage:
     """Deals you may see, filtered; `totals` are per currency over every matching deal."""

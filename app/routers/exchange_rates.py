@@ -9,7 +9,7 @@ from fastapi import APIRouter, Depends, Query, Response, status
 
 from app.deps import PageDep, SessionDep, require
 from app.errors import problem_responses
-from app.models.common import CurrencyCode, IsoDate
+from app.models.common import BusinessDate, CurrencyCode
 from app.models.metrics import ExchangeRateCreate, ExchangeRateRead
 from app.pagination import Page
 from app.routers import COMMON_ERRORS
@@ -29,7 +29,7 @@ async def list_exchange_rates(
     page: PageDep,
     from_currency: Annotated[CurrencyCode | None, Query(alias="from")] = None,
     to_currency: Annotated[CurrencyCode | None, Query(alias="to")] = None,
-    on_or_before: IsoDate | None = None,
+    on_or_before: BusinessDate | None = None,
 ) -> Page[ExchangeRateRead]:
     """The organisation's dated rates, newest first."""
     rows, next_cursor = await service.list_rates(

@@ -32,6 +32,21 @@ FORM_SUCCESS: dict[int | str, dict[str, Any]] = {
     303: {"description": "Redirect to the source's redirect_url (plain HTML form posts)"},
 }
 ACCEPTED = {EventStatus.created, EventStatus.merged, EventStatus.activity, EventStatus.spam}
+_FORM_EXAMPLE = {"email": "li.wei@example.cn", "name": "李伟", "company": "Acme Ltd", "message": "Call me."}
+# A form post carries a body (an empty one is 415): the website's own field names, which the
+# source's field mapping turns into lead fields; unmapped fields are kept on the event.
+FORM_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            media: {
+                "schema": {"type": "object", "additionalProperties": True, "examples": [_FORM_EXAMPLE]},
+                "example": _FORM_EXAMPLE,
+            }
+            for media in ("application/json", "application/x-www-form-urlencoded", "multipart/form-data")
+        },
+    }
+}
 
 
 def request_meta(request: Request) -> RequestMeta:
@@ -87,6 +102,7 @@ def wants_json(request: Request) -> bool:
     status_code=201,
     summary="Submit a web form",
     responses={**FORM_SUCCESS, **INTAKE_ERRORS},
+    openapi_extra=FORM_BODY,
 )
 async def submit_form(key: str, request: Request, session: SessionDep, state: StateDep) -> Response:
     """JSON, urlencoded or multipart; 303 to `redirect_url` for plain form posts, else JSON."""

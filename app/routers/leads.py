@@ -161,16 +161,8 @@ async def import_leads(
         await form.close()
 
 
-_BOOLEANS = {
-    "true": True,
-    "1": True,
-    "on": True,
-    "yes": True,
-    "false": False,
-    "0": False,
-    "off": False,
-    "no": False,
-}
+# A multipart field's boolean, as the document states it (`type: boolean`): its JSON text only.
+_BOOLEANS = {"true": True, "false": False}
 
 
 @router.get("", response_model=Page[LeadRead], summary="List leads")

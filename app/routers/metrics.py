@@ -12,7 +12,7 @@ from pydantic import BaseModel
 
 from app.deps import ReadSessionDep, require
 from app.errors import problem_responses
-from app.models.common import CurrencyCode, IsoDate
+from app.models.common import BusinessDate, CurrencyCode
 from app.models.lead import LeadSource
 from app.models.metric_reports import (
     CycleRow,
@@ -56,8 +56,10 @@ class Format(enum.StrEnum):
 
 
 async def metric_query(
-    from_: Annotated[IsoDate | None, Query(alias="from", description="First local date (inclusive)")] = None,
-    to: Annotated[IsoDate | None, Query(description="Last local date (exclusive)")] = None,
+    from_: Annotated[
+        BusinessDate | None, Query(alias="from", description="First local date (inclusive)")
+    ] = None,
+    to: Annotated[BusinessDate | None, Query(description="Last local date (exclusive)")] = None,
     pipeline_id: uuid.UUID | None = None,
     owner_id: Annotated[uuid.UUID | None, Query(description="The current owner")] = None,
     team_id: Annotated[uuid.UUID | None, Query(description="The current owner's team")] = None,
@@ -143,7 +145,7 @@ async def get_pipeline(
     query: QueryDep,
     as_csv: CsvDep,
     as_of: Annotated[
-        IsoDate | None, Query(description="Local date; the pipeline at the end of that day")
+        BusinessDate | None, Query(description="Local date; the pipeline at the end of that day")
     ] = None,
 ) -> Any:
     """Open deals per stage (count, amount, weighted amount), reconstructed from history for `as_of`."""

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Depends, Response, status
 
 from app.deps import IfMatchDep, PageDep, SessionDep, require
 from app.errors import problem_responses
-from app.models.common import IsoDate
+from app.models.common import BusinessDate
 from app.models.metrics import SalesTargetCreate, SalesTargetRead, SalesTargetUpdate
 from app.pagination import Page
 from app.routers import COMMON_ERRORS, set_etag
@@ -29,8 +29,8 @@ async def list_targets(
     page: PageDep,
     user_id: uuid.UUID | None = None,
     team_id: uuid.UUID | None = None,
-    period_from: IsoDate | None = None,
-    period_to: IsoDate | None = None,
+    period_from: BusinessDate | None = None,
+    period_to: BusinessDate | None = None,
 ) -> Page[SalesTargetRead]:
     """Every member reads targets; filter by user, team, and periods lying within [period_from, period_to)."""
     rows, next_cursor = await service.list_targets(

@@ -23,7 +23,13 @@ from tests.contract.served import ROOT, served
 HERE = Path(__file__).resolve().parent
 ST = str(Path(sys.executable).parent / "st")
 # Share of the time budget per credential; the admin reaches every operation's success path.
-SHARES = {"admin": 0.5, "manager": 0.15, "rep": 0.15, "viewer": 0.1, "anonymous": 0.1}
+SHARES = {"admin": 0.5, "manager": 0.15, "rep": 0.15, "viewer": 0.1, "anonymous": 0.1, "imports": 0.05}
+# The history imports read NDJSON, text on the wire (`type: string`). A value schemathesis draws as
+# "not a string" can only go out serialised, and then it is valid NDJSON whose lines are checked
+# one by one into a 200 report (issue 12: good lines land, bad ones are listed with their line
+# number). So "schema-violating request accepted" cannot hold for them: they get a run of their
+# own (the admin's key) with every other check.
+IMPORTS = "^/v1/import/"
 
 
 def run(seed: int, budget: float, report_dir: Path) -> int:
@@ -60,8 +66,13 @@ def run(seed: int, budget: float, report_dir: Path) -> int:
                 "--report-junit-path",
                 str(report_dir / f"{who}-{seed}.xml"),
             ]
+            if who == "imports":
+                command += ["--include-path-regex", IMPORTS, "--exclude-checks", "negative_data_rejection"]
+            else:
+                command += ["--exclude-path-regex", IMPORTS]
             if who != "anonymous":
-                command[5:5] = ["-H", f"Authorization: Bearer {app.keys[who]}"]
+                key = app.keys["admin" if who == "imports" else who]
+                command[5:5] = ["-H", f"Authorization: Bearer {key}"]
             started = time.monotonic()
             print(f"== schemathesis as {who} (seed {seed}, {seconds} s)", flush=True)
             done = subprocess.run(command, env=env, cwd=ROOT, check=False, capture_output=True, text=True)

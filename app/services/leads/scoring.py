@@ -187,7 +187,7 @@ async def update_rule(
     _admin(principal)
     intake_cache.forget_rules(principal.org_id)
     rule = await get_or_404(session, ScoringRule, rule_id, what="scoring rule")
-    changes = data.model_dump(exclude_unset=True)
+    changes = data.changes()  # 422 for a null in a column that cannot be empty
     _check_field(changes.get("field"))
     diff = apply_changes(rule, changes, expected_version=expected_version)
     if diff:
