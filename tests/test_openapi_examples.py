@@ -19,6 +19,8 @@ HAN = re.compile(r"[\u4e00-\u9fff]")
 def _resolve(doc: dict[str, Any], schema: dict[str, Any]) -> list[dict[str, Any]]:
     """The component schemas a request body refers to (directly or through anyOf)."""
     refs = [schema.get("$ref"), *(s.get("$ref") for s in schema.get("anyOf", []))]
+    if not any(refs):  # an inline schema (the web form's free-form body)
+        return [schema]
     return [doc["components"]["schemas"][ref.split("/")[-1]] for ref in refs if ref]
 
 
