@@ -13,6 +13,7 @@ from sqlmodel import col
 
 from app.errors import Forbidden
 from app.models.audit import AuditEntry
+from app.models.base import build
 from app.pagination import PageParams, paginate
 from app.security import Principal
 
@@ -28,7 +29,8 @@ def record(
     org_id: uuid.UUID | None = None,
 ) -> AuditEntry:
     """Add an audit entry (who, what, field diff, request id) to the session."""
-    entry = AuditEntry(
+    entry = build(
+        AuditEntry,
         entity=entity,
         entity_id=entity_id,
         action=action,

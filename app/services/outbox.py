@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Sequence
 from datetime import datetime
 
 from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
-from app.models.base import utcnow
+from app.models.base import build, utcnow
 from app.models.events import EventData
 from app.models.outbox import JobRun, OutboxEvent
 from app.services.common import get_or_404
@@ -48,7 +49,8 @@ async def emit(
 ) -> OutboxEvent:
     """Write an outbox event (its type from the payload's class) in the current transaction and
     wake the relay when it commits."""
-    event = OutboxEvent(
+    event = build(
+        OutboxEvent,
         event_type=data.event_type,
         payload=data.payload(),
         available_at=available_at or utcnow(),
@@ -71,6 +73,19 @@ async def get_event(
     if org_id is not None:
         stmt = stmt.where(col(OutboxEvent.org_id) == org_id)
     return (await session.execute(stmt.execution_options(cross_tenant=True))).scalar_one_or_none()
+
+
+async def get_events(
+    session: AsyncSession, event_ids: Sequence[uuid.UUID], *, org_id: uuid.UUID
+) -> list[OutboxEvent]:
+    """The outbox events of one organisation with these ids (those deleted meanwhile are
+    missing), oldest first: what a batched job was enqueued for."""
+    stmt = (
+        select(OutboxEvent)
+        .where(col(OutboxEvent.org_id) == org_id, col(OutboxEvent.id).in_(event_ids))
+        .order_by(col(OutboxEvent.created_at), col(OutboxEvent.id))
+    )
+    return list((await session.execute(stmt.execution_options(cross_tenant=True))).scalars())
 
 
 async def status(session: AsyncSession, event_id: uuid.UUID) -> tuple[OutboxEvent, list[JobRun]]:

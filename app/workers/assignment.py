@@ -14,7 +14,7 @@ from sqlalchemy.exc import DBAPIError
 from app.errors import NotFound
 from app.models.base import utcnow
 from app.services.assignment import engine, recycling, sla
-from app.workers.jobs import job_session, load_event
+from app.workers.jobs import job_session, load_event, load_events
 
 log = structlog.get_logger("loudou.assignment")
 
@@ -62,6 +62,32 @@ async def assign_lead(ctx: dict[str, Any], outbox_id: str, org_id: str | None = 
         if tries >= MAX_TRIES:
             return "left for the sweep"
         raise Retry(defer=min(0.5 * 2**tries, 30)) from exc
+
+
+async def assign_leads(ctx: dict[str, Any], outbox_ids: list[str], org_id: str) -> str:
+    """Run the rules for a batch of one organisation's `lead.created` events in one transaction
+    (the relay sends each batch of events it dispatches as one job); a re-run decides only the
+    leads still undecided.
+
+    Leads another transaction holds (another batch, an edit) or that the time budget left are
+    looked at again shortly by a retry; after MAX_TRIES the sweep takes them."""
+    tries = int(ctx.get("job_try", 1))
+    try:
+        async with asyncio.timeout(INNER_DEADLINE_SECONDS):
+            events = await load_events(ctx, outbox_ids, org_id)
+            lead_ids = [uuid.UUID(str(e.payload["lead_id"])) for e in events if e.payload.get("lead_id")]
+            async with job_session(ctx, uuid.UUID(org_id)) as session:
+                outcome = await engine.assign_created_leads(session, lead_ids)
+    except (TimeoutError, DBAPIError) as exc:
+        log.warning("assignment.retry", outbox_ids=len(outbox_ids), tries=tries, error=type(exc).__name__)
+        if tries >= MAX_TRIES:
+            return "left for the sweep"
+        raise Retry(defer=min(0.5 * 2**tries, 30)) from exc
+    if outcome.undecided:
+        if tries >= MAX_TRIES:
+            return f"{outcome.decided} decided, {outcome.undecided} left for the sweep"
+        raise Retry(defer=BUSY_RETRY_SECONDS)
+    return f"{outcome.decided} decided"
 
 
 async def _assign_once(ctx: dict[str, Any], org_id: uuid.UUID, lead_id: uuid.UUID) -> str:

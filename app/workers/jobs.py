@@ -48,6 +48,12 @@ async def load_event(ctx: dict[str, Any], outbox_id: str, org_id: str | None = N
         )
 
 
+async def load_events(ctx: dict[str, Any], outbox_ids: list[str], org_id: str) -> list[OutboxEvent]:
+    """The outbox events a batched job was enqueued for (one organisation's), oldest first."""
+    async with job_session(ctx, None) as session:
+        return await outbox.get_events(session, [uuid.UUID(i) for i in outbox_ids], org_id=uuid.UUID(org_id))
+
+
 async def ping(ctx: dict[str, Any], outbox_id: str, org_id: str | None = None) -> int:
     """Diagnostic job: counts its runs in job_runs, so tests can prove a job ran exactly once."""
     event = await load_event(ctx, outbox_id, org_id)

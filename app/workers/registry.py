@@ -37,8 +37,12 @@ OPTIONAL_JOBS: dict[str, Callable[[AsyncSession], Awaitable[set[uuid.UUID]]]] = 
     "schedule_followup": followups.organisations_with_followups,
 }
 
+# Jobs the relay sends once per organisation and dispatched batch of events, not once per event:
+# the batched job takes the batch's outbox ids (assignment decides them in one transaction).
+BATCHED_JOBS: dict[str, str] = {"assign_lead": "assign_leads"}
+
 # Assignment has its own queue, so a backlog of reminders or webhooks never delays it.
-ASSIGNMENT_JOBS = frozenset({"assign_lead"})
+ASSIGNMENT_JOBS = frozenset({"assign_lead", "assign_leads"})
 
 
 def jobs_for(event_type: str) -> tuple[str, ...]:
@@ -62,3 +66,8 @@ def assignment_queue(settings: Settings) -> str:
 def job_id(job_name: str, outbox_id: str) -> str:
     """The arq job id for one job of one outbox event."""
     return f"{job_name}:{outbox_id}"
+
+
+def batch_job_id(job_name: str, outbox_ids: list[str]) -> str:
+    """The arq job id for a batched job: a re-sent batch (same first event, same size) is one job."""
+    return f"{job_name}:{outbox_ids[0]}:{len(outbox_ids)}"

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
+from collections import defaultdict
 from typing import Any
 
 import asyncpg
@@ -24,7 +25,7 @@ from app.models.base import utcnow
 from app.models.outbox import OutboxEvent
 from app.services.outbox import NOTIFY_CHANNEL
 from app.state import AppState
-from app.workers.registry import OPTIONAL_JOBS, job_id, jobs_for, queue_for
+from app.workers.registry import BATCHED_JOBS, OPTIONAL_JOBS, batch_job_id, job_id, jobs_for, queue_for
 
 log = structlog.get_logger("loudou.relay")
 
@@ -55,11 +56,15 @@ async def relay_once(state: AppState, *, batch: int = BATCH) -> int:
         if not rows:
             return 0
         wanted = await _orgs_wanting(session, {job for row in rows for job in jobs_for(row.event_type)})
+        batches: dict[tuple[str, uuid.UUID], list[str]] = defaultdict(list)
         try:
             for row in rows:
                 for job in jobs_for(row.event_type):
                     if job in wanted and row.org_id not in wanted[job]:
                         continue  # e.g. no webhook subscription in that organisation: no job at all
+                    if job in BATCHED_JOBS:
+                        batches[(BATCHED_JOBS[job], row.org_id)].append(str(row.id))
+                        continue
                     await state.redis.enqueue_job(
                         job,
                         str(row.id),
@@ -67,6 +72,14 @@ async def relay_once(state: AppState, *, batch: int = BATCH) -> int:
                         _job_id=job_id(job, str(row.id)),
                         _queue_name=queue_for(job, state.settings),
                     )
+            for (job, org_id), ids in batches.items():
+                await state.redis.enqueue_job(
+                    job,
+                    ids,
+                    str(org_id),
+                    _job_id=batch_job_id(job, ids),
+                    _queue_name=queue_for(job, state.settings),
+                )
         except (RedisError, OSError) as exc:
             await session.rollback()
             await _note_failure(state, [(r.org_id, r.id) for r in rows], exc)

@@ -99,7 +99,10 @@ class AssignmentWorkerSettings(WorkerSettings):
     `loudou worker` and `loudou dev` run it next to the main one."""
 
     # arq reads settings from the class's own __dict__, so nothing can be inherited.
-    functions: ClassVar[list[Any]] = [instrumented(assignment.assign_lead)]
+    functions: ClassVar[list[Any]] = [
+        instrumented(assignment.assign_lead),
+        instrumented(assignment.assign_leads),
+    ]
     cron_jobs: ClassVar[list[Any]] = []
     on_startup = startup
     on_shutdown = shutdown

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime, time
 from time import monotonic
 from typing import Any
@@ -26,7 +26,7 @@ from sqlmodel import col
 
 from app.errors import NotFound
 from app.models.assignment import AssignmentCursor, AssignmentDecision, AssignmentRule
-from app.models.base import utcnow
+from app.models.base import build, utcnow
 from app.models.durations import parse_duration
 from app.models.lead import OPEN_LEAD, Lead
 from app.models.user import Team, User
@@ -264,6 +264,13 @@ class BatchMemo:
     rules: list[AssignmentRule] | None = None
     cursors: dict[uuid.UUID, AssignmentCursor] | None = None
     candidates: dict[uuid.UUID, list[Candidate]] | None = None
+    users: dict[uuid.UUID, User | None] = field(default_factory=dict)
+
+    async def user(self, session: AsyncSession, user_id: uuid.UUID) -> User | None:
+        """A chosen user, loaded once per batch."""
+        if user_id not in self.users:
+            self.users[user_id] = await session.get(User, user_id)
+        return self.users[user_id]
 
     def chosen(self, rule_id: uuid.UUID, user_id: uuid.UUID, now: datetime) -> None:
         """Count a lead given to `user_id` by the rule in the remembered load."""
@@ -421,7 +428,11 @@ async def assign(
         cursor.updated_at = now
         if memo is not None:
             memo.chosen(evaluation.rule.id, evaluation.chosen.user_id, now)
-        owner = await session.get(User, evaluation.chosen.user_id)
+        owner = await (
+            memo.user(session, evaluation.chosen.user_id)
+            if memo
+            else session.get(User, evaluation.chosen.user_id)
+        )
         if evaluation.rule.contact_sla:
             sla_due_at = now + parse_duration(evaluation.rule.contact_sla)
         await set_owner(
@@ -439,7 +450,8 @@ async def assign(
         await set_owner(
             session, lead, None, team_id=lead.team_id, actor=None, action="return_to_pool", reason=trigger
         )
-    decision = AssignmentDecision(
+    decision = build(
+        AssignmentDecision,
         lead_id=lead.id,
         trigger=trigger,
         trigger_key=trigger_key,
@@ -569,6 +581,66 @@ async def assign_created_batch(
             )
     await session.flush()
     return decision
+
+
+@dataclass
+class BatchOutcome:
+    """What `assign_created_leads` did: leads decided now, and leads still without a decision
+    (locked by another transaction, or left when the time budget ran out)."""
+
+    decided: int
+    undecided: int
+
+
+def _undecided_created(lead_ids: Sequence[uuid.UUID]) -> Any:
+    return select(Lead).where(
+        col(Lead.id).in_(lead_ids),
+        ~select(col(AssignmentDecision.id))
+        .where(
+            col(AssignmentDecision.org_id) == col(Lead.org_id),
+            col(AssignmentDecision.lead_id) == col(Lead.id),
+            col(AssignmentDecision.trigger) == "lead.created",
+        )
+        .exists(),
+    )
+
+
+async def assign_created_leads(
+    session: AsyncSession, lead_ids: Sequence[uuid.UUID], *, budget_seconds: float = BATCH_SECONDS
+) -> BatchOutcome:
+    """Assign new leads by the rules (`lead.created`), oldest first, in the session's transaction:
+    the relay hands a batch of `lead.created` events of one organisation to one job.
+
+    The leads without a decision are claimed with FOR UPDATE SKIP LOCKED (a lead in another
+    worker's batch is left to it), and the rules' cursors are locked once for the batch, so round
+    robin stays exact and each decision records the state before and after it, in order. Leads
+    already decided, or gone, are left alone; a re-run decides only what is still undecided."""
+    if not lead_ids:
+        return BatchOutcome(decided=0, undecided=0)
+    claimed = (
+        await session.execute(
+            _undecided_created(lead_ids)
+            .order_by(col(Lead.created_at), col(Lead.id))
+            .with_for_update(skip_locked=True)
+            .execution_options(populate_existing=True)
+        )
+    ).scalars()
+    deadline = monotonic() + budget_seconds
+    memo = BatchMemo()
+    decided = 0
+    with session.no_autoflush:  # the rows go out together at the end (one UPDATE of the cursor)
+        for lead in list(claimed):
+            if monotonic() > deadline:
+                break
+            await assign(
+                session, lead, trigger="lead.created", trigger_key=f"lead.created:{lead.id}", memo=memo
+            )
+            decided += 1
+    await session.flush()
+    left = (
+        await session.execute(select(func.count()).select_from(_undecided_created(lead_ids).subquery()))
+    ).scalar_one()
+    return BatchOutcome(decided=decided, undecided=int(left))
 
 
 async def undecided_leads(

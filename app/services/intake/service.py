@@ -36,7 +36,7 @@ from app.errors import (
     database_unavailable,
     unstorable,
 )
-from app.models.base import utcnow
+from app.models.base import build, utcnow
 from app.models.intake import (
     EventStatus,
     InboundEvent,
@@ -48,7 +48,6 @@ from app.models.intake import (
 from app.models.lead import LeadSource, phone_note
 from app.services import cache as intake_cache
 from app.services.intake.payloads import JSON_TYPES, media_type, parse_body, parse_json
-from app.services.leads.direct import build
 from app.services.leads.ingest import ingest, ingest_direct
 from app.services.leads.normalise import LeadInput, map_payload, normalise
 from app.state import AppState

@@ -17,47 +17,14 @@ paths to identical rows, server defaults included.
 from __future__ import annotations
 
 import uuid
-from typing import Any, TypeVar
+from typing import Any
 
-from pydantic_core import PydanticUndefined
 from sqlalchemy import Column, Dialect, Table, TextClause, bindparam, text
 from sqlalchemy.dialects import postgresql
-from sqlalchemy.orm.instrumentation import manager_of_class
 from sqlmodel import SQLModel
 
 from app.db import Statements
-
-M = TypeVar("M", bound=SQLModel)
-
-
-def column_values(model: type[SQLModel], values: dict[str, Any]) -> dict[str, Any]:
-    """Every field of `model`: the given values, else the field's default (factories called
-    directly; pydantic inspects a factory's signature on every call, which costs more than the
-    factory itself)."""
-    row: dict[str, Any] = {}
-    for name, info in model.model_fields.items():
-        if name in values:
-            row[name] = values[name]
-        elif info.default_factory is not None:
-            row[name] = info.default_factory()  # type: ignore[call-arg]
-        else:
-            row[name] = None if info.default is PydanticUndefined else info.default
-    return row
-
-
-def build(model: type[M], **values: Any) -> M:
-    """A new (transient) row object with its defaults filled, as `model(**values)` makes it but
-    about ten times cheaper: the instance is created by SQLAlchemy's class manager and its
-    attributes are stored at once, not set one by one through the instrumentation (a table
-    model's constructor does not validate either). An INSERT of a new object reads these stored
-    values, so it may be added to a session as usual."""
-    manager = manager_of_class(model)
-    obj: M = manager.new_instance()
-    obj.__dict__.update(column_values(model, values))
-    object.__setattr__(obj, "__pydantic_fields_set__", set(values))
-    object.__setattr__(obj, "__pydantic_extra__", None)
-    object.__setattr__(obj, "__pydantic_private__", None)
-    return obj
+from app.models.base import column_values
 
 
 def new_row(model: type[SQLModel], **values: Any) -> tuple[Table, dict[str, Any]]:

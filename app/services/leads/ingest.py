@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
 from app.db import SessionStatements, Statements, direct_statements
-from app.models.base import utcnow
+from app.models.base import build, utcnow
 from app.models.events import LeadCreated
 from app.models.intake import EventStatus, InboundEvent
 from app.models.lead import OPEN_LEAD, OPEN_LEAD_SQL, Activity, ActivityKind, Direction, Lead
@@ -28,7 +28,7 @@ from app.models.scoring import ScoringRule
 from app.security import Principal
 from app.services import audit, outbox
 from app.services import cache as intake_cache
-from app.services.leads.direct import as_row, build, insert_together, lock_keys, new_row
+from app.services.leads.direct import as_row, insert_together, lock_keys, new_row
 from app.services.leads.normalise import LeadInput
 from app.services.leads.scoring import rescore, score
 

@@ -12,10 +12,9 @@ from itertools import pairwise
 from sqlalchemy import select
 
 from app.models.assignment import AssignmentDecision
-from app.models.base import utcnow
+from app.models.base import build, utcnow
 from app.models.lead import Lead
 from app.services.assignment import engine
-from app.services.leads.direct import build
 from app.state import AppState
 from tests.conftest import Org
 

@@ -9,12 +9,13 @@ from sqlalchemy import MetaData, select, text
 from sqlmodel import Field, SQLModel, col
 
 from app.db import direct_statements, tenant_session
+from app.models.base import build
 from app.models.intake import EventStatus, InboundEvent, SourceKind
 from app.models.lead import Activity, Lead, LeadSource
 from app.models.organisation import OrganisationSettings
 from app.models.outbox import OutboxEvent
 from app.services import cache
-from app.services.leads.direct import as_row, build, insert_together
+from app.services.leads.direct import as_row, insert_together
 from app.services.leads.ingest import ingest, ingest_direct
 from app.services.leads.normalise import LeadInput, normalise
 from app.state import AppState
@@ -102,7 +103,11 @@ async def _stored(state: AppState, org_id: uuid.UUID, lead_id: uuid.UUID) -> dic
     return {
         "lead": _columns(lead, _SKIP | {"assigned_at"}),
         "touch": _columns(touches[0], _SKIP | {"inbound_event_id"}),
-        "event": {**_columns(events[0], _SKIP | {"payload"}), "payload": payload},
+        # (the session's worker may have dispatched one event and not yet the other)
+        "event": {
+            **_columns(events[0], _SKIP | {"payload", "dispatched_at", "attempts", "last_error"}),
+            "payload": payload,
+        },
         "inbound": {k: v for k, v in _columns(inbound[0], _SKIP | {"received_at", "processed_at"}).items()},
     }
 
