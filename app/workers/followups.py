@@ -8,7 +8,7 @@ from typing import Any
 
 from app.errors import NotFound
 from app.services import followups
-from app.workers.jobs import job_session, load_event
+from app.workers.jobs import job_session, load_event, load_events
 
 
 def _id(value: Any) -> uuid.UUID | None:
@@ -31,6 +31,25 @@ async def schedule_followup(ctx: dict[str, Any], outbox_id: str, org_id: str | N
     except NotFound:
         return "lead gone" if lead_id else "deal gone"
     return f"task {task.id}" if task else "no task needed"
+
+
+async def schedule_followups(ctx: dict[str, Any], outbox_ids: list[str], org_id: str) -> str:
+    """`schedule_followup` for a batch of one organisation's events (the relay sends each
+    dispatched batch as one job); each event in its own transaction, as its own job would."""
+    done = 0
+    for event in await load_events(ctx, outbox_ids, org_id):
+        lead_id, deal_id = _id(event.payload.get("lead_id")), _id(event.payload.get("deal_id"))
+        if lead_id is None and deal_id is None:
+            continue
+        try:
+            async with job_session(ctx, event.org_id) as session:
+                task = await followups.schedule_after(
+                    session, lead_id=lead_id, deal_id=deal_id, since=event.created_at
+                )
+        except NotFound:
+            continue
+        done += task is not None
+    return f"{done} tasks"
 
 
 async def overdue_sweep(ctx: dict[str, Any]) -> int:

@@ -39,7 +39,7 @@ OPTIONAL_JOBS: dict[str, Callable[[AsyncSession], Awaitable[set[uuid.UUID]]]] = 
 
 # Jobs the relay sends once per organisation and dispatched batch of events, not once per event:
 # the batched job takes the batch's outbox ids (assignment decides them in one transaction).
-BATCHED_JOBS: dict[str, str] = {"assign_lead": "assign_leads"}
+BATCHED_JOBS: dict[str, str] = {"assign_lead": "assign_leads", "schedule_followup": "schedule_followups"}
 
 # Assignment has its own queue, so a backlog of reminders or webhooks never delays it.
 ASSIGNMENT_JOBS = frozenset({"assign_lead", "assign_leads"})

@@ -65,6 +65,7 @@ class WorkerSettings:
             webhooks.deliver_webhook,
             webhooks.retry_webhook,
             followups.schedule_followup,
+            followups.schedule_followups,
             receivables.send_dunning_email,
         )
     ]

@@ -12,7 +12,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import datetime, time
+from datetime import datetime, time, timedelta
 from time import monotonic
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -510,7 +510,8 @@ class LeadBusy(Exception):
         self.lead_id = lead_id
 
 
-BATCH_SECONDS = 1.0  # well inside the job's deadline (app.workers.assignment)
+BATCH_SECONDS = 1.0
+CATCH_UP_AFTER = timedelta(seconds=1)  # well inside the job's deadline (app.workers.assignment)
 
 
 async def assign_created_batch(
@@ -606,30 +607,66 @@ def _undecided_created(lead_ids: Sequence[uuid.UUID]) -> Any:
 
 
 async def assign_created_leads(
-    session: AsyncSession, lead_ids: Sequence[uuid.UUID], *, budget_seconds: float = BATCH_SECONDS
+    session: AsyncSession,
+    lead_ids: Sequence[uuid.UUID],
+    *,
+    more: int = BATCH_SIZE,
+    budget_seconds: float = BATCH_SECONDS,
 ) -> BatchOutcome:
     """Assign new leads by the rules (`lead.created`), oldest first, in the session's transaction:
-    the relay hands a batch of `lead.created` events of one organisation to one job.
+    the relay hands a batch of `lead.created` events of one organisation to one job. When the
+    oldest of them has waited over CATCH_UP_AFTER (the jobs are behind), up to `more` other
+    undecided pooled leads created since come along, so one job catches up on the backlog and
+    the later jobs find their leads decided (while they keep up, each job takes only its own
+    leads, and two workers' jobs never hold each other's).
 
     The leads without a decision are claimed with FOR UPDATE SKIP LOCKED (a lead in another
     worker's batch is left to it), and the rules' cursors are locked once for the batch, so round
     robin stays exact and each decision records the state before and after it, in order. Leads
-    already decided, or gone, are left alone; a re-run decides only what is still undecided."""
+    already decided, or gone, are left alone; a re-run decides only what is still undecided.
+    `undecided` counts the given leads still without a decision."""
     if not lead_ids:
         return BatchOutcome(decided=0, undecided=0)
-    claimed = (
-        await session.execute(
-            _undecided_created(lead_ids)
-            .order_by(col(Lead.created_at), col(Lead.id))
-            .with_for_update(skip_locked=True)
-            .execution_options(populate_existing=True)
-        )
-    ).scalars()
+    own = list(
+        (
+            await session.execute(
+                _undecided_created(lead_ids)
+                .order_by(col(Lead.created_at), col(Lead.id))
+                .with_for_update(skip_locked=True)
+                .execution_options(populate_existing=True)
+            )
+        ).scalars()
+    )
+    claimed = own
+    if own and more > 0 and utcnow() - own[0].created_at > CATCH_UP_AFTER:
+        others = (
+            await session.execute(
+                select(Lead)
+                .where(
+                    col(Lead.created_at) >= own[0].created_at,
+                    col(Lead.id).not_in(lead_ids),
+                    col(Lead.owner_id).is_(None),
+                    OPEN_LEAD,
+                    ~select(col(AssignmentDecision.id))
+                    .where(
+                        col(AssignmentDecision.org_id) == col(Lead.org_id),
+                        col(AssignmentDecision.lead_id) == col(Lead.id),
+                        col(AssignmentDecision.trigger) == "lead.created",
+                    )
+                    .exists(),
+                )
+                .order_by(col(Lead.created_at), col(Lead.id))
+                .limit(more)
+                .with_for_update(skip_locked=True)
+                .execution_options(populate_existing=True)
+            )
+        ).scalars()
+        claimed = sorted([*own, *others], key=lambda lead: (lead.created_at, str(lead.id)))
     deadline = monotonic() + budget_seconds
     memo = BatchMemo()
     decided = 0
     with session.no_autoflush:  # the rows go out together at the end (one UPDATE of the cursor)
-        for lead in list(claimed):
+        for lead in claimed:
             if monotonic() > deadline:
                 break
             await assign(

@@ -124,3 +124,68 @@ async def test_concurrent_batches_decide_every_lead_once_and_stay_fair(org: Org,
         session.info["org_id"] = uuid.UUID(org.id)
         owners = (await session.execute(select(Lead.owner_id).where(Lead.id.in_(ids)))).scalars().all()  # type: ignore[attr-defined]
     assert None not in owners
+
+
+async def _assign_ids(state: AppState, org: Org, ids: list[uuid.UUID], **kw: object) -> engine.BatchOutcome:
+    async with state.sessions() as session:
+        session.info["org_id"] = uuid.UUID(org.id)
+        outcome = await engine.assign_created_leads(session, ids, **kw)  # type: ignore[arg-type]
+        await session.commit()
+        return outcome
+
+
+async def test_a_relay_batch_is_decided_in_one_transaction_in_order_and_once(
+    org: Org, state: AppState
+) -> None:
+    users = await _round_robin(org)
+    ids = await _leads(state, org, 9)
+    # The relay's batch (out of order, as events may be): decided oldest first.
+    outcome = await _assign_ids(state, org, [ids[4], ids[0], ids[2], ids[1], ids[3]])
+    assert (outcome.decided, outcome.undecided) == (5, 0)
+    decisions = await _decisions(state, org)
+    assert [d.lead_id for d in decisions] == ids[:5]
+    assert [str(d.chosen_user_id) for d in decisions] == [users[i % 3] for i in range(5)]
+    for before, after in pairwise(decisions):
+        assert after.state_before == before.state_after
+    # The same batch again (arq may run a job twice): nothing more.
+    assert (await _assign_ids(state, org, ids[:5])).decided == 0
+    assert len(await _decisions(state, org)) == 5
+    # The next batch goes on from the cursor the first one left.
+    await _assign_ids(state, org, ids[5:])
+    decisions = await _decisions(state, org)
+    assert [d.lead_id for d in decisions] == ids
+    assert [str(d.chosen_user_id) for d in decisions] == [users[i % 3] for i in range(9)]
+
+
+async def test_a_lead_held_elsewhere_is_left_undecided_for_the_retry(org: Org, state: AppState) -> None:
+    await _round_robin(org)
+    ids = await _leads(state, org, 3)
+    async with state.sessions() as holder:
+        holder.info["org_id"] = uuid.UUID(org.id)
+        await holder.execute(select(Lead).where(Lead.id == ids[1]).with_for_update())  # type: ignore[arg-type]
+        outcome = await _assign_ids(state, org, ids)
+        assert (outcome.decided, outcome.undecided) == (2, 1)
+    outcome = await _assign_ids(state, org, ids)  # the retry, once the lock is gone
+    assert (outcome.decided, outcome.undecided) == (1, 0)
+    assert sorted(d.lead_id for d in await _decisions(state, org)) == sorted(ids)
+
+
+async def test_a_job_that_is_behind_catches_up_on_the_backlog(org: Org, state: AppState) -> None:
+    users = await _round_robin(org)
+    ids = await _leads(state, org, 6)
+    # Fresh leads: a job keeps to its own.
+    assert (await _assign_ids(state, org, ids[:1])).decided == 1
+    assert [d.lead_id for d in await _decisions(state, org)] == ids[:1]
+    # The job's lead has waited past CATCH_UP_AFTER: the undecided leads after it come along.
+    async with state.sessions() as session:
+        session.info["org_id"] = uuid.UUID(org.id)
+        for lead in (await session.execute(select(Lead).where(Lead.id.in_(ids)))).scalars():  # type: ignore[attr-defined]
+            lead.created_at -= engine.CATCH_UP_AFTER * 2
+        await session.commit()
+    outcome = await _assign_ids(state, org, ids[1:2], more=3)
+    assert (outcome.decided, outcome.undecided) == (4, 0)
+    decisions = await _decisions(state, org)
+    assert [d.lead_id for d in decisions] == ids[:5]
+    assert [str(d.chosen_user_id) for d in decisions] == [users[i % 3] for i in range(5)]
+    # A later job for a caught-up lead finds nothing to do.
+    assert (await _assign_ids(state, org, ids[3:4])).decided == 0
