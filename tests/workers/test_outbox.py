@@ -8,6 +8,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from arq.jobs import Job
 from sqlalchemy import select
 from sqlmodel import col
 
@@ -180,3 +181,54 @@ async def test_metrics_show_job_outcomes_queue_and_outbox(org: Org, worker: None
     assert "loudou_queue_depth{queue=" in text
     assert "loudou_outbox_pending " in text
     assert 'loudou_job_lag_samples_total{job="ping"}' in text
+
+
+async def test_the_relay_sends_a_batch_of_new_leads_as_one_assignment_job(
+    settings: Settings, servers: Servers
+) -> None:
+    """One `assign_leads` job per organisation and dispatched batch, not one job per lead."""
+    from app.workers.registry import assignment_queue
+    from app.workers.relay import relay_once
+
+    async with fresh_database(servers) as database_url:  # no session relay takes these events
+        own = settings.model_copy(
+            update={"database_url": database_url, "queue_name": f"q-{uuid.uuid4().hex[:6]}"}
+        )
+        state = AppState.open(own)
+        app = create_app(own, state=state)
+        try:
+            async with httpx.AsyncClient(
+                transport=httpx.ASGITransport(app=app), base_url="http://t"
+            ) as client:
+                orgs = [await make_org(state, client) for _ in range(2)]
+                leads: dict[str, set[str]] = {}
+                for org, count in zip(orgs, (5, 2), strict=True):
+                    for i in range(count):
+                        r = await client.post(
+                            "/v1/leads",
+                            json={"email": f"b{i}-{uuid.uuid4().hex[:6]}@x.example"},
+                            headers=org.auth(),
+                        )
+                        assert r.status_code == 201, r.text
+                    async with state.sessions() as session:
+                        rows = await session.execute(
+                            select(col(OutboxEvent.id))
+                            .where(
+                                col(OutboxEvent.org_id) == uuid.UUID(org.id),
+                                col(OutboxEvent.event_type) == "lead.created",
+                            )
+                            .execution_options(cross_tenant=True)
+                        )
+                        leads[org.id] = {str(row[0]) for row in rows}
+            assert await relay_once(state) >= 7
+            queued = await state.redis.zrange(assignment_queue(own), 0, -1)
+            jobs = {}
+            for job_id in queued:
+                name = job_id.decode() if isinstance(job_id, bytes) else job_id
+                job = await Job(name, state.redis, _queue_name=assignment_queue(own)).info()
+                assert job is not None
+                jobs[name] = job
+            assert len(jobs) == 2 and all(name.startswith("assign_leads:") for name in jobs)
+            assert {job.args[1]: set(job.args[0]) for job in jobs.values()} == leads
+        finally:
+            await state.close()
