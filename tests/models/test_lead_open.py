@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import uuid
+from datetime import timedelta
 
 from sqlalchemy import select, text
 
@@ -82,3 +83,38 @@ def test_the_partial_index_predicate_is_the_open_rule() -> None:
     from app.models.lead import OWNED_OPEN_SQL
 
     assert OPEN_LEAD_SQL.replace("leads.", "") == OWNED_OPEN_SQL
+
+
+async def test_the_fuzzy_match_is_the_best_score_and_the_oldest_on_a_tie(state: AppState, org: Org) -> None:
+    org_id = uuid.UUID(org.id)
+    now = utcnow()
+    async with tenant_session(state.sessions, org_id) as session:
+        close = Lead(email="a@example.com", name="Wang Wei", company="Acme Labs Ltd", created_at=now)
+        twin_old = Lead(
+            email="b@example.com", name="Wang Wei", company="Acme Labs", created_at=now - timedelta(days=2)
+        )
+        twin_new = Lead(
+            email="c@example.com", name="Wang Wei", company="Acme Labs", created_at=now - timedelta(days=1)
+        )
+        session.add_all([close, twin_old, twin_new])
+        await session.commit()
+    async with tenant_session(state.sessions, org_id) as session:
+        run = SessionStatements(session)
+
+        async def match(threshold: int) -> uuid.UUID | None:
+            return await find_fuzzy(
+                run, org_id, name="Wang Wei", company="Acme Labs", threshold=threshold, exclude=uuid.uuid4()
+            )
+
+        # Two exact matches (100): the older one, not the one that is only close (or newer).
+        assert await match(90) == twin_old.id
+        assert await match(100) == twin_old.id
+        async with tenant_session(state.sessions, org_id) as writer:
+            await writer.execute(
+                text("UPDATE leads SET company = 'Acme Labs Ltd' WHERE org_id = :o AND id = ANY(:ids)"),
+                {"o": org_id, "ids": [twin_old.id, twin_new.id]},
+            )
+            await writer.commit()
+        # Nothing scores 100 any more; at 80 the best score (all three tie) goes to the oldest.
+        assert await match(100) is None
+        assert await match(80) == twin_old.id
