@@ -31,11 +31,36 @@ STAYS_FROM_HISTORY = """
 STAYS_TABLE = "SELECT id, deal_id, stage_id, entered_at, left_at FROM deal_stage_stays WHERE org_id = :o"
 
 
+STAY_DAYS_FROM_STAYS = """
+    SELECT s.stage_id, (s.left_at AT TIME ZONE COALESCE(o.settings->>'timezone', 'UTC'))::date,
+           loudou_duration_bucket(EXTRACT(EPOCH FROM s.left_at - s.entered_at)::float8),
+           count(*), sum(EXTRACT(EPOCH FROM s.left_at - s.entered_at))
+    FROM deal_stage_stays s JOIN organisations o ON o.id = s.org_id
+    WHERE s.org_id = :o
+    GROUP BY 1, 2, 3"""
+STAY_DAYS_TABLE = """
+    SELECT stage_id, day, bucket, n, seconds FROM deal_stay_days
+    WHERE org_id = :o AND (n <> 0 OR seconds <> 0)"""
+STAY_SECONDS = """
+    SELECT count(*) FROM deal_stage_stays
+    WHERE org_id = :o AND seconds IS DISTINCT FROM EXTRACT(EPOCH FROM left_at - entered_at)::float8"""
+
+
 async def _assert_stays_equal_history(state: AppState, org_id: Any) -> int:
+    """The stays equal the history's lead(at); their per-day counts, durations and buckets too."""
     async with state.sessions() as session:
         expected = sorted(map(tuple, (await session.execute(text(STAYS_FROM_HISTORY), {"o": org_id})).all()))
         got = sorted(map(tuple, (await session.execute(text(STAYS_TABLE), {"o": org_id})).all()))
+        days_expected = sorted(
+            map(tuple, (await session.execute(text(STAY_DAYS_FROM_STAYS), {"o": org_id})).all()), key=str
+        )
+        days_got = sorted(
+            map(tuple, (await session.execute(text(STAY_DAYS_TABLE), {"o": org_id})).all()), key=str
+        )
+        wrong_seconds = (await session.execute(text(STAY_SECONDS), {"o": org_id})).scalar_one()
     assert got == expected
+    assert days_got == days_expected
+    assert wrong_seconds == 0
     return len(got)
 
 
@@ -184,12 +209,15 @@ async def test_stays_table_equals_the_stage_history_under_filters_and_changes(
         headers=org.auth(),
     )
     assert r.status_code == 200, r.text
+    await _assert_stays_equal_history(state, org.id)
     r = await org.client.post(
         f"/v1/deals/{open_deal['id']}/lost", json={"reason": "price"}, headers=org.auth()
     )
     assert r.status_code == 200, r.text
+    await _assert_stays_equal_history(state, org.id)
     r = await org.client.post(f"/v1/deals/{open_deal['id']}/reopen", json={}, headers=org.auth())
     assert r.status_code == 200, r.text
+    await _assert_stays_equal_history(state, org.id)
     moved = next(d for d in deals if d["status"] != "open" and d["owner_id"] == world.users["rep1"])
     r = await org.client.patch(
         f"/v1/deals/{moved['id']}", json={"owner_id": world.users["rep3"]}, headers=org.auth()
@@ -200,6 +228,7 @@ async def test_stays_table_equals_the_stage_history_under_filters_and_changes(
     changed = {**line, "stage_history": [line["stage_history"][0], *line["stage_history"][2:]]}
     report = await post_import(org, "deals", [changed])
     assert report["updated"] == 1, report
+    await _assert_stays_equal_history(state, org.id)
     # Leads: a reassignment, a delete, a merge into another; the deal a lead converted to is lost,
     # another such deal deleted.
     leads_now = await fetch_all(org, "/v1/leads")
@@ -230,6 +259,7 @@ async def test_stays_table_equals_the_stage_history_under_filters_and_changes(
     assert won_converted
     r = await org.client.delete(f"/v1/deals/{won_converted[0]['converted_deal_id']}", headers=org.auth())
     assert r.status_code == 200, r.text
+    await _assert_stays_equal_history(state, org.id)
     # Deletes.
     for gone in [d for d in deals if d["status"] == "lost"][:2]:
         r = await org.client.delete(f"/v1/deals/{gone['id']}", headers=org.auth())
