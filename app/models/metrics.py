@@ -36,7 +36,6 @@ from app.models.base import IdMixin, TenantMixin, TimestampField, new_id, tenant
 from app.models.common import CurrencyCode, Input, Patch
 from app.money import round_money
 
-
 # The seconds percentile_cont sorts: EXTRACT(EPOCH ...) (numeric) cast to float8, as the cycle metric
 # computes them on the fly.
 STAY_SECONDS = "(EXTRACT(EPOCH FROM left_at - entered_at))::double precision"
