@@ -1,4 +1,5 @@
-"""What metrics read precomputed (deal_stage_stays, kept by triggers on the stage history) gives the
+"""What metrics read precomputed (deal_stage_stays and its per-day counts, kept by triggers on the
+stage history; the funnel and lead facts) gives the
 same numbers as the base tables, under every filter the endpoint accepts, after imports, live moves,
 re-imports that rewrite a history, reassignments and deletes."""
 
@@ -297,5 +298,7 @@ async def test_stays_table_equals_the_stage_history_under_filters_and_changes(
     )
     assert r.status_code == 200, r.text
     await _assert_facts_equal_base(state, org.id)
+    await _assert_stays_equal_history(state, org.id)
     for params in ({}, {"group_by": "week"}, {"from": (today - timedelta(days=90)).isoformat()}):
         await _funnel(org, None, params, monkeypatch)
+        await _cycle(org, None, params, monkeypatch)
