@@ -1,7 +1,7 @@
 """What metrics read precomputed (deal_stage_stays and its per-day counts, kept by triggers on the
-stage history; the funnel and lead facts) gives the
-same numbers as the base tables, under every filter the endpoint accepts, after imports, live moves,
-re-imports that rewrite a history, reassignments and deletes."""
+stage history; the funnel and lead facts) gives the same numbers as the base tables, under every
+filter the endpoint accepts, after imports, live moves, re-imports that rewrite a history,
+reassignments, deletes and a timezone change."""
 
 from __future__ import annotations
 
