@@ -418,8 +418,9 @@ class DealFunnelFacts(IdMixin, TenantMixin, table=True):
             ],
         ),
         Index(
-            "ix_deal_funnel_facts_org_id_cycle_seconds_won",
+            "ix_deal_funnel_facts_won_cycle",
             "org_id",
+            "cycle_bucket",
             "cycle_seconds",
             postgresql_include=["closed_at"],
             postgresql_where=text("status = 'won'"),
@@ -437,9 +438,18 @@ class DealFunnelFacts(IdMixin, TenantMixin, table=True):
     closed_at: datetime | None = TimestampField(nullable=True, default_now=False)
     reached: list[uuid.UUID] = Field(sa_type=ARRAY(Uuid()))
     last_open: uuid.UUID | None = Field(default=None)
-    # The sales cycle percentile_cont sorts (closed_at - created_at in seconds, float8).
+    # The sales cycle percentile_cont sorts (closed_at - created_at in seconds, float8), and its
+    # duration bucket: the cycle's median and p75 walk the won deals in this order.
     cycle_seconds: float | None = Field(
         default=None, sa_column=Column(Double(), Computed(CYCLE_SECONDS, persisted=True), nullable=True)
+    )
+    cycle_bucket: int | None = Field(
+        default=None,
+        sa_column=Column(
+            SmallInteger(),
+            Computed(f"loudou_duration_bucket({CYCLE_SECONDS})", persisted=True),
+            nullable=True,
+        ),
     )
 
 
@@ -517,17 +527,51 @@ class DealFunnelDay(IdMixin, TenantMixin, table=True):
     amount: Decimal = Field(sa_type=Numeric())
 
 
-class DealStayDay(IdMixin, TenantMixin, table=True):
-    """deal_stage_stays counted per stage, local day of `left_at` (the organisation's timezone) and
-    duration bucket: count and Σ seconds (exact, numeric). Kept by the stays trigger (the net change
-    of each statement) and rebuilt with the stays and on a timezone change; time in stage reads its
-    counts and means here and walks only the bucket that holds the median."""
+class _DurationCounts(IdMixin, TenantMixin):
+    """What both duration rollups hold: a stage (NULL: the won deals' cycle, created -> won), a
+    duration bucket (loudou_duration_bucket), a count and the exact Σ seconds."""
 
-    __tablename__ = "deal_stay_days"
-    __table_args__ = (UniqueConstraint("org_id", "day", "stage_id", "bucket", name="uq_deal_stay_days_key"),)
-
-    stage_id: uuid.UUID = Field()
-    day: dt.date
+    stage_id: uuid.UUID | None = Field(default=None)
     bucket: int = Field(sa_type=SmallInteger())
     n: int
     seconds: Decimal = Field(sa_type=Numeric())
+
+
+class DealDurationDay(_DurationCounts, table=True):
+    """Ended stays (by stage, local day of `left_at`) and won deals' cycles (stage NULL, local day of
+    `closed_at`) counted per duration bucket, in the organisation's timezone. Kept by the stays and
+    facts triggers (a timezone change rebuilds it); the cycle metric reads its counts and means and
+    walks only the bucket that holds a percentile's rank."""
+
+    __tablename__ = "deal_duration_days"
+    __table_args__ = (
+        UniqueConstraint(
+            "org_id",
+            "day",
+            "stage_id",
+            "bucket",
+            name="uq_deal_duration_days_key",
+            postgresql_nulls_not_distinct=True,
+        ),
+    )
+
+    day: dt.date
+
+
+class DealDurationMonth(_DurationCounts, table=True):
+    """deal_duration_days summed per local month (first day), kept by statement triggers on it: a
+    year is read as twelve months and its edge days."""
+
+    __tablename__ = "deal_duration_months"
+    __table_args__ = (
+        UniqueConstraint(
+            "org_id",
+            "month",
+            "stage_id",
+            "bucket",
+            name="uq_deal_duration_months_key",
+            postgresql_nulls_not_distinct=True,
+        ),
+    )
+
+    month: dt.date

@@ -1,4 +1,4 @@
-"""The cycle metric read from the per-day stay rollup and index walks (app.services.metrics.durations)
+"""The cycle metric read from the duration rollups and index walks (app.services.metrics.durations)
 equals the same metric in SQL over the stays table and over the stage history, and an independent
 computation of DESIGN.md §7 in Python: on stays and closes exactly on the period's local-day edges
 in a non-UTC timezone, odd and even counts, ties, zero-length stays, a stage with one stay and one
@@ -10,13 +10,16 @@ from __future__ import annotations
 import itertools
 import zoneinfo
 from collections import defaultdict
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
 import pytest
+from sqlalchemy import text
 
 from app.services.metrics import durations, wins
+from app.state import AppState
 from tests.conftest import Org
 from tests.routers.metrics_reference import fetch_deals, post_import
 
@@ -50,25 +53,50 @@ def _days(seconds: Decimal | float | None) -> float | None:
     return float((value / Decimal(86400)).quantize(Decimal("0.01"), rounding=ROUND_HALF_UP))
 
 
-def _reference(
-    deals: list[dict[str, Any]], keys: dict[str, str], start: date, end: date, tz: str
-) -> dict[str, Any]:
-    """§7 over the deals read back through the API: won deals closed in [start, end) local days;
-    stays (entry -> next entry) that ended in it, per stage."""
+@dataclass
+class Base:
+    """The base rows: each deal's status, created_at, closed_at; its stage history in (at, id) order
+    (the tie-break of entries at the same instant, as §7's stays are numbered)."""
+
+    deals: list[tuple[str, datetime, datetime | None]]
+    history: dict[Any, list[tuple[datetime, Any, Any]]]
+
+
+async def _base(state: AppState, org_id: str) -> Base:
+    async with state.sessions() as session:
+        deals = (
+            await session.execute(
+                text("SELECT status, created_at, closed_at FROM deals WHERE org_id = :o"), {"o": org_id}
+            )
+        ).all()
+        rows = (
+            await session.execute(
+                text("SELECT deal_id, at, id, to_stage_id FROM deal_stage_history WHERE org_id = :o"),
+                {"o": org_id},
+            )
+        ).all()
+    history: dict[Any, list[tuple[datetime, Any, Any]]] = defaultdict(list)
+    for deal_id, at, entry_id, stage_id in rows:
+        history[deal_id].append((at, entry_id, stage_id))
+    return Base([tuple(d) for d in deals], {k: sorted(v) for k, v in history.items()})
+
+
+def _reference(base: Base, keys: dict[str, str], start: date, end: date, tz: str) -> dict[str, Any]:
+    """§7 over the base rows: won deals closed in [start, end) local days; stays (entry -> next
+    entry) that ended in it, per stage."""
     zone = zoneinfo.ZoneInfo(tz)
     t0 = datetime(start.year, start.month, start.day, tzinfo=zone)
     t1 = datetime(end.year, end.month, end.day, tzinfo=zone)
     won = [
-        d["closed"] - d["created"]
-        for d in deals
-        if d["status"] == "won" and d["closed"] is not None and t0 <= d["closed"] < t1
+        closed - created
+        for status, created, closed in base.deals
+        if status == "won" and closed is not None and t0 <= closed < t1
     ]
     stays: dict[str, list[timedelta]] = defaultdict(list)
-    for d in deals:
-        entries = d["stages"]  # in (at, id) order
-        for (stage, entered), (_, left) in itertools.pairwise(entries):
+    for entries in base.history.values():
+        for (entered, _, stage), (left, _, _) in itertools.pairwise(entries):
             if t0 <= left < t1:
-                stays[keys[stage]].append(left - entered)
+                stays[keys[str(stage)]].append(left - entered)
 
     def stats(values: list[timedelta]) -> tuple[int, float | None, float | None]:
         exact = [_seconds(v) for v in values]
@@ -200,14 +228,19 @@ def _data(today: date) -> tuple[Builder, date, date]:
 
 
 async def _check(
-    org: Org, keys: dict[str, str], periods: list[tuple[date, date]], tz: str, monkeypatch: pytest.MonkeyPatch
+    org: Org,
+    state: AppState,
+    keys: dict[str, str],
+    periods: list[tuple[date, date]],
+    tz: str,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> list[dict[str, Any]]:
-    deals = await fetch_deals(org)
+    base = await _base(state, org.id)
     out = []
     for start, end in periods:
         params = {"from": start.isoformat(), "to": end.isoformat()}
         body = await _cycle_every_way(org, params, monkeypatch)
-        assert _summary(body) == _reference(deals, keys, start, end, tz), params
+        assert _summary(body) == _reference(base, keys, start, end, tz), params
         out.append(_summary(body))
         for group in ("month", "week"):
             await _cycle_every_way(org, {**params, "group_by": group}, monkeypatch)
@@ -216,7 +249,7 @@ async def _check(
 
 
 async def test_cycle_from_rollups_equals_sql_and_the_definition(
-    org: Org, monkeypatch: pytest.MonkeyPatch
+    org: Org, state: AppState, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     r = await org.client.patch(
         "/v1/organisation", json={"settings": {"timezone": START_TZ}}, headers=org.auth()
@@ -231,7 +264,7 @@ async def test_cycle_from_rollups_equals_sql_and_the_definition(
     assert report["failed"] == 0, report["errors"]
     periods = [(p0, p1), (p0 + DAY, p1 - DAY), (p0 - 40 * DAY, today + DAY)]
 
-    (first, *_) = await _check(org, keys, periods, START_TZ, monkeypatch)
+    (first, *_) = await _check(org, state, keys, periods, START_TZ, monkeypatch)
     won, stages = first["won"], first["stages"]
     assert won[0] == 6, first  # the close at t0 counts, the one at t1 does not
     assert stages["prospect"][0] == 13 and stages["first_contact"][0] == 6, first
@@ -263,14 +296,14 @@ async def test_cycle_from_rollups_equals_sql_and_the_definition(
     rewritten = {**built.lines[5], "stage_history": built.lines[5]["stage_history"][:1]}
     report = await post_import(org, "deals", [rewritten])
     assert report["updated"] == 1, report
-    await _check(org, keys, periods, START_TZ, monkeypatch)
+    await _check(org, state, keys, periods, START_TZ, monkeypatch)
 
     # Another timezone: the same dates are other instants, the rollups other local days.
     r = await org.client.patch(
         "/v1/organisation", json={"settings": {"timezone": "America/Los_Angeles"}}, headers=org.auth()
     )
     assert r.status_code == 200, r.text
-    await _check(org, keys, periods, "America/Los_Angeles", monkeypatch)
+    await _check(org, state, keys, periods, "America/Los_Angeles", monkeypatch)
 
 
 async def test_a_period_without_stays_or_wins_has_no_rows(org: Org, monkeypatch: pytest.MonkeyPatch) -> None:

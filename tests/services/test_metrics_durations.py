@@ -10,7 +10,7 @@ from datetime import date, timedelta
 from sqlalchemy import text
 
 from app.services.metrics.common import GroupBy
-from app.services.metrics.durations import interpolate, ranks, sub_periods
+from app.services.metrics.durations import interpolate, ranks, sub_periods, whole_months
 from app.state import AppState
 
 
@@ -84,3 +84,11 @@ async def test_groups_of_days_are_labelled_as_sql_labels_them(state: AppState) -
     assert sub_periods(start, start + timedelta(days=1), GroupBy.week) == {
         "2020-W51": (start, date(2020, 12, 21))
     }
+
+
+def test_whole_months_of_a_period() -> None:
+    assert whole_months(date(2025, 11, 30), date(2026, 12, 1)) == (date(2025, 12, 1), date(2026, 12, 1))
+    assert whole_months(date(2026, 1, 1), date(2026, 2, 1)) == (date(2026, 1, 1), date(2026, 2, 1))
+    assert whole_months(date(2026, 1, 1), date(2026, 1, 31)) == (date(2026, 1, 31), date(2026, 1, 31))
+    assert whole_months(date(2026, 1, 2), date(2026, 3, 1)) == (date(2026, 2, 1), date(2026, 3, 1))
+    assert whole_months(date(2026, 12, 15), date(2027, 1, 20)) == (date(2027, 1, 20), date(2027, 1, 20))

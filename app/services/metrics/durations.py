@@ -2,13 +2,14 @@
 
 `percentile_cont(p)` over N values is the value at rank floor(p·(N-1)), interpolated towards the
 next one (PostgreSQL's percentile_cont_final_common and float8_lerp, in the same float8
-arithmetic). So it needs N and one or two values at known ranks: N (and the exact mean, as avg's
-own numeric division) come from rollups kept per local day — deal_stay_days per stage and duration
-bucket, deal_closed_rollup for won deals —, and the values from a walk of an index in duration
-order (OFFSET k LIMIT 2, index-only): for stays only inside the bucket that holds rank k, whose
-count of shorter stays the rollup gives. The rows are the ones the SQL of `wins.cycle` gives, so
-that SQL stays the definition and the fallback for what needs the deals (filters, a caller who
-sees part of them, owner/team/source groups); tests hold the two equal.
+arithmetic). So it needs N and one or two values at known ranks. N, the exact mean (avg's own
+numeric division) and the count per duration bucket come from deal_duration_months (whole local
+months) and deal_duration_days (the edge days) — per stage for stays, stage NULL for the won
+deals' cycle —; the values from a walk of an index in (bucket, seconds) order, OFFSET k LIMIT 2,
+index-only, starting at the bucket that holds the rank (k = the rank less the durations in lower
+buckets). The rows are the ones the SQL of `wins.cycle` gives, so that SQL stays the definition and
+the fallback for what needs the deals (filters, a caller who sees part of them, owner/team/source
+groups); tests hold the two equal.
 """
 
 from __future__ import annotations
@@ -39,8 +40,9 @@ STAY_WALK = """
     OFFSET :k LIMIT :m"""
 WON_WALK = """
     SELECT f.cycle_seconds FROM deal_funnel_facts f
-    WHERE f.org_id = :org_id AND f.status = 'won' AND f.closed_at >= :t0 AND f.closed_at < :t1
-    ORDER BY f.cycle_seconds
+    WHERE f.org_id = :org_id AND f.status = 'won' AND f.cycle_bucket >= :bucket
+      AND f.closed_at >= :t0 AND f.closed_at < :t1
+    ORDER BY f.cycle_bucket, f.cycle_seconds
     OFFSET :k LIMIT :m"""
 
 
@@ -78,13 +80,17 @@ def group_label(day: date, group_by: GroupBy | None) -> str | None:
 
 def sub_periods(start: date, end: date, group_by: GroupBy | None) -> dict[str | None, tuple[date, date]]:
     """Each group's local days [first, last + 1) within [start, end)."""
+    if group_by not in (GroupBy.month, GroupBy.week):
+        return {None: (start, end)}
     out: dict[str | None, tuple[date, date]] = {}
     day = start
     while day < end:
-        label = group_label(day, group_by)
-        first = out.get(label, (day, day))[0]
-        out[label] = (first, day + timedelta(days=1))
-        day += timedelta(days=1)
+        if group_by == GroupBy.month:
+            following = (day.replace(day=28) + timedelta(days=4)).replace(day=1)
+        else:
+            following = day + timedelta(days=7 - day.weekday())
+        out[group_label(day, group_by)] = (day, min(following, end))
+        day = following
     return out
 
 
@@ -107,101 +113,111 @@ async def _walk(
     return interpolate(float(values[0][0]), float(values[1][0]), proportion)
 
 
+def whole_months(start: date, end: date) -> tuple[date, date]:
+    """The first days [m0, m1) of the whole months within [start, end) (m0 == m1 == end: none)."""
+    first = start if start.day == 1 else (start.replace(day=28) + timedelta(days=4)).replace(day=1)
+    last = end.replace(day=1)
+    return (first, last) if first < last else (end, end)
+
+
+def _label(group_by: GroupBy | None, column: str) -> str:
+    """The group of a rollup row by its local day or month `column`, as `rollup_group` labels it."""
+    if group_by in (GroupBy.month, GroupBy.week):
+        return rollup_group(group_by).replace("r.day", column)
+    return "NULL::text"
+
+
 @dataclass
-class _Stage:
-    """One group's stays of one stage: count and mean, and the count per bucket."""
+class _Durations:
+    """One group's durations of one stage (or of the won deals): count, mean, count per bucket."""
 
     count: int = 0
     mean: Any = None
     buckets: list[tuple[int, int]] = field(default_factory=list)
 
     def locate(self, rank: int) -> tuple[int, int]:
-        """The bucket holding the stay at `rank` (0-based, in duration order) and its rank in the walk
-        that starts at that bucket."""
+        """The bucket holding the duration at `rank` (0-based, in duration order) and its rank in a
+        walk that starts at that bucket."""
         below = 0
         for bucket, n in self.buckets:
             if rank < below + n:
                 return bucket, rank - below
             below += n
-        raise Drift(f"rank {rank} past {below} stays")
+        raise Drift(f"rank {rank} past {below} durations")
+
+    async def percentile(
+        self, session: AsyncSession, statement: str, params: dict[str, Any], p: float
+    ) -> float:
+        """percentile_cont(p) of these durations, walking `statement` from the rank's bucket."""
+        if self.count <= 0:
+            raise Drift(f"count {self.count}")
+        first, second, proportion = ranks(self.count, p)
+        bucket, k = self.locate(first)
+        return await _walk(
+            session, statement, {**params, "bucket": bucket}, k, k + second - first, proportion
+        )
 
 
-async def _stay_rows(
-    session: AsyncSession, ctx: Context, params: dict[str, Any], periods: dict[str | None, tuple[date, date]]
-) -> list[tuple[Any, ...]]:
-    """(group, stage_id, count, mean seconds, median seconds) of the stays that ended in the period."""
+async def _counts(
+    session: AsyncSession, ctx: Context, params: dict[str, Any]
+) -> dict[tuple[str | None, uuid.UUID | None], _Durations]:
+    """Per group and stage (None: won deals), the count, mean and counts per bucket of the period."""
     group_by = ctx.query.group_by
+    m0, m1 = (ctx.period.end, ctx.period.end)
+    if group_by != GroupBy.week:  # weeks do not add up to months
+        m0, m1 = whole_months(ctx.period.start, ctx.period.end)
     rows = await fetch(
         session,
         f"""
-        WITH b AS (
-          SELECT {rollup_group(group_by)} AS grp, r.stage_id, r.bucket, sum(r.n) AS n, sum(r.seconds) AS s
-          FROM deal_stay_days r
-          WHERE r.org_id = :org_id AND r.day >= :d0 AND r.day < :d1
-          GROUP BY 1, 2, 3
-          HAVING sum(r.n) <> 0)
+        WITH r AS (
+          SELECT {_label(group_by, "m.month")} AS grp, m.stage_id, m.bucket, m.n, m.seconds
+          FROM deal_duration_months m
+          WHERE m.org_id = :org_id AND m.month >= :m0 AND m.month < :m1
+          UNION ALL
+          SELECT {_label(group_by, "d.day")}, d.stage_id, d.bucket, d.n, d.seconds
+          FROM deal_duration_days d
+          WHERE d.org_id = :org_id
+            AND (d.day >= :d0 AND d.day < :m0 OR d.day >= :m1 AND d.day < :d1)),
+        b AS (
+          SELECT grp, stage_id, bucket, sum(n) AS n, sum(seconds) AS s
+          FROM r GROUP BY 1, 2, 3
+          HAVING sum(n) <> 0)
         SELECT grp, stage_id, bucket, n, sum(s) OVER w / sum(n) OVER w
         FROM b WINDOW w AS (PARTITION BY grp, stage_id)
         ORDER BY grp, stage_id, bucket""",
-        params,
+        {**params, "m0": m0, "m1": m1},
     )
-    stages: dict[tuple[str | None, uuid.UUID], _Stage] = defaultdict(_Stage)
+    out: dict[tuple[str | None, uuid.UUID | None], _Durations] = defaultdict(_Durations)
     for grp, stage_id, bucket, n, mean in rows:
-        stage = stages[(grp, stage_id)]
-        stage.count += n
-        stage.mean = mean
-        stage.buckets.append((bucket, n))
-    out = []
-    for (grp, stage_id), stage in stages.items():
-        first, second, proportion = ranks(stage.count, MEDIAN)
-        bucket, k = stage.locate(first)
-        d0, d1 = _sub_period(periods, grp)
-        walk = {
-            **params,
-            "stage_id": stage_id,
-            "bucket": bucket,
-            "t0": local_midnight(d0, ctx.tz),
-            "t1": local_midnight(d1, ctx.tz),
-        }
-        median = await _walk(session, STAY_WALK, walk, k, k + second - first, proportion)
-        out.append((grp, stage_id, stage.count, stage.mean, median))
-    return out
-
-
-async def _won_rows(
-    session: AsyncSession, ctx: Context, params: dict[str, Any], periods: dict[str | None, tuple[date, date]]
-) -> list[tuple[Any, ...]]:
-    """(group, count, mean seconds, median, p75) of the deals won in the period."""
-    rows = await fetch(
-        session,
-        f"""
-        SELECT {rollup_group(ctx.query.group_by)}, sum(r.n), sum(r.cycle_seconds) / sum(r.n)
-        FROM deal_closed_rollup r
-        WHERE r.org_id = :org_id AND r.status = 'won' AND r.day >= :d0 AND r.day < :d1
-        GROUP BY 1
-        HAVING sum(r.n) <> 0""",
-        params,
-    )
-    out = []
-    for grp, count, mean in rows:
-        d0, d1 = _sub_period(periods, grp)
-        walk = {**params, "t0": local_midnight(d0, ctx.tz), "t1": local_midnight(d1, ctx.tz)}
-        values = []
-        for p in (MEDIAN, P75):
-            first, second, proportion = ranks(count, p)
-            values.append(await _walk(session, WON_WALK, walk, first, second, proportion))
-        out.append((grp, count, mean, *values))
+        durations = out[(grp, stage_id)]
+        durations.count += n
+        durations.mean = mean
+        durations.buckets.append((bucket, n))
     return out
 
 
 async def cycle_rows(
     session: AsyncSession, ctx: Context, params: dict[str, Any]
 ) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]] | None:
-    """The won rows and the stay rows `wins.cycle` would compute, from the rollups and index walks;
-    None when a rollup and its index disagree (the caller then runs the SQL)."""
+    """The won rows (group, count, mean, median, p75 seconds) and the stay rows (group, stage_id,
+    count, mean, median) `wins.cycle` would compute, from the rollups and index walks; None when a
+    rollup and its index disagree (the caller then runs the SQL)."""
     periods = sub_periods(ctx.period.start, ctx.period.end, ctx.query.group_by)
+    won: list[tuple[Any, ...]] = []
+    stays: list[tuple[Any, ...]] = []
     try:
-        return await _won_rows(session, ctx, params, periods), await _stay_rows(session, ctx, params, periods)
+        for (grp, stage_id), durations in (await _counts(session, ctx, params)).items():
+            d0, d1 = _sub_period(periods, grp)
+            walk = {**params, "t0": local_midnight(d0, ctx.tz), "t1": local_midnight(d1, ctx.tz)}
+            if stage_id is None:
+                median = await durations.percentile(session, WON_WALK, walk, MEDIAN)
+                p75 = await durations.percentile(session, WON_WALK, walk, P75)
+                won.append((grp, durations.count, durations.mean, median, p75))
+            else:
+                walk["stage_id"] = stage_id
+                median = await durations.percentile(session, STAY_WALK, walk, MEDIAN)
+                stays.append((grp, stage_id, durations.count, durations.mean, median))
     except Drift as exc:
         log.warning("metrics.cycle.rollup_drift", detail=str(exc)[:200], org_id=str(ctx.principal.org_id))
         return None
+    return won, stays
