@@ -364,6 +364,7 @@ class DealStageStay(IdMixin, TenantMixin, table=True):
             "left_at",
             postgresql_include=["stage_id", "entered_at", "deal_id"],
         ),
+        Index("ix_deal_stage_stays_org_id_deal_id", "org_id", "deal_id"),
         Index(
             "ix_deal_stage_stays_org_id_stage_id_bucket_seconds",
             "org_id",

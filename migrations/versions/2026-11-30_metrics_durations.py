@@ -366,6 +366,9 @@ def upgrade() -> None:
         unique=False,
         postgresql_include=["left_at"],
     )
+    # The stays trigger reads and deletes a deal's stays, and a deal's delete cascades to them:
+    # without this index each of those scanned every stay (~1.4 s a move at 1M deals).
+    op.create_index("ix_deal_stage_stays_org_id_deal_id", "deal_stage_stays", ["org_id", "deal_id"], unique=False)
     op.add_column(
         "deal_funnel_facts",
         sa.Column("cycle_seconds", sa.Double(), sa.Computed(CYCLE_SECONDS, persisted=True), nullable=True),
@@ -397,6 +400,7 @@ def downgrade() -> None:
     op.drop_index("ix_deal_funnel_facts_won_cycle", table_name="deal_funnel_facts")
     op.drop_column("deal_funnel_facts", "cycle_bucket")
     op.drop_column("deal_funnel_facts", "cycle_seconds")
+    op.drop_index("ix_deal_stage_stays_org_id_deal_id", table_name="deal_stage_stays")
     op.drop_index("ix_deal_stage_stays_org_id_stage_id_bucket_seconds", table_name="deal_stage_stays")
     op.drop_column("deal_stage_stays", "bucket")
     op.drop_column("deal_stage_stays", "seconds")
