@@ -96,6 +96,8 @@ PRECOMPUTED = [
     "deal_stage_stays",
     "deal_funnel_facts",
     "deal_funnel_days",
+    "deal_duration_days",
+    "deal_duration_months",
     "lead_funnel_facts",
     "deal_open_rollup",
     "deal_closed_rollup",

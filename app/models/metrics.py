@@ -16,12 +16,17 @@ from pydantic import ConfigDict, model_validator
 from sqlalchemy import (
     ARRAY,
     CheckConstraint,
+    Column,
+    Computed,
+    Double,
     ForeignKeyConstraint,
     Index,
     Numeric,
+    SmallInteger,
     String,
     UniqueConstraint,
     Uuid,
+    text,
 )
 from sqlmodel import Field, SQLModel
 
@@ -30,6 +35,11 @@ from app.models import examples as ex
 from app.models.base import IdMixin, TenantMixin, TimestampField, new_id, tenant_fk
 from app.models.common import CurrencyCode, Input, Patch
 from app.money import round_money
+
+# The seconds percentile_cont sorts: EXTRACT(EPOCH ...) (numeric) cast to float8, as the cycle metric
+# computes them on the fly.
+STAY_SECONDS = "(EXTRACT(EPOCH FROM left_at - entered_at))::double precision"
+CYCLE_SECONDS = "(EXTRACT(EPOCH FROM closed_at - created_at))::double precision"
 
 
 class TenantKeyMixin(TenantScoped, SQLModel):
@@ -354,6 +364,15 @@ class DealStageStay(IdMixin, TenantMixin, table=True):
             "left_at",
             postgresql_include=["stage_id", "entered_at", "deal_id"],
         ),
+        Index("ix_deal_stage_stays_org_id_deal_id", "org_id", "deal_id"),
+        Index(
+            "ix_deal_stage_stays_org_id_stage_id_bucket_seconds",
+            "org_id",
+            "stage_id",
+            "bucket",
+            "seconds",
+            postgresql_include=["left_at"],
+        ),
         tenant_fk("deal_stage_stays", "deal_id", "deals", ondelete="CASCADE"),
     )
 
@@ -361,6 +380,16 @@ class DealStageStay(IdMixin, TenantMixin, table=True):
     stage_id: uuid.UUID = Field()
     entered_at: datetime = TimestampField()
     left_at: datetime = TimestampField()
+    # What percentile_cont sorts (the stay's seconds as float8) and its duration class
+    # (loudou_duration_bucket, monotonic in seconds): time in stage walks them in this order.
+    seconds: float = Field(sa_column=Column(Double(), Computed(STAY_SECONDS, persisted=True), nullable=False))
+    bucket: int = Field(
+        sa_column=Column(
+            SmallInteger(),
+            Computed(f"loudou_duration_bucket({STAY_SECONDS})", persisted=True),
+            nullable=False,
+        )
+    )
 
 
 class DealFunnelFacts(IdMixin, TenantMixin, table=True):
@@ -389,6 +418,14 @@ class DealFunnelFacts(IdMixin, TenantMixin, table=True):
                 "last_open",
             ],
         ),
+        Index(
+            "ix_deal_funnel_facts_won_cycle",
+            "org_id",
+            "cycle_bucket",
+            "cycle_seconds",
+            postgresql_include=["closed_at"],
+            postgresql_where=text("status = 'won'"),
+        ),
         tenant_fk("deal_funnel_facts", "id", "deals", ondelete="CASCADE"),
     )
 
@@ -402,6 +439,19 @@ class DealFunnelFacts(IdMixin, TenantMixin, table=True):
     closed_at: datetime | None = TimestampField(nullable=True, default_now=False)
     reached: list[uuid.UUID] = Field(sa_type=ARRAY(Uuid()))
     last_open: uuid.UUID | None = Field(default=None)
+    # The sales cycle percentile_cont sorts (closed_at - created_at in seconds, float8), and its
+    # duration bucket: the cycle's median and p75 walk the won deals in this order.
+    cycle_seconds: float | None = Field(
+        default=None, sa_column=Column(Double(), Computed(CYCLE_SECONDS, persisted=True), nullable=True)
+    )
+    cycle_bucket: int | None = Field(
+        default=None,
+        sa_column=Column(
+            SmallInteger(),
+            Computed(f"loudou_duration_bucket({CYCLE_SECONDS})", persisted=True),
+            nullable=True,
+        ),
+    )
 
 
 class LeadFunnelFacts(IdMixin, TenantMixin, table=True):
@@ -476,3 +526,53 @@ class DealFunnelDay(IdMixin, TenantMixin, table=True):
     last_open: uuid.UUID | None = Field(default=None)
     n: int
     amount: Decimal = Field(sa_type=Numeric())
+
+
+class _DurationCounts(IdMixin, TenantMixin):
+    """What both duration rollups hold: a stage (NULL: the won deals' cycle, created -> won), a
+    duration bucket (loudou_duration_bucket), a count and the exact Σ seconds."""
+
+    stage_id: uuid.UUID | None = Field(default=None)
+    bucket: int = Field(sa_type=SmallInteger())
+    n: int
+    seconds: Decimal = Field(sa_type=Numeric())
+
+
+class DealDurationDay(_DurationCounts, table=True):
+    """Ended stays (by stage, local day of `left_at`) and won deals' cycles (stage NULL, local day of
+    `closed_at`) counted per duration bucket, in the organisation's timezone. Kept by the stays and
+    facts triggers (a timezone change rebuilds it); the cycle metric reads its counts and means and
+    walks only the bucket that holds a percentile's rank."""
+
+    __tablename__ = "deal_duration_days"
+    __table_args__ = (
+        UniqueConstraint(
+            "org_id",
+            "day",
+            "stage_id",
+            "bucket",
+            name="uq_deal_duration_days_key",
+            postgresql_nulls_not_distinct=True,
+        ),
+    )
+
+    day: dt.date
+
+
+class DealDurationMonth(_DurationCounts, table=True):
+    """deal_duration_days summed per local month (first day), kept by statement triggers on it: a
+    year is read as twelve months and its edge days."""
+
+    __tablename__ = "deal_duration_months"
+    __table_args__ = (
+        UniqueConstraint(
+            "org_id",
+            "month",
+            "stage_id",
+            "bucket",
+            name="uq_deal_duration_months_key",
+            postgresql_nulls_not_distinct=True,
+        ),
+    )
+
+    month: dt.date

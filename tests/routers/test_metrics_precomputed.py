@@ -1,6 +1,7 @@
-"""What metrics read precomputed (deal_stage_stays, kept by triggers on the stage history) gives the
-same numbers as the base tables, under every filter the endpoint accepts, after imports, live moves,
-re-imports that rewrite a history, reassignments and deletes."""
+"""What metrics read precomputed (deal_stage_stays and its per-day counts, kept by triggers on the
+stage history; the funnel and lead facts) gives the same numbers as the base tables, under every
+filter the endpoint accepts, after imports, live moves, re-imports that rewrite a history,
+reassignments, deletes and a timezone change."""
 
 from __future__ import annotations
 
@@ -31,10 +32,50 @@ STAYS_FROM_HISTORY = """
 STAYS_TABLE = "SELECT id, deal_id, stage_id, entered_at, left_at FROM deal_stage_stays WHERE org_id = :o"
 
 
+BUCKET = "loudou_duration_bucket(EXTRACT(EPOCH FROM {x})::float8)"
+DURATION_DAYS_FROM_BASE = f"""
+    SELECT s.stage_id, (s.left_at AT TIME ZONE COALESCE(o.settings->>'timezone', 'UTC'))::date,
+           {BUCKET.format(x="s.left_at - s.entered_at")}, count(*), sum(EXTRACT(EPOCH FROM s.left_at - s.entered_at))
+    FROM deal_stage_stays s JOIN organisations o ON o.id = s.org_id
+    WHERE s.org_id = :o
+    GROUP BY 1, 2, 3
+    UNION ALL
+    SELECT NULL::uuid, (d.closed_at AT TIME ZONE COALESCE(o.settings->>'timezone', 'UTC'))::date,
+           {BUCKET.format(x="d.closed_at - d.created_at")}, count(*), sum(EXTRACT(EPOCH FROM d.closed_at - d.created_at))
+    FROM deals d JOIN organisations o ON o.id = d.org_id
+    WHERE d.org_id = :o AND d.status = 'won' AND d.closed_at IS NOT NULL
+    GROUP BY 1, 2, 3"""
+DURATION_DAYS_TABLE = """
+    SELECT stage_id, day, bucket, n, seconds FROM deal_duration_days
+    WHERE org_id = :o AND (n <> 0 OR seconds <> 0)"""
+DURATION_MONTHS_FROM_DAYS = """
+    SELECT stage_id, date_trunc('month', day)::date, bucket, sum(n), sum(seconds) FROM deal_duration_days
+    WHERE org_id = :o GROUP BY 1, 2, 3 HAVING sum(n) <> 0 OR sum(seconds) <> 0"""
+DURATION_MONTHS_TABLE = """
+    SELECT stage_id, month, bucket, n, seconds FROM deal_duration_months
+    WHERE org_id = :o AND (n <> 0 OR seconds <> 0)"""
+STAY_SECONDS = """
+    SELECT count(*) FROM deal_stage_stays
+    WHERE org_id = :o AND seconds IS DISTINCT FROM EXTRACT(EPOCH FROM left_at - entered_at)::float8"""
+
+
+async def _rows(session: Any, statement: str, org_id: Any) -> list[tuple[Any, ...]]:
+    return sorted(map(tuple, (await session.execute(text(statement), {"o": org_id})).all()), key=str)
+
+
 async def _assert_stays_equal_history(state: AppState, org_id: Any) -> int:
+    """The stays equal the history's lead(at); the duration counts per local day and month equal the
+    stays' and the won deals'."""
     async with state.sessions() as session:
         expected = sorted(map(tuple, (await session.execute(text(STAYS_FROM_HISTORY), {"o": org_id})).all()))
         got = sorted(map(tuple, (await session.execute(text(STAYS_TABLE), {"o": org_id})).all()))
+        assert await _rows(session, DURATION_DAYS_TABLE, org_id) == await _rows(
+            session, DURATION_DAYS_FROM_BASE, org_id
+        )
+        assert await _rows(session, DURATION_MONTHS_TABLE, org_id) == await _rows(
+            session, DURATION_MONTHS_FROM_DAYS, org_id
+        )
+        assert (await session.execute(text(STAY_SECONDS), {"o": org_id})).scalar_one() == 0
     assert got == expected
     return len(got)
 
@@ -184,12 +225,15 @@ async def test_stays_table_equals_the_stage_history_under_filters_and_changes(
         headers=org.auth(),
     )
     assert r.status_code == 200, r.text
+    await _assert_stays_equal_history(state, org.id)
     r = await org.client.post(
         f"/v1/deals/{open_deal['id']}/lost", json={"reason": "price"}, headers=org.auth()
     )
     assert r.status_code == 200, r.text
+    await _assert_stays_equal_history(state, org.id)
     r = await org.client.post(f"/v1/deals/{open_deal['id']}/reopen", json={}, headers=org.auth())
     assert r.status_code == 200, r.text
+    await _assert_stays_equal_history(state, org.id)
     moved = next(d for d in deals if d["status"] != "open" and d["owner_id"] == world.users["rep1"])
     r = await org.client.patch(
         f"/v1/deals/{moved['id']}", json={"owner_id": world.users["rep3"]}, headers=org.auth()
@@ -200,6 +244,7 @@ async def test_stays_table_equals_the_stage_history_under_filters_and_changes(
     changed = {**line, "stage_history": [line["stage_history"][0], *line["stage_history"][2:]]}
     report = await post_import(org, "deals", [changed])
     assert report["updated"] == 1, report
+    await _assert_stays_equal_history(state, org.id)
     # Leads: a reassignment, a delete, a merge into another; the deal a lead converted to is lost,
     # another such deal deleted.
     leads_now = await fetch_all(org, "/v1/leads")
@@ -230,6 +275,7 @@ async def test_stays_table_equals_the_stage_history_under_filters_and_changes(
     assert won_converted
     r = await org.client.delete(f"/v1/deals/{won_converted[0]['converted_deal_id']}", headers=org.auth())
     assert r.status_code == 200, r.text
+    await _assert_stays_equal_history(state, org.id)
     # Deletes.
     for gone in [d for d in deals if d["status"] == "lost"][:2]:
         r = await org.client.delete(f"/v1/deals/{gone['id']}", headers=org.auth())
@@ -267,5 +313,7 @@ async def test_stays_table_equals_the_stage_history_under_filters_and_changes(
     )
     assert r.status_code == 200, r.text
     await _assert_facts_equal_base(state, org.id)
+    await _assert_stays_equal_history(state, org.id)
     for params in ({}, {"group_by": "week"}, {"from": (today - timedelta(days=90)).isoformat()}):
         await _funnel(org, None, params, monkeypatch)
+        await _cycle(org, None, params, monkeypatch)

@@ -11,11 +11,13 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.models.metric_reports import CycleRow, MetricReport, StageTime, VelocityRow, WinAmount, WinRateRow
 from app.security import Principal
+from app.services.metrics import durations
 from app.services.metrics.common import (
     EXACT,
     SECONDS_PER_DAY,
     GroupBy,
     MetricQuery,
+    Sql,
     days,
     deal_sql,
     end_of_day,
@@ -35,6 +37,9 @@ CLOSED_IN_PERIOD = "d.closed_at >= :t0 AND d.closed_at < :t1"
 # Ended stays: the trigger-kept table, or the same rows computed from the stage history (one
 # ordered pass over all of it); tests switch USE_STAYS_TABLE off to compare the two.
 USE_STAYS_TABLE = True
+# Counts and means from the per-day rollups and exact percentiles from index walks
+# (app.services.metrics.durations) when no deal condition is needed; tests switch it off to compare.
+FAST_PERCENTILES = True
 STAYS = "deal_stage_stays"
 STAYS_FROM_HISTORY = """(
   SELECT h.org_id, h.deal_id, h.to_stage_id AS stage_id, h.at AS entered_at, h.left_at
@@ -100,41 +105,14 @@ async def cycle(session: AsyncSession, principal: Principal, query: MetricQuery)
     ctx = await context(session, principal, query, group_by=GROUPS, convertible=False)
     sql = deal_sql(principal, query)
     params = {**ctx.base_params(), **sql.params}
-    group = group_expr(query.group_by, anchor="d.closed_at", owner="d.owner_id", source="sl.source")
-    seconds = "EXTRACT(EPOCH FROM d.closed_at - d.created_at)"
-    won_rows = await fetch(
-        session,
-        f"""
-        SELECT {group}, count(*), avg({seconds}),
-               percentile_cont(0.5) WITHIN GROUP (ORDER BY {seconds}),
-               percentile_cont(0.75) WITHIN GROUP (ORDER BY {seconds})
-        FROM deals d {sql.join_sql}
-        WHERE {sql.where_sql} AND d.status = 'won' AND {CLOSED_IN_PERIOD}
-        GROUP BY 1""",
-        params,
-    )
-    stay_group = group_expr(query.group_by, anchor="s.left_at", owner="d.owner_id", source="sl.source")
-    # Ended stays are kept in deal_stage_stays (the stage history's lead(at), trigger-kept): read by
-    # left_at; the deals are joined only when a filter, the caller's visibility or the group needs them.
-    needs_deal = (
-        len(sql.where) > 1 or bool(sql.joins) or query.group_by not in (None, GroupBy.month, GroupBy.week)
-    )
-    deal_join = (
-        f"JOIN deals d ON d.org_id = s.org_id AND d.id = s.deal_id {sql.join_sql}" if needs_deal else ""
-    )
-    stay_rows = await fetch(
-        session,
-        f"""
-        SELECT {stay_group}, s.stage_id, count(*),
-               avg(EXTRACT(EPOCH FROM s.left_at - s.entered_at)),
-               percentile_cont(0.5) WITHIN GROUP (ORDER BY EXTRACT(EPOCH FROM s.left_at - s.entered_at))
-        FROM {STAYS if USE_STAYS_TABLE else STAYS_FROM_HISTORY} s
-        {deal_join}
-        WHERE s.org_id = :org_id AND s.left_at >= :t0 AND s.left_at < :t1
-          AND {sql.where_sql if needs_deal else "true"}
-        GROUP BY 1, 2""",
-        params,
-    )
+    fast = None
+    if USE_STAYS_TABLE and FAST_PERCENTILES and durations.applies(sql, query.group_by):
+        fast = await durations.cycle_rows(session, ctx, params)
+    if fast is not None:
+        won_rows, stay_rows = fast
+    else:
+        won_rows = await _won_rows(session, query, sql, params)
+        stay_rows = await _stay_rows(session, query, sql, params)
     stays: dict[Any, list[StageTime]] = defaultdict(list)
     order = {st.id: i for i, st in enumerate(ctx.ordered_stages())}
     for grp, stage_id, count, mean, median in sorted(stay_rows, key=lambda r: order.get(r[1], 1 << 30)):
@@ -163,6 +141,51 @@ async def cycle(session: AsyncSession, principal: Principal, query: MetricQuery)
             )
         )
     return MetricReport[CycleRow].model_validate({**envelope(ctx, "cycle"), "rows": out})
+
+
+async def _won_rows(session: AsyncSession, query: MetricQuery, sql: Sql, params: dict[str, Any]) -> list[Any]:
+    """(group, count, mean, median, p75 seconds) of the deals won in the period, over the deals."""
+    group = group_expr(query.group_by, anchor="d.closed_at", owner="d.owner_id", source="sl.source")
+    seconds = "EXTRACT(EPOCH FROM d.closed_at - d.created_at)"
+    return await fetch(
+        session,
+        f"""
+        SELECT {group}, count(*), avg({seconds}),
+               percentile_cont(0.5) WITHIN GROUP (ORDER BY {seconds}),
+               percentile_cont(0.75) WITHIN GROUP (ORDER BY {seconds})
+        FROM deals d {sql.join_sql}
+        WHERE {sql.where_sql} AND d.status = 'won' AND {CLOSED_IN_PERIOD}
+        GROUP BY 1""",
+        params,
+    )
+
+
+async def _stay_rows(
+    session: AsyncSession, query: MetricQuery, sql: Sql, params: dict[str, Any]
+) -> list[Any]:
+    """(group, stage_id, count, mean, median seconds) of the stays that ended in the period."""
+    stay_group = group_expr(query.group_by, anchor="s.left_at", owner="d.owner_id", source="sl.source")
+    # Ended stays are kept in deal_stage_stays (the stage history's lead(at), trigger-kept): read by
+    # left_at; the deals are joined only when a filter, the caller's visibility or the group needs them.
+    needs_deal = (
+        len(sql.where) > 1 or bool(sql.joins) or query.group_by not in (None, GroupBy.month, GroupBy.week)
+    )
+    deal_join = (
+        f"JOIN deals d ON d.org_id = s.org_id AND d.id = s.deal_id {sql.join_sql}" if needs_deal else ""
+    )
+    return await fetch(
+        session,
+        f"""
+        SELECT {stay_group}, s.stage_id, count(*),
+               avg(EXTRACT(EPOCH FROM s.left_at - s.entered_at)),
+               percentile_cont(0.5) WITHIN GROUP (ORDER BY EXTRACT(EPOCH FROM s.left_at - s.entered_at))
+        FROM {STAYS if USE_STAYS_TABLE else STAYS_FROM_HISTORY} s
+        {deal_join}
+        WHERE s.org_id = :org_id AND s.left_at >= :t0 AND s.left_at < :t1
+          AND {sql.where_sql if needs_deal else "true"}
+        GROUP BY 1, 2""",
+        params,
+    )
 
 
 async def velocity(
