@@ -79,9 +79,28 @@ async def fault_org(stack: Stack) -> AsyncIterator[FaultOrg]:
             await session.commit()
     finally:
         await state.close()
+    await _api_settled(stack, created.api_key)
     limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
     async with httpx.AsyncClient(base_url=stack.base_url, timeout=30, limits=limits) as http:
         yield FaultOrg(id=str(created.org.id), key=created.api_key, http=http)
+
+
+async def _api_settled(stack: Stack, key: str) -> None:
+    """Each test starts on a settled API: after the PostgreSQL restart scenario, an API process
+    that served none of its requests still holds pooled connections to the old server, and its
+    first request finds one dead (answered 503, then the pool is renewed). Requests on new
+    connections (spread over both processes) until twenty in a row answer."""
+    limits = httpx.Limits(max_connections=4, max_keepalive_connections=0)
+    async with httpx.AsyncClient(base_url=stack.base_url, timeout=30, limits=limits) as http:
+        in_a_row = 0
+        for _ in range(200):
+            r = await http.get("/v1/me", headers={"Authorization": f"Bearer {key}"})
+            in_a_row = in_a_row + 1 if r.status_code == 200 else 0
+            if in_a_row >= 20:
+                return
+            if r.status_code != 200:
+                await asyncio.sleep(0.2)
+        raise AssertionError(f"the API did not settle: {r.status_code} {r.text}")
 
 
 @dataclass
