@@ -500,6 +500,16 @@ async def _created_decision(session: AsyncSession, lead_id: uuid.UUID) -> Assign
 
 
 BATCH_SIZE = 50
+# A lead without its `lead.created` decision (a correlated NOT EXISTS on the decisions).
+_NO_CREATED_DECISION = ~(
+    select(col(AssignmentDecision.id))
+    .where(
+        col(AssignmentDecision.org_id) == col(Lead.org_id),
+        col(AssignmentDecision.lead_id) == col(Lead.id),
+        col(AssignmentDecision.trigger) == "lead.created",
+    )
+    .exists()
+)
 
 
 class LeadBusy(Exception):
@@ -557,13 +567,7 @@ async def assign_created_batch(
                 col(Lead.id) != lead_id,
                 col(Lead.owner_id).is_(None),
                 OPEN_LEAD,
-                ~select(col(AssignmentDecision.id))
-                .where(
-                    col(AssignmentDecision.org_id) == col(Lead.org_id),
-                    col(AssignmentDecision.lead_id) == col(Lead.id),
-                    col(AssignmentDecision.trigger) == "lead.created",
-                )
-                .exists(),
+                _NO_CREATED_DECISION,
             )
             .order_by(col(Lead.created_at), col(Lead.id))
             .limit(limit - 1)
@@ -594,16 +598,7 @@ class BatchOutcome:
 
 
 def _undecided_created(lead_ids: Sequence[uuid.UUID]) -> Any:
-    return select(Lead).where(
-        col(Lead.id).in_(lead_ids),
-        ~select(col(AssignmentDecision.id))
-        .where(
-            col(AssignmentDecision.org_id) == col(Lead.org_id),
-            col(AssignmentDecision.lead_id) == col(Lead.id),
-            col(AssignmentDecision.trigger) == "lead.created",
-        )
-        .exists(),
-    )
+    return select(Lead).where(col(Lead.id).in_(lead_ids), _NO_CREATED_DECISION)
 
 
 async def assign_created_leads(
@@ -647,13 +642,7 @@ async def assign_created_leads(
                     col(Lead.id).not_in(lead_ids),
                     col(Lead.owner_id).is_(None),
                     OPEN_LEAD,
-                    ~select(col(AssignmentDecision.id))
-                    .where(
-                        col(AssignmentDecision.org_id) == col(Lead.org_id),
-                        col(AssignmentDecision.lead_id) == col(Lead.id),
-                        col(AssignmentDecision.trigger) == "lead.created",
-                    )
-                    .exists(),
+                    _NO_CREATED_DECISION,
                 )
                 .order_by(col(Lead.created_at), col(Lead.id))
                 .limit(more)
