@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hmac
 import uuid
 from collections.abc import AsyncIterator
@@ -60,6 +62,7 @@ from app.routers import (
     users,
     webhooks,
 )
+from app.services import maintenance
 from app.services.export.service import EXPORT_HEADERS
 from app.state import AppState
 from app.workers.registry import assignment_queue
@@ -253,9 +256,19 @@ def create_app(settings: Settings | None = None, *, state: AppState | None = Non
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         opened = state is None
         app.state.loudou = state or AppState.open(settings)
+        stop = asyncio.Event()
+        statistics = (
+            asyncio.create_task(maintenance.keep_statistics_fresh(app.state.loudou.sessions, stop))
+            if opened  # a server of its own, not an app sharing a test's state
+            else None
+        )
         try:
             yield
         finally:
+            stop.set()
+            if statistics is not None:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(statistics, timeout=5)
             if opened:
                 await app.state.loudou.close()
 
