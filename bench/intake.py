@@ -690,7 +690,6 @@ async def measure(args: argparse.Namespace, admin_dsn: str, redis_url: str) -> N
         "LOUDOU_HOME": str(workdir),
         "LOUDOU_SECRET_KEY": "bench-" + "x" * 40,
         "LOUDOU_LOG_LEVEL": "WARNING",
-        "LOUDOU_ACCESS_LOG": "false",
         "LOUDOU_RATE_LIMIT_PER_MINUTE": "0",
         "BENCH_DSN": dsn,
     }
