@@ -142,14 +142,22 @@ class Lead(LeadFields, IdMixin, TenantMixin, TimestampsMixin, VersionMixin, tabl
             "org_id",
             text("loudou_company_key(company)"),
             "created_at",
-            postgresql_where=text(f"name IS NOT NULL AND company IS NOT NULL AND {OWNED_OPEN_SQL}"),
+            # Each index requires its own key, so neither can serve the other's look-up
+            # (migration speed0002fuzzapart).
+            postgresql_where=text(
+                f"name IS NOT NULL AND company IS NOT NULL AND {OWNED_OPEN_SQL}"
+                " AND loudou_company_key(company) IS NOT NULL"
+            ),
         ),
         Index(
             "ix_leads_fuzzy_name",
             "org_id",
             text("loudou_name_key(name)"),
             "created_at",
-            postgresql_where=text(f"name IS NOT NULL AND company IS NOT NULL AND {OWNED_OPEN_SQL}"),
+            postgresql_where=text(
+                f"name IS NOT NULL AND company IS NOT NULL AND {OWNED_OPEN_SQL}"
+                " AND loudou_name_key(name) IS NOT NULL"
+            ),
         ),
     )
 

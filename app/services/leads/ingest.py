@@ -87,6 +87,8 @@ _FUZZY_BLOCK = (
     "(SELECT id, name, company, created_at FROM leads"
     " WHERE org_id = :org AND {key}({column}) = {key}(:{column})"
     f" AND name IS NOT NULL AND company IS NOT NULL AND {OPEN_LEAD_SQL}"
+    # Named so that only this key's index can serve the look-up (migration speed0002fuzzapart).
+    " AND {key}({column}) IS NOT NULL"
     f" ORDER BY created_at LIMIT {FUZZY_CANDIDATES})"
 )
 _FUZZY_CANDIDATES = text(
