@@ -130,9 +130,12 @@ class Lead(LeadFields, IdMixin, TenantMixin, TimestampsMixin, VersionMixin, tabl
         tenant_fk("leads", "duplicate_of", "leads", ondelete="SET NULL"),
         tenant_fk("leads", "possible_duplicate_of", "leads", ondelete="SET NULL"),
         # The recycle sweep reads owned open leads only, not every lead ever converted or merged.
+        # Assignment reads its candidates' load from it (migration speed0003ownedload).
         Index(
             "ix_leads_owned_open",
             "org_id",
+            "owner_id",
+            postgresql_include=["assigned_at"],
             postgresql_where=text(f"owner_id IS NOT NULL AND {OWNED_OPEN_SQL}"),
         ),
         # Fuzzy-duplicate candidates (leads.ingest.find_fuzzy): open leads with the same

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 from typing import Any, ClassVar
 
 from arq import cron
@@ -29,6 +30,9 @@ async def startup(ctx: dict[str, Any]) -> None:
     settings: Settings = ctx.get("settings") or get_settings()
     state = AppState.open(settings)
     ctx["state"] = state
+    # As in the API's processes (app.main): what startup leaves alive stays out of the collector's walks.
+    gc.collect()
+    gc.freeze()
     if not ctx.get("relay", True):
         return  # the assignment worker of the same process leaves the relay to the main one
     ctx["relay_stop"] = stop = asyncio.Event()
