@@ -916,7 +916,7 @@ async def assignment(
     await db.execute("UPDATE outbox SET dispatched_at = now() WHERE dispatched_at IS NULL")
     worker_env = {**env, "LOUDOU_QUEUE_NAME": f"loudou-bench:{uuid.uuid4().hex[:6]}"}
     org_id = uuid.UUID(org["org_id"])
-    conns = 16
+    conns = 32
     with (
         background([str(BIN / "loudou"), "worker"], worker_env, workdir / "worker0.log"),
         background([str(BIN / "loudou"), "worker"], worker_env, workdir / "worker1.log"),
@@ -940,9 +940,17 @@ async def assignment(
             if waiting == 0:
                 break
             await asyncio.sleep(0.5)
-        started = datetime.now(UTC)
-        # `conns` connections, each pausing so that together they post about `rate` a second
+        # `conns` connections, each pausing after each answer so that together they post about
+        # `rate` a second: the pause is calibrated by two short runs (an answer's own time counts).
         pause_ms = max(0, int(1000 * conns / rate) - 15)
+        for _ in range(2):
+            probe = await asyncio.to_thread(
+                wrk, lua, form, body="full", seconds=4, conns=conns, threads=args.threads, pause_ms=pause_ms
+            )
+            answer_ms = max(0.0, 1000 * conns / max(probe["rps"], 1.0) - pause_ms)
+            pause_ms = max(0, int(1000 * conns / rate - answer_ms))
+        await asyncio.sleep(3)  # let the calibration's leads be assigned before the clock starts
+        started = datetime.now(UTC)
         depth: list[int] = []
 
         watcher = await asyncpg.connect(dsn)
@@ -1015,7 +1023,7 @@ async def assignment(
     counts = sorted(int(r["count"]) for r in per_rep)
     span = (datetime.now(UTC) - started).total_seconds()
     print(
-        f"\naccepted -> assigned: wrk -c{conns} paced to {rate:.0f}/s "
+        f"\naccepted -> assigned: wrk -c{conns} paced to {rate:.0f}/s (pause {pause_ms} ms) "
         f"({args.assign_at:.0%} of the full-form rate) "
         f"for {args.assign_seconds:.0f} s, 2 workers, round robin over 3 reps; load average now {loadavg()}"
     )

@@ -30,6 +30,7 @@ from app.workers.registry import BATCHED_JOBS, OPTIONAL_JOBS, batch_job_id, job_
 log = structlog.get_logger("loudou.relay")
 
 POLL_SECONDS = 0.2
+GATHER_SECONDS = 0.02
 BATCH = 200
 
 
@@ -154,6 +155,10 @@ async def relay_forever(state: AppState, stop: asyncio.Event) -> None:
                 conn = await _listen(state, wake)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(wake.wait(), timeout=POLL_SECONDS)
+            if wake.is_set():
+                # Woken by a commit: let the commits of the next few milliseconds join this batch
+                # (every process's relay wakes on each NOTIFY; one batch per wake is fewer jobs).
+                await _sleep(stop, GATHER_SECONDS)
             wake.clear()
     finally:
         if conn is not None and not conn.is_closed():
