@@ -9,6 +9,7 @@ from collections import Counter
 from datetime import timedelta
 from itertools import pairwise
 
+import pytest
 from sqlalchemy import select
 
 from app.models.assignment import AssignmentDecision
@@ -17,6 +18,13 @@ from app.models.lead import Lead
 from app.services.assignment import engine
 from app.state import AppState
 from tests.conftest import Org
+
+
+@pytest.fixture(autouse=True)
+def _fresh_for_a_while(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The leads made by a test stay "fresh" (no catch-up) however slow the machine: the tests
+    choose which leads a job is behind on by moving their created_at back."""
+    monkeypatch.setattr(engine, "CATCH_UP_AFTER", timedelta(minutes=10))
 
 
 async def _round_robin(org: Org, reps: int = 3) -> list[str]:
