@@ -145,6 +145,7 @@ class Lead(LeadFields, IdMixin, TenantMixin, TimestampsMixin, VersionMixin, tabl
             "org_id",
             text("loudou_company_key(company)"),
             "created_at",
+            postgresql_include=["id", "name", "company"],
             # Each index requires its own key, so neither can serve the other's look-up
             # (migration speed0002fuzzapart).
             postgresql_where=text(
@@ -157,6 +158,7 @@ class Lead(LeadFields, IdMixin, TenantMixin, TimestampsMixin, VersionMixin, tabl
             "org_id",
             text("loudou_name_key(name)"),
             "created_at",
+            postgresql_include=["id", "name", "company"],
             postgresql_where=text(
                 f"name IS NOT NULL AND company IS NOT NULL AND {OWNED_OPEN_SQL}"
                 " AND loudou_name_key(name) IS NOT NULL"
