@@ -138,6 +138,14 @@ class Lead(LeadFields, IdMixin, TenantMixin, TimestampsMixin, VersionMixin, tabl
             postgresql_include=["assigned_at"],
             postgresql_where=text(f"owner_id IS NOT NULL AND {OWNED_OPEN_SQL}"),
         ),
+        # Leads waiting for an owner, oldest first: an assignment job that is behind takes them
+        # along (engine.assign_created_leads; migration speed0004pooled).
+        Index(
+            "ix_leads_pooled_open",
+            "org_id",
+            "created_at",
+            postgresql_where=text(f"owner_id IS NULL AND {OWNED_OPEN_SQL}"),
+        ),
         # Fuzzy-duplicate candidates (leads.ingest.find_fuzzy): open leads with the same
         # normalised company or name, oldest first, a bounded index range (migration speed0001fuzz).
         Index(
