@@ -104,3 +104,34 @@ async def test_each_api_process_keeps_statistics_fresh_in_the_background(
 
 async def _analysed(state: AppState) -> bool:
     return (await _stats(state))[0] >= 0
+
+
+async def test_a_big_table_is_analysed_after_enough_changes_once_its_statistics_are_old(
+    settings: Settings, servers: Servers
+) -> None:
+    # What a new organisation in a big table needs: the rows changed since the last ANALYZE are
+    # far from doubling the table, but many, and the statistics do not know them.
+    async with fresh_database(servers) as url:
+        state = AppState.open(settings.model_copy(update={"database_url": url}))
+        try:
+            async with state.sessions() as session:
+                await session.execute(text("CREATE TABLE young_things (id int)"))
+                await session.commit()
+            await _insert(state, 2000, 0)
+            assert await wait_for(lambda: _changes_at_least(state, 2000), timeout=5)
+            async with state.sessions() as session:
+                assert "young_things" in await maintenance.analyze_young_tables(session)
+            await _insert(state, 1500, 2000)  # 1,500 changes on 2,000 rows: not doubled
+            assert await wait_for(lambda: _changes_at_least(state, 1500), timeout=5)
+            async with state.sessions() as session:
+                # Statistics younger than min_age: left alone.
+                assert await maintenance.analyze_young_tables(session, big_changes=1000, min_age=3600) == []
+            async with state.sessions() as session:
+                assert await maintenance.analyze_young_tables(session, big_changes=2000, min_age=0) == []
+            async with state.sessions() as session:
+                assert await maintenance.analyze_young_tables(session, big_changes=1000, min_age=0) == [
+                    "young_things"
+                ]
+            assert await _stats(state) == (3500.0, 0)
+        finally:
+            await state.close()
