@@ -70,30 +70,26 @@ async def analyze_young_tables(
     min_age: float = MIN_AGE_SECONDS,
 ) -> list[str]:
     """ANALYZE every table of the schema that has at least doubled since its last analysis, or
-    has had `big_changes` and 1 % of it changed since one over `min_age` seconds ago, in one
-    transaction; the names analysed. Nothing when another process is at it; a table that
+    has had `big_changes` and 1 % of it changed since one over `min_age` seconds ago, in the
+    session's transaction (the statistics take effect at its commit); the names analysed.
+    Nothing when another process is at it (an advisory lock held to the commit); a table that
     another ANALYZE or VACUUM holds is left for the next round."""
-    try:
-        if not (await session.execute(_ROUND_LOCK)).scalar_one():
-            return []
-        await session.execute(text("SET LOCAL lock_timeout = '200ms'"))
-        params = {"min_changes": min_changes, "big_changes": big_changes, "min_age": min_age}
-        rows = (await session.execute(_DOUBLED, params)).all()
-        done: list[str] = []
-        for name, changes, tuples in rows:
-            try:
-                async with session.begin_nested():
-                    await session.execute(text(f"ANALYZE {name}"))  # name: regclass output, quoted
-            except DBAPIError as exc:
-                log.info("maintenance.analyze_skipped", table=name, error=str(exc.orig))
-                continue
-            log.info("maintenance.analyzed", table=name, changes=changes, rows_before=max(tuples, 0))
-            done.append(name)
-        await session.commit()
-        return done
-    except BaseException:
-        await session.rollback()
-        raise
+    if not (await session.execute(_ROUND_LOCK)).scalar_one():
+        return []
+    await session.execute(text("SET LOCAL lock_timeout = '200ms'"))
+    params = {"min_changes": min_changes, "big_changes": big_changes, "min_age": min_age}
+    rows = (await session.execute(_DOUBLED, params)).all()
+    done: list[str] = []
+    for name, changes, tuples in rows:
+        try:
+            async with session.begin_nested():
+                await session.execute(text(f"ANALYZE {name}"))  # name: regclass output, quoted
+        except DBAPIError as exc:
+            log.info("maintenance.analyze_skipped", table=name, error=str(exc.orig))
+            continue
+        log.info("maintenance.analyzed", table=name, changes=changes, rows_before=max(tuples, 0))
+        done.append(name)
+    return done
 
 
 async def keep_statistics_fresh(
@@ -105,6 +101,7 @@ async def keep_statistics_fresh(
         try:
             async with sessions() as session:
                 await analyze_young_tables(session)
+                await session.commit()
         except Exception as exc:  # the database may be restarting: try again next round
             log.info("maintenance.round_failed", error=str(exc))
         with contextlib.suppress(TimeoutError):

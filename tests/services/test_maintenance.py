@@ -13,7 +13,9 @@ from tests.conftest import Servers, fresh_database, wait_for
 
 async def analyze_young_tables(ctx: dict[str, AppState]) -> int:
     async with ctx["state"].sessions() as session:
-        return len(await maintenance.analyze_young_tables(session))
+        done = await maintenance.analyze_young_tables(session)
+        await session.commit()
+        return len(done)
 
 
 async def _insert(state: AppState, rows: int, start: int) -> None:
@@ -121,6 +123,7 @@ async def test_a_big_table_is_analysed_after_enough_changes_once_its_statistics_
             assert await wait_for(lambda: _changes_at_least(state, 2000), timeout=5)
             async with state.sessions() as session:
                 assert "young_things" in await maintenance.analyze_young_tables(session)
+                await session.commit()
             await _insert(state, 1500, 2000)  # 1,500 changes on 2,000 rows: not doubled
             assert await wait_for(lambda: _changes_at_least(state, 1500), timeout=5)
             async with state.sessions() as session:
@@ -132,6 +135,7 @@ async def test_a_big_table_is_analysed_after_enough_changes_once_its_statistics_
                 assert await maintenance.analyze_young_tables(session, big_changes=1000, min_age=0) == [
                     "young_things"
                 ]
+                await session.commit()
             assert await _stats(state) == (3500.0, 0)
         finally:
             await state.close()
