@@ -151,19 +151,23 @@ async def schedule_next(
     ).first()
     if open_task is not None:
         return None
-    now = since or utcnow()
-    task = Activity(
-        lead_id=lead.id,
-        kind=ActivityKind.task,
-        subject=policy.task_subject,
-        occurred_at=now,
-        due_at=now + parse_duration(policy.interval),
-        owner_id=lead.owner_id,
-        details={"followup": True, "policy_id": str(policy.id), "lead_status": str(lead.status)},
-    )
+    task = _lead_task(lead, policy, since or utcnow())
     session.add(task)
     await session.flush()
     return task
+
+
+def _lead_task(lead: Lead, policy: FollowupPolicy, since: datetime) -> Activity:
+    """The follow-up task a lead status policy gives a lead, due `interval` after `since`."""
+    return Activity(
+        lead_id=lead.id,
+        kind=ActivityKind.task,
+        subject=policy.task_subject,
+        occurred_at=since,
+        due_at=since + parse_duration(policy.interval),
+        owner_id=lead.owner_id,
+        details={"followup": True, "policy_id": str(policy.id), "lead_status": str(lead.status)},
+    )
 
 
 async def schedule_after_leads(session: AsyncSession, events: list[tuple[uuid.UUID, datetime]]) -> int:
@@ -217,17 +221,7 @@ async def schedule_after_leads(session: AsyncSession, events: list[tuple[uuid.UU
         policy = policies.get(str(lead.status))
         if policy is None:
             continue
-        session.add(
-            Activity(
-                lead_id=lead.id,
-                kind=ActivityKind.task,
-                subject=policy.task_subject,
-                occurred_at=since,
-                due_at=since + parse_duration(policy.interval),
-                owner_id=lead.owner_id,
-                details={"followup": True, "policy_id": str(policy.id), "lead_status": str(lead.status)},
-            )
-        )
+        session.add(_lead_task(lead, policy, since))
         with_open_task.add(lead_id)
         created += 1
     await session.flush()
