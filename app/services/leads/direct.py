@@ -17,9 +17,11 @@ paths to identical rows, server defaults included.
 from __future__ import annotations
 
 import uuid
+from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Column, Dialect, Table, TextClause, bindparam, text
+import orjson
+from sqlalchemy import JSON, Column, Dialect, Table, Text, TextClause, bindparam, text
 from sqlalchemy.dialects import postgresql
 from sqlmodel import SQLModel
 
@@ -64,19 +66,24 @@ def _server_default(column: Column[Any]) -> str | None:
     return str(arg.compile(dialect=_SQL_TYPES)) if arg is not None else None
 
 
-def _value(i: int, column: Column[Any], typed: bool) -> str:
-    """One column's value in the statement. A column with a server default gets it when the row
-    leaves it None, as the ORM leaves such a column out of its INSERT."""
-    value = f":r{i}_{column.name}"
-    if typed:  # INSERT … SELECT: each value typed, as VALUES would infer them
-        value = f"CAST({value} AS {column.type.compile(_SQL_TYPES)})"
+def _value(column: Column[Any]) -> str:
+    """One column's value in the statement, read from the row's JSON. A column with a server
+    default gets it when the row leaves it None, as the ORM leaves such a column out of its
+    INSERT."""
+    value = f'r."{column.name}"'
     default = _server_default(column)
+    if default is None and isinstance(column.type, JSON) and not column.type.none_as_null:
+        default = "'null'::jsonb"  # None is JSON null in a JSON column, as SQLAlchemy writes it
     return f"COALESCE({value}, {default})" if default is not None else value
 
 
 def _together_statement(tables: tuple[Table, ...], notify: bool, unless_open_lead: bool) -> TextClause:
     """`WITH new_0 AS (INSERT …), new_1 AS (INSERT …) SELECT pg_notify(…)`, built once per set of
     tables (building SQLAlchemy insert constructs per request costs more than the round trip).
+
+    Each row travels as one JSON document, read back into the table's row type by
+    `jsonb_populate_record` (each value through its column type's input): one parameter a row
+    instead of one a column, which cost asyncpg more to encode than the rest of the statement.
 
     `unless_open_lead`: the statement first takes the lead locks and looks for an open lead
     (`loudou_lock_open_lead`, whose look-up sees what committed before it got the locks), inserts
@@ -95,18 +102,35 @@ def _together_statement(tables: tuple[Table, ...], notify: bool, unless_open_lea
         for i, table in enumerate(tables):
             columns = list(table.columns)
             names = ", ".join(f'"{c.name}"' for c in columns)
-            values = ", ".join(_value(i, c, unless_open_lead) for c in columns)
+            values = ", ".join(_value(c) for c in columns)
+            row = f'jsonb_populate_record(NULL::"{table.name}", CAST(:r{i} AS jsonb))'
+            rows = f"SELECT {values} FROM {row} AS r"
             if unless_open_lead:
-                rows = f"SELECT {values} WHERE (SELECT id FROM found) IS NULL"
-            else:
-                rows = f"VALUES ({values})"
+                rows += " WHERE (SELECT id FROM found) IS NULL"
             parts.append(f'new_{i} AS (INSERT INTO "{table.name}" ({names}) {rows})')
-            binds += [bindparam(f"r{i}_{c.name}", type_=c.type) for c in columns]
+            binds.append(bindparam(f"r{i}", type_=Text()))
         wake = "pg_notify(:notify_channel, '')" if notify else "NULL"
         final = f"SELECT id, {wake} FROM found" if unless_open_lead else f"SELECT NULL, {wake}"
         stmt = text("WITH " + ", ".join(parts) + " " + final).bindparams(*binds)
         _TOGETHER[key] = stmt
     return stmt
+
+
+def _json_value(value: Any) -> Any:
+    """What orjson cannot write itself: bytes (bytea's hex input), Decimal (numeric's input) and
+    asyncpg's own UUID class (ids read back from the database)."""
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    if isinstance(value, bytes | bytearray | memoryview):
+        return "\\x" + bytes(value).hex()
+    if isinstance(value, Decimal):
+        return str(value)
+    raise TypeError(f"{type(value).__name__} is not a column value")
+
+
+def row_json(values: dict[str, Any]) -> str:
+    """A row's column values as the JSON that `jsonb_populate_record` reads."""
+    return orjson.dumps(values, default=_json_value).decode()
 
 
 async def insert_together(
@@ -123,9 +147,7 @@ async def insert_together(
     With `unless_open_lead=(email, phone)` (the first row being the new lead), nothing is
     inserted when the organisation has an open lead with that email or phone; False then."""
     tables = tuple(table for table, _ in rows)
-    params: dict[str, Any] = {
-        f"r{i}_{c.name}": values[c.name] for i, (table, values) in enumerate(rows) for c in table.columns
-    }
+    params: dict[str, Any] = {f"r{i}": row_json(values) for i, (_, values) in enumerate(rows)}
     if notify:
         params["notify_channel"] = notify
     if unless_open_lead is not None:

@@ -91,12 +91,14 @@ _FUZZY_BLOCK = (
     " AND {key}({column}) IS NOT NULL"
     f" ORDER BY created_at LIMIT {FUZZY_CANDIDATES})"
 )
+# One row of two arrays, oldest first: decoding them costs a fraction of 200 rows.
 _FUZZY_CANDIDATES = text(
-    "SELECT id, name, company FROM ("
+    "SELECT array_agg(id ORDER BY created_at, id), array_agg(name || ' ' || company ORDER BY created_at, id)"
+    " FROM ("
     + _FUZZY_BLOCK.format(key="loudou_company_key", column="company")
     + " UNION "
     + _FUZZY_BLOCK.format(key="loudou_name_key", column="name")
-    + ") AS candidates WHERE id <> :exclude ORDER BY created_at, id"
+    + ") AS candidates WHERE id <> :exclude"
 )
 
 
@@ -123,16 +125,19 @@ async def find_fuzzy(
     rows = await run.fetch(
         _FUZZY_CANDIDATES, {"org": org_id, "exclude": exclude, "company": company, "name": name}
     )
+    ids, labels = rows[0]
+    if not ids:
+        return None
     # The best score at or above the threshold; on a tie the first, i.e. the oldest (rapidfuzz's
     # loop in C: a Python loop over the candidates cost several times the look-up).
     found = process.extractOne(
         f"{name} {company}".lower(),
-        [f"{other_name} {other_company}".lower() for _, other_name, other_company in rows],
+        [label.lower() for label in labels],
         scorer=fuzz.token_sort_ratio,
         score_cutoff=threshold,
         processor=None,
     )
-    return rows[found[2]][0] if found is not None else None
+    return uuid.UUID(str(ids[found[2]])) if found is not None else None
 
 
 def _touch_subject(data: LeadInput) -> str:

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import uuid
+from datetime import datetime
+from decimal import Decimal
 from typing import Any
+from zoneinfo import ZoneInfo
 
-from sqlalchemy import MetaData, select, text
+from sqlalchemy import Column, DateTime, MetaData, Numeric, select, text
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlmodel import Field, SQLModel, col
 
 from app.db import direct_statements, tenant_session
@@ -48,6 +52,62 @@ async def test_a_column_with_a_server_default_keeps_it_on_the_fast_path(state: A
             await session.commit()
             rows = {r[0]: r[1] for r in await session.execute(select(_Probe.id, _Probe.label))}
         assert rows == {fast.id: "from the server", fast_given.id: "given", orm.id: "from the server"}
+    finally:
+        async with state.engine.begin() as conn:
+            await conn.run_sync(_ProbeBase.metadata.drop_all)
+
+
+class _Typed(_ProbeBase, table=True):
+    __tablename__ = "fast_path_typed"
+
+    id: uuid.UUID = Field(default_factory=uuid.uuid4, primary_key=True)
+    raw: bytes | None = None
+    amount: Decimal | None = Field(default=None, sa_column=Column(Numeric(12, 2)))
+    details: dict[str, Any] | None = Field(default=None, sa_column=Column(JSONB))
+    at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))
+
+
+async def test_every_value_type_survives_the_rows_json(state: AppState) -> None:
+    """Rows travel as JSON (`row_json`): bytes, Decimal, a database UUID, a nested document, a
+    None in a JSON column and an aware time come back as the ORM would have stored them."""
+    async with state.engine.begin() as conn:
+        await conn.run_sync(_ProbeBase.metadata.create_all)
+    try:
+        async with state.engine.connect() as conn:
+            db_id = (await conn.execute(text("SELECT gen_random_uuid()"))).scalar_one()
+        at = datetime(2026, 3, 1, 8, 30, 15, 123456, tzinfo=ZoneInfo("Asia/Shanghai"))
+        given = {
+            "full": build(
+                _Typed,
+                id=db_id,
+                raw=b"\x00\xff caf\xc3\xa9 \\x",
+                amount=Decimal("1234.50"),
+                details={"a": [1, "二", None], "b": {"c": 1.5}},
+                at=at,
+            ),
+            "empty": build(_Typed, raw=b"", details=None),
+        }
+        async with state.sessions() as session, direct_statements(session) as run:
+            assert run is not None
+            for obj in given.values():
+                assert await insert_together(run, [as_row(obj)])
+        async with state.engine.connect() as conn:
+            rows = {
+                r[0]: r[1:]
+                for r in await conn.execute(
+                    text("SELECT id, raw, amount, details, details IS NULL, at FROM fast_path_typed")
+                )
+            }
+        full, empty = rows[given["full"].id], rows[given["empty"].id]
+        assert full == (
+            b"\x00\xff caf\xc3\xa9 \\x",
+            Decimal("1234.50"),
+            {"a": [1, "二", None], "b": {"c": 1.5}},
+            False,
+            at,
+        )
+        # SQLAlchemy writes None in a JSON column as JSON null, not SQL NULL; so does the fast path.
+        assert empty[0] == b"" and empty[2] is None and empty[3] is False
     finally:
         async with state.engine.begin() as conn:
             await conn.run_sync(_ProbeBase.metadata.drop_all)
