@@ -11,6 +11,7 @@ from typing import Any
 
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse, RedirectResponse
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.deps import SessionDep, StateDep
 from app.errors import Forbidden, PayloadTooLarge, problem_response, problem_responses
@@ -47,6 +48,13 @@ FORM_BODY: dict[str, Any] = {
         },
     }
 }
+
+
+async def end_reads(session: AsyncSession) -> None:
+    """End the read-only transaction a source look-up began (a cache miss), so no connection is
+    held while Redis and the body are awaited; a cache hit began none."""
+    if session.in_transaction():
+        await session.commit()
 
 
 def request_meta(request: Request) -> RequestMeta:
@@ -107,7 +115,7 @@ def wants_json(request: Request) -> bool:
 async def submit_form(key: str, request: Request, session: SessionDep, state: StateDep) -> Response:
     """JSON, urlencoded or multipart; 303 to `redirect_url` for plain form posts, else JSON."""
     source = await service.open_source(session, key, SourceKind.form)
-    await session.commit()  # only read so far: no connection is held while Redis and the body are awaited
+    await end_reads(session)
     request.state.ratelimit = await service.rate_limit(
         state, source, request.client.host if request.client else None
     )
@@ -158,7 +166,7 @@ async def receive_webhook(key: str, request: Request, session: SessionDep, state
     """Standard Webhooks (`webhook-id`, `webhook-timestamp`, `webhook-signature`); a repeated id
     answers the first result and creates nothing."""
     source = await service.open_source(session, key, SourceKind.webhook)
-    await session.commit()  # only read so far: no connection is held while Redis and the body are awaited
+    await end_reads(session)
     request.state.ratelimit = await service.rate_limit(
         state, source, request.client.host if request.client else None
     )
@@ -183,7 +191,7 @@ async def receive_email(key: str, request: Request, session: SessionDep, state: 
     """SendGrid Inbound Parse, Mailgun routes, Postmark inbound JSON or raw `message/rfc822`, per the
     source's provider; a reply or mail from a known lead becomes an activity on that lead."""
     source = await service.open_source(session, key, SourceKind.email)
-    await session.commit()  # only read so far: no connection is held while Redis and the body are awaited
+    await end_reads(session)
     request.state.ratelimit = await service.rate_limit(
         state, source, request.client.host if request.client else None
     )

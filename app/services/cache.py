@@ -3,12 +3,19 @@ key, organisation settings, scoring rules. Each entry lives `TTL` seconds; a wri
 this process forgets the entry at once, so other processes see a change within `TTL` seconds.
 Cached rows are detached from the session that loaded them (read-only snapshots). Hand-written
 because the cached values are ORM rows that must be loaded through the caller's session on a miss.
+
+A miss on a session that had not begun a transaction ends the read-only transaction the load
+began (`_reading`): otherwise every intake post that refreshes an entry (each TTL, in each
+process, and all the posts in flight at that moment) would find its session in a transaction
+and leave the one-statement fast path for the session path.
 """
 
 from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -29,19 +36,30 @@ def _fresh(entry: tuple[float, object] | None) -> bool:
     return entry is not None and time.monotonic() - entry[0] < TTL
 
 
+@asynccontextmanager
+async def _reading(session: AsyncSession) -> AsyncIterator[None]:
+    """Load on a miss; if the session was idle (no transaction, nothing pending), end the
+    transaction the load began, so the session is idle again."""
+    idle = not session.in_transaction() and not (session.new or session.dirty or session.deleted)
+    yield
+    if idle and session.in_transaction():
+        await session.commit()
+
+
 async def source_by_key(session: AsyncSession, key: str) -> IntakeSource | None:
     """The source with this public key (any organisation, any state), or None."""
     entry = _sources.get(key)
     if entry is not None and _fresh(entry):
         return entry[1]
-    source = (
-        await session.execute(
-            select(IntakeSource).where(col(IntakeSource.key) == key).execution_options(cross_tenant=True)
-        )
-    ).scalar_one_or_none()
-    if source is not None:
-        # Detached at once: a rollback of this request must not expire the shared copy.
-        session.expunge(source)
+    async with _reading(session):
+        source = (
+            await session.execute(
+                select(IntakeSource).where(col(IntakeSource.key) == key).execution_options(cross_tenant=True)
+            )
+        ).scalar_one_or_none()
+        if source is not None:
+            # Detached at once: a rollback of this request must not expire the shared copy.
+            session.expunge(source)
     if len(_sources) > 10_000:
         _sources.clear()
     _sources[key] = (time.monotonic(), source)
@@ -58,8 +76,9 @@ async def org_settings(session: AsyncSession, org_id: uuid.UUID) -> Organisation
     entry = _settings.get(org_id)
     if entry is not None and _fresh(entry):
         return entry[1]
-    org = await session.get(Organisation, org_id)
-    settings = org.typed_settings() if org is not None else OrganisationSettings()
+    async with _reading(session):
+        org = await session.get(Organisation, org_id)
+        settings = org.typed_settings() if org is not None else OrganisationSettings()
     _settings[org_id] = (time.monotonic(), settings)
     return settings
 
@@ -74,17 +93,18 @@ async def scoring_rules(session: AsyncSession, org_id: uuid.UUID) -> list[Scorin
     entry = _rules.get(org_id)
     if entry is not None and _fresh(entry):
         return entry[1]
-    rules = list(
-        (
-            await session.execute(
-                select(ScoringRule)
-                .where(col(ScoringRule.active).is_(True), col(ScoringRule.org_id) == org_id)
-                .order_by(col(ScoringRule.created_at), col(ScoringRule.id))
-            )
-        ).scalars()
-    )
-    for rule in rules:
-        session.expunge(rule)
+    async with _reading(session):
+        rules = list(
+            (
+                await session.execute(
+                    select(ScoringRule)
+                    .where(col(ScoringRule.active).is_(True), col(ScoringRule.org_id) == org_id)
+                    .order_by(col(ScoringRule.created_at), col(ScoringRule.id))
+                )
+            ).scalars()
+        )
+        for rule in rules:
+            session.expunge(rule)
     _rules[org_id] = (time.monotonic(), rules)
     return rules
 

@@ -68,7 +68,9 @@ async def test_a_failure_while_making_the_lead_keeps_the_event_for_replay(
     async def broken(*args: Any, **kwargs: Any) -> Any:
         raise RuntimeError("database hiccup")
 
+    # Both ways of making the lead: the fast path (caches warm) and the session path.
     monkeypatch.setattr(intake_service, "ingest", broken)
+    monkeypatch.setattr(intake_service, "ingest_direct", broken)
     r = await org.client.post(source["endpoint"], json={"email": "kept@example.com"})
     assert r.status_code == 500 and r.headers["content-type"] == "application/problem+json"
     event_id = r.json()["inbound_event_id"]
