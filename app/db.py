@@ -297,16 +297,5 @@ async def direct_statements(session: AsyncSession) -> AsyncIterator[DriverStatem
         else:  # lost, cancelled mid-statement or never used: not worth handing out again
             await greenlet_spawn(raw.invalidate, exc)
         raise
-    await _check_in(raw)
-
-
-async def _check_in(raw: Any) -> None:
-    """Hand a raw connection back to the pool. The pool's reset is SQLAlchemy's synchronous code,
-    which needs a greenlet only to await a rollback, and the direct statements never begin a
-    transaction on SQLAlchemy's adapter (each is its own, in autocommit): with none open the
-    reset awaits nothing, so the connection goes back without the greenlet, whose switches
-    cost several times the check-in itself deep in a request's call stack."""
-    if getattr(raw.dbapi_connection, "_transaction", True) is None:
-        raw.close()
-    else:
-        await greenlet_spawn(raw.close)
+    # Back to the pool; the pool's reset is SQLAlchemy's own synchronous code, hence the greenlet.
+    await greenlet_spawn(raw.close)

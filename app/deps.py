@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Annotated
 
 from fastapi import Depends, Header, Query, Request
@@ -38,8 +39,10 @@ async def get_settings_dep(state: StateDep) -> Settings:
 SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
 
 
-async def get_session(state: StateDep) -> AsyncIterator[AsyncSession]:
-    """One session and one transaction per request, committed before the response is sent.
+@asynccontextmanager
+async def request_session(state: AppState) -> AsyncIterator[AsyncSession]:
+    """One session and one transaction for a request, committed at the end of the block (before
+    the response is sent), rolled back if it raises.
 
     A session that never began a transaction and holds no object (a public intake post served
     from the caches and the fast path) is neither committed nor closed: there is nothing to end
@@ -62,6 +65,12 @@ async def get_session(state: StateDep) -> AsyncIterator[AsyncSession]:
 def _touched(session: AsyncSession) -> bool:
     """Whether a session has begun a transaction or holds objects (closing it then matters)."""
     return session.in_transaction() or bool(session.identity_map) or bool(session.new)
+
+
+async def get_session(state: StateDep) -> AsyncIterator[AsyncSession]:
+    """The request's session (`request_session`) as a dependency."""
+    async with request_session(state) as session:
+        yield session
 
 
 SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]
