@@ -7,6 +7,8 @@ with problem+json while the event is committed, so nothing that reached us is lo
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
@@ -15,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.deps import SessionDep, request_session
 from app.errors import Forbidden, PayloadTooLarge, problem_response, problem_responses
-from app.models.intake import EventStatus, IntakeResult, SourceKind
+from app.models.intake import EventStatus, IntakeResult, IntakeSource, SourceKind
 from app.services.intake import email as email_intake
 from app.services.intake import service
 from app.services.intake.payloads import JSON_TYPES, media_type
@@ -117,6 +119,31 @@ def wants_json(request: Request) -> bool:
     return "json" in accept or media_type(request.headers.get("content-type")) in JSON_TYPES
 
 
+Receiver = Callable[[AsyncSession, IntakeSource, RequestMeta, bytes], Awaitable[Outcome]]
+
+
+async def take_post(
+    request: Request, key: str, kind: SourceKind, *, limit: int, receive: Receiver
+) -> tuple[IntakeSource, Outcome]:
+    """What every public intake post does, in one request session committed before the answer:
+    the active source with this key (404 otherwise), the rate limit, the body within `limit` (an
+    over-limit one is recorded without it and answered 413), then `receive`."""
+    state = app_state(request)
+    async with request_session(state) as session:
+        source = await service.open_source(session, key, kind)
+        await end_reads(session)
+        request.state.ratelimit = await service.rate_limit(
+            state, source, request.client.host if request.client else None
+        )
+        meta = request_meta(request)
+        body, size = await read_body(request, limit)
+        if body is None:
+            outcome = await service.record_too_large(session, source, meta, size=size, limit=limit)
+        else:
+            outcome = await receive(session, source, meta, body)
+    return source, outcome
+
+
 @router.post(
     "/forms/{key}",
     response_model=IntakeResult,
@@ -127,20 +154,10 @@ def wants_json(request: Request) -> bool:
 )
 async def submit_form(key: str, request: Request) -> Response:
     """JSON, urlencoded or multipart; 303 to `redirect_url` for plain form posts, else JSON."""
-    state = app_state(request)
-    async with request_session(state) as session:
-        source = await service.open_source(session, key, SourceKind.form)
-        await end_reads(session)
-        request.state.ratelimit = await service.rate_limit(
-            state, source, request.client.host if request.client else None
-        )
-        meta = request_meta(request)
-        limit = state.settings.max_body_bytes
-        body, size = await read_body(request, limit)
-        if body is None:
-            outcome = await service.record_too_large(session, source, meta, size=size, limit=limit)
-        else:
-            outcome = await service.receive_form(session, source, meta, body, max_part_size=limit)
+    limit = app_state(request).settings.max_body_bytes
+    source, outcome = await take_post(
+        request, key, SourceKind.form, limit=limit, receive=partial(service.receive_form, max_part_size=limit)
+    )
     origin = request.headers.get("origin")
     cors = origin if origin and service.check_origin(source, origin) else None
     redirect = source.redirect_url if not wants_json(request) else None
@@ -180,20 +197,10 @@ async def preflight_form(key: str, request: Request, session: SessionDep) -> Res
 async def receive_webhook(key: str, request: Request) -> Response:
     """Standard Webhooks (`webhook-id`, `webhook-timestamp`, `webhook-signature`); a repeated id
     answers the first result and creates nothing."""
-    state = app_state(request)
-    async with request_session(state) as session:
-        source = await service.open_source(session, key, SourceKind.webhook)
-        await end_reads(session)
-        request.state.ratelimit = await service.rate_limit(
-            state, source, request.client.host if request.client else None
-        )
-        meta = request_meta(request)
-        limit = state.settings.max_body_bytes
-        body, size = await read_body(request, limit)
-        if body is None:
-            outcome = await service.record_too_large(session, source, meta, size=size, limit=limit)
-        else:
-            outcome = await service.receive_webhook(session, source, meta, body)
+    limit = app_state(request).settings.max_body_bytes
+    _, outcome = await take_post(
+        request, key, SourceKind.webhook, limit=limit, receive=service.receive_webhook
+    )
     return respond(outcome)
 
 
@@ -207,18 +214,12 @@ async def receive_webhook(key: str, request: Request) -> Response:
 async def receive_email(key: str, request: Request) -> Response:
     """SendGrid Inbound Parse, Mailgun routes, Postmark inbound JSON or raw `message/rfc822`, per the
     source's provider; a reply or mail from a known lead becomes an activity on that lead."""
-    state = app_state(request)
-    async with request_session(state) as session:
-        source = await service.open_source(session, key, SourceKind.email)
-        await end_reads(session)
-        request.state.ratelimit = await service.rate_limit(
-            state, source, request.client.host if request.client else None
-        )
-        meta = request_meta(request)
-        limit = state.settings.email_max_bytes
-        body, size = await read_body(request, limit)
-        if body is None:
-            outcome = await service.record_too_large(session, source, meta, size=size, limit=limit)
-        else:
-            outcome = await email_intake.receive_email(session, source, meta, body, max_part_size=limit)
+    limit = app_state(request).settings.email_max_bytes
+    _, outcome = await take_post(
+        request,
+        key,
+        SourceKind.email,
+        limit=limit,
+        receive=partial(email_intake.receive_email, max_part_size=limit),
+    )
     return respond(outcome)
