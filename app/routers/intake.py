@@ -61,13 +61,6 @@ def app_state(request: Request) -> AppState:
     return state
 
 
-async def end_reads(session: AsyncSession) -> None:
-    """End the read-only transaction a source look-up began (a cache miss), so no connection is
-    held while Redis and the body are awaited; a cache hit began none."""
-    if session.in_transaction():
-        await session.commit()
-
-
 def request_meta(request: Request) -> RequestMeta:
     """Lower-cased headers and the peer address."""
     return RequestMeta(
@@ -130,8 +123,9 @@ async def take_post(
     over-limit one is recorded without it and answered 413), then `receive`."""
     state = app_state(request)
     async with request_session(state) as session:
+        # A cache miss ends the read it began (services.cache): no connection is held while
+        # Redis and the body are awaited.
         source = await service.open_source(session, key, kind)
-        await end_reads(session)
         request.state.ratelimit = await service.rate_limit(
             state, source, request.client.host if request.client else None
         )
