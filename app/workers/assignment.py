@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from datetime import timedelta
+from time import monotonic
 from typing import Any
 
 import structlog
@@ -27,6 +28,9 @@ BUSY_RETRY_SECONDS = 0.2
 SWEEP_AFTER = timedelta(minutes=10)  # well past arq's retries and the relay's re-sends
 SWEEP_BATCH = 50
 SWEEP_WINDOW = timedelta(hours=6)
+# The sweep's cron timeout is 30 s and arq cancels a job at it: stop taking leads well before
+# (a cancelled lead's transaction is rolled back, and the leads left wait for the next pass).
+SWEEP_BUDGET_SECONDS = 20.0
 
 
 async def assign_lead(ctx: dict[str, Any], outbox_id: str, org_id: str | None = None) -> str:
@@ -109,7 +113,10 @@ async def unassigned_sweep(ctx: dict[str, Any]) -> int:
             session, since=now - SWEEP_WINDOW, until=now - SWEEP_AFTER, limit=SWEEP_BATCH
         )
     done = 0
+    deadline = monotonic() + SWEEP_BUDGET_SECONDS
     for org_id, lead_id in stuck:
+        if monotonic() > deadline:
+            break
         try:
             async with asyncio.timeout(INNER_DEADLINE_SECONDS):
                 await _assign_once(ctx, org_id, lead_id)
