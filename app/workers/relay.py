@@ -30,7 +30,12 @@ from app.workers.registry import BATCHED_JOBS, OPTIONAL_JOBS, batch_job_id, job_
 log = structlog.get_logger("loudou.relay")
 
 POLL_SECONDS = 0.2
-GATHER_SECONDS = 0.02
+# After a NOTIFY, wait this long for more commits to join the batch. Each batch costs the workers
+# a fixed ~30 ms of CPU (the relay's claim, the jobs, the assignment transaction, the follow-ups)
+# against ~1.4 ms a lead: at 20 ms a trickle of leads went out five at a time, and at ~120 leads/s
+# next to intake on two cores that overhead queued the assignments (p99 1.2 s); at 100 ms the
+# batches are about twelve leads and p99 fell to 0.4–0.6 s (README, "Benchmarks").
+GATHER_SECONDS = 0.1
 BATCH = 200
 
 
