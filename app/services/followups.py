@@ -305,6 +305,18 @@ async def organisations_with_followups(session: AsyncSession) -> set[uuid.UUID]:
     return {row[0] for row in rows}
 
 
+async def organisations_with_lead_followups(session: AsyncSession) -> set[uuid.UUID]:
+    """Organisations with an active follow-up policy for a lead status (what a lead's events can
+    schedule)."""
+    rows = await session.execute(
+        select(col(FollowupPolicy.org_id))
+        .where(col(FollowupPolicy.active).is_(True), col(FollowupPolicy.lead_status).is_not(None))
+        .distinct()
+        .execution_options(cross_tenant=True)
+    )
+    return {row[0] for row in rows}
+
+
 def _task_filter(principal: Principal, owner: str | None) -> list[object]:
     conditions: list[object] = [col(Activity.kind) == ActivityKind.task.value]
     if owner == "me":

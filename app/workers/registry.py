@@ -7,7 +7,8 @@ enqueued once while arq still remembers it. Later domains add their event types 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -32,10 +33,26 @@ EVENT_JOBS: dict[str, tuple[str, ...]] = {
 # Jobs that only matter where an organisation has configured something: the relay skips them
 # elsewhere (one query per batch), so an organisation without webhooks pays nothing for them.
 # Each names the service function that answers which organisations want it.
-OPTIONAL_JOBS: dict[str, Callable[[AsyncSession], Awaitable[set[uuid.UUID]]]] = {
+Wanting = Callable[[AsyncSession], Awaitable[set[uuid.UUID]]]
+OPTIONAL_JOBS: dict[str, Wanting] = {
     "fan_out_webhooks": webhooks.organisations_subscribed,
     "schedule_followup": followups.organisations_with_followups,
 }
+# The narrower question for an event about a lead: its follow-ups come only from lead-status
+# policies (a stage's follow-up interval is about deals, and every default pipeline has one), so
+# `lead.assigned` is not a job per assignment batch in every organisation.
+LEAD_OPTIONAL_JOBS: dict[str, Wanting] = {
+    "schedule_followup": followups.organisations_with_lead_followups,
+}
+
+
+def wanting(job: str, payload: Mapping[str, Any]) -> Wanting | None:
+    """Which organisations an optional job matters to for an event with this payload (None: the
+    job is not optional, it always runs)."""
+    if payload.get("lead_id") and job in LEAD_OPTIONAL_JOBS:
+        return LEAD_OPTIONAL_JOBS[job]
+    return OPTIONAL_JOBS.get(job)
+
 
 # Jobs the relay sends once per organisation and dispatched batch of events, not once per event:
 # the batched job takes the batch's outbox ids (assignment decides them in one transaction).

@@ -25,7 +25,7 @@ from app.models.base import utcnow
 from app.models.outbox import OutboxEvent
 from app.services.outbox import NOTIFY_CHANNEL
 from app.state import AppState
-from app.workers.registry import BATCHED_JOBS, OPTIONAL_JOBS, batch_job_id, job_id, jobs_for, queue_for
+from app.workers.registry import BATCHED_JOBS, Wanting, batch_job_id, job_id, jobs_for, queue_for, wanting
 
 log = structlog.get_logger("loudou.relay")
 
@@ -61,12 +61,21 @@ async def relay_once(state: AppState, *, batch: int = BATCH) -> int:
         )
         if not rows:
             return 0
-        wanted = await _orgs_wanting(session, {job for row in rows for job in jobs_for(row.event_type)})
+        wanted = await _orgs_wanting(
+            session,
+            {
+                check
+                for row in rows
+                for job in jobs_for(row.event_type)
+                if (check := wanting(job, row.payload))
+            },
+        )
         batches: dict[tuple[str, uuid.UUID], list[str]] = defaultdict(list)
         try:
             for row in rows:
                 for job in jobs_for(row.event_type):
-                    if job in wanted and row.org_id not in wanted[job]:
+                    check = wanting(job, row.payload)
+                    if check is not None and row.org_id not in wanted[check]:
                         continue  # e.g. no webhook subscription in that organisation: no job at all
                     if job in BATCHED_JOBS:
                         batches[(BATCHED_JOBS[job], row.org_id)].append(str(row.id))
@@ -100,12 +109,10 @@ async def relay_once(state: AppState, *, batch: int = BATCH) -> int:
         return len(rows)
 
 
-async def _orgs_wanting(session: AsyncSession, jobs: set[str]) -> dict[str, set[uuid.UUID]]:
-    """For the batch's optional jobs, the organisations that have anything for them to do."""
-    wanted: dict[str, set[uuid.UUID]] = {}
-    for job in jobs & OPTIONAL_JOBS.keys():
-        wanted[job] = await OPTIONAL_JOBS[job](session)
-    return wanted
+async def _orgs_wanting(session: AsyncSession, checks: set[Wanting]) -> dict[Wanting, set[uuid.UUID]]:
+    """For the batch's optional jobs, the organisations that have anything for them to do (one
+    query per question the batch asks)."""
+    return {check: await check(session) for check in checks}
 
 
 async def _note_failure(state: AppState, keys: list[tuple[Any, Any]], exc: Exception) -> None:

@@ -232,3 +232,59 @@ async def test_the_relay_sends_a_batch_of_new_leads_as_one_assignment_job(
             assert {job.args[1]: set(job.args[0]) for job in jobs.values()} == leads
         finally:
             await state.close()
+
+
+async def test_lead_events_become_follow_up_jobs_only_where_a_lead_policy_is_active(
+    settings: Settings, servers: Servers
+) -> None:
+    """Every default pipeline has stage follow-up intervals (about deals): a lead's events need
+    the follow-up job only in an organisation with an active lead-status policy, a deal's still
+    need it for the stage intervals."""
+    from app.models.events import DealStageChanged, LeadAssigned
+    from app.workers.relay import relay_once
+
+    async with fresh_database(servers) as database_url:  # no session relay takes these events
+        own = settings.model_copy(
+            update={"database_url": database_url, "queue_name": f"q-{uuid.uuid4().hex[:6]}"}
+        )
+        state = AppState.open(own)
+        app = create_app(own, state=state)
+
+        async def emit(org: Org, *events: LeadAssigned | DealStageChanged) -> list[str]:
+            async with state.sessions() as session:
+                session.info["org_id"] = uuid.UUID(org.id)
+                rows = [await outbox.emit(session, event) for event in events]
+                await session.commit()
+                return [str(row.id) for row in rows]
+
+        async def followup_jobs() -> dict[str, set[str]]:
+            """org id -> the outbox ids of its queued schedule_followups jobs."""
+            jobs: dict[str, set[str]] = {}
+            for job_id in await state.redis.zrange(own.queue_name, 0, -1):
+                name = job_id.decode() if isinstance(job_id, bytes) else job_id
+                job = await Job(name, state.redis, _queue_name=own.queue_name).info()
+                assert job is not None
+                if job.function == "schedule_followups":
+                    jobs.setdefault(job.args[1], set()).update(job.args[0])
+            return jobs
+
+        try:
+            async with httpx.AsyncClient(
+                transport=httpx.ASGITransport(app=app), base_url="http://t"
+            ) as client:
+                plain, with_policy = [await make_org(state, client) for _ in range(2)]
+                r = await client.post(
+                    "/v1/followup-policies",
+                    json={"name": "Call new leads", "lead_status": "new", "interval": "PT4H"},
+                    headers=with_policy.auth(),
+                )
+                assert r.status_code == 201, r.text
+            lead = LeadAssigned(lead_id=uuid.uuid4(), owner_id=uuid.uuid4())
+            deal = DealStageChanged(deal_id=uuid.uuid4())
+            plain_ids = await emit(plain, lead, deal)
+            policy_ids = await emit(with_policy, lead, deal)
+            assert await relay_once(state) == 4
+            # The organisation without a lead policy: only its deal event is a follow-up job.
+            assert await followup_jobs() == {plain.id: {plain_ids[1]}, with_policy.id: set(policy_ids)}
+        finally:
+            await state.close()
