@@ -11,11 +11,12 @@ import asyncpg
 from asgi_correlation_id import correlation_id
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel
 from pydantic import ValidationError as PydanticValidationError
 from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 from starlette.routing import Match
 
 PROBLEM_JSON = "application/problem+json"
@@ -360,6 +361,14 @@ def install_error_handlers(app: FastAPI) -> None:
 
     for driver_error in (ConnectionError, TimeoutError, asyncpg.InterfaceError, asyncpg.PostgresError):
         app.add_exception_handler(driver_error, _driver)
+
+    @app.exception_handler(ClientDisconnect)
+    async def _gone(request: Request, exc: ClientDisconnect) -> Response:
+        """The client left before its body arrived (a load generator stopping, a closed tab):
+        nothing whole was received to keep and nobody is left to answer. Logged as 499, nginx's
+        "client closed request", not as a crash."""
+        log.info("client disconnected before its body arrived (%s)", request.method)
+        return Response(status_code=499)
 
     @app.exception_handler(Exception)
     async def _crash(request: Request, exc: Exception) -> JSONResponse:

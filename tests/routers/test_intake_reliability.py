@@ -5,11 +5,14 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import httpx
 import pytest
 from arq.connections import ArqRedis
 from sqlalchemy import event
 
+from app.config import Settings
 from app.db import DriverStatements
+from app.main import create_app
 from app.services.intake import service as intake_service
 from app.state import AppState
 from tests.conftest import Org
@@ -173,3 +176,41 @@ async def test_a_connection_lost_during_the_direct_write_is_not_reused(
         assert r.status_code == 201 and r.json()["status"] == "created"
     finally:
         event.remove(state.engine.sync_engine.pool, "invalidate", on_invalidate)
+
+
+async def test_a_client_gone_before_its_body_arrived_is_no_crash(
+    org: Org, settings: Settings, state: AppState
+) -> None:
+    """wrk stopping mid-post, a closed tab: half a body, then the disconnect. Nothing whole
+    arrived, so nothing is stored, and it is a 499 in the log, not a 500 with a traceback."""
+    source = await make_source(org, "form")
+    app = create_app(settings, state=state)
+    path = httpx.URL(source["endpoint"]).path
+    messages = [{"type": "http.request", "body": b'{"email": "gone@', "more_body": True}]
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return messages.pop(0) if messages else {"type": "http.disconnect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"",
+        "root_path": "",
+        "headers": [(b"host", b"test"), (b"content-type", b"application/json"), (b"content-length", b"40")],
+        "client": ("127.0.0.1", 5000),
+        "server": ("test", 80),
+        "state": {},
+    }
+    await app(scope, receive, send)  # a crash would be re-raised here by Starlette
+    assert [m["status"] for m in sent if m["type"] == "http.response.start"] == [499]
+    events = await org.client.get(f"/v1/inbound-events?source_id={source['id']}", headers=org.auth())
+    assert events.status_code == 200 and events.json()["data"] == []
