@@ -602,7 +602,10 @@ async def load_leads(dsn: str, org_id: uuid.UUID, count: int) -> float:
             rows = []
             for i in range(n):
                 k = done + i
-                created = now - timedelta(seconds=rng.uniform(3600, 3 * 365 * 86400))
+                # A day to three years old: older than the unassigned-lead sweep's window (6 h),
+                # which would otherwise take these pooled, never-decided leads for lost jobs and
+                # assign them (with every newer lead of the organisation) during the measurement.
+                created = now - timedelta(seconds=rng.uniform(86400, 3 * 365 * 86400))
                 rows.append(
                     (
                         uuid.uuid4(),
