@@ -15,6 +15,7 @@ key probe in the caller's organisation, and another organisation's id finds noth
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
@@ -26,6 +27,7 @@ from sqlalchemy import Dialect, TextClause, event, make_url
 from sqlalchemy import column as sql_column
 from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.ext.asyncio import (
+    AsyncConnection,
     AsyncEngine,
     AsyncSession,
     async_sessionmaker,
@@ -89,6 +91,25 @@ def create_engine(settings: Settings, *, url: str | None = None, pool_size: int 
         pool_recycle=1800,
         connect_args=connect_args,
     )
+
+
+async def fill_pool(engine: AsyncEngine, size: int) -> int:
+    """Open `size` pooled connections now and hand them back, so a server meets its first load
+    with a full pool instead of opening backends one by one in the middle of it (each a fork of
+    PostgreSQL's and an authentication). Best effort: a connection that fails (the database is
+    down: each attempt gives up after the connect timeout) is left to the first requests, which
+    answer 503 until it is back. Returns how many were opened."""
+    held: list[AsyncConnection] = []
+
+    async def one() -> None:
+        held.append(await engine.connect())
+
+    try:
+        await asyncio.gather(*(one() for _ in range(size)), return_exceptions=True)
+    finally:
+        for connection in held:
+            await connection.close()
+    return len(held)
 
 
 _LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})

@@ -22,6 +22,7 @@ from pydantic_core import core_schema
 
 from app import observability
 from app.config import Settings, get_settings
+from app.db import fill_pool
 from app.errors import NotFound, Unauthorized, install_error_handlers
 from app.logging import choose_format, configure_logging
 from app.middleware import (
@@ -260,6 +261,9 @@ def create_app(settings: Settings | None = None, *, state: AppState | None = Non
         stop = asyncio.Event()
         statistics: asyncio.Task[None] | None = None
         if opened:  # a server of its own, not an app sharing a test's state
+            # A full pool before the first request: under load a lazily grown pool opened its
+            # last connections mid-traffic (a steady 60 s full-form run opened one).
+            await fill_pool(app.state.loudou.engine, settings.db_pool_size)
             statistics = asyncio.create_task(
                 maintenance.keep_statistics_fresh(app.state.loudou.sessions, stop)
             )
