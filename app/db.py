@@ -38,6 +38,7 @@ from sqlalchemy.util import greenlet_spawn
 from sqlmodel import SQLModel
 
 from app.config import Settings
+from app.pool import FairAsyncAdaptedQueuePool
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -84,6 +85,7 @@ def create_engine(settings: Settings, *, url: str | None = None, pool_size: int 
         connect_args["ssl"] = False
     return create_async_engine(
         target,
+        poolclass=FairAsyncAdaptedQueuePool,  # first come, first served under load (app.pool)
         pool_size=pool_size or settings.db_pool_size,
         # A one-off command's small pool (pool_size given) may still open a few more.
         max_overflow=settings.db_max_overflow if pool_size is None else max(settings.db_max_overflow, 4),
