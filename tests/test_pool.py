@@ -28,12 +28,17 @@ async def _until_waiting(queue: FairQueue[str], count: int) -> None:
     raise AssertionError(f"{queue.waiting()} waiting, not {count}")
 
 
-async def test_a_returned_item_goes_to_the_oldest_waiter_not_to_a_newcomer() -> None:
-    queue: FairQueue[str] = FairQueue(2)
+async def _two_waiters(queue: FairQueue[str]) -> tuple[asyncio.Task[str], asyncio.Task[str]]:
     first = asyncio.create_task(_get(queue))
     await _until_waiting(queue, 1)
     second = asyncio.create_task(_get(queue))
     await _until_waiting(queue, 2)
+    return first, second
+
+
+async def test_a_returned_item_goes_to_the_oldest_waiter_not_to_a_newcomer() -> None:
+    queue: FairQueue[str] = FairQueue(2)
+    first, second = await _two_waiters(queue)
 
     queue.put("a", False)
     # A newcomer asking in the same moment (before the woken waiter has run) must not take it:
@@ -66,10 +71,7 @@ async def test_a_waiter_that_times_out_gets_empty_and_is_skipped_afterwards() ->
 
 async def test_an_item_handed_to_a_cancelled_waiter_passes_to_the_next() -> None:
     queue: FairQueue[str] = FairQueue(1)
-    first = asyncio.create_task(_get(queue))
-    await _until_waiting(queue, 1)
-    second = asyncio.create_task(_get(queue))
-    await _until_waiting(queue, 2)
+    first, second = await _two_waiters(queue)
 
     queue.put("a", False)  # handed to `first`, which is cancelled before it runs again
     first.cancel()
