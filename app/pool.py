@@ -4,7 +4,7 @@ SQLAlchemy's asyncio pool keeps its idle connections in an `asyncio.Queue`, whic
 under load. A connection given back is put in the queue and the oldest waiter is only woken; a
 request that asks in the meantime (a new one, which first tries `get_nowait`) takes it, and the
 woken waiter, finding the queue empty again, goes to the back of the line. Measured with 64
-connections posting web forms into `loudou serve --workers 2` (12 connections a process, ~30
+connections posting web forms into `loudou serve --workers 2` (12 connections a process, ~20
 requests a process waiting for one): p50 75-90 ms but p99 500-600 ms, a tail of requests
 overtaken again and again.
 
