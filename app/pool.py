@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections import deque
 from typing import TypeVar
 
@@ -26,6 +27,10 @@ from sqlalchemy.util import await_
 from sqlalchemy.util.queue import Empty, Full, QueueCommon
 
 _T = TypeVar("_T")
+
+# SQLAlchemy names a pool's logger after its class's module, and keeps its own loggers at WARNING
+# unless asked: under `app`, this pool's INFO lines (disposed, recreating) would print.
+logging.getLogger(__name__).setLevel(logging.WARNING)
 
 
 def _expire(waiter: asyncio.Future[_T]) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 
 import pytest
 from sqlalchemy import text
@@ -11,6 +12,7 @@ from sqlalchemy.util.queue import Empty
 
 from app.config import Settings
 from app.db import create_engine
+from app.logging import configure_logging
 from app.pool import FairAsyncAdaptedQueuePool, FairQueue
 
 
@@ -104,3 +106,11 @@ async def test_the_engine_serves_waiting_requests_in_arrival_order(settings: Set
         assert served == [0, 1, 2, 3, 4, 99]
     finally:
         await engine.dispose()
+
+
+def test_the_pools_info_lines_stay_quiet_as_sqlalchemys_own_do() -> None:
+    configure_logging("INFO")
+    assert logging.getLogger("app").isEnabledFor(logging.INFO)
+    for name in ("sqlalchemy.pool.impl.AsyncAdaptedQueuePool", "app.pool.FairAsyncAdaptedQueuePool"):
+        assert not logging.getLogger(name).isEnabledFor(logging.INFO), name
+        assert logging.getLogger(name).isEnabledFor(logging.WARNING), name
