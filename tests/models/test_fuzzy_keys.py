@@ -5,12 +5,17 @@ answer as written, and the candidate look-up still reads its two indexes."""
 from __future__ import annotations
 
 import uuid
+from datetime import timedelta
 
 import pytest
 from sqlalchemy import text
 
+from app.db import tenant_session
+from app.models.base import utcnow
+from app.models.lead import Lead, LeadStatus
 from app.services.leads.ingest import _FUZZY_CANDIDATES
 from app.state import AppState
+from tests.conftest import Org
 
 
 async def _explain(state: AppState, sql: str, params: dict[str, object] | None = None) -> str:
@@ -61,9 +66,78 @@ async def test_the_keys_answer_as_written(
     assert tuple(row) == (name_key, company_key)
 
 
-async def test_the_candidate_look_up_reads_both_key_indexes(state: AppState) -> None:
-    sql = str(_FUZZY_CANDIDATES)
-    params = {"org": uuid.uuid4(), "exclude": uuid.uuid4(), "company": "Acme Ltd", "name": "Li Wei"}
-    plan = await _explain(state, sql, params)
+async def test_the_candidate_look_up_has_one_generic_plan_reading_both_key_indexes(state: AppState) -> None:
+    """The look-up runs in `loudou_fuzzy_candidates` with plan_cache_mode = force_generic_plan
+    (migration speed0006generic): planned once per connection, and that one plan reads the two
+    key indexes whatever the values. Checked on the function's own body, prepared here."""
+    async with state.sessions() as session:
+        body, config = (
+            await session.execute(
+                text("SELECT prosrc, proconfig FROM pg_proc WHERE proname = 'loudou_fuzzy_candidates'")
+            )
+        ).one()
+        lock_config = (
+            await session.execute(
+                text("SELECT proconfig FROM pg_proc WHERE proname = 'loudou_lock_open_lead'")
+            )
+        ).scalar_one()
+        query = body[body.index("SELECT") : body.rindex(";")].replace("INTO ids, labels", "")
+        for name, number in (("p_org", 1), ("p_company", 2), ("p_name", 3), ("p_exclude", 4)):
+            query = query.replace(name, f"${number}")
+        await session.execute(text("SET LOCAL enable_seqscan = off"))  # an empty test table is no guide
+        await session.execute(text("SET LOCAL plan_cache_mode = force_generic_plan"))
+        conn = await session.connection()
+        await conn.exec_driver_sql(f"PREPARE fuzzy_candidates (uuid, text, text, uuid) AS {query}")
+        rows = await conn.exec_driver_sql(
+            f"EXPLAIN EXECUTE fuzzy_candidates ('{uuid.uuid4()}', 'Acme Ltd', 'Li Wei', '{uuid.uuid4()}')"
+        )
+        plan = "\n".join(str(r[0]) for r in rows)
+        await session.rollback()
+    assert config == ["plan_cache_mode=force_generic_plan"]
+    assert lock_config == ["plan_cache_mode=force_generic_plan"]
+    assert "$1" in plan, plan  # the generic plan
     assert "ix_leads_fuzzy_company" in plan, plan
     assert "ix_leads_fuzzy_name" in plan, plan
+
+
+async def test_the_look_up_finds_candidates_by_either_key_oldest_first(state: AppState, org: Org) -> None:
+    org_id = uuid.UUID(org.id)
+    async with tenant_session(state.sessions, org_id) as session:
+        leads = [
+            Lead(name="Wang Fang", company="ACME Corp.", email="a@example.com"),
+            Lead(name="li  wei", company="Other Co", email="b@example.com"),
+            Lead(name="Zhao Lei", company="Unrelated", email="c@example.com"),
+            Lead(
+                name="Sun Li",
+                company="Acme Corporation",
+                email="d@example.com",
+                status=LeadStatus.unqualified,
+            ),
+        ]
+        for i, lead in enumerate(leads):
+            lead.created_at = utcnow() - timedelta(minutes=10 - i)
+            session.add(lead)
+        await session.commit()
+        exclude = uuid.uuid4()
+        ids, labels = (
+            await session.execute(
+                _FUZZY_CANDIDATES,
+                {"org": org_id, "company": "Acme Ltd", "name": "Li Wei", "exclude": exclude},
+            )
+        ).one()
+        assert ids == [leads[0].id, leads[1].id]
+        assert labels == ["Wang Fang ACME Corp.", "li  wei Other Co"]
+        ids, _ = (
+            await session.execute(
+                _FUZZY_CANDIDATES,
+                {"org": org_id, "company": "Acme Ltd", "name": "Li Wei", "exclude": leads[0].id},
+            )
+        ).one()
+        assert ids == [leads[1].id]
+        other = (
+            await session.execute(
+                _FUZZY_CANDIDATES,
+                {"org": uuid.uuid4(), "company": "Acme", "name": "Li Wei", "exclude": exclude},
+            )
+        ).one()
+        assert tuple(other) == (None, None)

@@ -21,7 +21,7 @@ from app.db import SessionStatements, Statements, direct_statements
 from app.models.base import build, utcnow
 from app.models.events import LeadCreated
 from app.models.intake import EventStatus, InboundEvent
-from app.models.lead import OPEN_LEAD, OPEN_LEAD_SQL, Activity, ActivityKind, Direction, Lead
+from app.models.lead import OPEN_LEAD, Activity, ActivityKind, Direction, Lead
 from app.models.organisation import OrganisationSettings
 from app.models.outbox import OutboxEvent
 from app.models.scoring import ScoringRule
@@ -32,7 +32,7 @@ from app.services.leads.direct import as_row, insert_together, lock_keys, new_ro
 from app.services.leads.normalise import LeadInput
 from app.services.leads.scoring import rescore, score
 
-FUZZY_CANDIDATES = 100  # per key: same company, same name
+FUZZY_CANDIDATES = 100  # per key: same company, same name (the LIMIT of loudou_fuzzy_candidates)
 
 
 @dataclass
@@ -83,23 +83,10 @@ async def find_exact(session: AsyncSession, *, email: str | None, phone: str | N
     return None
 
 
-_FUZZY_BLOCK = (
-    "(SELECT id, name, company, created_at FROM leads"
-    " WHERE org_id = :org AND {key}({column}) = {key}(:{column})"
-    f" AND name IS NOT NULL AND company IS NOT NULL AND {OPEN_LEAD_SQL}"
-    # Named so that only this key's index can serve the look-up (migration speed0002fuzzapart).
-    " AND {key}({column}) IS NOT NULL"
-    f" ORDER BY created_at LIMIT {FUZZY_CANDIDATES})"
-)
-# One row of two arrays, oldest first: decoding them costs a fraction of 200 rows.
-_FUZZY_CANDIDATES = text(
-    "SELECT array_agg(id ORDER BY created_at, id), array_agg(name || ' ' || company ORDER BY created_at, id)"
-    " FROM ("
-    + _FUZZY_BLOCK.format(key="loudou_company_key", column="company")
-    + " UNION "
-    + _FUZZY_BLOCK.format(key="loudou_name_key", column="name")
-    + ") AS candidates WHERE id <> :exclude"
-)
+# The oldest FUZZY_CANDIDATES open leads with the same company key and as many with the same name
+# key, as one row of two arrays, oldest first (decoding them costs a fraction of 200 rows). A
+# PL/pgSQL function (migration speed0006generic) so that each connection plans the look-up once.
+_FUZZY_CANDIDATES = text("SELECT ids, labels FROM loudou_fuzzy_candidates(:org, :company, :name, :exclude)")
 
 
 async def find_fuzzy(
