@@ -12,12 +12,14 @@ email, unique valid Chinese mobile, a name, one of 500 companies, message, utm) 
 organisation. Prints one table: req/s (median of rounds), p50, p99, errors, rows stored, the
 ratio to the raw endpoint, each server's peak RSS, the new PostgreSQL connections opened during
 the measured rounds (pg_stat_database.sessions; `young`: backends alive at a round's end whose
-pg_stat_activity.backend_start falls inside it), and the CPU wrk itself used (so it is seen not
-to be the bottleneck). `--assign-at 0.5` also runs two `loudou worker`s and a round-robin rule
-over three reps, loads intake at that fraction of the measured full-form rate for
-`--assign-seconds` (wrk -R is not in Debian's wrk: a fixed number of connections, each pausing
-between posts, paces it), and prints accepted -> assigned latency from the database's own
-timestamps, queue depth over time and the per-rep split.
+pg_stat_activity.backend_start falls inside it), the CPU wrk itself used (so it is seen not
+to be the bottleneck), and the CPU a request cost the server's processes (`srv ms/req`) and every
+PostgreSQL process on the machine (`pg ms/req`: backends, autovacuum, WAL writer; read from
+/proc). `--assign-at 0.5` also runs two `loudou worker`s and a round-robin rule over three reps,
+loads intake at that fraction of the measured full-form rate for `--assign-seconds` (wrk -R is not
+in Debian's wrk: a fixed number of connections, each pausing between posts, paces it), and prints
+accepted -> assigned latency from the database's own timestamps, queue depth over time and the
+per-rep split.
 PostgreSQL and Redis: DATABASE_URL / REDIS_URL when set, else the local servers at 127.0.0.1,
 else embedded ones (see bench/servers.py). Every process it starts is stopped, whatever happens.
 """
@@ -492,6 +494,36 @@ def rss_mb(pgid: int) -> float:
     return best / 1024
 
 
+_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def _cpu_s(pid: str) -> float:
+    """User + system CPU seconds of one process so far (0 if it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / _TICKS  # utime, stime (fields 14 and 15)
+
+
+def cpu_seconds(pgids: dict[str, int]) -> dict[str, float]:
+    """CPU seconds so far of each process group in `pgids`, and of every PostgreSQL process on
+    this machine ("postgres": backends, autovacuum, WAL writer) under that key."""
+    total = dict.fromkeys([*pgids, "postgres"], 0.0)
+    by_pgid = {pgid: name for name, pgid in pgids.items()}
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            comm = Path(f"/proc/{pid}/comm").read_text().strip()
+            name = "postgres" if comm == "postgres" else by_pgid.get(os.getpgid(int(pid)))
+        except (OSError, ProcessLookupError):
+            continue
+        if name is not None:
+            total[name] += _cpu_s(pid)
+    return total
+
+
 class PeakRss:
     """Samples the largest process RSS of some process groups every 0.25 s while it runs."""
 
@@ -780,6 +812,7 @@ async def rounds(
                     wrk(lua, target, body=body, seconds=3, conns=args.conns, threads=args.threads)
                 res: dict[str, list[dict[str, Any]]] = {"loudou": [], "raw": []}
                 new_conns = {"loudou": 0, "raw": 0}
+                cpu = {name: {"server": 0.0, "postgres": 0.0} for name in ("loudou", "raw")}
                 young = {"loudou": 0, "raw": 0}  # backends alive at a round's end that began in it
                 before_rows = await monitor.fetchrow(
                     "SELECT (SELECT count(*) FROM leads) AS leads, (SELECT count(*) FROM bench_raw) AS raw"
@@ -793,6 +826,7 @@ async def rounds(
                         for name, target in order:
                             opened = await sessions(monitor)
                             since = await monitor.fetchval("SELECT clock_timestamp()")
+                            cpu_before = cpu_seconds(groups)
                             res[name].append(
                                 wrk(
                                     lua,
@@ -803,6 +837,9 @@ async def rounds(
                                     threads=args.threads,
                                 )
                             )
+                            cpu_after = cpu_seconds(groups)
+                            cpu[name]["server"] += cpu_after[name] - cpu_before[name]
+                            cpu[name]["postgres"] += cpu_after["postgres"] - cpu_before["postgres"]
                             new_conns[name] += await sessions(monitor) - opened
                             young[name] += await monitor.fetchval(
                                 "SELECT count(*) FROM pg_stat_activity"
@@ -837,6 +874,9 @@ async def rounds(
                             "new_conns": new_conns[name],
                             "young": young[name],
                             "wrk_cpu_ms": 1000 * sum(r["cpu_s"] for r in runs) / max(requests, 1),
+                            # CPU a request: the server's processes, and PostgreSQL's (all of it)
+                            "server_cpu_ms": 1000 * cpu[name]["server"] / max(requests, 1),
+                            "pg_cpu_ms": 1000 * cpu[name]["postgres"] / max(requests, 1),
                             "wrk_cpu_pct": 100
                             * sum(r["cpu_s"] for r in runs)
                             / sum(r["duration_s"] for r in runs),
@@ -858,7 +898,7 @@ def print_table(args: argparse.Namespace, table: list[dict[str, Any]]) -> None:
     print(
         f"{'server':<7}{'body':<5}{'org':<7}{'req/s':>7}{'p50 ms':>8}{'p99 ms':>8}{'non2xx':>7}{'errors':>7}"
         f"{'requests':>9}{'stored':>8}{'ratio':>6}{'RSS MB':>7}{'new conn':>9}{'young':>6}{'wrk ms/req':>11}"
-        f"{'wrk %CPU':>9}{'load1':>6}"
+        f"{'wrk %CPU':>9}{'srv ms/req':>11}{'pg ms/req':>10}{'load1':>6}"
     )
     raw = {(r["body"], r["org"]): r["rps"] for r in table if r["server"] == "raw"}
     for r in table:
@@ -866,7 +906,8 @@ def print_table(args: argparse.Namespace, table: list[dict[str, Any]]) -> None:
             f"{r['server']:<7}{r['body']:<5}{r['org']:<7}{r['rps']:>7.0f}{r['p50']:>8.1f}{r['p99']:>8.1f}"
             f"{r['non2xx']:>7}{r['errors']:>7}{r['requests']:>9}{r['stored']:>8}"
             f"{r['rps'] / raw[(r['body'], r['org'])]:>6.2f}{r['rss']:>7.0f}{r['new_conns']:>9}{r['young']:>6}"
-            f"{r['wrk_cpu_ms']:>11.3f}{r['wrk_cpu_pct']:>9.1f}{r['load']:>6.2f}"
+            f"{r['wrk_cpu_ms']:>11.3f}{r['wrk_cpu_pct']:>9.1f}{r['server_cpu_ms']:>11.3f}{r['pg_cpu_ms']:>10.3f}"
+            f"{r['load']:>6.2f}"
         )
     loudou = {(r["body"], r["org"]): r["rps"] for r in table if r["server"] == "loudou"}
     for body in args.bodies.split(","):
