@@ -32,8 +32,8 @@ depends_on: str | Sequence[str] | None = None
 LOCK_OPEN_LEAD = "loudou_lock_open_lead(uuid, text, text, text[])"
 
 # Each key's block reads only its own index (migration speed0002fuzzapart): the key IS NOT NULL
-# is what names it. Open lead: app.models.lead.OPEN_LEAD_SQL (tests/models/test_fuzzy_keys.py
-# checks the two agree).
+# is what names it. Open lead: app.models.lead.OPEN_LEAD_SQL (tests/models/test_lead_open.py
+# checks the two agree, through find_fuzzy).
 OPEN = (
     "l.name IS NOT NULL AND l.company IS NOT NULL AND l.status IN ('new', 'working', 'qualified')"
     " AND l.duplicate_of IS NULL AND l.deleted_at IS NULL AND l.erased_at IS NULL"
