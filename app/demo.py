@@ -228,7 +228,7 @@ class _Demo:
         await self.people()
         await self.plans()
         # Before the history: it works every lead it sees.
-        await _live(self.api, self.rng, self.months, self.assign)
+        await _live(self.api, self.rng, self.months, self.assign, self.today)
         deals = await self.import_history()
         await self.receivables(deals)
         await self.worker_duties()
@@ -591,7 +591,11 @@ def _receiver(secrets: dict[str, str]) -> Starlette:
 
 
 async def _live(
-    api: _Api, rng: random.Random, months: int, assign: Callable[[list[str]], Awaitable[None]]
+    api: _Api,
+    rng: random.Random,
+    months: int,
+    assign: Callable[[list[str]], Awaitable[None]],
+    today: date,
 ) -> None:
     """Today: leads from every channel, assigned by the rule, first calls, conversions, deals
     walked to every stage."""
@@ -660,7 +664,7 @@ async def _live(
                 json={
                     "amount": f"{rng.randrange(5, 500) * 100}.00",
                     "currency": rng.choice(["CNY", "CNY", "USD"]),
-                    "expected_close_date": str(date.today() + timedelta(days=rng.randrange(10, 120))),
+                    "expected_close_date": str(today + timedelta(days=rng.randrange(10, 120))),
                 },
             )
             deals.append(converted["deal"])

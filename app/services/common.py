@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import uuid
+from datetime import date, datetime
 from typing import Any, TypeVar
+from zoneinfo import ZoneInfo
 
 from fastapi.encoders import jsonable_encoder
 from sqlalchemy import text
@@ -13,8 +15,25 @@ from sqlmodel import SQLModel
 
 from app.errors import Conflict, NotFound, PreconditionFailed
 from app.models.base import utcnow
+from app.models.organisation import Organisation, OrganisationSettings
 
 M = TypeVar("M", bound=SQLModel)
+
+
+async def settings_of(session: AsyncSession, org_id: uuid.UUID) -> OrganisationSettings:
+    """The organisation's typed settings."""
+    org = await session.get(Organisation, org_id)
+    return org.typed_settings() if org is not None else OrganisationSettings()
+
+
+def local_today(settings: OrganisationSettings, now: datetime | None = None) -> date:
+    """Today's date in the organisation's timezone: business dates are the organisation's."""
+    return (now or utcnow()).astimezone(ZoneInfo(settings.timezone)).date()
+
+
+async def org_today(session: AsyncSession, org_id: uuid.UUID) -> date:
+    """Today in the organisation's timezone."""
+    return local_today(await settings_of(session, org_id))
 
 
 async def get_or_404(

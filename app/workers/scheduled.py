@@ -32,9 +32,10 @@ async def purge_idempotency_keys(ctx: dict[str, Any]) -> int:
 
 
 async def expire_quotes(ctx: dict[str, Any]) -> int:
-    """Expire sent quotes past their valid_until (UTC date); safe on several workers at once."""
+    """Expire sent quotes past their valid_until (each organisation's local date); safe on several
+    workers at once."""
     async with job_session(ctx, None) as session:
-        return await quote_workflow.expire_due(session, utcnow().date())
+        return await quote_workflow.expire_due(session)
 
 
 async def snapshot_pipelines(ctx: dict[str, Any]) -> int:

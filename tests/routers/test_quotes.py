@@ -5,12 +5,14 @@ from __future__ import annotations
 import asyncio
 import io
 import re
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pypdf
 
+from app.services.quotes.workflow import expire_due
 from app.state import AppState
 from app.workers.scheduled import expire_quotes
 from app.workers.settings import WorkerSettings
@@ -553,3 +555,53 @@ async def test_an_illegal_transition_problem_keeps_the_http_status(org: Org) -> 
     assert r.status_code == 409
     body = r.json()
     assert body["status"] == 409 and body["quote_status"] == "draft" and body["code"] == "invalid_transition"
+
+
+def _zone_off_utc_date() -> str:
+    """A timezone whose date differs from UTC's right now: UTC+14 once it is 10:00 UTC, else UTC-12."""
+    return "Pacific/Kiritimati" if datetime.now(UTC).hour >= 10 else "Etc/GMT+12"
+
+
+async def test_issue_and_acceptance_dates_are_the_organisations_local_dates(org: Org) -> None:
+    zone = _zone_off_utc_date()
+    r = await org.client.patch("/v1/organisation", json={"settings": {"timezone": zone}}, headers=org.auth())
+    assert r.status_code == 200, r.text
+    before = datetime.now(ZoneInfo(zone)).date()
+    deal = await make_deal(org, currency="CNY")
+    terms = [{"percent": "30", "due": "on_acceptance"}, {"percent": "70", "due_days": 30}]
+    sent = await _sent_quote(org, deal["id"], payment_terms=terms)
+    revised = (await post(org, f"/v1/quotes/{sent['id']}/revise", json={"notes": "v2"})).json()
+    assert (await post(org, f"/v1/quotes/{revised['id']}/submit")).json()["status"] == "approved"
+    assert (await post(org, f"/v1/quotes/{revised['id']}/send")).json()["status"] == "sent"
+    order = (await post(org, f"/v1/quotes/{revised['id']}/accept")).json()
+    after = datetime.now(ZoneInfo(zone)).date()
+    local_days = {str(before), str(after)}  # the same day unless the test straddles local midnight
+    assert before != datetime.now(UTC).date() or before != after  # else this test could not tell
+    assert sent["issue_date"] in local_days and revised["issue_date"] in local_days
+    assert order["installments"][0]["due_date"] in local_days, order
+    assert order["number"].startswith(f"SO-{before.year}-") or order["number"].startswith(f"SO-{after.year}-")
+
+
+async def test_expiry_uses_each_organisations_local_date(org: Org, other_org: Org, state: AppState) -> None:
+    # 2026-06-30 20:00 UTC is already 1 July in Shanghai and still 30 June in New York: a quote valid
+    # until 30 June has expired in the first and not in the second.
+    at = datetime(2026, 6, 30, 20, 0, tzinfo=UTC)
+    quotes = {}
+    for tenant, zone in ((org, "Asia/Shanghai"), (other_org, "America/New_York")):
+        r = await tenant.client.patch(
+            "/v1/organisation", json={"settings": {"timezone": zone}}, headers=tenant.auth()
+        )
+        assert r.status_code == 200, r.text
+        deal = await make_deal(tenant)
+        quotes[zone] = (
+            tenant,
+            await _sent_quote(tenant, deal["id"], issue_date="2026-06-01", valid_until="2026-06-30"),
+        )
+    async with state.sessions() as session, session.begin():
+        assert await expire_due(session, at) >= 1
+    shanghai, new_york = [
+        (await tenant.client.get(f"/v1/quotes/{quote['id']}", headers=tenant.auth())).json()
+        for tenant, quote in quotes.values()
+    ]
+    assert shanghai["status"] == "expired" and shanghai["expired_at"] is not None
+    assert new_york["status"] == "sent"

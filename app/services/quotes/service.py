@@ -33,7 +33,7 @@ from app.money import HUNDRED, round_money
 from app.pagination import PageParams, paginate
 from app.security import Principal
 from app.services import audit
-from app.services.common import check_version, next_number
+from app.services.common import check_version, next_number, org_today
 from app.services.deals import service as deals
 from app.services.pricing import MAX_AMOUNT, compute, line_json, resolve_lines
 
@@ -202,7 +202,7 @@ async def create_quote(session: AsyncSession, principal: Principal, data: QuoteC
     if deal.status != DealStatus.open:
         raise InvalidTransition(f"The deal is {deal.status}; quotes are made on open deals.")
     terms = _check_terms(data.payment_terms)
-    issue_date = data.issue_date or utcnow().date()
+    issue_date = data.issue_date or await org_today(session, principal.org_id)
     quote = Quote(
         deal_id=deal.id,
         number="",
@@ -330,7 +330,7 @@ async def revise_quote(
         number=old.number,
         revision=old.revision + 1,
         currency=old.currency,
-        issue_date=utcnow().date(),
+        issue_date=await org_today(session, principal.org_id),
         valid_until=old.valid_until,
         tax_inclusive=old.tax_inclusive,
         discount_percent=old.discount_percent,

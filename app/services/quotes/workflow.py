@@ -11,10 +11,10 @@ approves, never the person who made the quote.
 from __future__ import annotations
 
 import uuid
-from datetime import date
+from datetime import datetime
 from decimal import Decimal
 
-from sqlalchemy import update
+from sqlalchemy import Date, cast, func, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
@@ -30,7 +30,7 @@ from app.models.receivable import Order
 from app.money import round_money
 from app.security import Principal
 from app.services import audit, outbox
-from app.services.common import check_version
+from app.services.common import check_version, local_today, settings_of
 from app.services.deals import service as deals
 from app.services.deals import stages as deal_stages
 from app.services.pricing import max_discount_percent
@@ -205,7 +205,10 @@ async def accept_quote(
         session, principal, quote, deal.account_id, override_reason=credit_override_reason
     )
     await make_primary(session, principal, quote, deal)
-    order = await receivables.create_order_from_quote(session, principal, quote, deal, accepted_on=now.date())
+    accepted_on = local_today(await settings_of(session, deal.org_id), now)  # the organisation's date
+    order = await receivables.create_order_from_quote(
+        session, principal, quote, deal, accepted_on=accepted_on
+    )
     if override is not None:
         order.credit_override_by_id = principal.user_id
         order.credit_override_reason = override
@@ -245,15 +248,23 @@ async def accept_quote(
     return quote, order
 
 
-async def expire_due(session: AsyncSession, today: date) -> int:
-    """Expire every sent quote whose valid_until is before `today`, in every organisation.
+async def expire_due(session: AsyncSession, now: datetime | None = None) -> int:
+    """Expire every sent quote whose valid_until is before today in its organisation's timezone
+    (a quote valid until the 30th is still valid on the 30th in Shanghai, even when it is already
+    the 1st there and still the 30th in UTC, and the other way round), in every organisation.
 
     One idempotent UPDATE guarded by the status, so two workers running it at once expire each quote once.
     """
-    now = utcnow()
+    now = now or utcnow()
+    timezone = func.coalesce(col(Organisation.settings)["timezone"].astext, "UTC")
+    local_day = cast(func.timezone(timezone, now), Date)
     result = await session.execute(
         update(Quote)
-        .where(col(Quote.status) == QuoteStatus.sent, col(Quote.valid_until) < today)
+        .where(
+            col(Quote.org_id) == col(Organisation.id),
+            col(Quote.status) == QuoteStatus.sent,
+            col(Quote.valid_until) < local_day,
+        )
         .values(status=QuoteStatus.expired, expired_at=now, updated_at=now, version=col(Quote.version) + 1)
         .execution_options(cross_tenant=True, synchronize_session=False)
     )

@@ -26,25 +26,19 @@ from sqlmodel import col
 
 from app.models.base import utcnow
 from app.models.events import InstallmentOverdue, InstallmentPaid
-from app.models.organisation import Organisation, OrganisationSettings
+from app.models.organisation import OrganisationSettings
 from app.models.payment import Payment, PaymentAllocation, PaymentStatus
 from app.models.receivable import Installment, InstallmentStatus, Order, OrderStatus
 from app.money import round_money
 from app.services import outbox
 
+# Business dates are the organisation's local dates; the ledger's callers reach these here too.
+from app.services.common import local_today as local_today
+from app.services.common import org_today as org_today
+from app.services.common import settings_of as settings_of
+
 ZERO = Decimal(0)
 SETTLED = (InstallmentStatus.paid, InstallmentStatus.written_off)
-
-
-async def settings_of(session: AsyncSession, org_id: uuid.UUID) -> OrganisationSettings:
-    """The organisation's typed settings."""
-    org = await session.get(Organisation, org_id)
-    return org.typed_settings() if org is not None else OrganisationSettings()
-
-
-def local_today(settings: OrganisationSettings, now: datetime | None = None) -> date:
-    """Today's date in the organisation's timezone."""
-    return (now or utcnow()).astimezone(ZoneInfo(settings.timezone)).date()
 
 
 def local_date(settings: OrganisationSettings, moment: datetime) -> date:
@@ -55,11 +49,6 @@ def local_date(settings: OrganisationSettings, moment: datetime) -> date:
 def start_of_day(settings: OrganisationSettings, day: date) -> datetime:
     """The instant a local date begins, in UTC."""
     return datetime.combine(day, time(), tzinfo=ZoneInfo(settings.timezone)).astimezone(UTC)
-
-
-async def org_today(session: AsyncSession, org_id: uuid.UUID) -> date:
-    """Today in the organisation's timezone."""
-    return local_today(await settings_of(session, org_id))
 
 
 def open_amount(installment: Installment) -> Decimal:
