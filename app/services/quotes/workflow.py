@@ -249,9 +249,9 @@ async def accept_quote(
 
 
 async def expire_due(session: AsyncSession, now: datetime | None = None) -> int:
-    """Expire every sent quote whose valid_until is before today in its organisation's timezone
-    (a quote valid until the 30th is still valid on the 30th in Shanghai, even when it is already
-    the 1st there and still the 30th in UTC, and the other way round), in every organisation.
+    """Expire every sent quote whose valid_until is before today in its organisation's timezone,
+    in every organisation: at 20:00 UTC on 30 June a quote valid until 30 June has expired in
+    Shanghai, where it is already 1 July, and not in New York.
 
     One idempotent UPDATE guarded by the status, so two workers running it at once expire each quote once.
     """
