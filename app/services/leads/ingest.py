@@ -86,8 +86,8 @@ async def find_exact(session: AsyncSession, *, email: str | None, phone: str | N
 # The oldest FUZZY_CANDIDATES open leads with the same company key and as many with the same name
 # key, as one row of two arrays, oldest first (decoding them costs a fraction of 200 rows); a lead
 # with both keys comes twice, side by side (UNION ALL, migration speed0007costs), which the first
-# best score below does not mind. A PL/pgSQL function (migration speed0006generic) so that each
-# connection plans the look-up once.
+# best score below does not mind. The rows are sorted once for both arrays (speed0008onesort). A
+# PL/pgSQL function (migration speed0006generic) so that each connection plans the look-up once.
 _FUZZY_CANDIDATES = text("SELECT ids, labels FROM loudou_fuzzy_candidates(:org, :company, :name, :exclude)")
 
 
