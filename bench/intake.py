@@ -337,6 +337,7 @@ def lua_list(items: list[str]) -> str:
 WRK_LUA = """
 -- Written by bench/intake.py. POST a web-form lead, unique per request (dedupe never merges).
 -- BODY=min: email, name, utm_source, message; BODY=full: + unique valid mobile, one of 500 companies.
+-- BODY=merge: a full form (no phone) from one of 2,000 addresses: after the first, each post merges.
 -- PAUSE_MS > 0: each connection waits that long after each answer (a paced, open-ended load).
 local counter = 0
 local tag = os.getenv("RUN_TAG") or "x"
@@ -379,6 +380,12 @@ function request()
     body = string.format(
       '{"email":"bench-%%s@example.com","name":"Bench Lead %%s","utm_source":"bench",' ..
       '"message":"Please call me back about pricing."}', who, who)
+  end
+  if os.getenv("BODY") == "merge" then
+    body = string.format(
+      '{"name":"%%s","email":"again-%%d@example.com","company":"%%s",' ..
+      '"message":"Following up on my request.","utm_source":"newsletter","utm_campaign":"spring"}',
+      person(), math.random(1, 2000), pick(companies))
   end
   local headers = {["Content-Type"] = "application/json", ["Accept"] = "application/json"}
   return wrk.format("POST", nil, headers, body)
@@ -688,7 +695,9 @@ async def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0, help="per round")
     parser.add_argument("--conns", type=int, default=64)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--bodies", default="min,full")
+    parser.add_argument(
+        "--bodies", default="min,full", help="min, full, and merge (repeat posts of 2,000 addresses)"
+    )
     parser.add_argument(
         "--assign-at",
         type=float,
@@ -896,14 +905,14 @@ def print_table(args: argparse.Namespace, table: list[dict[str, Any]]) -> None:
         f"load average now {loadavg()}"
     )
     print(
-        f"{'server':<7}{'body':<5}{'org':<7}{'req/s':>7}{'p50 ms':>8}{'p99 ms':>8}{'non2xx':>7}{'errors':>7}"
+        f"{'server':<7}{'body':<6}{'org':<7}{'req/s':>7}{'p50 ms':>8}{'p99 ms':>8}{'non2xx':>7}{'errors':>7}"
         f"{'requests':>9}{'stored':>8}{'ratio':>6}{'RSS MB':>7}{'new conn':>9}{'young':>6}{'wrk ms/req':>11}"
         f"{'wrk %CPU':>9}{'srv ms/req':>11}{'pg ms/req':>10}{'load1':>6}"
     )
     raw = {(r["body"], r["org"]): r["rps"] for r in table if r["server"] == "raw"}
     for r in table:
         print(
-            f"{r['server']:<7}{r['body']:<5}{r['org']:<7}{r['rps']:>7.0f}{r['p50']:>8.1f}{r['p99']:>8.1f}"
+            f"{r['server']:<7}{r['body']:<6}{r['org']:<7}{r['rps']:>7.0f}{r['p50']:>8.1f}{r['p99']:>8.1f}"
             f"{r['non2xx']:>7}{r['errors']:>7}{r['requests']:>9}{r['stored']:>8}"
             f"{r['rps'] / raw[(r['body'], r['org'])]:>6.2f}{r['rss']:>7.0f}{r['new_conns']:>9}{r['young']:>6}"
             f"{r['wrk_cpu_ms']:>11.3f}{r['wrk_cpu_pct']:>9.1f}{r['server_cpu_ms']:>11.3f}{r['pg_cpu_ms']:>10.3f}"

@@ -63,6 +63,30 @@ async def test_simultaneous_posts_of_one_address_make_one_lead(org: Org) -> None
     assert lead["touch_count"] == 6
 
 
+async def test_simultaneous_merges_into_one_lead_lose_no_touch(org: Org) -> None:
+    """Merges into a known lead run without locks first (`merge_direct`, guarded by the row's
+    version); one that finds the lead changed under it merges again under the locks. Twelve at
+    once: every touch counted and recorded, every field filled by somebody kept."""
+    source = await make_source(org, "form")
+    first = await org.client.post(source["endpoint"], json={"email": "busy@example.com"})
+    assert first.status_code == 201
+    results = await asyncio.gather(
+        *[
+            org.client.post(source["endpoint"], json={"email": "busy@example.com", f"field_{i}": str(i)})
+            for i in range(12)
+        ]
+    )
+    assert [r.status_code for r in results] == [200] * 12
+    assert {r.json()["lead_id"] for r in results} == {first.json()["lead_id"]}
+    lead_id = first.json()["lead_id"]
+    lead = (await org.client.get(f"/v1/leads/{lead_id}", headers=org.auth())).json()
+    assert lead["touch_count"] == 13 and lead["version"] == 13
+    assert lead["attributes"] == {f"field_{i}": str(i) for i in range(12)}
+    touches = (await org.client.get(f"/v1/leads/{lead_id}/activities", headers=org.auth())).json()["data"]
+    assert len(touches) == 13
+    assert {t["id"] for t in touches} >= {r.json()["activity_id"] for r in results}
+
+
 async def test_a_failure_while_making_the_lead_keeps_the_event_for_replay(
     org: Org, monkeypatch: pytest.MonkeyPatch
 ) -> None:

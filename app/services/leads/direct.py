@@ -26,7 +26,7 @@ from sqlalchemy.dialects import postgresql
 from sqlmodel import SQLModel
 
 from app.db import Statements
-from app.models.base import column_values
+from app.models.base import M, build, column_values
 
 
 def new_row(model: type[SQLModel], **values: Any) -> tuple[Table, dict[str, Any]]:
@@ -75,6 +75,15 @@ def _value(column: Column[Any]) -> str:
     if default is None and isinstance(column.type, JSON) and not column.type.none_as_null:
         default = "'null'::jsonb"  # None is JSON null in a JSON column, as SQLAlchemy writes it
     return f"COALESCE({value}, {default})" if default is not None else value
+
+
+def _set_value(column: Column[Any]) -> str:
+    """One column's new value in an UPDATE, read from the row's JSON: None is NULL (as the ORM
+    writes it; no server default), or JSON null in a JSON column, as SQLAlchemy writes it."""
+    value = f'r."{column.name}"'
+    if isinstance(column.type, JSON) and not column.type.none_as_null:
+        return f"COALESCE({value}, 'null'::jsonb)"
+    return value
 
 
 def _together_statement(tables: tuple[Table, ...], notify: bool, unless_open_lead: bool) -> TextClause:
@@ -146,6 +155,18 @@ async def insert_together(
 
     With `unless_open_lead=(email, phone)` (the first row being the new lead), nothing is
     inserted when the organisation has an open lead with that email or phone; False then."""
+    return await insert_unless_open_lead(run, rows, notify=notify, unless_open_lead=unless_open_lead) is None
+
+
+async def insert_unless_open_lead(
+    run: Statements,
+    rows: list[tuple[Table, dict[str, Any]]],
+    *,
+    notify: str | None = None,
+    unless_open_lead: tuple[str | None, str | None] | None = None,
+) -> Any:
+    """`insert_together`, answering the id of the open lead that stopped the insert (None when
+    the rows went in)."""
     tables = tuple(table for table, _ in rows)
     params: dict[str, Any] = {f"r{i}": row_json(values) for i, (_, values) in enumerate(rows)}
     if notify:
@@ -154,7 +175,87 @@ async def insert_together(
         org_id = rows[0][1]["org_id"]
         email, phone = unless_open_lead
         params.update(org=org_id, email=email, phone=phone, keys=lock_keys(org_id, email, phone))
-    found = await run.fetchval(
-        _together_statement(tables, bool(notify), unless_open_lead is not None), params
+    return await run.fetchval(_together_statement(tables, bool(notify), unless_open_lead is not None), params)
+
+
+# --- One row changed in place, guarded by its xmin ----------------------------------------------
+
+
+def _read_statement(table: Table, condition: str) -> TextClause:
+    names = ", ".join(f'"{table.name}"."{c.name}"' for c in table.columns)
+    return text(
+        f'SELECT "{table.name}".xmin, {names} FROM "{table.name}"'
+        f' WHERE "{table.name}".org_id = :org AND "{table.name}".id = :id AND {condition}'
     )
-    return found is None
+
+
+_READ: dict[tuple[str, str], TextClause] = {}
+
+
+async def read_row(
+    run: Statements, model: type[M], org_id: Any, row_id: Any, *, condition: str = "true"
+) -> tuple[M, int] | None:
+    """A row of `model` (with its id, in its organisation, meeting the SQL `condition`) as a
+    detached object, and its `xmin`: the version `update_together` writes over only if nobody
+    changed the row in between. None when there is no such row."""
+    table: Table = model.__table__  # type: ignore[attr-defined]
+    stmt = _READ.get((table.name, condition))
+    if stmt is None:
+        stmt = _READ[(table.name, condition)] = _read_statement(table, condition)
+    rows = await run.fetch(stmt, {"org": org_id, "id": row_id})
+    if not rows:
+        return None
+    xmin, *values = rows[0]
+    return build(model, **{c.key: v for c, v in zip(table.columns, values, strict=True)}), int(xmin)
+
+
+_GUARDED: dict[tuple[str, tuple[str, ...], tuple[str, ...]], TextClause] = {}
+
+
+def _guarded_statement(table: Table, columns: tuple[str, ...], tables: tuple[Table, ...]) -> TextClause:
+    """`WITH changed AS (UPDATE … WHERE … AND xmin = …), new_0 AS (INSERT … WHERE EXISTS changed)
+    SELECT count(*) FROM changed`, built once per shape."""
+    key = (table.name, columns, tuple(t.name for t in tables))
+    stmt = _GUARDED.get(key)
+    if stmt is None:
+        by_name = {c.name: c for c in table.columns}
+        names = ", ".join(f'"{name}"' for name in columns)
+        values = ", ".join(_set_value(by_name[name]) for name in columns)
+        row = f'jsonb_populate_record(NULL::"{table.name}", CAST(:changed AS jsonb))'
+        parts = [
+            f'changed AS (UPDATE "{table.name}" AS t SET ({names}) = (SELECT {values} FROM {row} AS r)'
+            " WHERE t.org_id = :org AND t.id = :id AND t.xmin = CAST(CAST(:xmin AS text) AS xid)"
+            " RETURNING t.id)"
+        ]
+        binds = [bindparam("changed", type_=Text())]
+        for i, other in enumerate(tables):
+            other_columns = list(other.columns)
+            other_names = ", ".join(f'"{c.name}"' for c in other_columns)
+            other_values = ", ".join(_value(c) for c in other_columns)
+            source = f'jsonb_populate_record(NULL::"{other.name}", CAST(:r{i} AS jsonb))'
+            parts.append(
+                f'new_{i} AS (INSERT INTO "{other.name}" ({other_names}) SELECT {other_values}'
+                f" FROM {source} AS r WHERE EXISTS (SELECT FROM changed))"
+            )
+            binds.append(bindparam(f"r{i}", type_=Text()))
+        stmt = text("WITH " + ", ".join(parts) + " SELECT count(*) FROM changed").bindparams(*binds)
+        _GUARDED[key] = stmt
+    return stmt
+
+
+async def update_together(
+    run: Statements,
+    obj: Any,
+    xmin: int,
+    columns: tuple[str, ...],
+    rows: list[tuple[Table, dict[str, Any]]],
+) -> bool:
+    """Write `columns` of `obj` (read by `read_row`) over its row and INSERT `rows`, in one
+    statement, only if the row is still the version `xmin` names: False (nothing written) when
+    another transaction changed it since, and the caller starts again under locks."""
+    table: Table = obj.__table__
+    changed = {name: getattr(obj, table.columns[name].key) for name in columns}
+    params: dict[str, Any] = {f"r{i}": row_json(values) for i, (_, values) in enumerate(rows)}
+    params.update(changed=row_json(changed), org=obj.org_id, id=obj.id, xmin=str(xmin))
+    stmt = _guarded_statement(table, columns, tuple(t for t, _ in rows))
+    return bool(await run.fetchval(stmt, params))

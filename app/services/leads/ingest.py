@@ -21,15 +21,23 @@ from app.db import SessionStatements, Statements, direct_statements
 from app.models.base import build, utcnow
 from app.models.events import LeadCreated
 from app.models.intake import EventStatus, InboundEvent
-from app.models.lead import OPEN_LEAD, Activity, ActivityKind, Direction, Lead
+from app.models.lead import OPEN_LEAD, OPEN_LEAD_SQL, Activity, ActivityKind, Direction, Lead
 from app.models.organisation import OrganisationSettings
 from app.models.outbox import OutboxEvent
 from app.models.scoring import ScoringRule
 from app.security import Principal
 from app.services import audit, outbox
 from app.services import cache as intake_cache
-from app.services.leads.direct import as_row, insert_together, lock_keys, new_row
-from app.services.leads.normalise import LeadInput
+from app.services.leads.direct import (
+    as_row,
+    insert_together,
+    insert_unless_open_lead,
+    lock_keys,
+    new_row,
+    read_row,
+    update_together,
+)
+from app.services.leads.normalise import TEXT_FIELDS, LeadInput
 from app.services.leads.scoring import rescore, score
 
 FUZZY_CANDIDATES = 100  # per key: same company, same name (the LIMIT of loudou_fuzzy_candidates)
@@ -185,6 +193,62 @@ def fill_empty(lead: Lead, data: LeadInput) -> tuple[dict[str, Any], dict[str, A
     return filled, conflicts
 
 
+def touch_lead(lead: Lead, data: LeadInput, *, now: datetime) -> tuple[dict[str, Any], dict[str, Any]]:
+    """What a merge changes on the open lead before it is rescored: empty fields filled from
+    `data`, one more touch, a new version. Returns the filled fields and the touch's details."""
+    filled, conflicts = fill_empty(lead, data)
+    lead.touch_count += 1
+    lead.last_touch_at = now
+    lead.updated_at = now
+    lead.version += 1
+    return filled, {"merged": True, "filled": filled, "conflicts": conflicts, "source": data.source_detail}
+
+
+# The columns a merge may change (`touch_lead`, then the score): what `merge_direct` writes back.
+MERGED_COLUMNS = (
+    *TEXT_FIELDS,
+    "phone_raw",
+    "attributes",
+    "tags",
+    "touch_count",
+    "last_touch_at",
+    "updated_at",
+    "version",
+    "score",
+    "score_breakdown",
+)
+
+
+async def merge_direct(
+    run: Statements,
+    lead_id: uuid.UUID,
+    data: LeadInput,
+    *,
+    org_id: uuid.UUID,
+    rules: list[ScoringRule],
+    inbound_event: InboundEvent,
+    now: datetime,
+) -> Ingested | None:
+    """`merge` without the session: read the open lead, change it as `merge` does, and write it
+    back with its touch and `inbound_event` (marked merged) in one statement, only if nobody
+    changed the lead since it was read (its `xmin`). None when the lead is no longer open or has
+    changed: the caller then merges through the session, under the dedupe locks."""
+    read = await read_row(run, Lead, org_id, lead_id, condition=OPEN_LEAD_SQL)
+    if read is None:
+        return None
+    lead, xmin = read
+    _, details = touch_lead(lead, data, now=now)
+    score(lead, rules)
+    touch = new_row(Activity, **_touch_fields(lead, data, inbound_event_id=inbound_event.id, details=details))
+    outcome = {"lead_id": lead.id, "status": EventStatus.merged, "http_status": 200}
+    table, event = as_row(inbound_event)
+    if not await update_together(run, lead, xmin, MERGED_COLUMNS, [touch, (table, {**event, **outcome})]):
+        return None
+    for name, value in outcome.items():
+        setattr(inbound_event, name, value)
+    return Ingested(lead=lead, created=False, activity_id=touch[1]["id"], event_written=True)
+
+
 async def ingest_direct(
     session: AsyncSession,
     data: LeadInput,
@@ -193,10 +257,11 @@ async def ingest_direct(
     settings: OrganisationSettings,
     inbound_event: InboundEvent,
 ) -> Ingested | None:
-    """Take a new lead from intake the fast way (`leads.direct`): lock, look up and insert the
+    """Take a lead from intake the fast way (`leads.direct`): lock, look up and insert the new
     lead, its touch, its lead.created event and `inbound_event` (marked created) in one statement
-    that is its own transaction. None when it must fall back to `ingest`: the session has begun
-    a transaction, or an open lead has the email or phone (a merge)."""
+    that is its own transaction; when an open lead has the email or phone, merge into it with
+    `merge_direct`. None when it must fall back to `ingest`: the session has begun a
+    transaction, or the open lead changed under the merge."""
     rules = await intake_cache.scoring_rules(session, org_id)
     async with direct_statements(session) as run:
         if run is None:
@@ -206,8 +271,13 @@ async def ingest_direct(
         )
         table, event = as_row(inbound_event)
         rows = [*new.rows(), (table, {**event, **new.event_outcome()})]
-        if not await insert_together(run, rows, notify=_notify(), unless_open_lead=(data.email, data.phone)):
-            return None
+        found = await insert_unless_open_lead(
+            run, rows, notify=_notify(), unless_open_lead=(data.email, data.phone)
+        )
+        if found is not None:
+            return await merge_direct(
+                run, found, data, org_id=org_id, rules=rules, inbound_event=inbound_event, now=new.now
+            )
     for name, value in new.event_outcome().items():
         setattr(inbound_event, name, value)
     return new.ingested(event_written=True)
@@ -305,17 +375,8 @@ async def merge(
     now: datetime,
 ) -> Ingested:
     """Record a touch on an existing open lead: fill its empty fields, keep the rest."""
-    filled, conflicts = fill_empty(existing, data)
-    existing.touch_count += 1
-    existing.last_touch_at = now
-    existing.updated_at = now
-    existing.version += 1
-    activity = touch_activity(
-        existing,
-        data,
-        inbound_event_id=inbound_event_id,
-        details={"merged": True, "filled": filled, "conflicts": conflicts, "source": data.source_detail},
-    )
+    filled, details = touch_lead(existing, data, now=now)
+    activity = touch_activity(existing, data, inbound_event_id=inbound_event_id, details=details)
     session.add(activity)
     await rescore(session, existing)
     if actor is not None:  # intake touches are recorded by their inbound event and activity

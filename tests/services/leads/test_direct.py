@@ -15,11 +15,12 @@ from sqlmodel import Field, SQLModel, col
 from app.db import direct_statements, tenant_session
 from app.models.base import build
 from app.models.intake import EventStatus, InboundEvent, SourceKind
-from app.models.lead import Activity, Lead, LeadSource
+from app.models.lead import Activity, ActivityKind, Lead, LeadSource
 from app.models.organisation import OrganisationSettings
 from app.models.outbox import OutboxEvent
+from app.models.scoring import ScoringRule
 from app.services import cache
-from app.services.leads.direct import as_row, insert_together
+from app.services.leads.direct import as_row, insert_together, read_row, update_together
 from app.services.leads.ingest import ingest, ingest_direct
 from app.services.leads.normalise import LeadInput, normalise
 from app.state import AppState
@@ -202,3 +203,150 @@ async def test_fast_and_session_paths_store_identical_rows(state: AppState, org:
         "expo",
     ]
     assert fast_rows == session_rows
+
+
+def _first_touch() -> LeadInput:
+    data = LeadInput(
+        source=LeadSource.web_form,
+        name="Wang Fang",
+        email="wang.fang@example.com",
+        attributes={"plan": "pro"},
+        tags=["web"],
+        source_detail={"source_name": "Contact us"},
+    )
+    assert normalise(data, default_regions=["CN"]) == []
+    return data
+
+
+def _second_touch() -> LeadInput:
+    """The same address again: a company and a phone to fill, a name and a plan that conflict."""
+    data = LeadInput(
+        source=LeadSource.web_form,
+        name="Fang Wang",
+        email="WANG.FANG@example.com",
+        phone="138 0013 8000",
+        company="Acme 机器人",
+        message="Second message.",
+        attributes={"plan": "enterprise", "seats": "25"},
+        tags=["expo", "web"],
+        source_detail={"source_name": "Pricing", "inbound_event_id": "fixed"},
+    )
+    assert normalise(data, default_regions=["CN"]) == []
+    return data
+
+
+async def _merge_rows(state: AppState, org_id: uuid.UUID, lead_id: uuid.UUID) -> dict[str, Any]:
+    async with tenant_session(state.sessions, org_id) as s:
+        lead = await s.get(Lead, lead_id)
+        touches = (
+            (
+                await s.execute(
+                    select(Activity).where(col(Activity.lead_id) == lead_id).order_by(Activity.created_at)
+                )
+            )
+            .scalars()
+            .all()
+        )
+        inbound = (await s.execute(select(InboundEvent))).scalars().all()
+    assert lead is not None and len(touches) == 2 and len(inbound) == 1
+    assert touches[1].inbound_event_id == inbound[0].id and inbound[0].lead_id == lead_id
+    columns = _columns(lead, _SKIP | {"assigned_at"})
+    # each organisation has its own rule, with its own id
+    columns["score_breakdown"] = [{**b, "rule_id": "the rule"} for b in columns["score_breakdown"]]
+    return {
+        "lead": columns,
+        "touch": _columns(touches[1], _SKIP | {"inbound_event_id"}),
+        "inbound": _columns(inbound[0], _SKIP | {"received_at", "processed_at"}),
+    }
+
+
+async def _with_rule(state: AppState, org_id: uuid.UUID) -> None:
+    """A scoring rule a merge changes the outcome of (a company present), cached as intake's is."""
+    async with tenant_session(state.sessions, org_id) as s:
+        s.add(build(ScoringRule, name="Has company", field="company", operator="present", points=15))
+        await s.commit()
+    cache.forget_rules(org_id)
+    async with tenant_session(state.sessions, org_id) as s:
+        assert len(await cache.scoring_rules(s, org_id)) == 1
+
+
+async def test_fast_and_session_merges_store_identical_rows(
+    state: AppState, org: Org, other_org: Org
+) -> None:
+    """A post whose address is known is merged by `merge_direct` (no session) exactly as by the
+    session's `merge`: the lead, its touch and the inbound event, column for column."""
+    settings = OrganisationSettings()
+    stored = []
+    for org_id, fast in ((uuid.UUID(org.id), True), (uuid.UUID(other_org.id), False)):
+        await _with_rule(state, org_id)
+        async with tenant_session(state.sessions, org_id) as s:
+            first = await ingest(s, _first_touch(), org_id=org_id, settings=settings, actor=None)
+            await s.commit()
+        async with tenant_session(state.sessions, org_id) as s:
+            event = build(
+                InboundEvent, org_id=org_id, kind=SourceKind.form, headers={"user-agent": "test"}, body=b"y"
+            )
+            data = _second_touch()
+            if fast:
+                done = await ingest_direct(s, data, org_id=org_id, settings=settings, inbound_event=event)
+                assert done is not None and done.event_written and not done.created
+                assert not s.in_transaction()  # nothing went through the session
+            else:
+                done = await ingest(
+                    s, data, org_id=org_id, settings=settings, actor=None, inbound_event_id=event.id
+                )
+                event.lead_id, event.status, event.http_status = done.lead.id, EventStatus.merged, 200
+                s.add(event)
+                await s.commit()
+        assert done.lead.id == first.lead.id and done.activity_id is not None
+        stored.append(await _merge_rows(state, org_id, done.lead.id))
+    fast_rows, session_rows = stored
+    lead, touch = fast_rows["lead"], fast_rows["touch"]
+    assert (lead["name"], lead["company"], lead["phone"]) == ("Wang Fang", "Acme 机器人", "+8613800138000")
+    assert lead["attributes"] == {"plan": "pro", "seats": "25"} and lead["tags"] == ["web", "expo"]
+    assert (lead["touch_count"], lead["version"], lead["score"]) == (2, 2, 15)
+    assert touch["details"]["merged"] is True
+    assert touch["details"]["conflicts"] == {"name": "Fang Wang", "attributes.plan": "enterprise"}
+    assert fast_rows["inbound"]["status"] == EventStatus.merged and fast_rows["inbound"]["http_status"] == 200
+    assert fast_rows == session_rows
+
+
+async def test_a_lead_changed_under_a_fast_merge_is_left_alone(state: AppState, org: Org) -> None:
+    """`update_together` writes only over the version it read: once another transaction has
+    changed the lead, nothing is written (no touch, no event) and the caller falls back."""
+    org_id = uuid.UUID(org.id)
+    settings = OrganisationSettings()
+    async with tenant_session(state.sessions, org_id) as s:
+        first = await ingest(s, _first_touch(), org_id=org_id, settings=settings, actor=None)
+        await s.commit()
+    async with state.sessions() as s, direct_statements(s) as run:
+        assert run is not None
+        read = await read_row(run, Lead, org_id, first.lead.id)
+        assert read is not None
+        lead, xmin = read
+        assert lead.email == "wang.fang@example.com" and lead.attributes == {"plan": "pro"}
+        async with tenant_session(state.sessions, org_id) as other:  # someone else, meanwhile
+            await other.execute(
+                text("UPDATE leads SET title = 'CTO' WHERE org_id = :o AND id = :i"),
+                {"o": org_id, "i": lead.id},
+            )
+            await other.commit()
+        lead.company = "Too late"
+        touch = as_row(
+            build(Activity, org_id=org_id, lead_id=lead.id, kind=ActivityKind.note, subject="touch")
+        )
+        assert not await update_together(run, lead, xmin, ("company",), [touch])
+        fresh = await read_row(run, Lead, org_id, first.lead.id)
+        assert fresh is not None and fresh[1] != xmin
+        lead, xmin = fresh
+        lead.company = "In time"
+        assert await update_together(run, lead, xmin, ("company",), [touch])
+    async with tenant_session(state.sessions, org_id) as s:
+        stored = await s.get(Lead, first.lead.id)
+        subjects = (
+            (await s.execute(select(Activity.subject).where(col(Activity.lead_id) == first.lead.id)))
+            .scalars()
+            .all()
+        )
+    assert stored is not None and (stored.company, stored.title) == ("In time", "CTO")
+    assert subjects.count("touch") == 1  # written once, with the second try
