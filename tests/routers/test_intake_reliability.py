@@ -131,8 +131,9 @@ async def test_a_value_postgres_cannot_store_is_a_422_and_the_event_is_kept(org:
     assert r.status_code == 201 and r.json()["status"] == "created"
 
 
-async def test_a_known_address_after_a_direct_write_merges_in_the_session(org: Org) -> None:
-    """The first post is written directly; the second finds the lead and merges through the session."""
+async def test_a_known_address_after_a_direct_write_merges_into_that_lead(org: Org) -> None:
+    """The first post is written directly; the second finds the lead and merges into it
+    (`merge_direct`, also without the session)."""
     source = await warm_form(org)
     first = await org.client.post(source["endpoint"], json={"email": "twice@example.com"})
     second = await org.client.post(
@@ -238,3 +239,29 @@ async def test_a_client_gone_before_its_body_arrived_is_no_crash(
     assert [m["status"] for m in sent if m["type"] == "http.response.start"] == [499]
     events = await org.client.get(f"/v1/inbound-events?source_id={source['id']}", headers=org.auth())
     assert events.status_code == 200 and events.json()["data"] == []
+
+
+async def test_a_merge_postgres_cannot_store_is_a_422_and_leaves_the_lead_as_it_was(org: Org) -> None:
+    """A post to a known address carrying a NUL byte is refused by the statement that would
+    insert it or find the open lead (it reads the rows first), before any merge: the lead keeps
+    its fields, count and version, no touch is added, the event is kept as rejected (422), and the
+    next post merges as usual."""
+    source = await warm_form(org)
+    first = await org.client.post(source["endpoint"], json={"email": "known@example.com", "name": "Ada"})
+    assert first.status_code == 201
+    r = await org.client.post(
+        source["endpoint"],
+        json={"email": "known@example.com", "company": "Engines", "message": "hello\u0000world"},
+    )
+    assert r.status_code == 422 and r.json()["code"] == "unstorable_value", r.text
+    event = (
+        await org.client.get(f"/v1/inbound-events/{r.json()['inbound_event_id']}", headers=org.auth())
+    ).json()
+    assert event["status"] == "rejected" and event["lead_id"] is None
+    lead_id = first.json()["lead_id"]
+    lead = (await org.client.get(f"/v1/leads/{lead_id}", headers=org.auth())).json()
+    assert (lead["company"], lead["touch_count"], lead["version"]) == (None, 1, 1)
+    touches = (await org.client.get(f"/v1/leads/{lead_id}/activities", headers=org.auth())).json()["data"]
+    assert len(touches) == 1
+    r = await org.client.post(source["endpoint"], json={"email": "known@example.com", "company": "Engines"})
+    assert r.status_code == 200 and r.json()["status"] == "merged" and r.json()["lead_id"] == lead_id
