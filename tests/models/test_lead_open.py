@@ -10,8 +10,15 @@ from sqlalchemy import select, text
 
 from app.db import SessionStatements, tenant_session
 from app.models.base import utcnow
-from app.models.lead import OPEN_LEAD, OPEN_LEAD_SQL, Lead, LeadStatus
-from app.services.leads.ingest import count_open_owned, find_exact, find_fuzzy, lock_and_find
+from app.models.lead import OPEN_LEAD, OPEN_LEAD_SQL, Lead, LeadSource, LeadStatus
+from app.services.leads.ingest import (
+    count_open_owned,
+    find_exact,
+    find_fuzzy,
+    intake_candidates,
+    lock_and_find,
+)
+from app.services.leads.normalise import LeadInput
 from app.state import AppState
 from tests.conftest import Org
 
@@ -68,6 +75,10 @@ async def test_every_definition_of_an_open_lead_agrees(state: AppState, org: Org
             # The plpgsql dedupe function of the migration, by email and by phone
             assert await lock_and_find(run, org_id, email=lead.email, phone=None) == want, lead.email
             assert await lock_and_find(run, org_id, email=None, phone=lead.phone) == want, lead.phone
+            # The full form's look-up of migration speed0009candidates, by email and by phone
+            for email, phone in ((lead.email, None), (None, lead.phone)):
+                form = LeadInput(source=LeadSource.web_form, email=email, phone=phone, name="N", company="C")
+                assert (await intake_candidates(run, org_id, form))[0] == want, (email, phone)
             # The ORM dedupe look-up
             found = await find_exact(session, email=lead.email, phone=None)
             assert (found.id if found else None) == want

@@ -63,16 +63,20 @@ async def test_simultaneous_posts_of_one_address_make_one_lead(org: Org) -> None
     assert lead["touch_count"] == 6
 
 
-async def test_simultaneous_merges_into_one_lead_lose_no_touch(org: Org) -> None:
+@pytest.mark.parametrize("form", [{}, {"name": "Busy Bee", "company": "Hive Ltd"}], ids=["bare", "full"])
+async def test_simultaneous_merges_into_one_lead_lose_no_touch(org: Org, form: dict[str, str]) -> None:
     """Merges into a known lead run without locks first (`merge_direct`, guarded by the row's
     version); one that finds the lead changed under it merges again under the locks. Twelve at
-    once: every touch counted and recorded, every field filled by somebody kept."""
+    once: every touch counted and recorded, every field filled by somebody kept. A full form
+    (name and company) finds the lead by its candidates look-up, a bare one by its insert."""
     source = await make_source(org, "form")
-    first = await org.client.post(source["endpoint"], json={"email": "busy@example.com"})
+    first = await org.client.post(source["endpoint"], json={"email": "busy@example.com", **form})
     assert first.status_code == 201
     results = await asyncio.gather(
         *[
-            org.client.post(source["endpoint"], json={"email": "busy@example.com", f"field_{i}": str(i)})
+            org.client.post(
+                source["endpoint"], json={"email": "busy@example.com", f"field_{i}": str(i), **form}
+            )
             for i in range(12)
         ]
     )

@@ -8,6 +8,7 @@ transaction-scoped advisory lock, so two simultaneous posts of one address make 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -123,6 +124,14 @@ async def find_fuzzy(
         _FUZZY_CANDIDATES, {"org": org_id, "exclude": exclude, "company": company, "name": name}
     )
     ids, labels = rows[0]
+    return best_match(name, company, ids or [], labels or [], threshold=threshold)
+
+
+def best_match(
+    name: str, company: str, ids: Sequence[Any], labels: Sequence[str], *, threshold: int
+) -> uuid.UUID | None:
+    """The candidate (`ids`, with their "name company" `labels`) whose label scores at least
+    `threshold` against "`name` `company`", the first (oldest) among the best."""
     if not ids:
         return None
     # The best score at or above the threshold; on a tie the first, i.e. the oldest (rapidfuzz's
@@ -135,6 +144,33 @@ async def find_fuzzy(
         processor=None,
     )
     return uuid.UUID(str(ids[found[2]])) if found is not None else None
+
+
+# A full form's one look-up before it is written (migration speed0009candidates): the open lead
+# with its email, else its phone, as `loudou_lock_open_lead` finds it but without the locks; and
+# only when there is none, the fuzzy candidates of `loudou_fuzzy_candidates`.
+_INTAKE_CANDIDATES = text(
+    "SELECT open_id, ids, labels"
+    " FROM loudou_intake_candidates(:org, :email, :phone, :company, :name, :exclude)"
+)
+_NOTHING = uuid.UUID(int=0)  # no lead to leave out of the candidates: the new one is not written yet
+
+
+async def intake_candidates(
+    run: Statements, org_id: uuid.UUID, data: LeadInput
+) -> tuple[Any, tuple[list[Any], list[str]]]:
+    """The open lead with `data`'s email or phone (None when there is none), else the fuzzy
+    candidates for `new_lead`, in one round trip."""
+    params = {
+        "org": org_id,
+        "email": data.email,
+        "phone": data.phone,
+        "company": data.company,
+        "name": data.name,
+        "exclude": _NOTHING,
+    }
+    open_id, ids, labels = (await run.fetch(_INTAKE_CANDIDATES, params))[0]
+    return open_id, (ids or [], labels or [])
 
 
 def _touch_subject(data: LeadInput) -> str:
@@ -266,8 +302,23 @@ async def ingest_direct(
     async with direct_statements(session) as run:
         if run is None:
             return None
+        candidates = None
+        if data.name and data.company and (data.email or data.phone):
+            # The fuzzy look-up is due anyway: it also answers an open lead with the email or
+            # phone, and a repeat submission goes straight to the merge.
+            open_id, candidates = await intake_candidates(run, org_id, data)
+            if open_id is not None:
+                return await merge_direct(
+                    run, open_id, data, org_id=org_id, rules=rules, inbound_event=inbound_event, now=utcnow()
+                )
         new = await new_lead(
-            run, data, org_id=org_id, settings=settings, rules=rules, inbound_event_id=inbound_event.id
+            run,
+            data,
+            org_id=org_id,
+            settings=settings,
+            rules=rules,
+            inbound_event_id=inbound_event.id,
+            candidates=candidates,
         )
         table, event = as_row(inbound_event)
         rows = [*new.rows(), (table, {**event, **new.event_outcome()})]
@@ -446,9 +497,11 @@ async def new_lead(
     now: datetime | None = None,
     inbound_event_id: uuid.UUID | None = None,
     record_touch: bool = True,
+    candidates: tuple[Sequence[Any], Sequence[str]] | None = None,
 ) -> NewLead:
     """Build a new lead (scored, flagged when its name and company look like another open
-    lead's) with its touch and its lead.created event; nothing is written."""
+    lead's) with its touch and its lead.created event; nothing is written. `candidates`: the
+    fuzzy candidates when the caller has them already (`intake_candidates`)."""
     now = now or utcnow()
     lead = build(
         Lead,
@@ -466,14 +519,13 @@ async def new_lead(
         last_touch_at=now,
         **data.values(),
     )
-    lead.possible_duplicate_of = await find_fuzzy(
-        run,
-        org_id,
-        name=lead.name,
-        company=lead.company,
-        threshold=settings.duplicate_match_threshold,
-        exclude=lead.id,
-    )
+    threshold = settings.duplicate_match_threshold
+    if candidates is None:
+        lead.possible_duplicate_of = await find_fuzzy(
+            run, org_id, name=lead.name, company=lead.company, threshold=threshold, exclude=lead.id
+        )
+    elif lead.name and lead.company:
+        lead.possible_duplicate_of = best_match(lead.name, lead.company, *candidates, threshold=threshold)
     score(lead, rules)
     touch = None
     if record_touch:

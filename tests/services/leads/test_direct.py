@@ -8,6 +8,7 @@ from decimal import Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import pytest
 from sqlalchemy import Column, DateTime, MetaData, Numeric, select, text
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlmodel import Field, SQLModel, col
@@ -20,6 +21,8 @@ from app.models.organisation import OrganisationSettings
 from app.models.outbox import OutboxEvent
 from app.models.scoring import ScoringRule
 from app.services import cache
+from app.services.leads import direct
+from app.services.leads import ingest as ingest_module
 from app.services.leads.direct import as_row, insert_together, read_row, update_together
 from app.services.leads.ingest import ingest, ingest_direct
 from app.services.leads.normalise import LeadInput, normalise
@@ -309,6 +312,57 @@ async def test_fast_and_session_merges_store_identical_rows(
     assert touch["details"]["conflicts"] == {"name": "Fang Wang", "attributes.plan": "enterprise"}
     assert fast_rows["inbound"]["status"] == EventStatus.merged and fast_rows["inbound"]["http_status"] == 200
     assert fast_rows == session_rows
+
+
+async def test_a_known_full_form_merges_without_trying_to_insert(
+    state: AppState, org: Org, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A post with a name and a company looks up its fuzzy candidates anyway; that look-up also
+    answers the open lead with the email, else the phone, and the post merges into it at once:
+    no lead rows built, no insert sent (and refused). Without a name or a company the insert
+    still finds the lead itself."""
+    org_id = uuid.UUID(org.id)
+    settings = OrganisationSettings()
+    inserts: list[object] = []
+    sent = direct.insert_unless_open_lead
+
+    async def counted(*args: Any, **kwargs: Any) -> Any:
+        inserts.append(args)
+        return await sent(*args, **kwargs)
+
+    monkeypatch.setattr(ingest_module, "insert_unless_open_lead", counted)
+
+    async def post(data: LeadInput) -> Any:
+        async with tenant_session(state.sessions, org_id) as s:
+            event = build(InboundEvent, org_id=org_id, kind=SourceKind.form, headers={}, body=b"z")
+            done = await ingest_direct(s, data, org_id=org_id, settings=settings, inbound_event=event)
+        assert done is not None and done.event_written
+        return done
+
+    first = await post(_second_touch())  # new: name, company, email and phone
+    assert first.created and len(inserts) == 1
+    again = await post(_second_touch())  # the same email
+    by_phone = _second_touch()
+    by_phone.email = "someone.else@example.com"  # a new email, the same phone
+    by_phone_done = await post(by_phone)
+    assert len(inserts) == 1  # neither repeat sent the insert
+    bare = _first_touch()  # the same email, no company: the insert finds the lead
+    bare_done = await post(bare)
+    assert len(inserts) == 2
+    for done in (again, by_phone_done, bare_done):
+        assert not done.created and done.lead.id == first.lead.id
+    async with tenant_session(state.sessions, org_id) as s:
+        lead = await s.get(Lead, first.lead.id)
+        events = (
+            await s.execute(
+                select(col(InboundEvent.status), col(InboundEvent.lead_id)).where(
+                    col(InboundEvent.org_id) == org_id
+                )
+            )
+        ).all()
+    assert lead is not None and (lead.touch_count, lead.version) == (4, 4)
+    assert sorted(str(status) for status, _ in events) == ["created", "merged", "merged", "merged"]
+    assert {lead_id for _, lead_id in events} == {first.lead.id}
 
 
 async def test_a_lead_changed_under_a_fast_merge_is_left_alone(state: AppState, org: Org) -> None:
