@@ -48,7 +48,8 @@ async def test_migrations_build_exactly_the_models(database_url: str) -> None:
 
     def diff(connection: Any) -> list[Any]:
         context = MigrationContext.configure(connection, opts={"include_object": declared})
-        return compare_metadata(context, SQLModel.metadata)
+        changes: list[Any] = compare_metadata(context, SQLModel.metadata)
+        return changes
 
     try:
         async with engine.connect() as conn:

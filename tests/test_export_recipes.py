@@ -122,10 +122,11 @@ def as_numbers(rows: list[tuple[Any, ...]]) -> dict[tuple[str, str], tuple[int, 
 
 def download(base: str, key: str, entity: str, fmt: str, folder: Path, limit: int = 7) -> list[Path]:
     """The README recipe: save every page of an entity until an empty page; keep the cursor."""
-    files, cursor = [], None
+    files: list[Path] = []
+    cursor: str | None = None
     with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {key}"}) as http:
         while True:
-            params = {"format": fmt, "limit": limit} | ({"cursor": cursor} if cursor else {})
+            params: dict[str, Any] = {"format": fmt, "limit": limit} | ({"cursor": cursor} if cursor else {})
             r = http.get(f"/v1/export/{entity}", params=params)
             r.raise_for_status()
             if r.headers.get("Loudou-Has-More") == "false" and cursor == r.headers[CURSOR]:
@@ -167,7 +168,9 @@ async def test_duckdb_reads_parquet_and_ndjson_pages(
     con = duckdb.connect()
     con.execute(f"CREATE TABLE deals AS SELECT * FROM read_parquet('{tmp_path}/deals-*.parquet')")
     assert con.execute("SELECT count(*) FROM deals").fetchone() == (total,)
-    assert str(con.execute("SELECT typeof(amount) FROM deals LIMIT 1").fetchone()[0]) == "DECIMAL(18,4)"
+    amount_type = con.execute("SELECT typeof(amount) FROM deals LIMIT 1").fetchone()
+    assert amount_type is not None
+    assert str(amount_type[0]) == "DECIMAL(18,4)"
     assert as_numbers(con.execute(PER_STAGE).fetchall()) == expected
 
     json_dir = tmp_path / "json"

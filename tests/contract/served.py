@@ -145,6 +145,7 @@ def served(*, log_path: Path | None = None) -> Iterator[Served]:
             stack.callback(handle.stop)
             db = db or handle.database_url
             redis = redis or handle.redis_url
+        assert db is not None and redis is not None
         url = stack.enter_context(_database(normalise_database_url(db)))
         # A Redis database of its own: the fuzzed logins lock out 127.0.0.1 in the login guard,
         # which must not reach tests running on the same server (they use database 0).

@@ -72,6 +72,7 @@ def authorisation_table() -> dict[tuple[str, str], Needs]:
             requires = [c for c in calls if isinstance(c, Require)]
             assert len(requires) <= 1, f"{route.path}: one Require per operation"
             needs = Needs(authenticated=get_principal in calls, require=requires[0] if requires else None)
+            assert route.methods is not None
             for method in route.methods:
                 table[(method, route.path.replace(":uuid}", "}"))] = needs
     return table

@@ -88,6 +88,7 @@ async def test_sigkilled_workers_lose_nothing_and_apply_nothing_twice(
                     """,
                     fault_org.id,
                 )
+                assert row is not None
                 return dict(row)
 
             deadline = time.monotonic() + RECOVERED_WITHIN

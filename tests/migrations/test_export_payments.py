@@ -53,12 +53,15 @@ async def test_existing_payments_are_stamped_updates_restamp_deletes_leave_tombs
             assert await conn.fetch(STAMPS) == []
             await upgrade(url)
             before = await conn.fetchrow("SELECT change_xid, change_seq, updated_at FROM payments")
+            assert before is not None
             assert before["change_xid"] > 0 and before["change_seq"] > 0  # existing rows stamped
             await conn.execute("UPDATE payments SET status = 'reversed' WHERE id = $1", payment_id)
             after = await conn.fetchrow("SELECT change_xid, change_seq, updated_at FROM payments")
+            assert after is not None
             assert after["change_seq"] > before["change_seq"] and after["updated_at"] > before["updated_at"]
             await conn.execute("DELETE FROM payments WHERE id = $1", payment_id)
             tomb = await conn.fetchrow("SELECT entity, row_id, reason FROM deleted_rows")
+            assert tomb is not None
             assert (tomb["entity"], tomb["row_id"], tomb["reason"]) == ("payments", payment_id, "deleted")
             await conn.close()
             await downgrade(url, BEFORE)

@@ -7,6 +7,7 @@ import uuid
 from datetime import timedelta
 
 from sqlalchemy import select, text
+from sqlmodel import col
 
 from app.db import SessionStatements, tenant_session
 from app.models.base import utcnow
@@ -63,7 +64,7 @@ async def test_every_definition_of_an_open_lead_agrees(state: AppState, org: Org
         assert {lead.id: lead.is_open for lead in loaded} == expected
         # The SQLAlchemy clause and its SQL text
         open_ids = {i for i, is_open in expected.items() if is_open}
-        assert set((await session.execute(select(Lead.id).where(OPEN_LEAD))).scalars()) == open_ids
+        assert set((await session.execute(select(col(Lead.id)).where(OPEN_LEAD))).scalars()) == open_ids
         by_text = await run.fetch(
             text(f"SELECT id FROM leads WHERE org_id = :org AND {OPEN_LEAD_SQL}"), {"org": org_id}
         )

@@ -513,19 +513,21 @@ def ref_velocity(
         n_open = sum(n for (_, c), (n, _, _) in open_now.items() if c == cur)
         won = [d for d in closed if d["currency"] == cur and d["status"] == "won"]
         lost = [d for d in closed if d["currency"] == cur and d["status"] == "lost"]
-        mean_amount = sum(Decimal(d["amount"]) for d in won) / len(won) if won else None
+        mean_amount = sum((Decimal(d["amount"]) for d in won), Decimal(0)) / len(won) if won else None
         mean_seconds = (
-            sum(Decimal(str((d["closed"] - d["created"]).total_seconds())) for d in won) / len(won)
+            sum((Decimal(str((d["closed"] - d["created"]).total_seconds())) for d in won), Decimal(0))
+            / len(won)
             if won
             else None
         )
         velocity = None
         if won and mean_seconds:
+            assert mean_amount is not None
             velocity = money(
                 Decimal(n_open)
                 * Decimal(len(won))
                 / Decimal(len(won) + len(lost))
-                * mean_amount  # type: ignore[operator]
+                * mean_amount
                 / (mean_seconds / Decimal(86400))
             )
         out[cur] = {

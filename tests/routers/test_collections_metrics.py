@@ -31,7 +31,8 @@ def _open_as_of(inst: dict[str, Any], allocations: list[dict[str, Any]], day: da
         D(0),
     )
     written_off = inst["written_off"] if inst["written_off_on"] and inst["written_off_on"] <= day else D(0)
-    return max(inst["amount"] - paid - written_off, D(0))
+    open_amount: Decimal = max(inst["amount"] - paid - written_off, D(0))
+    return open_amount
 
 
 def _metrics(

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import AsyncIterator
 
 import httpx
 from sqlalchemy import func, select
+from sqlmodel import col
 
 from app.config import Settings
 from app.main import create_app
@@ -20,7 +22,7 @@ async def _count_users(state: AppState, org: Org, email: str) -> int:
         session.info["org_id"] = uuid.UUID(org.id)
         return int(
             (
-                await session.execute(select(func.count()).select_from(User).where(User.email == email))
+                await session.execute(select(func.count()).select_from(User).where(col(User.email) == email))
             ).scalar_one()
         )
 
@@ -88,7 +90,7 @@ async def test_body_over_one_mib_is_413(org: Org) -> None:
 
 
 async def test_streamed_body_over_the_limit_is_413(org: Org) -> None:
-    async def chunks():  # no Content-Length: the limit is enforced while reading
+    async def chunks() -> AsyncIterator[bytes]:  # no Content-Length: the limit is enforced while reading
         for _ in range(40):
             yield b" " * 65536
 

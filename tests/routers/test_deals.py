@@ -57,7 +57,7 @@ async def test_a_deal_walks_from_prospect_to_won_with_complete_history(org: Org,
     history = (await org.client.get(f"/v1/deals/{deal['id']}/history", headers=org.auth())).json()
     moves = [(h["from_stage_id"], h["to_stage_id"]) for h in history if h["kind"] == "stage"]
     path = [None, "prospect", "first_contact", "needs_confirmed", "quote", "negotiation", "won"]
-    assert moves == [(s.get(str(a)) if a else None, s[b]) for a, b in itertools.pairwise(path)]
+    assert moves == [(s.get(str(a)) if a else None, s[str(b)]) for a, b in itertools.pairwise(path)]
     fields = [(h["field"], h["old_value"], h["new_value"]) for h in history if h["kind"] == "field"]
     assert ("amount", None, "5000.00") in fields
     assert ("expected_close_date", None, "2026-12-31") in fields

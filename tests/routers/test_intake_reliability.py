@@ -9,6 +9,7 @@ import httpx
 import pytest
 from arq.connections import ArqRedis
 from sqlalchemy import event
+from starlette.types import Message
 
 from app.config import Settings
 from app.db import DriverStatements
@@ -216,12 +217,12 @@ async def test_a_client_gone_before_its_body_arrived_is_no_crash(
     app = create_app(settings, state=state)
     path = httpx.URL(source["endpoint"]).path
     messages = [{"type": "http.request", "body": b'{"email": "gone@', "more_body": True}]
-    sent: list[dict[str, Any]] = []
+    sent: list[Message] = []
 
     async def receive() -> dict[str, Any]:
         return messages.pop(0) if messages else {"type": "http.disconnect"}
 
-    async def send(message: dict[str, Any]) -> None:
+    async def send(message: Message) -> None:
         sent.append(message)
 
     scope = {

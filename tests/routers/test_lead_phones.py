@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.db import DriverStatements
+from app.db import DriverStatements, direct_statements
 from app.services.leads import ingest as ingest_module
 from tests.conftest import Org
 
@@ -60,7 +60,7 @@ def intake_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch)
     force the ORM session path."""
     path = IntakePath(mode=request.param)
     used = path.used
-    real = ingest_module.direct_statements
+    real = direct_statements
 
     @asynccontextmanager
     async def recording(session: AsyncSession) -> AsyncIterator[DriverStatements | None]:

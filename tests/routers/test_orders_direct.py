@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import date, timedelta
+from typing import Any
 
 from app.state import AppState
 from tests.conftest import Org
@@ -49,7 +50,7 @@ async def test_direct_order_bad_input(org: Org, other_org: Org) -> None:
         "lines": [{"description": "x", "quantity": "1", "unit_price": "10.00"}],
         "payment_terms": [{"percent": "100", "due_days": 0}],
     }
-    cases = [
+    cases: list[tuple[dict[str, Any], int]] = [
         ({"payment_terms": [{"percent": "50", "due_days": 0}]}, 422),
         ({"payment_terms": [{"percent": "100"}]}, 422),
         ({"payment_terms": [{"percent": "100", "due_days": 1, "due_date": "2030-01-01"}]}, 422),

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from tests.conftest import Org
 from tests.factories import make_deal, stages
 
@@ -25,7 +27,7 @@ async def test_a_new_organisation_has_the_default_pipeline(org: Org) -> None:
 
 
 async def test_admin_creates_a_pipeline_and_others_cannot(org: Org) -> None:
-    body = {
+    body: dict[str, Any] = {
         "name": "Renewals",
         "stages": [
             {"key": "open", "name": "续约", "probability": "50"},

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from arq import Retry
 from sqlalchemy import delete, select, update
+from sqlmodel import col
 
 from app.models.assignment import AssignmentDecision
 from app.models.base import utcnow
@@ -39,7 +40,9 @@ async def _setup(org: Org, state: AppState) -> tuple[str, str, str]:
             session.info["org_id"] = uuid.UUID(org.id)
             decided = (
                 await session.execute(
-                    select(AssignmentDecision.id).where(AssignmentDecision.lead_id == uuid.UUID(lead_id))  # type: ignore[call-overload]
+                    select(col(AssignmentDecision.id)).where(
+                        col(AssignmentDecision.lead_id) == uuid.UUID(lead_id)
+                    )
                 )
             ).first()
         if decided is not None:
@@ -49,11 +52,11 @@ async def _setup(org: Org, state: AppState) -> tuple[str, str, str]:
         session.info["org_id"] = uuid.UUID(org.id)
         # Whatever a running worker did already, start from "created, never decided".
         await session.execute(
-            delete(AssignmentDecision).where(AssignmentDecision.lead_id == uuid.UUID(lead_id))
-        )  # type: ignore[arg-type]
+            delete(AssignmentDecision).where(col(AssignmentDecision.lead_id) == uuid.UUID(lead_id))
+        )
         await session.execute(
             update(Lead)
-            .where(Lead.id == uuid.UUID(lead_id))  # type: ignore[arg-type]
+            .where(col(Lead.id) == uuid.UUID(lead_id))
             .values(
                 owner_id=None,
                 pooled=True,
@@ -63,8 +66,8 @@ async def _setup(org: Org, state: AppState) -> tuple[str, str, str]:
         )
         outbox_id = (
             await session.execute(
-                select(OutboxEvent.id).where(  # type: ignore[call-overload]
-                    OutboxEvent.event_type == "lead.created",
+                select(col(OutboxEvent.id)).where(
+                    col(OutboxEvent.event_type) == "lead.created",
                     OutboxEvent.payload["lead_id"].as_string() == lead_id,
                 )
             )
@@ -77,8 +80,8 @@ async def _owner(state: AppState, org: Org, lead_id: str) -> Any:
     async with state.sessions() as session:
         session.info["org_id"] = uuid.UUID(org.id)
         return (
-            await session.execute(select(Lead.owner_id).where(Lead.id == uuid.UUID(lead_id)))
-        ).scalar_one()  # type: ignore[call-overload, arg-type]
+            await session.execute(select(col(Lead.owner_id)).where(col(Lead.id) == uuid.UUID(lead_id)))
+        ).scalar_one()
 
 
 async def test_a_slow_assignment_asks_for_a_retry_before_arq_gives_up(
@@ -125,20 +128,22 @@ async def test_the_sweep_assigns_leads_their_job_never_decided(org: Org, state: 
         session.info["org_id"] = uuid.UUID(org.id)
         decisions = (
             await session.execute(
-                select(AssignmentDecision.trigger).where(AssignmentDecision.lead_id == uuid.UUID(lead_id))  # type: ignore[call-overload]
+                select(col(AssignmentDecision.trigger)).where(
+                    col(AssignmentDecision.lead_id) == uuid.UUID(lead_id)
+                )
             )
         ).all()
     assert [d[0] for d in decisions] == ["lead.created"], (swept, decisions)
     async with state.sessions() as session:
         session.info["org_id"] = uuid.UUID(org.id)
-        decisions = list(
+        stored = list(
             (
                 await session.execute(
-                    select(AssignmentDecision).where(AssignmentDecision.lead_id == uuid.UUID(lead_id))
+                    select(AssignmentDecision).where(col(AssignmentDecision.lead_id) == uuid.UUID(lead_id))
                 )
-            ).scalars()  # type: ignore[arg-type]
+            ).scalars()
         )
-    assert [d.outcome for d in decisions] == ["assigned"]
+    assert [d.outcome for d in stored] == ["assigned"]
     await jobs.unassigned_sweep({"state": state})  # a second pass finds nothing left to do
     async with state.sessions() as session:
         session.info["org_id"] = uuid.UUID(org.id)
@@ -146,9 +151,11 @@ async def test_the_sweep_assigns_leads_their_job_never_decided(org: Org, state: 
             list(
                 (
                     await session.execute(
-                        select(AssignmentDecision.id).where(AssignmentDecision.lead_id == uuid.UUID(lead_id))
+                        select(col(AssignmentDecision.id)).where(
+                            col(AssignmentDecision.lead_id) == uuid.UUID(lead_id)
+                        )
                     )
                 ).scalars()
             )
-        )  # type: ignore[call-overload, arg-type]
+        )
     assert count == 1

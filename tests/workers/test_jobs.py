@@ -6,6 +6,7 @@ import uuid
 
 import pytest
 from sqlalchemy import func, select
+from sqlmodel import col
 
 from app.db import tenant_session
 from app.models.events import LeadCreated
@@ -21,7 +22,9 @@ from tests.conftest import Org
 async def _count(state: AppState, org_id: uuid.UUID, email: str) -> int:
     async with tenant_session(state.sessions, org_id) as s:
         return int(
-            (await s.execute(select(func.count()).select_from(Lead).where(Lead.email == email))).scalar_one()
+            (
+                await s.execute(select(func.count()).select_from(Lead).where(col(Lead.email) == email))
+            ).scalar_one()
         )
 
 
@@ -40,7 +43,9 @@ async def test_job_session_scopes_the_tenant_commits_and_rolls_back(
             raise RuntimeError("the job failed")
     assert await _count(state, org_id, "dropped@example.com") == 0
     async with job_session(ctx, uuid.UUID(other_org.id)) as session:
-        assert (await session.execute(select(Lead).where(Lead.email == "kept@example.com"))).first() is None
+        assert (
+            await session.execute(select(Lead).where(col(Lead.email) == "kept@example.com"))
+        ).first() is None
 
 
 async def test_jobs_about_a_gone_lead_answer_so(state: AppState, org: Org) -> None:

@@ -55,11 +55,13 @@ async def test_rolled_back_event_never_becomes_a_job(org: Org, state: AppState, 
     assert await wait_for(lambda: _job_runs(org.client, org, r.json()["id"])) == 1
     async with state.sessions() as session:
         rows = await session.execute(
-            select(OutboxEvent.id).where(OutboxEvent.id == event_id).execution_options(cross_tenant=True)
+            select(col(OutboxEvent.id))
+            .where(col(OutboxEvent.id) == event_id)
+            .execution_options(cross_tenant=True)
         )
         assert rows.first() is None
         runs = await session.execute(
-            select(JobRun).where(JobRun.outbox_id == event_id).execution_options(cross_tenant=True)
+            select(JobRun).where(col(JobRun.outbox_id) == event_id).execution_options(cross_tenant=True)
         )
         assert runs.first() is None
 

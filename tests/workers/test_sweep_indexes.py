@@ -18,7 +18,7 @@ from app.state import AppState
 
 
 async def _plan(state: AppState, stmt: Any) -> str:
-    sql = str(stmt.compile(dialect=postgresql.dialect(), compile_kwargs={"literal_binds": True}))
+    sql = str(stmt.compile(dialect=postgresql.dialect(), compile_kwargs={"literal_binds": True}))  # type: ignore[no-untyped-call]
     async with state.sessions() as session:
         await session.execute(text("SET LOCAL enable_seqscan = off"))  # an empty test table is no guide
         rows = await session.execute(text("EXPLAIN " + sql).execution_options(cross_tenant=True))

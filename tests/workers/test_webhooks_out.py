@@ -30,7 +30,8 @@ async def _subscribe(org: Org, **body: Any) -> dict[str, Any]:
     r = await org.client.post("/v1/webhook-subscriptions", json={"url": RECEIVER, **body}, headers=org.auth())
     assert r.status_code == 201, r.text
     assert r.json()["secret"].startswith("whsec_")
-    return r.json()
+    created: dict[str, Any] = r.json()
+    return created
 
 
 async def _deliveries(org: Org, sub_id: str) -> list[dict[str, Any]]:
@@ -107,7 +108,8 @@ async def test_4xx_is_final_and_replay_sends_again(org: Org, state: AppState, wo
         assert r.status_code == 202
 
         async def succeeded() -> bool:
-            return (await _deliveries(org, sub["id"]))[0]["status"] == "succeeded"
+            status: str = (await _deliveries(org, sub["id"]))[0]["status"]
+            return status == "succeeded"
 
         await wait_for(succeeded, timeout=15)
         assert route.call_count == 2

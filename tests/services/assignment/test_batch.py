@@ -11,6 +11,7 @@ from itertools import pairwise
 
 import pytest
 from sqlalchemy import select
+from sqlmodel import col
 
 from app.models.assignment import AssignmentDecision
 from app.models.base import build, utcnow
@@ -130,7 +131,9 @@ async def test_concurrent_batches_decide_every_lead_once_and_stay_fair(org: Org,
         assert after.state_before == before.state_after
     async with state.sessions() as session:
         session.info["org_id"] = uuid.UUID(org.id)
-        owners = (await session.execute(select(Lead.owner_id).where(Lead.id.in_(ids)))).scalars().all()  # type: ignore[attr-defined]
+        owners = (
+            (await session.execute(select(col(Lead.owner_id)).where(col(Lead.id).in_(ids)))).scalars().all()
+        )
     assert None not in owners
 
 

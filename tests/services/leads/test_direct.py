@@ -54,7 +54,7 @@ async def test_a_column_with_a_server_default_keeps_it_on_the_fast_path(state: A
                 assert await insert_together(run, [as_row(fast_given)])
             session.add(orm)
             await session.commit()
-            rows = {r[0]: r[1] for r in await session.execute(select(_Probe.id, _Probe.label))}
+            rows = {r[0]: r[1] for r in await session.execute(select(col(_Probe.id), col(_Probe.label)))}
         assert rows == {fast.id: "from the server", fast_given.id: "given", orm.id: "from the server"}
     finally:
         async with state.engine.begin() as conn:
@@ -244,7 +244,9 @@ async def _merge_rows(state: AppState, org_id: uuid.UUID, lead_id: uuid.UUID) ->
         touches = (
             (
                 await s.execute(
-                    select(Activity).where(col(Activity.lead_id) == lead_id).order_by(Activity.created_at)
+                    select(Activity)
+                    .where(col(Activity.lead_id) == lead_id)
+                    .order_by(col(Activity.created_at))
                 )
             )
             .scalars()
@@ -398,7 +400,7 @@ async def test_a_lead_changed_under_a_fast_merge_is_left_alone(state: AppState, 
     async with tenant_session(state.sessions, org_id) as s:
         stored = await s.get(Lead, first.lead.id)
         subjects = (
-            (await s.execute(select(Activity.subject).where(col(Activity.lead_id) == first.lead.id)))
+            (await s.execute(select(col(Activity.subject)).where(col(Activity.lead_id) == first.lead.id)))
             .scalars()
             .all()
         )

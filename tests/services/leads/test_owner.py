@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from sqlalchemy import select
 from sqlmodel import col
@@ -49,12 +49,14 @@ async def test_engine_sla_escalation_and_recycling_are_audited_owner_changes(
         assert by_rule.assigned_at is not None and by_rule.version == 2
         # SLA reassignment with nobody else eligible: back to the pool
         await assign(s, by_rule, trigger="sla", trigger_key=f"sla:{by_rule.id}", exclude=frozenset({admin}))
-        assert (by_rule.owner_id, by_rule.pooled, by_rule.assigned_at, by_rule.version) == (
-            None,
-            True,
-            None,
-            3,
+        # Annotated: mypy would keep `assigned_at` narrowed to datetime from the assert above.
+        after_sla: tuple[uuid.UUID | None, bool, datetime | None, int] = (
+            by_rule.owner_id,
+            by_rule.pooled,
+            by_rule.assigned_at,
+            by_rule.version,
         )
+        assert after_sla == (None, True, None, 3)
 
         await escalate(s, escalated, rule=rule, trigger_key=f"esc:{escalated.id}")
         assert (escalated.owner_id, escalated.team_id, escalated.pooled) == (admin, team.id, False)

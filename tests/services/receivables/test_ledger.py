@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from datetime import UTC, date, datetime
 from decimal import Decimal
 
@@ -16,7 +17,7 @@ from app.state import AppState
 
 def _inst(paid: str = "0", written_off_on: date | None = None) -> Installment:
     return Installment(
-        order_id=None,
+        order_id=uuid.UUID(int=0),  # never read: the installment is not stored
         sequence=1,
         percent=Decimal(100),
         due_date=date(2026, 11, 30),
