@@ -794,7 +794,8 @@ async def measure(args: argparse.Namespace, admin_dsn: str, redis_url: str) -> N
                     r.raise_for_status()
                     urls[label] = f"http://127.0.0.1:{port}{r.json()['endpoint']}"
             raw_url = f"http://127.0.0.1:{raw_port}/intake"
-            table = await rounds(args, lua, dsn, urls, raw_url, {"loudou": lp.pid, "raw": rp.pid})
+            org_ids = {label: uuid.UUID(org["org_id"]) for label, org in orgs.items()}
+            table = await rounds(args, lua, dsn, urls, org_ids, raw_url, {"loudou": lp.pid, "raw": rp.pid})
             print_table(args, table)
             if args.assign_at:
                 full = [row for row in table if row["server"] == "loudou" and row["body"] == "full"]
@@ -808,35 +809,57 @@ async def measure(args: argparse.Namespace, admin_dsn: str, redis_url: str) -> N
         await conn.close()
 
 
+async def _stored(monitor: asyncpg.Connection, name: str, org_id: uuid.UUID) -> int:
+    """Rows the server `name` has stored so far: the organisation's leads, or the raw table's."""
+    if name == "loudou":
+        return int(await monitor.fetchval("SELECT count(*) FROM leads WHERE org_id = $1", org_id))
+    return int(await monitor.fetchval("SELECT count(*) FROM bench_raw"))
+
+
 async def rounds(
-    args: argparse.Namespace, lua: Path, dsn: str, urls: dict[str, str], raw_url: str, groups: dict[str, int]
+    args: argparse.Namespace,
+    lua: Path,
+    dsn: str,
+    urls: dict[str, str],
+    org_ids: dict[str, uuid.UUID],
+    raw_url: str,
+    groups: dict[str, int],
 ) -> list[dict[str, Any]]:
-    """Alternate loudou and raw rounds for each body and organisation; one row per combination."""
+    """For each body, rounds that alternate the organisations and, within each, loudou and raw;
+    one row per combination. The organisations take turns round by round (not one after the
+    other), so a drift of the machine or a table growing during the run weighs on both alike."""
     monitor = await asyncpg.connect(dsn)
     table: list[dict[str, Any]] = []
+    labels = list(urls)
     try:
         for body in args.bodies.split(","):
-            for label, url in urls.items():
-                for target in (url, raw_url):  # warm caches, pools and connections
+            for label in labels:
+                for target in (urls[label], raw_url):  # warm caches, pools and connections
                     wrk(lua, target, body=body, seconds=3, conns=args.conns, threads=args.threads)
-                res: dict[str, list[dict[str, Any]]] = {"loudou": [], "raw": []}
-                new_conns = {"loudou": 0, "raw": 0}
-                cpu = {name: {"server": 0.0, "postgres": 0.0} for name in ("loudou", "raw")}
-                young = {"loudou": 0, "raw": 0}  # backends alive at a round's end that began in it
-                before_rows = await monitor.fetchrow(
-                    "SELECT (SELECT count(*) FROM leads) AS leads, (SELECT count(*) FROM bench_raw) AS raw"
-                )
-                loads = []
-                with PeakRss(groups) as rss:
-                    for i in range(args.rounds):
-                        order = [("loudou", url), ("raw", raw_url)]
+            res: dict[str, dict[str, list[dict[str, Any]]]] = {
+                label: {"loudou": [], "raw": []} for label in labels
+            }
+            stored = {label: {"loudou": 0, "raw": 0} for label in labels}
+            new_conns = {label: {"loudou": 0, "raw": 0} for label in labels}
+            cpu = {
+                label: {name: {"server": 0.0, "postgres": 0.0} for name in ("loudou", "raw")}
+                for label in labels
+            }
+            # backends alive at a round's end that began in it
+            young = {label: {"loudou": 0, "raw": 0} for label in labels}
+            loads: dict[str, list[float]] = {label: [] for label in labels}
+            with PeakRss(groups) as rss:
+                for i in range(args.rounds):
+                    for label in labels if i % 2 == 0 else labels[::-1]:
+                        order = [("loudou", urls[label]), ("raw", raw_url)]
                         if i % 2:
                             order.reverse()
                         for name, target in order:
+                            rows_before = await _stored(monitor, name, org_ids[label])
                             opened = await sessions(monitor)
                             since = await monitor.fetchval("SELECT clock_timestamp()")
                             cpu_before = cpu_seconds(groups)
-                            res[name].append(
+                            res[label][name].append(
                                 wrk(
                                     lua,
                                     target,
@@ -847,20 +870,19 @@ async def rounds(
                                 )
                             )
                             cpu_after = cpu_seconds(groups)
-                            cpu[name]["server"] += cpu_after[name] - cpu_before[name]
-                            cpu[name]["postgres"] += cpu_after["postgres"] - cpu_before["postgres"]
-                            new_conns[name] += await sessions(monitor) - opened
-                            young[name] += await monitor.fetchval(
+                            cpu[label][name]["server"] += cpu_after[name] - cpu_before[name]
+                            cpu[label][name]["postgres"] += cpu_after["postgres"] - cpu_before["postgres"]
+                            new_conns[label][name] += await sessions(monitor) - opened
+                            young[label][name] += await monitor.fetchval(
                                 "SELECT count(*) FROM pg_stat_activity"
                                 " WHERE datname = current_database() AND backend_start >= $1",
                                 since,
                             )
-                            loads.append(os.getloadavg()[0])
-                after_rows = await monitor.fetchrow(
-                    "SELECT (SELECT count(*) FROM leads) AS leads, (SELECT count(*) FROM bench_raw) AS raw"
-                )
+                            loads[label].append(os.getloadavg()[0])
+                            stored[label][name] += await _stored(monitor, name, org_ids[label]) - rows_before
+            for label in labels:
                 for name in ("loudou", "raw"):
-                    runs = res[name]
+                    runs = res[label][name]
                     requests = sum(r["requests"] for r in runs)
                     table.append(
                         {
@@ -876,20 +898,19 @@ async def rounds(
                                 for r in runs
                             ),
                             "requests": requests,
-                            "stored": after_rows["leads" if name == "loudou" else "raw"]
-                            - before_rows["leads" if name == "loudou" else "raw"],
+                            "stored": stored[label][name],
                             "rss": rss.peak[name],
                             # connections opened to the database during the measured rounds
-                            "new_conns": new_conns[name],
-                            "young": young[name],
+                            "new_conns": new_conns[label][name],
+                            "young": young[label][name],
                             "wrk_cpu_ms": 1000 * sum(r["cpu_s"] for r in runs) / max(requests, 1),
                             # CPU a request: the server's processes, and PostgreSQL's (all of it)
-                            "server_cpu_ms": 1000 * cpu[name]["server"] / max(requests, 1),
-                            "pg_cpu_ms": 1000 * cpu[name]["postgres"] / max(requests, 1),
+                            "server_cpu_ms": 1000 * cpu[label][name]["server"] / max(requests, 1),
+                            "pg_cpu_ms": 1000 * cpu[label][name]["postgres"] / max(requests, 1),
                             "wrk_cpu_pct": 100
                             * sum(r["cpu_s"] for r in runs)
                             / sum(r["duration_s"] for r in runs),
-                            "load": statistics.mean(loads),
+                            "load": statistics.mean(loads[label]),
                         }
                     )
     finally:
