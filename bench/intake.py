@@ -9,7 +9,7 @@ Starts both servers (uvicorn, 2 workers each) and drives them with wrk (C; `apt-
 whose Lua script (bench/intake_wrk.lua, written out with the name lists) makes every body unique,
 in alternating rounds: for each body (`min`: email, name, utm_source, message; `full`: unique
 email, unique valid Chinese mobile, a name, one of 500 companies, message, utm) and each
-organisation. Prints one table: req/s (median of rounds), p50, p99, errors, rows stored, the
+organisation, the organisations taking turns round by round. Prints one table: req/s (median of rounds), p50, p99, errors, rows stored, the
 ratio to the raw endpoint, each server's peak RSS, the new PostgreSQL connections opened during
 the measured rounds (pg_stat_database.sessions; `young`: backends alive at a round's end whose
 pg_stat_activity.backend_start falls inside it), the CPU wrk itself used (so it is seen not
