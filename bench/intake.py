@@ -6,20 +6,20 @@ Creates a fresh database (dropped at the end), migrates it, makes two organisati
 and one holding `--leads` leads loaded by COPY (Chinese and Latin names and companies, a few
 percent of them sharing a company or a name, as real lead tables do), each with a form source.
 Starts both servers (uvicorn, 2 workers each) and drives them with wrk (C; `apt-get install wrk`),
-whose Lua script (bench/intake_wrk.lua, written out with the name lists) makes every body unique,
-in alternating rounds: for each body (`min`: email, name, utm_source, message; `full`: unique
-email, unique valid Chinese mobile, a name, one of 500 companies, message, utm) and each
-organisation, the organisations taking turns round by round. Prints one table: req/s (median of rounds), p50, p99, errors, rows stored, the
-ratio to the raw endpoint, each server's peak RSS, the new PostgreSQL connections opened during
-the measured rounds (pg_stat_database.sessions; `young`: backends alive at a round's end whose
-pg_stat_activity.backend_start falls inside it), the CPU wrk itself used (so it is seen not
-to be the bottleneck), and the CPU a request cost the server's processes (`srv ms/req`) and every
-PostgreSQL process on the machine (`pg ms/req`: backends, autovacuum, WAL writer; read from
-/proc). `--assign-at 0.5` also runs two `loudou worker`s and a round-robin rule over three reps,
-loads intake at that fraction of the measured full-form rate for `--assign-seconds` (wrk -R is not
-in Debian's wrk: a fixed number of connections, each pausing between posts, paces it), and prints
-accepted -> assigned latency from the database's own timestamps, queue depth over time and the
-per-rep split.
+whose Lua script (bench/intake_wrk.lua, written out with the name lists) makes every body unique, in
+alternating rounds: for each body (`min`: email, name, utm_source, message; `full`: unique email,
+unique valid Chinese mobile, a name, one of 500 companies, message, utm) and each organisation, the
+organisations taking turns round by round. Prints one table: req/s (median of rounds), p50, p99,
+errors, rows stored, the ratio to the raw endpoint, each server's peak RSS, the new PostgreSQL
+connections opened during the measured rounds (pg_stat_database.sessions; `young`: backends alive at
+a round's end whose pg_stat_activity.backend_start falls inside it), the CPU wrk itself used (so it
+is seen not to be the bottleneck), and the CPU a request cost the server's processes (`srv ms/req`)
+and every PostgreSQL process on the machine (`pg ms/req`: backends, autovacuum, WAL writer; read
+from /proc). `--assign-at 0.5` also runs two `loudou worker`s and a round-robin rule over three
+reps, loads intake at that fraction of the measured full-form rate for `--assign-seconds` (wrk -R is
+not in Debian's wrk: a fixed number of connections, each pausing between posts, paces it), and
+prints accepted -> assigned latency from the database's own timestamps, queue depth over time and
+the per-rep split.
 PostgreSQL and Redis: DATABASE_URL / REDIS_URL when set, else the local servers at 127.0.0.1,
 else embedded ones (see bench/servers.py). Every process it starts is stopped, whatever happens.
 """
