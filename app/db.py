@@ -311,6 +311,14 @@ async def direct_statements(session: AsyncSession) -> AsyncIterator[DriverStatem
     if session.in_transaction() or not isinstance(engine, AsyncEngine):
         yield None
         return
+    async with engine_statements(engine) as run:
+        yield run
+
+
+@asynccontextmanager
+async def engine_statements(engine: AsyncEngine) -> AsyncIterator[DriverStatements]:
+    """An asyncpg connection from `engine`'s pool for statements that each commit on their own
+    (autocommit), given back to the pool at the end."""
     raw = await engine.raw_connection()
     try:
         yield DriverStatements(raw.driver_connection, engine.dialect)

@@ -12,11 +12,11 @@ from sqlmodel import col
 from app.db import SessionStatements, tenant_session
 from app.models.base import utcnow
 from app.models.lead import OPEN_LEAD, OPEN_LEAD_SQL, Lead, LeadSource, LeadStatus
+from app.services.leads.batch import look_up_many
 from app.services.leads.ingest import (
     count_open_owned,
     find_exact,
     find_fuzzy,
-    intake_candidates,
     lock_and_find,
 )
 from app.services.leads.normalise import LeadInput
@@ -79,7 +79,7 @@ async def test_every_definition_of_an_open_lead_agrees(state: AppState, org: Org
             # The full form's look-up of migration speed0009candidates, by email and by phone
             for email, phone in ((lead.email, None), (None, lead.phone)):
                 form = LeadInput(source=LeadSource.web_form, email=email, phone=phone, name="N", company="C")
-                assert (await intake_candidates(run, org_id, form))[0] == want, (email, phone)
+                assert (await look_up_many(run, [(org_id, form)]))[0][0] == want, (email, phone)
             # The ORM dedupe look-up
             found = await find_exact(session, email=lead.email, phone=None)
             assert (found.id if found else None) == want

@@ -3,16 +3,15 @@ that order); anything else kept as sent in phone_raw with a note, and never dedu
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.db import DriverStatements, direct_statements
-from app.services.leads import ingest as ingest_module
+from app.services.intake import service as intake_service
+from app.services.leads.ingest import Ingested, ingest_direct
+from app.services.leads.normalise import LeadInput
 from tests.conftest import Org
 
 MAPPING = {"your-email": "email", "your-name": "name", "tel": "phone"}
@@ -56,23 +55,21 @@ class IntakePath:
 
 @pytest.fixture(params=["direct", "session"])
 def intake_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> IntakePath:
-    """Run a test through the one-statement direct write (app/db.py, ingest.insert_together), or
-    force the ORM session path."""
+    """Run a test through the direct write (`ingest_direct`: leads.direct, leads.batch), or
+    force the ORM session path by having `ingest_direct` hand every post back to `ingest`."""
     path = IntakePath(mode=request.param)
     used = path.used
-    real = direct_statements
+    real = ingest_direct
 
-    @asynccontextmanager
-    async def recording(session: AsyncSession) -> AsyncIterator[DriverStatements | None]:
+    async def recording(session: AsyncSession, data: LeadInput, **kwargs: Any) -> Ingested | None:
         if request.param == "session":
             used.append(False)
-            yield None
-            return
-        async with real(session) as direct:
-            used.append(direct is not None)
-            yield direct
+            return None
+        done = await real(session, data, **kwargs)
+        used.append(done is not None)
+        return done
 
-    monkeypatch.setattr(ingest_module, "direct_statements", recording)
+    monkeypatch.setattr(intake_service, "ingest_direct", recording)
     return path
 
 

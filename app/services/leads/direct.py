@@ -9,7 +9,8 @@ look-up, the inserts and COMMIT through the session are each a round trip and Py
 So `leads.ingest.ingest_direct` writes a new lead, its touch, its lead.created outbox row and its
 inbound event with one statement (`insert_together`: data-modifying CTEs that first take the
 dedupe locks and insert only when no open lead has the email or phone), sent straight to asyncpg
-in autocommit (`app.db.direct_statements`). The rows are the ones the session path
+in autocommit (`app.db.direct_statements`); `insert_batch` does the same for the posts of a batch
+(`leads.batch`) in one statement. The rows are the ones the session path
 (`leads.ingest.ingest`) writes through the ORM; tests/services/leads/test_direct.py holds the two
 paths to identical rows, server defaults included.
 """
@@ -137,8 +138,9 @@ def _json_value(value: Any) -> Any:
     raise TypeError(f"{type(value).__name__} is not a column value")
 
 
-def row_json(values: dict[str, Any]) -> str:
-    """A row's column values as the JSON that `jsonb_populate_record` reads."""
+def row_json(values: dict[str, Any] | list[dict[str, Any]]) -> str:
+    """A row's column values as the JSON that `jsonb_populate_record` reads (a list of rows:
+    `jsonb_populate_recordset`)."""
     return orjson.dumps(values, default=_json_value).decode()
 
 
@@ -176,6 +178,69 @@ async def insert_unless_open_lead(
         email, phone = unless_open_lead
         params.update(org=org_id, email=email, phone=phone, keys=lock_keys(org_id, email, phone))
     return await run.fetchval(_together_statement(tables, bool(notify), unless_open_lead is not None), params)
+
+
+# --- The new leads of many posts in one statement -------------------------------------------
+
+_BATCHES: dict[tuple[tuple[str, ...], bool], TextClause] = {}
+
+
+def _batch_statement(tables: tuple[Table, ...], notify: bool) -> TextClause:
+    """`insert_unless_open_lead` for many posts at once: `loudou_lock_open_leads` (migration
+    speed0010batches) takes every post's locks and finds each post's open lead, and each table's
+    rows, one a post in the posts' order, go in where the post's answer is NULL. Built once per
+    set of tables."""
+    key = (tuple(t.name for t in tables), notify)
+    stmt = _BATCHES.get(key)
+    if stmt is None:
+        parts = [
+            "found AS MATERIALIZED (SELECT loudou_lock_open_leads(CAST(:orgs AS uuid[]),"
+            " CAST(:emails AS text[]), CAST(:phones AS text[]), CAST(:keys AS text[])) AS ids)"
+        ]
+        binds = []
+        for i, table in enumerate(tables):
+            columns = list(table.columns)
+            names = ", ".join(f'"{c.name}"' for c in columns)
+            values = ", ".join(_value(c) for c in columns)
+            rows = f'jsonb_populate_recordset(NULL::"{table.name}", CAST(:r{i} AS jsonb))'
+            rows += " WITH ORDINALITY AS r"
+            parts.append(
+                f'new_{i} AS (INSERT INTO "{table.name}" ({names}) SELECT {values} FROM {rows}'
+                " WHERE (SELECT f.ids[r.ordinality] FROM found AS f) IS NULL)"
+            )
+            binds.append(bindparam(f"r{i}", type_=Text()))
+        wake = "pg_notify(:notify_channel, '')" if notify else "NULL"
+        stmt = text("WITH " + ", ".join(parts) + f" SELECT ids, {wake} FROM found").bindparams(*binds)
+        _BATCHES[key] = stmt
+    return stmt
+
+
+async def insert_batch(
+    run: Statements,
+    posts: list[tuple[list[tuple[Table, dict[str, Any]]], tuple[str | None, str | None]]],
+    *,
+    notify: str | None = None,
+) -> list[Any]:
+    """`insert_unless_open_lead` for several posts in one statement, its own transaction: each
+    post's rows (the same tables in the same order for every post, its new lead first) and its
+    (email, phone). Answers, a post each in order, the id of the open lead that stopped its insert,
+    or None where its rows went in. No two posts may share an email or a phone of one
+    organisation (`lock_keys`): a post's look-up cannot see what the same statement inserts."""
+    tables = tuple(table for table, _ in posts[0][0])
+    orgs = [rows[0][1]["org_id"] for rows, _ in posts]
+    params: dict[str, Any] = {
+        f"r{i}": row_json([rows[i][1] for rows, _ in posts]) for i in range(len(tables))
+    }
+    params.update(
+        orgs=orgs,
+        emails=[email for _, (email, _) in posts],
+        phones=[phone for _, (_, phone) in posts],
+        keys=sorted({k for org, (_, key) in zip(orgs, posts, strict=True) for k in lock_keys(org, *key)}),
+    )
+    if notify:
+        params["notify_channel"] = notify
+    found = await run.fetchval(_batch_statement(tables, bool(notify)), params)
+    return list(found)
 
 
 # --- One row changed in place, guarded by its xmin ----------------------------------------------

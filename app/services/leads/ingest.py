@@ -15,7 +15,7 @@ from typing import Any
 
 from rapidfuzz import fuzz, process
 from sqlalchemy import Table, func, select, text
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from sqlmodel import col
 
 from app.db import SessionStatements, Statements, direct_statements
@@ -29,10 +29,10 @@ from app.models.scoring import ScoringRule
 from app.security import Principal
 from app.services import audit, outbox
 from app.services import cache as intake_cache
+from app.services.leads import batch
 from app.services.leads.direct import (
     as_row,
     insert_together,
-    insert_unless_open_lead,
     lock_keys,
     new_row,
     read_row,
@@ -144,33 +144,6 @@ def best_match(
         processor=None,
     )
     return uuid.UUID(str(ids[found[2]])) if found is not None else None
-
-
-# A full form's one look-up before it is written (migration speed0009candidates): the open lead
-# with its email, else its phone, as `loudou_lock_open_lead` finds it but without the locks; and
-# only when there is none, the fuzzy candidates of `loudou_fuzzy_candidates`.
-_INTAKE_CANDIDATES = text(
-    "SELECT open_id, ids, labels"
-    " FROM loudou_intake_candidates(:org, :email, :phone, :company, :name, :exclude)"
-)
-_NOTHING = uuid.UUID(int=0)  # no lead to leave out of the candidates: the new one is not written yet
-
-
-async def intake_candidates(
-    run: Statements, org_id: uuid.UUID, data: LeadInput
-) -> tuple[Any, tuple[list[Any], list[str]]]:
-    """The open lead with `data`'s email or phone (None when there is none), else the fuzzy
-    candidates for `new_lead`, in one round trip."""
-    params = {
-        "org": org_id,
-        "email": data.email,
-        "phone": data.phone,
-        "company": data.company,
-        "name": data.name,
-        "exclude": _NOTHING,
-    }
-    open_id, ids, labels = (await run.fetch(_INTAKE_CANDIDATES, params))[0]
-    return open_id, (ids or [], labels or [])
 
 
 def _touch_subject(data: LeadInput) -> str:
@@ -293,45 +266,57 @@ async def ingest_direct(
     settings: OrganisationSettings,
     inbound_event: InboundEvent,
 ) -> Ingested | None:
-    """Take a lead from intake the fast way (`leads.direct`): lock, look up and insert the new
-    lead, its touch, its lead.created event and `inbound_event` (marked created) in one statement
-    that is its own transaction; when an open lead has the email or phone, merge into it with
+    """Take a lead from intake the fast way (`leads.direct`, `leads.batch`): lock, look up and
+    insert the new lead, its touch, its lead.created event and `inbound_event` (marked created)
+    in one statement that is its own transaction, shared with the other posts of this process
+    that arrive meanwhile; when an open lead has the email or phone, merge into it with
     `merge_direct`. None when it must fall back to `ingest`: the session has begun a
     transaction, or the open lead changed under the merge."""
     rules = await intake_cache.scoring_rules(session, org_id)
-    async with direct_statements(session) as run:
-        if run is None:
-            return None
-        candidates = None
-        if data.name and data.company and (data.email or data.phone):
-            # The fuzzy look-up is due anyway: it also answers an open lead with the email or
-            # phone, and a repeat submission goes straight to the merge.
-            open_id, candidates = await intake_candidates(run, org_id, data)
-            if open_id is not None:
-                return await merge_direct(
-                    run, open_id, data, org_id=org_id, rules=rules, inbound_event=inbound_event, now=utcnow()
-                )
-        new = await new_lead(
-            run,
-            data,
-            org_id=org_id,
-            settings=settings,
-            rules=rules,
-            inbound_event_id=inbound_event.id,
-            candidates=candidates,
-        )
-        table, event = as_row(inbound_event)
-        rows = [*new.rows(), (table, {**event, **new.event_outcome()})]
-        found = await insert_unless_open_lead(
-            run, rows, notify=_notify(), unless_open_lead=(data.email, data.phone)
-        )
-        if found is not None:
-            return await merge_direct(
-                run, found, data, org_id=org_id, rules=rules, inbound_event=inbound_event, now=new.now
-            )
+    engine = session.bind
+    if session.in_transaction() or not isinstance(engine, AsyncEngine):
+        return None
+    candidates: tuple[list[Any], list[str]] = ([], [])  # no name or no company: no fuzzy match
+    if data.name and data.company:
+        # The fuzzy look-up is due anyway: it also answers an open lead with the email or
+        # phone, and a repeat submission goes straight to the merge.
+        open_id, candidates = await batch.look_up(engine, org_id, data)
+        if open_id is not None:
+            return await _merge_direct(session, open_id, data, org_id, rules, inbound_event, utcnow())
+    new = await new_lead(
+        None,
+        data,
+        org_id=org_id,
+        settings=settings,
+        rules=rules,
+        inbound_event_id=inbound_event.id,
+        candidates=candidates,
+    )
+    table, event = as_row(inbound_event)
+    rows = [*new.rows(), (table, {**event, **new.event_outcome()})]
+    found = await batch.insert(engine, rows, contact=(data.email, data.phone), notify=_notify())
+    if found is not None:
+        return await _merge_direct(session, found, data, org_id, rules, inbound_event, new.now)
     for name, value in new.event_outcome().items():
         setattr(inbound_event, name, value)
     return new.ingested(event_written=True)
+
+
+async def _merge_direct(
+    session: AsyncSession,
+    lead_id: uuid.UUID,
+    data: LeadInput,
+    org_id: uuid.UUID,
+    rules: list[ScoringRule],
+    inbound_event: InboundEvent,
+    now: datetime,
+) -> Ingested | None:
+    async with direct_statements(session) as run:
+        if run is None:
+            return None
+        return await merge_direct(
+            run, lead_id, data, org_id=org_id, rules=rules, inbound_event=inbound_event, now=now
+        )
 
 
 async def ingest(
@@ -488,7 +473,7 @@ class NewLead:
 
 
 async def new_lead(
-    run: Statements,
+    run: Statements | None,
     data: LeadInput,
     *,
     org_id: uuid.UUID,
@@ -501,7 +486,7 @@ async def new_lead(
 ) -> NewLead:
     """Build a new lead (scored, flagged when its name and company look like another open
     lead's) with its touch and its lead.created event; nothing is written. `candidates`: the
-    fuzzy candidates when the caller has them already (`intake_candidates`)."""
+    fuzzy candidates when the caller has them already (`batch.look_up`)."""
     now = now or utcnow()
     lead = build(
         Lead,
@@ -521,6 +506,7 @@ async def new_lead(
     )
     threshold = settings.duplicate_match_threshold
     if candidates is None:
+        assert run is not None, "new_lead needs a connection or the candidates"
         lead.possible_duplicate_of = await find_fuzzy(
             run, org_id, name=lead.name, company=lead.company, threshold=threshold, exclude=lead.id
         )

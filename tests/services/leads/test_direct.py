@@ -21,8 +21,7 @@ from app.models.organisation import OrganisationSettings
 from app.models.outbox import OutboxEvent
 from app.models.scoring import ScoringRule
 from app.services import cache
-from app.services.leads import direct
-from app.services.leads import ingest as ingest_module
+from app.services.leads import batch
 from app.services.leads.direct import as_row, insert_together, read_row, update_together
 from app.services.leads.ingest import ingest, ingest_direct
 from app.services.leads.normalise import LeadInput, normalise
@@ -326,13 +325,13 @@ async def test_a_known_full_form_merges_without_trying_to_insert(
     org_id = uuid.UUID(org.id)
     settings = OrganisationSettings()
     inserts: list[object] = []
-    sent = direct.insert_unless_open_lead
+    sent = batch.insert
 
     async def counted(*args: Any, **kwargs: Any) -> Any:
         inserts.append(args)
         return await sent(*args, **kwargs)
 
-    monkeypatch.setattr(ingest_module, "insert_unless_open_lead", counted)
+    monkeypatch.setattr(batch, "insert", counted)
 
     async def post(data: LeadInput) -> Any:
         async with tenant_session(state.sessions, org_id) as s:
