@@ -24,6 +24,7 @@ from app import observability
 from app.config import Settings, get_settings
 from app.db import fill_pool
 from app.errors import NotFound, Unauthorized, install_error_handlers
+from app.intake_lane import IntakeLane
 from app.logging import choose_format, configure_logging
 from app.middleware import (
     ApiCORSMiddleware,
@@ -244,6 +245,10 @@ def rate_limit_headers(document: dict[str, Any]) -> dict[str, Any]:
     return document
 
 
+# How requests are identified (X-Request-ID): one set of options for the stack and the intake lane.
+REQUEST_ID: dict[str, Any] = {"header_name": "X-Request-ID", "update_request_header": True}
+
+
 def operation_id(route: APIRoute) -> str:
     """Operation ids are "<tag>:<function>"."""
     tag = route.tags[0] if route.tags else "default"
@@ -334,12 +339,18 @@ def create_app(settings: Settings | None = None, *, state: AppState | None = Non
                 *EXPORT_HEADERS,
             ],
         )
-    app.add_middleware(
-        CorrelationIdMiddleware,
-        header_name="X-Request-ID",
-        update_request_header=True,
-    )
+    app.add_middleware(CorrelationIdMiddleware, **REQUEST_ID)
     app.add_middleware(observability.RequestTimingMiddleware, access_log=settings.access_log)
+    # Outermost: the public intake posts (the hot path) skip the middleware above and FastAPI's
+    # routing; the lane does for them what those did (app.intake_lane).
+    app.add_middleware(
+        IntakeLane,
+        routes=[r for r in intake.router.routes if isinstance(r, APIRoute) and r.methods == {"POST"}],
+        exception_handlers=app.exception_handlers,
+        limit_for=limit_for,
+        request_id=REQUEST_ID,
+        access_log=settings.access_log,
+    )
 
     @app.get("/metrics", include_in_schema=False)
     async def metrics(request: Request) -> Response:

@@ -1,5 +1,5 @@
 """Pure ASGI middleware: body size limits, Idempotency-Key replay (timing and access logs:
-app.observability.RequestTimingMiddleware).
+app.observability.RequestTimingMiddleware; the public intake posts' own path: app.intake_lane).
 
 Written as ASGI callables rather than BaseHTTPMiddleware so bodies are never buffered twice and
 streaming responses stay streaming.
@@ -62,17 +62,22 @@ class RateLimitHeadersMiddleware:
             return
 
         async def send_with_headers(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                decision = scope.get("state", {}).get(ratelimit.STATE_KEY)
-                headers = list(message.get("headers", []))
-                if isinstance(decision, ratelimit.Decision) and not any(
-                    k.lower() == b"ratelimit" for k, _ in headers
-                ):
-                    headers += [(k.lower().encode(), v.encode()) for k, v in decision.headers().items()]
-                    message = {**message, "headers": headers}
-            await send(message)
+            await send(with_rate_limit_headers(scope, message))
 
         await self.app(scope, receive, send_with_headers)
+
+
+def with_rate_limit_headers(scope: Scope, message: Message) -> Message:
+    """A response start with the RateLimit headers of the request's decision added (unless it
+    carries its own); any other message as it is. Shared with the intake lane."""
+    if message["type"] != "http.response.start":
+        return message
+    decision = scope.get("state", {}).get(ratelimit.STATE_KEY)
+    headers = list(message.get("headers", []))
+    if isinstance(decision, ratelimit.Decision) and not any(k.lower() == b"ratelimit" for k, _ in headers):
+        headers += [(k.lower().encode(), v.encode()) for k, v in decision.headers().items()]
+        return {**message, "headers": headers}
+    return message
 
 
 class BodyTooLarge(PayloadTooLarge, HTTPException):  # type: ignore[misc]
@@ -100,30 +105,43 @@ class BodyLimitMiddleware:
             await self.app(scope, receive, send)
             return
         limit = self.limit_for(scope["path"])
-        declared = _header(scope, b"content-length")
-        if declared and declared.isdigit() and int(declared) > limit:
-            scope.setdefault("state", {})["body_too_large"] = int(declared)
-            if not scope["path"].startswith("/v1/intake/"):
-                response = problem_response(
-                    413,
-                    code="payload_too_large",
-                    title="Request body too large",
-                    detail=f"The body is {declared} bytes; the limit here is {limit} bytes.",
-                )
-                await response(scope, receive, send)
-                return
-        received = 0
+        declared = declared_over(scope, limit)
+        if declared is not None and not scope["path"].startswith(PUBLIC_INTAKE_PREFIX):
+            response = problem_response(
+                413,
+                code="payload_too_large",
+                title="Request body too large",
+                detail=f"The body is {declared} bytes; the limit here is {limit} bytes.",
+            )
+            await response(scope, receive, send)
+            return
+        await self.app(scope, limited(receive, limit), send)
 
-        async def limited_receive() -> Message:
-            nonlocal received
-            message = await receive()
-            if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                if received > limit:
-                    raise BodyTooLarge(f"The body exceeds the limit of {limit} bytes here.")
-            return message
 
-        await self.app(scope, limited_receive, send)
+def declared_over(scope: Scope, limit: int) -> str | None:
+    """The declared Content-Length when it is over `limit`, else None. An over-limit size is kept
+    in the request state (`body_too_large`), where intake finds it to record the attempt."""
+    declared = _header(scope, b"content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        scope.setdefault("state", {})["body_too_large"] = int(declared)
+        return declared
+    return None
+
+
+def limited(receive: Receive, limit: int) -> Receive:
+    """`receive` raising BodyTooLarge once more than `limit` bytes of body have arrived."""
+    received = 0
+
+    async def limited_receive() -> Message:
+        nonlocal received
+        message = await receive()
+        if message["type"] == "http.request":
+            received += len(message.get("body", b""))
+            if received > limit:
+                raise BodyTooLarge(f"The body exceeds the limit of {limit} bytes here.")
+        return message
+
+    return limited_receive
 
 
 ACCEPTED_BODY_TYPES = (

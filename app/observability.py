@@ -181,34 +181,40 @@ class RequestTimingMiddleware:
         if scope["type"] != "http" or scope["path"] in UNMEASURED_PATHS:
             await self.app(scope, receive, send)
             return
-        started = time.perf_counter()
-        status = 500
+        await timed(self.app, scope, receive, send, log=self.access_log)
 
-        async def tracking_send(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
 
-        try:
-            await self.app(scope, receive, tracking_send)
-        finally:
-            seconds = time.perf_counter() - started
-            route = getattr(scope.get("route"), "path", None)
-            handler = route or "unmatched"
-            HTTP_REQUESTS.labels(handler, scope["method"], f"{status // 100}xx").inc()
-            HTTP_LATENCY.labels(handler, scope["method"]).observe(seconds)
-            if self.access_log:
-                principal = scope.get("state", {}).get("principal")
-                access_log.info(
-                    "request",
-                    method=scope["method"],
-                    path=loggable_path(scope["path"]),
-                    route=route,
-                    status=status,
-                    duration_ms=round(seconds * 1000, 2),
-                    org_id=str(principal.org_id) if principal is not None else None,
-                )
+async def timed(app: ASGIApp, scope: Scope, receive: Receive, send: Send, *, log: bool) -> None:
+    """Run `app` for one HTTP request, then count and time it by route template and, with `log`,
+    write its access-log line: RequestTimingMiddleware's work, shared with the intake lane."""
+    started = time.perf_counter()
+    status = 500
+
+    async def tracking_send(message: Message) -> None:
+        nonlocal status
+        if message["type"] == "http.response.start":
+            status = message["status"]
+        await send(message)
+
+    try:
+        await app(scope, receive, tracking_send)
+    finally:
+        seconds = time.perf_counter() - started
+        route = getattr(scope.get("route"), "path", None)
+        handler = route or "unmatched"
+        HTTP_REQUESTS.labels(handler, scope["method"], f"{status // 100}xx").inc()
+        HTTP_LATENCY.labels(handler, scope["method"]).observe(seconds)
+        if log:
+            principal = scope.get("state", {}).get("principal")
+            access_log.info(
+                "request",
+                method=scope["method"],
+                path=loggable_path(scope["path"]),
+                route=route,
+                status=status,
+                duration_ms=round(seconds * 1000, 2),
+                org_id=str(principal.org_id) if principal is not None else None,
+            )
 
 
 def loggable_path(path: str) -> str:

@@ -9,13 +9,13 @@ import httpx
 import pytest
 from arq.connections import ArqRedis
 from sqlalchemy import event
-from starlette.types import Message
 
 from app.config import Settings
 from app.db import DriverStatements
 from app.main import create_app
 from app.services.intake import service as intake_service
 from app.state import AppState
+from tests.asgi import raw_post
 from tests.conftest import Org
 from tests.factories import make_source
 
@@ -217,30 +217,8 @@ async def test_a_client_gone_before_its_body_arrived_is_no_crash(
     app = create_app(settings, state=state)
     path = httpx.URL(source["endpoint"]).path
     messages = [{"type": "http.request", "body": b'{"email": "gone@', "more_body": True}]
-    sent: list[Message] = []
-
-    async def receive() -> dict[str, Any]:
-        return messages.pop(0) if messages else {"type": "http.disconnect"}
-
-    async def send(message: Message) -> None:
-        sent.append(message)
-
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": "POST",
-        "scheme": "http",
-        "path": path,
-        "raw_path": path.encode(),
-        "query_string": b"",
-        "root_path": "",
-        "headers": [(b"host", b"test"), (b"content-type", b"application/json"), (b"content-length", b"40")],
-        "client": ("127.0.0.1", 5000),
-        "server": ("test", 80),
-        "state": {},
-    }
-    await app(scope, receive, send)  # a crash would be re-raised here by Starlette
+    headers = [(b"content-type", b"application/json"), (b"content-length", b"40")]
+    sent = await raw_post(app, path, headers, messages)  # a crash would be re-raised here by Starlette
     assert [m["status"] for m in sent if m["type"] == "http.response.start"] == [499]
     events = await org.client.get(f"/v1/inbound-events?source_id={source['id']}", headers=org.auth())
     assert events.status_code == 200 and events.json()["data"] == []
