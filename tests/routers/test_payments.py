@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import date, timedelta
 from typing import Any
 
 from app.state import AppState
@@ -17,8 +18,10 @@ async def _credit(org: Org, account_id: str) -> list[dict[str, Any]]:
 
 async def test_acceptance_1_allocation_oldest_first_credit_and_applying_it(org: Org, state: AppState) -> None:
     account = await make_account(org)
-    order = await make_order(org, account["id"], total="10000.00", ordered_at="2026-11-01")
-    p1 = await pay(org, account["id"], "5000.00", received_at="2026-11-10")
+    # Dated from today, so the second installment (due in 30 days) is not yet overdue.
+    ordered = date.today() - timedelta(days=20)
+    order = await make_order(org, account["id"], total="10000.00", ordered_at=ordered.isoformat())
+    p1 = await pay(org, account["id"], "5000.00", received_at=(ordered + timedelta(days=9)).isoformat())
     assert p1["status"] == "pending_confirmation" and p1["allocations"] == []
     p1 = await confirm(org, p1["id"])
     assert [(a["installment_id"], a["amount"]) for a in p1["allocations"]] == [
@@ -33,7 +36,12 @@ async def test_acceptance_1_allocation_oldest_first_credit_and_applying_it(org: 
         "5000.00",
     )
 
-    p2 = await confirm(org, (await pay(org, account["id"], "6000.00", received_at="2026-11-12"))["id"])
+    p2 = await confirm(
+        org,
+        (await pay(org, account["id"], "6000.00", received_at=(ordered + timedelta(days=11)).isoformat()))[
+            "id"
+        ],
+    )
     assert p2["unallocated"] == "1000.00"
     first, second = await installments(org, order["id"])
     assert (second["status"], second["paid_amount"]) == ("paid", "7000.00")
