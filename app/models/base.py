@@ -11,6 +11,7 @@ from sqlalchemy import DateTime, ForeignKeyConstraint
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm.instrumentation import manager_of_class
 from sqlmodel import Field, SQLModel
+from uuid_utils.compat import uuid7
 
 from app.db import TenantScoped
 
@@ -23,8 +24,14 @@ def utcnow() -> datetime:
 
 
 def new_id() -> uuid.UUID:
-    """A new random primary key."""
-    return uuid.uuid4()
+    """A new primary key: a UUIDv7 (RFC 9562), its first 48 bits the creation time in
+    milliseconds. New rows of a table land at the right edge of its primary key index instead of
+    on a random page of it: on an organisation of a million leads, the random pages of the keys
+    a post writes (lead, touch, inbound event, outbox row, funnel facts) no longer fit in
+    PostgreSQL's buffers, and every post read and dirtied pages all over them. Ids are not
+    secrets (every read is authenticated and scoped to its organisation; keys and tokens come
+    from `secrets`); like Pipedrive's and HubSpot's sequential ids, they carry their order."""
+    return uuid7()
 
 
 def TimestampField(*, nullable: bool = False, index: bool = False, default_now: bool = True) -> Any:

@@ -1,6 +1,7 @@
 """Short-lived per-process caches for the intake hot path, shared by intake and leads: sources by
 key, organisation settings, scoring rules. Each entry lives `TTL` seconds; a write made through
-this process forgets the entry at once, so other processes see a change within `TTL` seconds.
+this process forgets the entry at once, so other processes see a change within `TTL` seconds
+(plus one load's time: while one post loads an expired entry, the others use the old value).
 Cached rows are detached from the session that loaded them (read-only snapshots). Hand-written
 because the cached values are ORM rows that must be loaded through the caller's session on a miss.
 
@@ -16,6 +17,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -36,6 +38,16 @@ def _fresh(entry: tuple[float, object] | None) -> bool:
     return entry is not None and time.monotonic() - entry[0] < TTL
 
 
+def _refreshing(cache: dict[Any, tuple[float, Any]], key: Any) -> None:
+    """Before a stale entry is loaded again, stamp it fresh: the posts that arrive while this
+    one loads use the old value (at most one load's time older) instead of each loading it too.
+    Under load every post in flight when an entry expired loaded it, each through a session
+    transaction of its own."""
+    entry = cache.get(key)
+    if entry is not None:
+        cache[key] = (time.monotonic(), entry[1])
+
+
 @asynccontextmanager
 async def _reading(session: AsyncSession) -> AsyncIterator[None]:
     """Load on a miss; if the session was idle (no transaction, nothing pending), end the
@@ -51,6 +63,7 @@ async def source_by_key(session: AsyncSession, key: str) -> IntakeSource | None:
     entry = _sources.get(key)
     if entry is not None and _fresh(entry):
         return entry[1]
+    _refreshing(_sources, key)
     async with _reading(session):
         source = (
             await session.execute(
@@ -76,6 +89,7 @@ async def org_settings(session: AsyncSession, org_id: uuid.UUID) -> Organisation
     entry = _settings.get(org_id)
     if entry is not None and _fresh(entry):
         return entry[1]
+    _refreshing(_settings, org_id)
     async with _reading(session):
         org = await session.get(Organisation, org_id)
         settings = org.typed_settings() if org is not None else OrganisationSettings()
@@ -93,6 +107,7 @@ async def scoring_rules(session: AsyncSession, org_id: uuid.UUID) -> list[Scorin
     entry = _rules.get(org_id)
     if entry is not None and _fresh(entry):
         return entry[1]
+    _refreshing(_rules, org_id)
     async with _reading(session):
         rules = list(
             (

@@ -138,7 +138,8 @@ def best_match(
     # loop in C: a Python loop over the candidates cost several times the look-up).
     found = process.extractOne(
         f"{name} {company}".lower(),
-        [label.lower() for label in labels],
+        # One lower() over the labels joined (text cannot hold NUL), not one a candidate.
+        "\0".join(labels).lower().split("\0"),
         scorer=fuzz.token_sort_ratio,
         score_cutoff=threshold,
         processor=None,

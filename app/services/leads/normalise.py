@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import phonenumbers
-from email_validator import EmailNotValidError, validate_email
+from email_validator import SPECIAL_USE_DOMAIN_NAMES, EmailNotValidError, validate_email
 
 from app.errors import FieldError
 from app.models.lead import LeadSource
@@ -98,10 +98,39 @@ class LeadInput:
         return {name: getattr(self, name) for name in names if getattr(self, name) not in (None, "")}
 
 
+# An address every rule of `validate_email` accepts as it is (lower-cased): dot-atoms of letters,
+# digits, "_", "+" and "-" before the @; letter-or-digit labels (inner hyphens, never "--", which
+# IDNA reserves) and a letters-only top-level label after it. Most form posts are such addresses,
+# and the regular expression costs a tenth of `validate_email` (~4 % of a full-form post's CPU).
+# Anything else, and anything too long, goes to `validate_email`;
+# tests/services/leads/test_normalise.py holds the two to the same answers.
+_PLAIN_EMAIL = re.compile(
+    r"[a-z0-9_+-]+(?:\.[a-z0-9_+-]+)*@(?:(?!-)(?!.?.?--)[a-z0-9-]{1,63}(?<!-)\.)+[a-z]{2,63}"
+)
+_LOCAL_MAX, _ADDRESS_MAX = 64, 254  # RFC 5321's lengths, as `validate_email` checks them
+
+
+def _plain_email(text: str) -> str | None:
+    """`text` lower-cased when it is a plain address `validate_email` accepts unchanged."""
+    address = text.lower()
+    if len(address) > _ADDRESS_MAX or not _PLAIN_EMAIL.fullmatch(address):
+        return None
+    local, _, domain = address.partition("@")
+    if len(local) > _LOCAL_MAX:
+        return None
+    if any(domain == name or domain.endswith("." + name) for name in SPECIAL_USE_DOMAIN_NAMES):
+        return None
+    return address
+
+
 def normalise_email(raw: str) -> str:
     """Lower-cased, syntax-checked address (no DNS lookups); ValueError when it is not one."""
+    text = raw.strip()
+    plain = _plain_email(text)
+    if plain is not None:
+        return plain
     try:
-        return validate_email(raw.strip(), check_deliverability=False).normalized.lower()
+        return validate_email(text, check_deliverability=False).normalized.lower()
     except EmailNotValidError as exc:
         raise ValueError(str(exc)) from exc
 
