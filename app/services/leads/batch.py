@@ -144,16 +144,14 @@ def _settle(future: asyncio.Future[Any], *, result: Any = None, error: Exception
 
 # --- The two intake statements ------------------------------------------------------------------
 
-# `loudou_intake_candidates` (migration speed0009candidates) for each post, in the posts' order.
+# For each post, in the posts' order, what `loudou_intake_candidates` (migration
+# speed0009candidates) answers it alone, from one query for the whole batch (migration
+# speed0011setbased: a statement a post cost more to start than its index scans cost to run).
 _CANDIDATES = text(
     "SELECT c.open_id, c.ids, c.labels"
-    " FROM unnest(CAST(:orgs AS uuid[]), CAST(:emails AS text[]), CAST(:phones AS text[]),"
-    " CAST(:companies AS text[]), CAST(:names AS text[])) WITH ORDINALITY"
-    " AS p(org, email, phone, company, name, i)"
-    " CROSS JOIN LATERAL loudou_intake_candidates(p.org, p.email, p.phone, p.company, p.name,"
-    " CAST(:exclude AS uuid)) AS c ORDER BY p.i"
+    " FROM loudou_intake_candidates_many(CAST(:orgs AS uuid[]), CAST(:emails AS text[]),"
+    " CAST(:phones AS text[]), CAST(:companies AS text[]), CAST(:names AS text[])) AS c ORDER BY c.i"
 )
-_NOTHING = uuid.UUID(int=0)  # no lead to leave out of the candidates: the new ones are not written yet
 
 Candidates = tuple[Any, tuple[list[Any], list[str]]]  # open lead id or None; (ids, labels)
 Lookup = tuple[uuid.UUID, LeadInput]
@@ -169,7 +167,6 @@ async def look_up_many(run: Statements, items: list[Lookup]) -> list[Candidates]
         "phones": [data.phone for _, data in items],
         "companies": [data.company for _, data in items],
         "names": [data.name for _, data in items],
-        "exclude": _NOTHING,
     }
     rows = await run.fetch(_CANDIDATES, params)
     return [(open_id, (ids or [], labels or [])) for open_id, ids, labels in rows]

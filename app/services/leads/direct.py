@@ -186,10 +186,10 @@ _BATCHES: dict[tuple[tuple[str, ...], bool], TextClause] = {}
 
 
 def _batch_statement(tables: tuple[Table, ...], notify: bool) -> TextClause:
-    """`insert_unless_open_lead` for many posts at once: `loudou_lock_open_leads` (migration
-    speed0010batches) takes every post's locks and finds each post's open lead, and each table's
-    rows, one a post in the posts' order, go in where the post's answer is NULL. Built once per
-    set of tables."""
+    """`insert_unless_open_lead` for many posts at once: `loudou_lock_open_leads` (migrations
+    speed0010batches, speed0011setbased) takes every post's locks and finds each post's open
+    lead, and each table's rows, one a post in the posts' order, go in where the post's answer is
+    NULL. Built once per set of tables."""
     key = (tuple(t.name for t in tables), notify)
     stmt = _BATCHES.get(key)
     if stmt is None:

@@ -7,14 +7,18 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
 import pytest
 from sqlalchemy import text
 
+from app.db import engine_statements
+from app.models.lead import LeadSource
 from app.services.leads import batch, direct
 from app.services.leads.batch import Batcher
+from app.services.leads.normalise import LeadInput
 from app.state import AppState
 from tests.conftest import Org
 from tests.routers.test_intake_reliability import warm_form
@@ -302,3 +306,178 @@ async def test_a_lost_connection_fails_the_batch_without_retrying_on_it(state: A
     batcher: Batcher[int, int] = Batcher(state.engine, lost, alone, in_flight=1)
     outcomes = await asyncio.gather(*(batcher.submit(i) for i in range(4)), return_exceptions=True)
     assert all(isinstance(o, ConnectionResetError) for o in outcomes) and retried == []
+
+
+# --- The batch look-ups answer what the one-post functions answer -----------------------------
+
+_STATUSES = ["new", "working", "qualified", "unqualified", "converted"]
+
+
+async def _varied_leads(state: AppState, orgs: list[uuid.UUID]) -> None:
+    """Leads of two organisations that reach every branch of the look-ups: open and closed, a
+    duplicate and a deleted one, shared emails and phones (oldest wins, ties by id), no name or no
+    company, company keys with more than 100 open leads (the limit), names that differ only in
+    case and punctuation."""
+    rows = []
+    base = datetime(2025, 1, 1, tzinfo=UTC)
+    for n in range(1600):
+        org = orgs[n % 2]
+        created = base + timedelta(minutes=n // 3)  # three leads share each minute
+        rows.append(
+            (
+                uuid.uuid4(),
+                org,
+                _STATUSES[n % 5] if n % 7 else "new",
+                f"Person {n % 40}" if n % 11 else (f"person-{n % 40}" if n % 2 else None),
+                f"Company {n % 4} Ltd" if n % 13 else (f"COMPANY {n % 4}" if n % 2 else None),
+                f"shared-{n % 50}@example.com" if n % 3 else None,
+                f"+8613800{n % 60:06d}" if n % 5 else None,
+                created,
+                created if n % 17 else base,  # deleted
+            )
+        )
+    async with state.engine.begin() as conn:
+        await conn.execute(
+            text(
+                "INSERT INTO leads (id, org_id, status, source, source_detail, attributes, tags, score,"
+                " score_breakdown, pooled, touch_count, name, company, email, phone, created_at,"
+                " updated_at, version, deleted_at)"
+                " SELECT r.id, r.org, r.status, 'web_form', '{}', '{}', '[]', 0, '[]', true, 1, r.name,"
+                " r.company, r.email, r.phone, r.created, r.created, 1,"
+                " CASE WHEN r.deleted = TIMESTAMPTZ '2025-01-01 00:00+00' THEN r.created END"
+                " FROM unnest(CAST(:ids AS uuid[]), CAST(:orgs AS uuid[]), CAST(:statuses AS text[]),"
+                " CAST(:names AS text[]), CAST(:companies AS text[]), CAST(:emails AS text[]),"
+                " CAST(:phones AS text[]), CAST(:created AS timestamptz[]), CAST(:deleted AS timestamptz[]))"
+                " AS r(id, org, status, name, company, email, phone, created, deleted)"
+            ),
+            {
+                key: [row[i] for row in rows]
+                for i, key in enumerate(
+                    [
+                        "ids",
+                        "orgs",
+                        "statuses",
+                        "names",
+                        "companies",
+                        "emails",
+                        "phones",
+                        "created",
+                        "deleted",
+                    ]
+                )
+            },
+        )
+        # A lead that is someone's duplicate is not open either.
+        await conn.execute(
+            text(
+                "UPDATE leads SET duplicate_of = (SELECT id FROM leads AS o WHERE o.org_id = leads.org_id"
+                " ORDER BY o.created_at, o.id LIMIT 1) WHERE org_id = ANY(CAST(:orgs AS uuid[]))"
+                " AND email LIKE 'shared-1%'"
+            ),
+            {"orgs": orgs},
+        )
+
+
+def _posts(orgs: list[uuid.UUID]) -> list[tuple[uuid.UUID, str | None, str | None, str | None, str | None]]:
+    """Posts of both organisations: known and unknown emails and phones, both or neither, names and
+    companies that match many, one or no open lead, and missing ones."""
+    posts = []
+    for n in range(90):
+        posts.append(
+            (
+                orgs[n % 2] if n % 9 else orgs[(n + 1) % 2],
+                f"shared-{n % 70}@example.com" if n % 4 else None,
+                f"+8613800{(n * 7) % 80:06d}" if n % 3 else None,
+                [f"Company {n % 4} Ltd", f"company {n % 4}", "Nobody Inc", None][n % 4],
+                [f"Person {n % 40}", f"PERSON {n % 45}.", None, "Someone Else"][(n // 4) % 4],
+            )
+        )
+    return posts
+
+
+async def test_the_batch_look_up_answers_each_post_what_the_one_post_look_up_answers(
+    state: AppState, org: Org, other_org: Org
+) -> None:
+    orgs = [uuid.UUID(org.id), uuid.UUID(other_org.id)]
+    await _varied_leads(state, orgs)
+    posts = _posts(orgs)
+    nothing = uuid.UUID(int=0)
+    async with state.engine.connect() as conn:
+        alone = [
+            tuple(
+                (
+                    await conn.execute(
+                        text(
+                            "SELECT open_id, ids, labels FROM loudou_intake_candidates(:o, :e, :p, :c, :n, :x)"
+                        ),
+                        {"o": o, "e": e, "p": p, "c": c, "n": n, "x": nothing},
+                    )
+                ).one()
+            )
+            for o, e, p, c, n in posts
+        ]
+    async with engine_statements(state.engine) as run:
+        together = await batch.look_up_many(
+            run,
+            [
+                (o, LeadInput(LeadSource.web_form, email=e, phone=p, company=c, name=n))
+                for o, e, p, c, n in posts
+            ],
+        )
+    assert [(open_id, ids or [], labels or []) for open_id, ids, labels in alone] == [
+        (open_id, list(ids), list(labels)) for open_id, (ids, labels) in together
+    ]
+    # The data reaches every branch: open leads by email and by phone only, full candidate lists
+    # (the limit), short ones, and none.
+    assert sum(1 for open_id, _, _ in alone if open_id is not None) >= 20
+    assert any(
+        e is None and open_id is not None
+        for (_, e, _, _, _), (open_id, _, _) in zip(posts, alone, strict=True)
+    )
+    assert any(ids is not None and len(ids) > 100 for _, ids, _ in alone)  # a key's 100: the limit
+    assert any(ids is not None and 0 < len(ids) < 100 for _, ids, _ in alone)
+    assert any(open_id is None and ids is None for open_id, ids, _ in alone)
+
+
+async def test_the_batch_lock_finds_each_post_what_the_one_post_lock_finds(
+    state: AppState, org: Org, other_org: Org
+) -> None:
+    orgs = [uuid.UUID(org.id), uuid.UUID(other_org.id)]
+    await _varied_leads(state, orgs)
+    posts = [(o, e, p) for o, e, p, _, _ in _posts(orgs)]
+    async with state.engine.connect() as conn:
+        alone = [
+            (
+                await conn.execute(
+                    text("SELECT loudou_lock_open_lead(:o, :e, :p, CAST(:k AS text[]))"),
+                    {"o": o, "e": e, "p": p, "k": direct.lock_keys(o, e, p)},
+                )
+            ).scalar_one()
+            for o, e, p in posts
+        ]
+        await conn.rollback()
+        keys = sorted({k for o, e, p in posts for k in direct.lock_keys(o, e, p)})
+        together = (
+            await conn.execute(
+                text(
+                    "SELECT loudou_lock_open_leads(CAST(:o AS uuid[]), CAST(:e AS text[]),"
+                    " CAST(:p AS text[]), CAST(:k AS text[]))"
+                ),
+                {
+                    "o": [o for o, _, _ in posts],
+                    "e": [e for _, e, _ in posts],
+                    "p": [p for _, _, p in posts],
+                    "k": keys,
+                },
+            )
+        ).scalar_one()
+        # Every key's advisory lock is held until the transaction ends.
+        held = (
+            await conn.execute(
+                text("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid()")
+            )
+        ).scalar_one()
+        await conn.rollback()
+    assert list(together) == alone
+    assert sum(1 for found in alone if found is not None) >= 20
+    assert held == len(keys)
