@@ -112,6 +112,8 @@ _LOCAL_MAX, _ADDRESS_MAX = 64, 254  # RFC 5321's lengths, as `validate_email` ch
 
 def _plain_email(text: str) -> str | None:
     """`text` lower-cased when it is a plain address `validate_email` accepts unchanged."""
+    if not text.isascii():  # lower() makes ASCII of some other letters (the Kelvin sign's "k")
+        return None
     address = text.lower()
     if len(address) > _ADDRESS_MAX or not _PLAIN_EMAIL.fullmatch(address):
         return None

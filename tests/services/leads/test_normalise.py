@@ -57,7 +57,9 @@ def test_plain_addresses_take_the_fast_path(text: str) -> None:
     assert _plain_email(text) == text.lower() == _by_the_library(text)
 
 
-@pytest.mark.parametrize("text", ["用户@例子.公司", "a@[127.0.0.1]", '"quoted"@example.com', "a@x.test"])
+@pytest.mark.parametrize(
+    "text", ["用户@例子.公司", "a@[127.0.0.1]", '"quoted"@example.com', "a@x.test", "\u212a@example.com"]
+)
 def test_the_rest_goes_to_the_library(text: str) -> None:
     assert _plain_email(text) is None
     assert _ours(text) == _by_the_library(text)
