@@ -18,20 +18,20 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from fastapi.encoders import jsonable_encoder
-from sqlalchemy import func, select
+from sqlalchemy import Select, Table, func, insert, select
 from sqlalchemy import inspect as sa_inspect
-from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
 from app.errors import NotFound
 from app.models.assignment import AssignmentCursor, AssignmentDecision, AssignmentRule
-from app.models.base import build, utcnow
+from app.models.base import build, column_values, utcnow
 from app.models.durations import parse_duration
 from app.models.lead import OPEN_LEAD, Lead
 from app.models.user import Team, User
 from app.services.common import get_or_404
-from app.services.leads.owner import set_owner
+from app.services.leads.owner import NewOwner, set_owner, set_owners
 
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 
@@ -51,9 +51,27 @@ class Candidate:
     last_assigned_at: datetime | None
 
 
+_LEAD_COLUMNS = tuple(attr.key for attr in sa_inspect(Lead).column_attrs)
+_AS_IS = frozenset({str, int, float, bool, type(None)})
+
+
+def _plain(value: Any) -> Any:
+    """`jsonable_encoder(value)` for a column value, without its walk for the common types (a
+    lead's ids and times are most of its columns, and a batch converts every lead's)."""
+    kind = type(value)
+    if kind in _AS_IS:
+        return value
+    if kind is uuid.UUID:
+        return str(value)
+    if kind is datetime:
+        return value.isoformat()
+    return jsonable_encoder(value)
+
+
 def lead_fields(lead: Lead) -> dict[str, Any]:
     """The lead's columns as plain JSON values (what rule conditions look at)."""
-    return {attr.key: jsonable_encoder(getattr(lead, attr.key)) for attr in sa_inspect(Lead).column_attrs}
+    values = lead.__dict__
+    return {key: _plain(values[key] if key in values else getattr(lead, key)) for key in _LEAD_COLUMNS}
 
 
 def lead_value(lead: Mapping[str, Any], field: str) -> Any:
@@ -226,7 +244,7 @@ async def active_rules(session: AsyncSession, only: uuid.UUID | None = None) -> 
 
 async def _lock_cursor(session: AsyncSession, rule: AssignmentRule) -> AssignmentCursor:
     await session.execute(
-        insert(AssignmentCursor)
+        pg_insert(AssignmentCursor)
         .values(rule_id=rule.id, org_id=rule.org_id, state={}, updated_at=utcnow())
         .on_conflict_do_nothing(index_elements=["org_id", "rule_id"])
     )
@@ -452,26 +470,40 @@ async def assign(
         )
     decision = build(
         AssignmentDecision,
-        lead_id=lead.id,
-        trigger=trigger,
-        trigger_key=trigger_key,
-        outcome=evaluation.outcome,
-        rule_id=evaluation.rule.id if evaluation.rule else None,
-        rule_name=evaluation.rule.name if evaluation.rule else None,
-        strategy=evaluation.rule.strategy if evaluation.rule else None,
-        chosen_user_id=evaluation.chosen.user_id if evaluation.chosen else None,
-        previous_owner_id=previous_owner,
-        explanation=evaluation.explanation,
-        rules_considered=evaluation.rules_considered,
-        candidates=evaluation.candidates,
-        state_before=evaluation.state_before,
-        state_after=evaluation.state_after,
-        sla_due_at=sla_due_at,
+        **_decision_values(lead.id, trigger, trigger_key, evaluation, previous_owner, sla_due_at),
     )
     session.add(decision)
     if memo is None:
         await session.flush()
     return decision
+
+
+def _decision_values(
+    lead_id: uuid.UUID,
+    trigger: str,
+    trigger_key: str,
+    evaluation: Evaluation,
+    previous_owner: uuid.UUID | None,
+    sla_due_at: datetime | None,
+) -> dict[str, Any]:
+    """A decision row's values for an evaluation (assign, and the batch's rows)."""
+    return {
+        "lead_id": lead_id,
+        "trigger": trigger,
+        "trigger_key": trigger_key,
+        "outcome": evaluation.outcome,
+        "rule_id": evaluation.rule.id if evaluation.rule else None,
+        "rule_name": evaluation.rule.name if evaluation.rule else None,
+        "strategy": evaluation.rule.strategy if evaluation.rule else None,
+        "chosen_user_id": evaluation.chosen.user_id if evaluation.chosen else None,
+        "previous_owner_id": previous_owner,
+        "explanation": evaluation.explanation,
+        "rules_considered": evaluation.rules_considered,
+        "candidates": evaluation.candidates,
+        "state_before": evaluation.state_before,
+        "state_after": evaluation.state_after,
+        "sla_due_at": sla_due_at,
+    }
 
 
 async def assign_created_lead(
@@ -604,6 +636,22 @@ def _undecided_created(lead_ids: Sequence[uuid.UUID]) -> Any:
     return select(Lead).where(col(Lead.id).in_(lead_ids), _NO_CREATED_DECISION)
 
 
+_LEADS: Table = Lead.__table__  # type: ignore[attr-defined]
+_DECISIONS: Table = AssignmentDecision.__table__  # type: ignore[attr-defined]
+# A claimed lead's columns, and whether it is open (`Lead.is_open`, computed by the server).
+_CLAIM_COLUMNS = (*_LEADS.c, OPEN_LEAD.label("is_open"))
+
+
+def _claim(org_id: uuid.UUID) -> Select[Any]:
+    """Leads of the organisation as plain rows, locked (FOR UPDATE SKIP LOCKED), oldest first."""
+    return (
+        select(*_CLAIM_COLUMNS)
+        .where(_LEADS.c.org_id == org_id)
+        .order_by(_LEADS.c.created_at, _LEADS.c.id)
+        .with_for_update(of=_LEADS, skip_locked=True)
+    )
+
+
 async def assign_created_leads(
     session: AsyncSession,
     lead_ids: Sequence[uuid.UUID],
@@ -622,54 +670,103 @@ async def assign_created_leads(
     worker's batch is left to it), and the rules' cursors are locked once for the batch, so round
     robin stays exact and each decision records the state before and after it, in order. Leads
     already decided, or gone, are left alone; a re-run decides only what is still undecided.
-    `undecided` counts the given leads still without a decision."""
+    `undecided` counts the given leads still without a decision.
+
+    The same decisions as `assign` makes lead by lead, written together at the end: the leads are
+    read as plain rows and the owners, audit entries, events and decisions go out with one
+    statement per table (`set_owners`), not through the unit of work."""
     if not lead_ids:
         return BatchOutcome(decided=0, undecided=0)
+    org_id = session.info["org_id"]
+    conn = await session.connection()
     own = list(
-        (
-            await session.execute(
-                _undecided_created(lead_ids)
-                .order_by(col(Lead.created_at), col(Lead.id))
-                .with_for_update(skip_locked=True)
-                .execution_options(populate_existing=True)
-            )
-        ).scalars()
+        (await conn.execute(_claim(org_id).where(_LEADS.c.id.in_(lead_ids), _NO_CREATED_DECISION))).mappings()
     )
     claimed = own
-    if own and more > 0 and utcnow() - own[0].created_at > CATCH_UP_AFTER:
+    if own and more > 0 and utcnow() - own[0]["created_at"] > CATCH_UP_AFTER:
         others = (
-            await session.execute(
-                select(Lead)
+            await conn.execute(
+                _claim(org_id)
                 .where(
-                    col(Lead.created_at) >= own[0].created_at,
-                    col(Lead.id).not_in(lead_ids),
-                    col(Lead.owner_id).is_(None),
+                    _LEADS.c.created_at >= own[0]["created_at"],
+                    _LEADS.c.id.not_in(lead_ids),
+                    _LEADS.c.owner_id.is_(None),
                     OPEN_LEAD,
                     _NO_CREATED_DECISION,
                 )
-                .order_by(col(Lead.created_at), col(Lead.id))
                 .limit(more)
-                .with_for_update(skip_locked=True)
-                .execution_options(populate_existing=True)
             )
-        ).scalars()
-        claimed = sorted([*own, *others], key=lambda lead: (lead.created_at, str(lead.id)))
+        ).mappings()
+        claimed = sorted([*own, *others], key=lambda lead: (lead["created_at"], str(lead["id"])))
     deadline = monotonic() + budget_seconds
     memo = BatchMemo()
-    decided = 0
-    with session.no_autoflush:  # the rows go out together at the end (one UPDATE of the cursor)
-        for lead in claimed:
-            if monotonic() > deadline:
-                break
-            await assign(
-                session, lead, trigger="lead.created", trigger_key=f"lead.created:{lead.id}", memo=memo
-            )
-            decided += 1
-    await session.flush()
+    owners: list[NewOwner] = []
+    decisions: list[dict[str, Any]] = []
+    for lead in claimed:
+        if monotonic() > deadline:
+            break
+        decisions.append(await _decide_created(session, lead, memo, owners))
+    if decisions:
+        await set_owners(session, org_id, owners, action="auto_assign")
+        for row in decisions:
+            row["org_id"] = org_id
+        await conn.execute(insert(_DECISIONS), decisions)
+    await session.flush()  # the rules' cursors
+    if len(decisions) == len(own) == len(set(lead_ids)):
+        return BatchOutcome(decided=len(decisions), undecided=0)  # every given lead decided now
     left = (
         await session.execute(select(func.count()).select_from(_undecided_created(lead_ids).subquery()))
     ).scalar_one()
-    return BatchOutcome(decided=decided, undecided=int(left))
+    return BatchOutcome(decided=len(decisions), undecided=int(left))
+
+
+async def _decide_created(
+    session: AsyncSession, lead: Mapping[str, Any], memo: BatchMemo, owners: list[NewOwner]
+) -> dict[str, Any]:
+    """`assign(trigger="lead.created")` for a claimed lead row without a decision: the decision's
+    column values; an owner given is added to `owners` and the chosen rule's cursor advanced."""
+    trigger_key = f"lead.created:{lead['id']}"
+    if lead["owner_id"] is not None or not lead["is_open"]:
+        return column_values(
+            AssignmentDecision,
+            {
+                "lead_id": lead["id"],
+                "trigger": "lead.created",
+                "trigger_key": trigger_key,
+                "outcome": "kept",
+                "chosen_user_id": lead["owner_id"],
+                "previous_owner_id": lead["owner_id"],
+                "explanation": "The lead already had an owner (or is closed); rules were not run.",
+            },
+        )
+    now = utcnow()
+    fields = {key: _plain(lead[key]) for key in _LEAD_COLUMNS}
+    evaluation, cursor = await evaluate(session, fields, now=now, lock=True, memo=memo)
+    sla_due_at = None
+    if evaluation.outcome == "assigned" and evaluation.chosen and evaluation.rule:
+        assert cursor is not None
+        cursor.state = evaluation.state_after
+        cursor.updated_at = now
+        memo.chosen(evaluation.rule.id, evaluation.chosen.user_id, now)
+        owner = await memo.user(session, evaluation.chosen.user_id)
+        if evaluation.rule.contact_sla:
+            sla_due_at = now + parse_duration(evaluation.rule.contact_sla)
+        owners.append(
+            NewOwner(
+                lead_id=lead["id"],
+                owner_id=evaluation.chosen.user_id,
+                team_id=evaluation.rule.target_team_id or (owner.team_id if owner else None),
+                old_team_id=lead["team_id"],
+                old_pooled=lead["pooled"],
+                old_assigned_at=lead["assigned_at"],
+                by="lead.created",
+                rule_id=evaluation.rule.id,
+            )
+        )
+    return column_values(
+        AssignmentDecision,
+        _decision_values(lead["id"], "lead.created", trigger_key, evaluation, None, sla_due_at),
+    )
 
 
 async def undecided_leads(

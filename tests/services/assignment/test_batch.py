@@ -4,21 +4,23 @@ transaction under the rule cursor's lock; round robin stays exact and every lead
 from __future__ import annotations
 
 import asyncio
+import re
 import uuid
 from collections import Counter
-from datetime import timedelta
+from datetime import datetime, timedelta
 from itertools import pairwise
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, text
 from sqlmodel import col
 
 from app.models.assignment import AssignmentDecision
 from app.models.base import build, utcnow
-from app.models.lead import Lead
+from app.models.lead import Lead, LeadStatus
 from app.services.assignment import engine
 from app.state import AppState
 from tests.conftest import Org
+from tests.factories import make_team
 
 
 @pytest.fixture(autouse=True)
@@ -200,3 +202,128 @@ async def test_a_job_that_is_behind_catches_up_on_the_backlog(org: Org, state: A
     assert [str(d.chosen_user_id) for d in decisions] == [users[i % 3] for i in range(5)]
     # A later job for a caught-up lead finds nothing to do.
     assert (await _assign_ids(state, org, ids[3:4])).decided == 0
+
+
+async def _set_up_twin(org: Org) -> None:
+    """Two reps in a team and one without, a round-robin rule with a contact SLA."""
+    team = await make_team(org)
+    users = [(await org.add_user("rep", team_id=team, name=f"Rep {i}"))[0] for i in range(2)]
+    users.append((await org.add_user("rep", name="Rep 2"))[0])
+    r = await org.client.post(
+        "/v1/assignment-rules",
+        json={"name": "rr", "target_user_ids": users, "strategy": "round_robin", "contact_sla": "PT2H"},
+        headers=org.auth(),
+    )
+    assert r.status_code == 201, r.text
+
+
+async def _twin_leads(state: AppState, org: Org) -> list[uuid.UUID]:
+    """Four pooled leads, one already owned and one closed (both decided "kept")."""
+    ids = await _leads(state, org, 6)
+    owner, _ = await org.add_user("rep")
+    async with state.sessions() as session:
+        session.info["org_id"] = uuid.UUID(org.id)
+        owned = await session.get(Lead, ids[2])
+        closed = await session.get(Lead, ids[4])
+        assert owned is not None and closed is not None
+        owned.owner_id, owned.pooled = uuid.UUID(owner), False
+        closed.status = LeadStatus.unqualified
+        await session.commit()
+    return ids
+
+
+UUID_TEXT = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+
+async def _rows(state: AppState, org: Org) -> dict[str, list[dict[str, object]]]:
+    """Every row the assignments wrote, in a comparable form: ids replaced by their order of
+    appearance in the organisation, times by whether they are set."""
+    names: dict[str, str] = {}
+
+    def norm(value: object) -> object:
+        if isinstance(value, dict):
+            return {k: norm(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [norm(v) for v in value]
+        if isinstance(value, uuid.UUID):
+            return names.setdefault(str(value), f"id{len(names)}")
+        if isinstance(value, str) and UUID_TEXT.search(value):
+            return UUID_TEXT.sub(lambda m: names.setdefault(m[0], f"id{len(names)}"), value)
+        if isinstance(value, datetime) or (isinstance(value, str) and value[:2] == "20" and "T" in value):
+            return "time"
+        return value
+
+    org_id = uuid.UUID(org.id)
+    names[str(org_id)] = "org"
+    async with state.sessions() as session:
+        session.info["org_id"] = org_id
+        conn = await session.connection()
+        out: dict[str, list[dict[str, object]]] = {}
+        for name, sql in (
+            ("users", "SELECT id FROM users WHERE org_id = :o ORDER BY created_at, id"),
+            ("rules", "SELECT id FROM assignment_rules WHERE org_id = :o"),
+            ("leads", "SELECT * FROM leads WHERE org_id = :o ORDER BY created_at"),
+            ("decisions", "SELECT * FROM assignment_decisions WHERE org_id = :o ORDER BY created_at, id"),
+            (
+                "audit",
+                "SELECT a.* FROM audit_log a JOIN leads l ON l.org_id = a.org_id AND l.id = a.entity_id"
+                " WHERE a.org_id = :o ORDER BY l.created_at",
+            ),
+            (
+                "events",
+                "SELECT e.* FROM outbox e JOIN leads l ON l.org_id = e.org_id"
+                " AND l.id = (e.payload->>'lead_id')::uuid"
+                " WHERE e.org_id = :o AND e.event_type = 'lead.assigned' ORDER BY l.created_at",
+            ),
+        ):
+            rows = (await conn.execute(text(sql), {"o": org_id})).mappings().all()
+            out[name] = [
+                {k: norm(v) for k, v in row.items() if k not in ("change_xid", "change_seq", "email")}
+                for row in rows
+            ]
+        # The cursor's state names the last rep chosen and counts the leads.
+        state_row = (
+            await conn.execute(text("SELECT state FROM assignment_cursors WHERE org_id = :o"), {"o": org_id})
+        ).scalar_one()
+        out["cursor"] = [{"state": norm(state_row)}]
+    return out
+
+
+async def test_the_batch_writes_the_rows_lead_by_lead_assignment_writes(
+    org: Org, other_org: Org, state: AppState
+) -> None:
+    """`assign_created_leads` writes the owners, audit entries, events and decisions with one
+    statement a table: the same rows as `assign_created_lead`, which goes lead by lead through the
+    ORM (`set_owner`), in an organisation set up the same way."""
+    await _set_up_twin(org)
+    await _set_up_twin(other_org)
+    one_by_one = await _twin_leads(state, org)
+    batched = await _twin_leads(state, other_org)
+    for lead_id in one_by_one:
+        async with state.sessions() as session:
+            session.info["org_id"] = uuid.UUID(org.id)
+            await engine.assign_created_lead(session, lead_id=lead_id, trigger_key=f"lead.created:{lead_id}")
+            await session.commit()
+    async with state.sessions() as session:
+        session.info["org_id"] = uuid.UUID(other_org.id)
+        outcome = await engine.assign_created_leads(session, batched)
+        await session.commit()
+    assert (outcome.decided, outcome.undecided) == (6, 0)
+
+    expected, got = await _rows(state, org), await _rows(state, other_org)
+    assert len(got["decisions"]) == 6 and len(got["audit"]) == len(got["events"]) == 4
+    assert [d["outcome"] for d in got["decisions"]] == [
+        "assigned",
+        "assigned",
+        "kept",
+        "assigned",
+        "kept",
+        "assigned",
+    ]
+    # Round robin in order: the two team members, the rep without a team, the first again.
+    owners = [lead["owner_id"] for lead in got["leads"]]
+    assert owners[0] != owners[1] != owners[3] != owners[0] and owners[5] == owners[0]
+    assert got["leads"][0]["team_id"] is not None and got["leads"][3]["team_id"] is None
+    assert all(lead["version"] == 2 for i, lead in enumerate(got["leads"]) if i not in (2, 4))
+    for table in expected:
+        assert got[table] == expected[table], table

@@ -100,3 +100,47 @@ def test_skip_reasons_name_the_cause() -> None:
     )
     assert skip_reason(night, now, respect_hours=False, strategy="round_robin") is None
     assert skip_reason(_c("x", weight=0), now, respect_hours=False, strategy="weighted") == "weight 0"
+
+
+def test_lead_fields_match_the_json_encoder_column_by_column() -> None:
+    """`lead_fields` skips `jsonable_encoder` for ids, times and scalars: each column's value must
+    be what the encoder makes of it (conditions compare those strings and numbers)."""
+    from fastapi.encoders import jsonable_encoder
+    from sqlalchemy import inspect as sa_inspect
+
+    from app.models.base import build
+    from app.models.lead import Lead, LeadSource, LeadStatus
+    from app.services.assignment.engine import lead_fields
+
+    now = datetime(2026, 12, 2, 8, 30, 15, 123456, tzinfo=UTC)
+    lead = build(
+        Lead,
+        id=uuid.uuid4(),
+        org_id=uuid.uuid4(),
+        name="Li Wei",
+        email="li@acme-robotics.cn",
+        phone=None,
+        company="Acme",
+        country="CN",
+        status=LeadStatus.qualified,
+        source=LeadSource.web_form,
+        source_id=uuid.uuid4(),
+        source_detail={"utm": {"source": "baidu"}, "ids": [uuid.uuid4()]},
+        attributes={"plan": "pro", "seats": 40, "since": now},
+        tags=["vip", "expo"],
+        score=72,
+        pooled=False,
+        owner_id=uuid.uuid4(),
+        assigned_at=now,
+        created_at=now,
+        updated_at=now,
+        touch_count=3,
+        version=4,
+    )
+    expected = {a.key: jsonable_encoder(getattr(lead, a.key)) for a in sa_inspect(Lead).column_attrs}
+    got = lead_fields(lead)
+    assert got == expected
+    assert got["status"] == "qualified" and type(got["status"]) is str
+    assert got["owner_id"] == str(lead.owner_id)
+    assert got["assigned_at"] == "2026-12-02T08:30:15.123456+00:00"
+    assert got["attributes"]["since"] == "2026-12-02T08:30:15.123456+00:00"
