@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime
+import gc
 import json
 import os
 import shutil
@@ -17,7 +18,7 @@ from typing import Annotated, Any
 
 import typer
 
-from app.config import Settings, get_settings
+from app.config import GC_YOUNG_THRESHOLD, Settings, get_settings
 
 cli = typer.Typer(
     help="Loudou (漏斗): a headless sales-process API.",
@@ -300,6 +301,9 @@ def worker() -> None:
                 loop.add_signal_handler(sig, stop.set)
             await run_worker(settings, stop)
 
+        # As in the API's servers (app.main): an assignment batch holds a few hundred leads' rows
+        # and dicts at once, and a young collection every 700 allocations walks all of them.
+        gc.set_threshold(GC_YOUNG_THRESHOLD, *gc.get_threshold()[1:])
         _run_event_loop(run())
 
 

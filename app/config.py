@@ -13,6 +13,11 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 MIB = 1024 * 1024
 
 
+# Allocations between young garbage collections in a server or worker process (Python's default
+# is 700; app.main and `loudou worker` set it).
+GC_YOUNG_THRESHOLD = 20_000
+
+
 class Settings(BaseSettings):
     """Process configuration. Unset DATABASE_URL / REDIS_URL mean "use the embedded servers"."""
 

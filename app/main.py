@@ -21,7 +21,7 @@ from pydantic.json_schema import GenerateJsonSchema, JsonSchemaValue
 from pydantic_core import core_schema
 
 from app import observability
-from app.config import Settings, get_settings
+from app.config import GC_YOUNG_THRESHOLD, Settings, get_settings
 from app.db import fill_pool
 from app.errors import NotFound, Unauthorized, install_error_handlers
 from app.intake_lane import IntakeLane
@@ -69,8 +69,6 @@ from app.services import maintenance
 from app.services.export.service import EXPORT_HEADERS
 from app.state import AppState
 from app.workers.registry import assignment_queue
-
-GC_YOUNG_THRESHOLD = 20_000  # allocations between young collections in a server (default 700)
 
 # Routes are matched in order, so the public intake endpoints (the hot path) come first.
 ROUTERS = [

@@ -68,20 +68,24 @@ async def assign_lead(ctx: dict[str, Any], outbox_id: str, org_id: str | None = 
         raise Retry(defer=min(0.5 * 2**tries, 30)) from exc
 
 
-async def assign_leads(ctx: dict[str, Any], outbox_ids: list[str], org_id: str) -> str:
+async def assign_leads(
+    ctx: dict[str, Any], outbox_ids: list[str], org_id: str, lead_ids: list[str] | None = None
+) -> str:
     """Run the rules for a batch of one organisation's `lead.created` events in one transaction
-    (the relay sends each batch of events it dispatches as one job); a re-run decides only the
-    leads still undecided.
+    (the relay sends each batch of events it dispatches as one job, with the events' lead ids;
+    a job enqueued without them reads its events back); a re-run decides only the leads still
+    undecided.
 
     Leads another transaction holds (another batch, an edit) or that the time budget left are
     looked at again shortly by a retry; after MAX_TRIES the sweep takes them."""
     tries = int(ctx.get("job_try", 1))
     try:
         async with asyncio.timeout(INNER_DEADLINE_SECONDS):
-            events = await load_events(ctx, outbox_ids, org_id)
-            lead_ids = [uuid.UUID(str(e.payload["lead_id"])) for e in events if e.payload.get("lead_id")]
+            if lead_ids is None:
+                events = await load_events(ctx, outbox_ids, org_id)
+                lead_ids = [str(e.payload["lead_id"]) for e in events if e.payload.get("lead_id")]
             async with job_session(ctx, uuid.UUID(org_id)) as session:
-                outcome = await engine.assign_created_leads(session, lead_ids)
+                outcome = await engine.assign_created_leads(session, [uuid.UUID(i) for i in lead_ids])
     except (TimeoutError, DBAPIError) as exc:
         log.warning("assignment.retry", outbox_ids=len(outbox_ids), tries=tries, error=type(exc).__name__)
         if tries >= MAX_TRIES:

@@ -58,6 +58,9 @@ def wanting(job: str, payload: Mapping[str, Any]) -> Wanting | None:
 # the batched job takes the batch's outbox ids (assignment decides them in one transaction).
 BATCHED_JOBS: dict[str, str] = {"assign_lead": "assign_leads", "schedule_followup": "schedule_followups"}
 
+# Batched jobs that take their events' lead ids as `lead_ids` too (they need nothing else of them).
+LEAD_ID_JOBS = frozenset({"assign_leads"})
+
 # Assignment has its own queue, so a backlog of reminders or webhooks never delays it.
 ASSIGNMENT_JOBS = frozenset({"assign_lead", "assign_leads"})
 

@@ -11,12 +11,14 @@ import asyncio
 import contextlib
 import uuid
 from collections import defaultdict
+from dataclasses import dataclass, field
 from typing import Any
 
 import asyncpg
 import structlog
 from redis.exceptions import RedisError
-from sqlalchemy import select, tuple_, update
+from sqlalchemy import DateTime, String, Uuid, column, text, tuple_, update
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
@@ -25,7 +27,16 @@ from app.models.base import utcnow
 from app.models.outbox import OutboxEvent
 from app.services.outbox import NOTIFY_CHANNEL
 from app.state import AppState
-from app.workers.registry import BATCHED_JOBS, Wanting, batch_job_id, job_id, jobs_for, queue_for, wanting
+from app.workers.registry import (
+    BATCHED_JOBS,
+    LEAD_ID_JOBS,
+    Wanting,
+    batch_job_id,
+    job_id,
+    jobs_for,
+    queue_for,
+    wanting,
+)
 
 log = structlog.get_logger("loudou.relay")
 
@@ -43,23 +54,47 @@ class RedisUnavailable(Exception):
     """Redis refused an enqueue; the batch stays pending."""
 
 
+# Claim and mark in one statement: the pending rows, oldest first, locked (SKIP LOCKED: another
+# relay's rows are left to it) and marked dispatched; the transaction commits only once every job
+# is in Redis, so a failed enqueue rolls the mark back.
+_CLAIM = text(
+    """
+    UPDATE outbox o SET dispatched_at = now(), attempts = o.attempts + 1
+    FROM (
+        SELECT org_id, id FROM outbox
+        WHERE dispatched_at IS NULL AND available_at <= :now
+        ORDER BY available_at, id
+        LIMIT :batch
+        FOR UPDATE SKIP LOCKED
+    ) AS pending
+    WHERE o.org_id = pending.org_id AND o.id = pending.id
+    RETURNING o.org_id, o.id, o.event_type, o.payload, o.available_at
+    """
+).columns(
+    column("org_id", Uuid()),
+    column("id", Uuid()),
+    column("event_type", String()),
+    column("payload", JSONB()),
+    column("available_at", DateTime(timezone=True)),
+)
+
+
+@dataclass
+class _Batch:
+    outbox_ids: list[str] = field(default_factory=list)
+    lead_ids: list[str] = field(default_factory=list)
+
+
 async def relay_once(state: AppState, *, batch: int = BATCH) -> int:
     """Dispatch up to `batch` pending events; returns how many were dispatched."""
-    now = utcnow()
     async with state.sessions() as session:
-        rows = list(
-            (
-                await session.execute(
-                    select(OutboxEvent)
-                    .where(col(OutboxEvent.dispatched_at).is_(None), col(OutboxEvent.available_at) <= now)
-                    .order_by(col(OutboxEvent.available_at), col(OutboxEvent.id))
-                    .limit(batch)
-                    .with_for_update(skip_locked=True)
-                    .execution_options(cross_tenant=True)
-                )
-            ).scalars()
+        conn = await session.connection()
+        rows = sorted(
+            (await conn.execute(_CLAIM, {"now": utcnow(), "batch": batch})).all(),
+            key=lambda row: (row.available_at, row.id),
         )
         if not rows:
+            await session.rollback()
             return 0
         wanted = await _orgs_wanting(
             session,
@@ -70,7 +105,7 @@ async def relay_once(state: AppState, *, batch: int = BATCH) -> int:
                 if (check := wanting(job, row.payload))
             },
         )
-        batches: dict[tuple[str, uuid.UUID], list[str]] = defaultdict(list)
+        batches: dict[tuple[str, uuid.UUID], _Batch] = defaultdict(_Batch)
         try:
             for row in rows:
                 for job in jobs_for(row.event_type):
@@ -78,7 +113,10 @@ async def relay_once(state: AppState, *, batch: int = BATCH) -> int:
                     if check is not None and row.org_id not in wanted[check]:
                         continue  # e.g. no webhook subscription in that organisation: no job at all
                     if job in BATCHED_JOBS:
-                        batches[(BATCHED_JOBS[job], row.org_id)].append(str(row.id))
+                        entry = batches[(BATCHED_JOBS[job], row.org_id)]
+                        entry.outbox_ids.append(str(row.id))
+                        if row.payload.get("lead_id"):
+                            entry.lead_ids.append(str(row.payload["lead_id"]))
                         continue
                     await state.redis.enqueue_job(
                         job,
@@ -87,24 +125,21 @@ async def relay_once(state: AppState, *, batch: int = BATCH) -> int:
                         _job_id=job_id(job, str(row.id)),
                         _queue_name=queue_for(job, state.settings),
                     )
-            for (job, org_id), ids in batches.items():
+            for (job, org_id), entry in batches.items():
+                # The assignment job is given its leads' ids, so it need not read the events back.
+                extra: dict[str, Any] = {"lead_ids": entry.lead_ids} if job in LEAD_ID_JOBS else {}
                 await state.redis.enqueue_job(
                     job,
-                    ids,
+                    entry.outbox_ids,
                     str(org_id),
-                    _job_id=batch_job_id(job, ids),
+                    _job_id=batch_job_id(job, entry.outbox_ids),
                     _queue_name=queue_for(job, state.settings),
+                    **extra,
                 )
         except (RedisError, OSError) as exc:
             await session.rollback()
             await _note_failure(state, [(r.org_id, r.id) for r in rows], exc)
             raise RedisUnavailable(str(exc)) from exc
-        await session.execute(
-            update(OutboxEvent)
-            .where(tuple_(col(OutboxEvent.org_id), col(OutboxEvent.id)).in_([(r.org_id, r.id) for r in rows]))
-            .values(dispatched_at=utcnow(), attempts=col(OutboxEvent.attempts) + 1)
-            .execution_options(cross_tenant=True)
-        )
         await session.commit()
         return len(rows)
 

@@ -14,6 +14,7 @@ from sqlmodel import col
 
 from app.config import Settings
 from app.main import create_app
+from app.models.assignment import AssignmentDecision
 from app.models.events import Ping
 from app.models.outbox import JobRun, OutboxEvent
 from app.services import outbox
@@ -204,6 +205,7 @@ async def test_the_relay_sends_a_batch_of_new_leads_as_one_assignment_job(
             ) as client:
                 orgs = [await make_org(state, client) for _ in range(2)]
                 leads: dict[str, set[str]] = {}
+                lead_ids: dict[str, list[str]] = {}
                 for org, count in zip(orgs, (5, 2), strict=True):
                     for i in range(count):
                         r = await client.post(
@@ -212,6 +214,7 @@ async def test_the_relay_sends_a_batch_of_new_leads_as_one_assignment_job(
                             headers=org.auth(),
                         )
                         assert r.status_code == 201, r.text
+                        lead_ids.setdefault(org.id, []).append(r.json()["id"])
                     async with state.sessions() as session:
                         rows = await session.execute(
                             select(col(OutboxEvent.id))
@@ -232,6 +235,20 @@ async def test_the_relay_sends_a_batch_of_new_leads_as_one_assignment_job(
                 jobs[name] = job
             assert len(jobs) == 2 and all(name.startswith("assign_leads:") for name in jobs)
             assert {job.args[1]: set(job.args[0]) for job in jobs.values()} == leads
+            # Each job carries its events' leads, oldest first: it need not read the events back.
+            assert {job.args[1]: job.kwargs["lead_ids"] for job in jobs.values()} == lead_ids
+            # A job enqueued without them (by an older relay) reads its events for the leads.
+            from app.workers.assignment import assign_leads
+
+            first = next(job for job in jobs.values() if job.args[1] == orgs[0].id)
+            assert await assign_leads({"state": state}, first.args[0], first.args[1]) == "5 decided"
+            async with state.sessions() as session:
+                decided = await session.execute(
+                    select(col(AssignmentDecision.lead_id))
+                    .where(col(AssignmentDecision.org_id) == uuid.UUID(orgs[0].id))
+                    .execution_options(cross_tenant=True)
+                )
+                assert {str(row[0]) for row in decided} == set(lead_ids[orgs[0].id])
         finally:
             await state.close()
 
