@@ -801,7 +801,7 @@ async def measure(args: argparse.Namespace, admin_dsn: str, redis_url: str) -> N
                 full = [row for row in table if row["server"] == "loudou" and row["body"] == "full"]
                 rate = min(row["rps"] for row in full)
                 await assignment(
-                    args, lua, dsn, env, orgs["empty"], urls["empty"], rate * args.assign_at, workdir
+                    args, lua, dsn, env, orgs["empty"], urls["empty"], rate * args.assign_at, workdir, lp.pid
                 )
     finally:
         conn = await asyncpg.connect(admin_dsn)
@@ -957,6 +957,7 @@ async def assignment(
     url: str,
     rate: float,
     workdir: Path,
+    api_pgid: int,
 ) -> None:
     """Accepted -> assigned at `rate` leads/s for `--assign-seconds`, two workers, round robin over
     three reps in a fresh organisation; latency from the lead's and the decision's created_at."""
@@ -992,8 +993,8 @@ async def assignment(
     org_id = uuid.UUID(org["org_id"])
     conns = 32
     with (
-        background([str(BIN / "loudou"), "worker"], worker_env, workdir / "worker0.log"),
-        background([str(BIN / "loudou"), "worker"], worker_env, workdir / "worker1.log"),
+        background([str(BIN / "loudou"), "worker"], worker_env, workdir / "worker0.log") as w0,
+        background([str(BIN / "loudou"), "worker"], worker_env, workdir / "worker1.log") as w1,
     ):
         await asyncio.sleep(3)  # both workers up
         # Warm both workers (imports, connections, the relay) as the intake rounds warm the servers:
@@ -1045,6 +1046,8 @@ async def assignment(
                 await asyncio.sleep(5)
 
         sampler = asyncio.create_task(sample())
+        groups = {"api": api_pgid, "workers": w0.pid, "workers1": w1.pid}
+        cpu_before = cpu_seconds(groups)
         result = await asyncio.to_thread(
             wrk,
             lua,
@@ -1071,6 +1074,7 @@ async def assignment(
                 break
             await asyncio.sleep(0.5)
         drain_s = time.monotonic() - posted_until
+        cpu_after = cpu_seconds(groups)
     rows = await db.fetch(
         "SELECT l.id, l.owner_id, extract(epoch FROM d.created_at - l.created_at) AS seconds,"
         " count(*) OVER (PARTITION BY l.id) AS decisions FROM leads l"
@@ -1111,6 +1115,15 @@ async def assignment(
         f"{1000 * seconds[-1] if seconds else float('nan'):>8.0f}{drain_s:>8.1f}  {depth}"
     )
     print(f"(assignment throughput over the run: {len(rows) / span:.0f} leads/s)")
+    used = {name: cpu_after[name] - cpu_before[name] for name in cpu_after}
+    used["workers"] += used.pop("workers1")
+    print(
+        "CPU ms a lead over the load and the drain (posting and assigning): "
+        + ", ".join(
+            f"{name} {1000 * seconds_used / max(leads, 1):.2f}" for name, seconds_used in used.items()
+        )
+        + f", wrk {1000 * result['cpu_s'] / max(leads, 1):.2f}"
+    )
 
 
 if __name__ == "__main__":

@@ -24,6 +24,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
+from app.db import TenancyError
 from app.errors import NotFound
 from app.models.assignment import AssignmentCursor, AssignmentDecision, AssignmentRule
 from app.models.base import build, column_values, utcnow
@@ -677,7 +678,9 @@ async def assign_created_leads(
     statement per table (`set_owners`), not through the unit of work."""
     if not lead_ids:
         return BatchOutcome(decided=0, undecided=0)
-    org_id = session.info["org_id"]
+    org_id = session.info.get("org_id")
+    if org_id is None:
+        raise TenancyError("assigning leads needs a session bound to their organisation")
     conn = await session.connection()
     own = list(
         (await conn.execute(_claim(org_id).where(_LEADS.c.id.in_(lead_ids), _NO_CREATED_DECISION))).mappings()

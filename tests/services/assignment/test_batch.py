@@ -327,3 +327,15 @@ async def test_the_batch_writes_the_rows_lead_by_lead_assignment_writes(
     assert all(lead["version"] == 2 for i, lead in enumerate(got["leads"]) if i not in (2, 4))
     for table in expected:
         assert got[table] == expected[table], table
+
+
+async def test_a_batch_needs_a_session_of_the_organisation(org: Org, state: AppState) -> None:
+    """The batch reads and writes rows without the ORM's organisation filter: an unscoped session
+    is refused before any row is touched."""
+    from app.db import TenancyError
+
+    ids = await _leads(state, org, 2)
+    async with state.sessions() as session:
+        with pytest.raises(TenancyError):
+            await engine.assign_created_leads(session, ids)
+    assert await _decisions(state, org) == []
