@@ -35,6 +35,7 @@ from app.services.common import get_or_404
 from app.services.leads.owner import NewOwner, set_owner, set_owners
 
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+KEPT = "The lead already had an owner (or is closed); rules were not run."
 
 
 @dataclass(frozen=True)
@@ -432,7 +433,7 @@ async def assign(
             outcome="kept",
             chosen_user_id=lead.owner_id,
             previous_owner_id=previous_owner,
-            explanation="The lead already had an owner (or is closed); rules were not run.",
+            explanation=KEPT,
         )
         session.add(decision)
         await session.flush()
@@ -715,7 +716,8 @@ async def assign_created_leads(
             row["org_id"] = org_id
         await conn.execute(insert(_DECISIONS), decisions)
     await session.flush()  # the rules' cursors
-    if len(decisions) == len(own) == len(set(lead_ids)):
+    own_ids = {lead["id"] for lead in own}
+    if sum(row["lead_id"] in own_ids for row in decisions) == len(set(lead_ids)):
         return BatchOutcome(decided=len(decisions), undecided=0)  # every given lead decided now
     left = (
         await session.execute(select(func.count()).select_from(_undecided_created(lead_ids).subquery()))
@@ -739,7 +741,7 @@ async def _decide_created(
                 "outcome": "kept",
                 "chosen_user_id": lead["owner_id"],
                 "previous_owner_id": lead["owner_id"],
-                "explanation": "The lead already had an owner (or is closed); rules were not run.",
+                "explanation": KEPT,
             },
         )
     now = utcnow()

@@ -339,3 +339,27 @@ async def test_a_batch_needs_a_session_of_the_organisation(org: Org, state: AppS
         with pytest.raises(TenancyError):
             await engine.assign_created_leads(session, ids)
     assert await _decisions(state, org) == []
+
+
+async def test_a_given_lead_the_budget_left_is_counted_undecided(
+    org: Org, state: AppState, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A job that is behind takes newer pooled leads along, in created_at order; when its time
+    budget runs out before one of its own leads, that lead is reported undecided (the job's retry
+    takes it) even though as many leads were decided as the job was given."""
+    await _round_robin(org)
+    ids = await _leads(state, org, 3)
+    async with state.sessions() as session:
+        await session.execute(
+            text("UPDATE leads SET created_at = created_at - interval '1 hour' WHERE org_id = :o"),
+            {"o": uuid.UUID(org.id)},
+        )
+        await session.commit()
+    clock = iter([0.0, 0.0, 0.0, 100.0])  # the deadline, then the check before each lead
+    monkeypatch.setattr(engine, "monotonic", lambda: next(clock))
+    async with state.sessions() as session:
+        session.info["org_id"] = uuid.UUID(org.id)
+        outcome = await engine.assign_created_leads(session, [ids[0], ids[2]], budget_seconds=1.0)
+        await session.commit()
+    assert (outcome.decided, outcome.undecided) == (2, 1)
+    assert {d.lead_id for d in await _decisions(state, org)} == {ids[0], ids[1]}
