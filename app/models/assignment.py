@@ -167,7 +167,7 @@ class CandidateRead(BaseModel):
 
     user_id: uuid.UUID
     name: str
-    open_leads: int
+    open_leads: int | None  # counted when the decision depends on it (engine.counts_load)
     capacity: int | None
     eligible: bool
     reason: str

@@ -241,3 +241,44 @@ async def test_a_leads_write_key_cannot_change_routing_or_scoring(org: Org) -> N
         assert r.status_code == 403, r.text
         r = await org.client.post(path, json=body, headers=org.auth(keys["settings:write"]))
         assert r.status_code == 201, r.text
+
+
+async def test_a_decision_counts_the_open_leads_it_depends_on(org: Org, worker: None) -> None:
+    """Round robin reads a candidate's open leads only to check a capacity: the reps without one
+    are logged uncounted (null), so the count does not grow with every lead they hold; least
+    loaded counts everyone, and so does a preview."""
+    capped, _ = await org.add_user("rep", name="Capped", capacity=5)
+    free, _ = await org.add_user("rep", name="Free")
+    for owner, n in ((capped, 2), (free, 1)):  # held before any rule exists (pooled, then given)
+        for _ in range(n):
+            lead = await make_lead(org)
+            r = await org.client.post(
+                f"/v1/leads/{lead['id']}/assign", json={"owner_id": owner}, headers=org.auth()
+            )
+            assert r.status_code == 200, r.text
+    closed = await make_lead(org)  # a closed lead of Free's does not count
+    await org.client.post(f"/v1/leads/{closed['id']}/assign", json={"owner_id": free}, headers=org.auth())
+    r = await org.client.post(
+        f"/v1/leads/{closed['id']}/disqualify", json={"reason": "spam"}, headers=org.auth()
+    )
+    assert r.status_code == 200, r.text
+
+    rule = await _rule(org, target_user_ids=[capped, free], strategy="round_robin")
+    lead = await make_lead(org)
+    decision = await wait_for(lambda: _decision(org, lead["id"]))
+    assert decision["chosen_user_id"] == capped
+    loads = {c["user_id"]: c["open_leads"] for c in decision["candidates"]}
+    assert loads == {capped: 2, free: None}
+
+    r = await org.client.post("/v1/assignment-rules/preview", json={"lead": {}}, headers=org.auth())
+    assert r.status_code == 200, r.text
+    assert {c["user_id"]: c["open_leads"] for c in r.json()["candidates"]} == {capped: 3, free: 1}
+
+    r = await org.client.patch(
+        f"/v1/assignment-rules/{rule['id']}", json={"strategy": "least_loaded"}, headers=org.auth()
+    )
+    assert r.status_code == 200, r.text
+    second = await make_lead(org)
+    decision = await wait_for(lambda: _decision(org, second["id"]))
+    assert decision["chosen_user_id"] == free
+    assert {c["user_id"]: c["open_leads"] for c in decision["candidates"]} == {capped: 3, free: 1}

@@ -46,7 +46,7 @@ class Candidate:
     name: str
     active: bool
     capacity: int | None
-    open_leads: int
+    open_leads: int | None  # None: not counted (the decision does not depend on it)
     weight: int
     timezone: str
     working_hours: dict[str, Any] | None
@@ -147,7 +147,7 @@ def skip_reason(candidate: Candidate, now: datetime, *, respect_hours: bool, str
     """Why this candidate cannot take a lead now, or None."""
     if not candidate.active:
         return "inactive"
-    if candidate.capacity is not None and candidate.open_leads >= candidate.capacity:
+    if candidate.capacity is not None and (candidate.open_leads or 0) >= candidate.capacity:
         return f"at capacity ({candidate.open_leads}/{candidate.capacity} open leads)"
     if strategy == "weighted" and candidate.weight <= 0:
         return "weight 0"
@@ -174,7 +174,9 @@ def pick(
         return chosen, {"current": current, "last_user_id": str(chosen.user_id), "assigned": assigned}
     if strategy == "least_loaded":
         epoch = datetime.min.replace(tzinfo=utcnow().tzinfo)
-        chosen = min(eligible, key=lambda c: (c.open_leads, c.last_assigned_at or epoch, order[c.user_id]))
+        chosen = min(
+            eligible, key=lambda c: (c.open_leads or 0, c.last_assigned_at or epoch, order[c.user_id])
+        )
         return chosen, {"last_user_id": str(chosen.user_id), "assigned": assigned}
     # round_robin: the next eligible candidate after the last one chosen, in a fixed order.
     last = state.get("last_user_id")
@@ -187,8 +189,22 @@ def pick(
     raise ValueError("pick() needs at least one eligible candidate")
 
 
-async def load_candidates(session: AsyncSession, rule: AssignmentRule) -> list[Candidate]:
-    """The rule's users (listed order, or team members oldest first) with their current load."""
+def counts_load(rule: AssignmentRule, user: User) -> bool:
+    """Whether a decision by `rule` depends on `user`'s open leads: `least_loaded` compares
+    everyone's; the other strategies only check a capacity, where one is set."""
+    return rule.strategy == "least_loaded" or user.capacity is not None
+
+
+async def load_candidates(
+    session: AsyncSession, rule: AssignmentRule, *, every_load: bool = False
+) -> list[Candidate]:
+    """The rule's users (listed order, or team members oldest first) with their current load:
+    the open leads (and the latest assignment) of the users the decision depends on
+    (`counts_load`), or of all of them with `every_load`; None for the others.
+
+    A user's open leads are counted anew for each batch (an index range of their open leads),
+    so a rule over reps without a capacity does not pay, batch after batch, a count that grows
+    with every lead they hold and that the decision does not read."""
     if rule.target_user_ids:
         ids = [uuid.UUID(str(u)) for u in rule.target_user_ids]
         users = {
@@ -207,7 +223,7 @@ async def load_candidates(session: AsyncSession, rule: AssignmentRule) -> list[C
         )
     else:
         ordered_users = []
-    ids = [u.id for u in ordered_users]
+    ids = [u.id for u in ordered_users if every_load or counts_load(rule, u)]
     load: dict[uuid.UUID, tuple[int, datetime | None]] = {}
     if ids:
         rows = await session.execute(
@@ -222,7 +238,7 @@ async def load_candidates(session: AsyncSession, rule: AssignmentRule) -> list[C
             name=u.name or u.email,
             active=u.active,
             capacity=u.capacity,
-            open_leads=load.get(u.id, (0, None))[0],
+            open_leads=load.get(u.id, (0, None))[0] if u.id in ids else None,
             weight=u.weight,
             timezone=u.timezone,
             working_hours=u.working_hours,
@@ -297,7 +313,9 @@ class BatchMemo:
         if self.candidates is None or rule_id not in self.candidates:
             return
         self.candidates[rule_id] = [
-            replace(c, open_leads=c.open_leads + 1, last_assigned_at=now) if c.user_id == user_id else c
+            replace(c, open_leads=c.open_leads + 1, last_assigned_at=now)
+            if c.user_id == user_id and c.open_leads is not None
+            else c
             for c in self.candidates[rule_id]
         ]
 
@@ -340,8 +358,8 @@ async def evaluate(
             if rule.id not in memo.candidates:
                 memo.candidates[rule.id] = await load_candidates(session, rule)
             ordered = memo.candidates[rule.id]
-        else:
-            ordered = await load_candidates(session, rule)
+        else:  # a preview (no lock) shows every candidate's load
+            ordered = await load_candidates(session, rule, every_load=not lock)
         evaluated: list[dict[str, Any]] = []
         eligible: list[Candidate] = []
         for c in ordered:
