@@ -21,6 +21,13 @@ decision read `(org_id, change_xid, change_seq)` with `id` as a filter, a scan o
 organisation's leads, until autovacuum's next ANALYZE of the table (after 10 % of it changed).
 So a table is also analysed once `BIG_CHANGES` rows and 1 % of it have changed and its
 statistics are over `MIN_AGE` old: a new organisation is known after its first 10,000 rows.
+
+These analyses take a smaller sample than PostgreSQL's default (`STATISTICS_TARGET` 30: 9,000
+rows, not 30,000): what they are for — an organisation's share of a table, which columns are
+unique — shows in it as well, and under sustained intake they ran about once a minute on each
+growing table. Measured on a 60,000-lead table: 97 ms against 337 ms at the default target; in
+the half-capacity assignment benchmark the default-target rounds were ~13 % of PostgreSQL's
+time. Autovacuum, where it runs, still analyses with the server's own target.
 """
 
 from __future__ import annotations
@@ -39,6 +46,7 @@ MIN_CHANGES = 500
 BIG_CHANGES = 10_000
 MIN_AGE_SECONDS = 60
 EVERY_SECONDS = 2.0
+STATISTICS_TARGET = 30
 
 # One process at a time (the others skip the round); held until the round's commit.
 _ROUND_LOCK = text("SELECT pg_try_advisory_xact_lock(hashtext('loudou.analyze_young_tables'))")
@@ -69,14 +77,15 @@ async def analyze_young_tables(
     big_changes: int = BIG_CHANGES,
     min_age: float = MIN_AGE_SECONDS,
 ) -> list[str]:
-    """ANALYZE every table of the schema that has at least doubled since its last analysis, or
-    has had `big_changes` and 1 % of it changed since one over `min_age` seconds ago, in the
-    session's transaction (the statistics take effect at its commit); the names analysed.
+    """ANALYZE (a `STATISTICS_TARGET` sample) every table of the schema that has at least doubled
+    since its last analysis, or has had `big_changes` and 1 % of it changed since one over
+    `min_age` seconds ago, in the session's transaction (the statistics take effect at its commit); the names analysed.
     Nothing when another process is at it (an advisory lock held to the commit); a table that
     another ANALYZE or VACUUM holds is left for the next round."""
     if not (await session.execute(_ROUND_LOCK)).scalar_one():
         return []
     await session.execute(text("SET LOCAL lock_timeout = '200ms'"))
+    await session.execute(text(f"SET LOCAL default_statistics_target = {STATISTICS_TARGET}"))
     params = {"min_changes": min_changes, "big_changes": big_changes, "min_age": min_age}
     rows = (await session.execute(_DOUBLED, params)).all()
     done: list[str] = []

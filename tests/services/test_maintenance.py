@@ -77,6 +77,18 @@ async def test_a_table_is_analysed_when_it_has_doubled_since_its_statistics(
             assert await wait_for(lambda: _changes_at_least(state, 600), timeout=5)
             assert await analyze_young_tables(ctx) == 1
             assert await _stats(state) == (1200.0, 0)
+            # The smaller sample: 1,200 distinct ids give a histogram of target + 1 bounds (the
+            # server's default of 100 would give 101).
+            async with state.sessions() as session:
+                bounds = (
+                    await session.execute(
+                        text(
+                            "SELECT cardinality(CAST(CAST(histogram_bounds AS text) AS int[]))"
+                            " FROM pg_stats WHERE tablename = 'young_things' AND attname = 'id'"
+                        )
+                    )
+                ).scalar_one()
+            assert bounds == maintenance.STATISTICS_TARGET + 1
         finally:
             await state.close()
 
