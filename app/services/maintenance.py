@@ -79,9 +79,9 @@ async def analyze_young_tables(
 ) -> list[str]:
     """ANALYZE (a `STATISTICS_TARGET` sample) every table of the schema that has at least doubled
     since its last analysis, or has had `big_changes` and 1 % of it changed since one over
-    `min_age` seconds ago, in the session's transaction (the statistics take effect at its commit); the names analysed.
-    Nothing when another process is at it (an advisory lock held to the commit); a table that
-    another ANALYZE or VACUUM holds is left for the next round."""
+    `min_age` seconds ago, in the session's transaction (the statistics take effect at its
+    commit); the names analysed. Nothing when another process is at it (an advisory lock held
+    to the commit); a table that another ANALYZE or VACUUM holds is left for the next round."""
     if not (await session.execute(_ROUND_LOCK)).scalar_one():
         return []
     await session.execute(text("SET LOCAL lock_timeout = '200ms'"))
