@@ -232,8 +232,9 @@ async def _twin_leads(state: AppState, org: Org) -> list[uuid.UUID]:
     return ids
 
 
-# Not what an assignment writes: change-feed bookkeeping, and an event's delivery state, which a
-# dispatcher running beside the test may advance for one organisation before the other is read.
+# Columns that differ between the twins for reasons other than assignment: the change-feed
+# bookkeeping, the leads' emails (each organisation has its own), and an event's delivery state,
+# which the session's relay may advance for one organisation before the other is read.
 IGNORED = frozenset({"change_xid", "change_seq", "email", "dispatched_at", "attempts", "last_error"})
 
 UUID_TEXT = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
